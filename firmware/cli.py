@@ -1,0 +1,97 @@
+"""`pinkbutton`: the kiosk's console script.
+
+Exit codes follow the gpiozero CLI convention: 0 ok, 1 failure at run time, 2 bad usage or bad
+configuration (argparse already exits 2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from firmware.config import ConfigError, load_config, verify_certificates
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+
+log = logging.getLogger("pinkbutton")
+
+
+def _version() -> str:
+    try:
+        from firmware.version import FIRMWARE_VERSION
+    except ImportError:
+        return "unknown"
+    return FIRMWARE_VERSION
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pinkbutton", description="Pink Button kiosk firmware.")
+    parser.add_argument("--version", action="version", version=f"pinkbutton {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file and its certificates, then exit"
+    )
+    check.add_argument("file", metavar="FILE", type=Path)
+
+    run = commands.add_parser("run", help="run the kiosk")
+    run.add_argument("--config", required=True, metavar="FILE", type=Path)
+    run.add_argument(
+        "--hal",
+        choices=("fake", "pi"),
+        default=None,
+        help="override [hal] backend from the config",
+    )
+    return parser
+
+
+def _check_config(file: Path) -> int:
+    now = datetime.now(UTC)
+    config = load_config(file, check_certificates=False)
+    status = verify_certificates(config, now=now)
+    print(
+        f"{file}: ok — device {config.device.id} at {config.device.site_name}, "
+        f"broker {config.broker.host}:{config.broker.port}, certificate valid until "
+        f"{status.not_after:%Y-%m-%d} ({status.days_left(now)} days)"
+    )
+    return EXIT_OK
+
+
+def _run(file: Path, hal: str | None) -> int:
+    config = load_config(file)
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        from firmware.app import run_kiosk  # lazy: pulls in transport, HAL and media
+
+        return run_kiosk(config, hal_override=hal)
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        return EXIT_FAILURE
+    except Exception as e:  # the last line of defence: one log line, not a traceback
+        log.error("unexpected error: %s: %s", type(e).__name__, e)
+        log.debug("traceback of the unexpected error", exc_info=True)
+        return EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return _check_config(args.file)
+        return _run(args.config, args.hal)
+    except ConfigError as e:
+        print(f"pinkbutton: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,551 @@
+"""Typed, validated kiosk configuration (TOML).
+
+A kiosk that boots with a typo in its config must say so in one line and refuse to start,
+rather than run with a silently ignored key. So every section is a frozen dataclass, unknown
+sections and keys are errors (with a "did you mean"), and the certificates the broker will
+judge us by are checked here, before the first connect, where the message can still be clear.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "AlertConfig",
+    "BrokerConfig",
+    "CertificateStatus",
+    "Config",
+    "ConfigError",
+    "DeviceConfig",
+    "HalConfig",
+    "LogConfig",
+    "load_config",
+    "parse_config",
+    "verify_certificates",
+]
+
+
+class ConfigError(Exception):
+    """Bad configuration. str() is always one line naming the file (and section/key)."""
+
+    def __init__(self, message: str) -> None:
+        # One line, always: these end up in journald and on a field tech's phone screen.
+        super().__init__(" ".join(message.splitlines()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    id: str
+    site_id: str
+    site_name: str
+    lat: float
+    lon: float
+    state_dir: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerConfig:
+    host: str
+    port: int = 8883
+    ca: Path
+    cert: Path
+    key: Path
+    keepalive_s: int = 30
+    session_expiry_s: int = 86400
+    connect_timeout_s: float = 10.0
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HalConfig:
+    backend: str = "pi"
+    button_pin: int = 17
+    led_pin: int = 27
+    buzzer_pin: int | None = None
+    debounce_ms: int = 50
+    button_active_low: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertConfig:
+    ack_timeout_s: float = 30.0
+    stream_s: float = 120.0
+    cooldown_s: float = 10.0
+    retry_s: float = 5.0
+    kind: str = "emergency"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    path: Path  # as the caller gave it; used to name the file in messages
+    device: DeviceConfig
+    broker: BrokerConfig
+    hal: HalConfig
+    alert: AlertConfig
+    log: LogConfig
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateStatus:
+    """What check-config reports about a certificate set that passed every check."""
+
+    cn: str
+    not_before: datetime
+    not_after: datetime
+
+    def days_left(self, now: datetime) -> int:
+        return (self.not_after - now).days
+
+
+# ---------------------------------------------------------------------------------------------
+# Field rules. Each rule turns a raw TOML value into the typed value or returns a problem string.
+
+_REQUIRED = object()
+_DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+# The control room's own client identity; a device with this id could publish as the room.
+_RESERVED_IDS = frozenset({"controlroom"})
+_MAX_GPIO = 27  # BCM numbering on the 40-pin header
+_MQTT_MAX_KEEPALIVE = 65535
+_MQTT_MAX_SESSION_EXPIRY = 0xFFFFFFFF
+
+
+class _Problem(Exception):
+    """Raised by a rule; becomes ConfigError once the section and key are known."""
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, datetime):
+        return "datetime"
+    if isinstance(value, date):
+        return "date"
+    if isinstance(value, time):
+        return "time"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "table"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    text = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{_toml_type(value)} {text}"
+
+
+def _name(key: object) -> str:
+    """A key as it would appear in TOML: bare if it can be, quoted otherwise."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _expect_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Problem(f"expected a string, got {_show(value)}")
+    if not value.strip():
+        raise _Problem("must not be empty")
+    return value
+
+
+def _expect_int(value: object) -> int:
+    # bool is an int subclass in Python; in a config file `true` for a pin number is a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Problem(f"expected an integer, got {_show(value)}")
+    return value
+
+
+def _expect_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(f"expected a number, got {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _Problem(f"out of range: {value}") from None
+    if not math.isfinite(number):
+        raise _Problem(f"must be a finite number, got {value}")
+    return number
+
+
+def _expect_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(f"expected a boolean (true or false), got {_show(value)}")
+    return value
+
+
+def _int_in(lo: int, hi: int) -> Callable[[object], int]:
+    def rule(value: object) -> int:
+        number = _expect_int(value)
+        if not lo <= number <= hi:
+            raise _Problem(f"must be between {lo} and {hi}, got {number}")
+        return number
+
+    return rule
+
+
+def _number_in(lo: float, hi: float) -> Callable[[object], float]:
+    def rule(value: object) -> float:
+        number = _expect_number(value)
+        if not lo <= number <= hi:
+            raise _Problem(f"must be between {lo:g} and {hi:g}, got {number:g}")
+        return number
+
+    return rule
+
+
+def _positive_number(value: object) -> float:
+    number = _expect_number(value)
+    if number <= 0:
+        raise _Problem(f"must be greater than 0, got {number:g}")
+    return number
+
+
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def rule(value: object) -> str:
+        text = _expect_str(value)
+        if text not in choices:
+            raise _Problem(f"must be one of {', '.join(choices)}; got {text!r}")
+        return text
+
+    return rule
+
+
+def _device_id(value: object) -> str:
+    text = _expect_str(value)
+    if not _DEVICE_ID.fullmatch(text):
+        raise _Problem(
+            f"{text!r} is not a valid device id: 2-63 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit"
+        )
+    if text in _RESERVED_IDS:
+        raise _Problem(f"{text!r} is reserved for the control room")
+    return text
+
+
+def _path(value: object) -> str:
+    text = _expect_str(value)
+    if "\x00" in text:
+        raise _Problem("path contains a NUL character")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    rule: Callable[[object], Any]
+    default: object = _REQUIRED
+    is_path: bool = False
+
+
+_SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
+    "device": (
+        DeviceConfig,
+        {
+            "id": _Field(_device_id),
+            "site_id": _Field(_expect_str),
+            "site_name": _Field(_expect_str),
+            "lat": _Field(_number_in(-90, 90)),
+            "lon": _Field(_number_in(-180, 180)),
+            "state_dir": _Field(_path, is_path=True),
+        },
+    ),
+    "broker": (
+        BrokerConfig,
+        {
+            "host": _Field(_expect_str),
+            "port": _Field(_int_in(1, 65535), 8883),
+            "ca": _Field(_path, is_path=True),
+            "cert": _Field(_path, is_path=True),
+            "key": _Field(_path, is_path=True),
+            "keepalive_s": _Field(_int_in(1, _MQTT_MAX_KEEPALIVE), 30),
+            "session_expiry_s": _Field(_int_in(1, _MQTT_MAX_SESSION_EXPIRY), 86400),
+            "connect_timeout_s": _Field(_positive_number, 10.0),
+            "backoff_min_s": _Field(_positive_number, 0.5),
+            "backoff_max_s": _Field(_positive_number, 30.0),
+        },
+    ),
+    "hal": (
+        HalConfig,
+        {
+            "backend": _Field(_one_of("pi", "fake"), "pi"),
+            "button_pin": _Field(_int_in(0, _MAX_GPIO), 17),
+            "led_pin": _Field(_int_in(0, _MAX_GPIO), 27),
+            # TOML has no null: leaving the key out means "no buzzer".
+            "buzzer_pin": _Field(_int_in(0, _MAX_GPIO), None),
+            "debounce_ms": _Field(_int_in(1, 1000), 50),
+            "button_active_low": _Field(_expect_bool, True),
+        },
+    ),
+    "alert": (
+        AlertConfig,
+        {
+            "ack_timeout_s": _Field(_positive_number, 30.0),
+            "stream_s": _Field(_positive_number, 120.0),
+            "cooldown_s": _Field(_positive_number, 10.0),
+            "retry_s": _Field(_positive_number, 5.0),
+            "kind": _Field(_one_of("emergency", "test"), "emergency"),
+        },
+    ),
+    "log": (LogConfig, {"level": _Field(_one_of("debug", "info", "warning", "error"), "info")}),
+}
+_REQUIRED_SECTIONS = ("device", "broker")
+
+# The schema and the dataclasses must describe the same keys; catch drift at import.
+for _section, (_cls, _rules) in _SCHEMA.items():
+    assert [f.name for f in fields(_cls)] == list(_rules), _section
+
+
+def _did_you_mean(word: object, choices: list[str], fmt: str = "'{}'") -> str:
+    match = difflib.get_close_matches(str(word), choices, n=1)
+    return f" (did you mean {fmt.format(match[0])}?)" if match else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def load_config(
+    path: str | Path, *, check_certificates: bool = True, now: datetime | None = None
+) -> Config:
+    """Read and validate a config file. Raises ConfigError (one line) for any problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {_os_reason(e)}") from None
+    except ValueError:  # embedded NUL in the path itself
+        raise ConfigError(f"{path}: cannot read config: invalid file name") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return parse_config(data, path, check_certificates=check_certificates, now=now)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    path: Path,
+    *,
+    check_certificates: bool = True,
+    now: datetime | None = None,
+) -> Config:
+    """Validate already-parsed TOML. Relative paths resolve against path's directory."""
+    path = Path(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a TOML document, got {_show(data)}")
+
+    for section in data:
+        if section not in _SCHEMA:
+            hint = _did_you_mean(section, list(_SCHEMA), "[{}]")
+            raise ConfigError(f"{path}: unknown section [{_name(section)}]{hint}")
+    for section in _REQUIRED_SECTIONS:
+        if section not in data:
+            raise ConfigError(f"{path}: missing required section [{section}]")
+
+    base_dir = path.absolute().parent
+    sections = {name: _parse_section(name, data.get(name, {}), path, base_dir) for name in _SCHEMA}
+    config = Config(path=path, **sections)
+    _check_cross_field(config)
+    if check_certificates:
+        verify_certificates(config, now=now)
+    return config
+
+
+def _parse_section(name: str, table: object, path: Path, base_dir: Path) -> Any:
+    cls, rules = _SCHEMA[name]
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: [{name}]: expected a table, got {_show(table)}")
+    for key in table:
+        if key not in rules:
+            hint = _did_you_mean(key, list(rules))
+            raise ConfigError(f"{path}: [{name}] {_name(key)}: unknown key{hint}")
+    values: dict[str, Any] = {}
+    for key, spec in rules.items():
+        if key not in table:
+            if spec.default is _REQUIRED:
+                raise ConfigError(f"{path}: [{name}] {key}: missing (required)")
+            values[key] = spec.default
+            continue
+        try:
+            value = spec.rule(table[key])
+        except _Problem as problem:
+            raise ConfigError(f"{path}: [{name}] {key}: {problem}") from None
+        if spec.is_path:
+            # Relative to the config file, not the cwd: systemd and a tech's shell differ.
+            value = Path(os.path.normpath(base_dir / value))
+        values[key] = value
+    return cls(**values)
+
+
+def _check_cross_field(config: Config) -> None:
+    path, broker, hal = config.path, config.broker, config.hal
+    if broker.backoff_min_s > broker.backoff_max_s:
+        raise ConfigError(
+            f"{path}: [broker] backoff_min_s: {broker.backoff_min_s:g} is greater than "
+            f"backoff_max_s {broker.backoff_max_s:g}"
+        )
+    if hal.led_pin == hal.button_pin:
+        raise ConfigError(f"{path}: [hal] led_pin: GPIO {hal.led_pin} is already the button_pin")
+    if hal.buzzer_pin is not None and hal.buzzer_pin in (hal.button_pin, hal.led_pin):
+        other = "button_pin" if hal.buzzer_pin == hal.button_pin else "led_pin"
+        raise ConfigError(f"{path}: [hal] buzzer_pin: GPIO {hal.buzzer_pin} is already the {other}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates: the broker checks all of this at connect time and answers with a bare
+# disconnect. Checking here turns "it won't connect" into a sentence naming the cause.
+
+
+def verify_certificates(config: Config, *, now: datetime | None = None) -> CertificateStatus:
+    """Check broker.ca/cert/key as the broker will. Raises ConfigError naming the key."""
+    broker, where = config.broker, f"{config.path}: [broker]"
+    now = _utc(now or datetime.now(UTC))
+
+    ca_bytes = _read(broker.ca, f"{where} ca")
+    cert_bytes = _read(broker.cert, f"{where} cert")
+    key_bytes = _read(broker.key, f"{where} key")
+
+    try:
+        cas = x509.load_pem_x509_certificates(ca_bytes)
+    except ValueError:
+        raise ConfigError(f"{where} ca: {broker.ca} is not a PEM certificate") from None
+    try:
+        cert = x509.load_pem_x509_certificate(cert_bytes)
+    except ValueError:
+        raise ConfigError(f"{where} cert: {broker.cert} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_bytes, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"{where} key: {broker.key} is encrypted; the kiosk needs an unencrypted key"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{where} key: {broker.key} is not a PEM private key") from None
+
+    if _spki(key.public_key()) != _spki(cert.public_key()):
+        raise ConfigError(f"{where} key: {broker.key} does not match certificate {broker.cert}")
+
+    issuers = [ca for ca in cas if ca.subject == cert.issuer]
+    if not issuers:
+        raise ConfigError(
+            f"{where} cert: {broker.cert} was issued by '{cert.issuer.rfc4514_string()}', "
+            f"not by the CA in {broker.ca} ('{cas[0].subject.rfc4514_string()}')"
+        )
+    ca = issuers[0]
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigError(
+            f"{where} cert: {broker.cert} is not signed by the CA in {broker.ca} "
+            "(same CA name, different key: was the CA re-created?)"
+        ) from None
+
+    cn = _common_name(cert)
+    if cn is None:
+        raise ConfigError(f"{where} cert: certificate has no CN; it must be the device id")
+    if cn != config.device.id:
+        raise ConfigError(
+            f"{where} cert: certificate CN '{cn}' does not match device.id "
+            f"'{config.device.id}': the broker would deny every publish"
+        )
+    _check_client_usage(cert, f"{where} cert")
+
+    _check_validity(ca, f"{where} ca: CA certificate", now)
+    _check_validity(cert, f"{where} cert: certificate", now)
+    return CertificateStatus(
+        cn=cn, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc
+    )
+
+
+def _read(path: Path, where: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path}: {_os_reason(e)}") from None
+
+
+def _os_reason(e: OSError) -> str:
+    reasons = {
+        errno.ENOENT: "no such file",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a parent is not a directory",
+    }
+    return reasons.get(e.errno, (e.strerror or str(e)).lower())
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        return None
+    value = names[0].value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _check_client_usage(cert: x509.Certificate, where: str) -> None:
+    # A server certificate in the kiosk's slot passes every other check, then TLS rejects it.
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        raise ConfigError(f"{where}: certificate is not for client authentication (a server cert?)")
+
+
+def _check_validity(cert: x509.Certificate, what: str, now: datetime) -> None:
+    if now > cert.not_valid_after_utc:
+        raise ConfigError(f"{what} expired on {_stamp(cert.not_valid_after_utc)}")
+    if now < cert.not_valid_before_utc:
+        raise ConfigError(
+            f"{what} not valid until {_stamp(cert.not_valid_before_utc)} (is the clock right?)"
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    # A naive datetime from a caller means UTC: kiosks run in UTC and certificates are in UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
