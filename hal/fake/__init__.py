@@ -1,0 +1,54 @@
+"""Deterministic hardware for tests and the simulator."""
+
+from __future__ import annotations
+
+from firmware.clock import Clock
+from hal.base import HalError
+from hal.fake.button import FakeButton
+from hal.fake.indicator import FakeIndicator
+from hal.registry import Backend
+
+__all__ = ["FakeBackend", "FakeButton", "FakeIndicator"]
+
+
+class FakeBackend(Backend):
+    """Makes fake devices and keeps them (`buttons`, `indicators`) so a simulator can drive them.
+
+    Like real GPIO, a pin held by an open device cannot be opened again until it is closed.
+    """
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.buttons: list[FakeButton] = []
+        self.indicators: list[FakeIndicator] = []
+
+    def button(
+        self, clock: Clock, pin: int, debounce_s: float = 0.05, active_low: bool = True
+    ) -> FakeButton:
+        # active_low is a wiring detail; a fake button has no wiring.
+        self._claim(pin)
+        button = FakeButton(clock, debounce_s, pin=pin)
+        self.buttons.append(button)
+        return button
+
+    def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> FakeIndicator:
+        if buzzer_pin == led_pin:
+            raise HalError(f"LED and buzzer cannot share GPIO{led_pin}")
+        self._claim(led_pin)
+        if buzzer_pin is not None:
+            self._claim(buzzer_pin)
+        indicator = FakeIndicator(clock, led_pin=led_pin, buzzer_pin=buzzer_pin)
+        self.indicators.append(indicator)
+        return indicator
+
+    def _pins_in_use(self) -> set[int]:
+        used = {b.pin for b in self.buttons if not b.closed}
+        for ind in self.indicators:
+            if not ind.closed:
+                used.update(p for p in (ind.led_pin, ind.buzzer_pin) if p is not None)
+        return used
+
+    def _claim(self, pin: int) -> None:
+        if pin in self._pins_in_use():
+            raise HalError(f"GPIO{pin} is already in use")

@@ -1,0 +1,61 @@
+"""Raspberry Pi backend (gpiozero).
+
+gpiozero is imported only when a Pi device is made, so `import hal` (and the
+fake backend) work on any laptop without it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from firmware.clock import Clock
+from hal.base import BackendUnavailable, Button, HalError, Indicator
+from hal.registry import Backend
+
+__all__ = ["PiBackend", "require_gpiozero", "gpio_error"]
+
+
+def require_gpiozero() -> ModuleType:
+    """The gpiozero module, or BackendUnavailable with the install hint."""
+    try:
+        import gpiozero
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"HAL backend 'pi' needs gpiozero: pip install gpiozero (import failed: {exc})"
+        ) from None
+    return gpiozero
+
+
+def gpio_error(what: str, exc: Exception) -> HalError:
+    """One-line HAL error for a gpiozero failure while opening `what`."""
+    import gpiozero
+
+    if isinstance(exc, gpiozero.BadPinFactory):
+        return BackendUnavailable(f"HAL backend 'pi' found no GPIO driver for {what}: {exc}")
+    return HalError(f"cannot open {what}: {exc}")
+
+
+class PiBackend(Backend):
+    """Buttons and indicators on real GPIO, or on gpiozero's MockFactory in tests.
+
+    `pin_factory=None` lets gpiozero choose (GPIOZERO_PIN_FACTORY or its default).
+    """
+
+    name = "pi"
+
+    def __init__(self, pin_factory: Any = None) -> None:
+        require_gpiozero()  # fail at selection time, not at the first press
+        self.pin_factory = pin_factory
+
+    def button(
+        self, clock: Clock, pin: int, debounce_s: float = 0.05, active_low: bool = True
+    ) -> Button:
+        from hal.pi.button import PiButton
+
+        return PiButton(clock, pin, debounce_s, active_low, pin_factory=self.pin_factory)
+
+    def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> Indicator:
+        from hal.pi.indicator import PiIndicator
+
+        return PiIndicator(clock, led_pin, buzzer_pin, pin_factory=self.pin_factory)
