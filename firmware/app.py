@@ -1,0 +1,343 @@
+"""The kiosk runtime: thin glue around the pure state machine.
+
+One thread (the caller of `run()`) owns the state. Everything else — paho's
+network thread, the button backend's thread, the simulator's keyboard thread —
+only puts items on `self._inbox`. Actions from `step()` are executed here, in
+order; the machine guarantees PersistAlert comes before SetIndicator(SENDING).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from firmware import machine as m
+from firmware import protocol as p
+from firmware import transport as t
+from firmware.backoff import Backoff
+from firmware.clock import Clock, iso8601
+from firmware.config import Config
+from firmware.outbox import Outbox, OutboxError
+from firmware.version import FIRMWARE_VERSION
+from hal.base import Button, Indicator, Pattern
+
+log = logging.getLogger("pinkbutton.kiosk")
+
+Listener = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """A raw button edge happened: poll the button."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    what: str  # alert | status | event
+    topic: str
+    alert_id: str | None = None
+
+
+def settings_from(config: Config) -> m.Settings:
+    a = config.alert
+    return m.Settings(
+        ack_timeout_s=a.ack_timeout_s, stream_s=a.stream_s, cooldown_s=a.cooldown_s,
+        retry_s=a.retry_s,
+    )
+
+
+def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
+    """The device's TLS key also signs alerts (end-to-end integrity past the broker)."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        log.warning("alerts will be unsigned: cannot load key %s: %s", path, e)
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+class Kiosk:
+    def __init__(
+        self,
+        config: Config,
+        button: Button,
+        indicator: Indicator,
+        *,
+        clock: Clock | None = None,
+        listeners: list[Listener] | None = None,
+    ) -> None:
+        self.config = config
+        self.device_id = config.device.id
+        self.clock = clock or Clock()
+        self.button = button
+        self.indicator = indicator
+        self.listeners: list[Listener] = list(listeners or [])
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: dict[int, _Pending] = {}
+        self._stop = threading.Event()
+        self.outbox = Outbox(config.device.state_dir / "outbox.db")
+        self.state = m.initial_state(settings_from(config), next_seq=self.outbox.next_seq())
+        self._key = load_signing_key(config.broker.key)
+        self._site = p.Site(
+            config.device.site_id, config.device.site_name, config.device.lat, config.device.lon
+        )
+        b = config.broker
+        self.transport = t.MqttTransport(
+            client_id=self.device_id,
+            host=b.host,
+            port=b.port,
+            tls=t.TlsFiles(b.ca, b.cert, b.key),
+            on_event=self._inbox.put,
+            subscriptions=[(p.topic(self.device_id, "cmd"), 1)],
+            will=t.Will(p.topic(self.device_id, "status"), self._status_payload("offline", False)),
+            keepalive_s=b.keepalive_s,
+            session_expiry_s=b.session_expiry_s,
+            connect_timeout_s=b.connect_timeout_s,
+            backoff=Backoff(b.backoff_min_s, b.backoff_max_s),
+        )
+        button.wakeup = lambda: self._inbox.put(_Wake())
+
+    # -- called from any thread ---------------------------------------------
+
+    def press(self, kind: str | None = None) -> None:
+        """Inject a debounced press as if the button produced it (simulator, bench)."""
+        self._inbox.put(("press", kind))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._inbox.put(_Wake())
+
+    # -- state thread -------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until stop(); then say goodbye to the broker and release hardware."""
+        self.transport.start()
+        self._dispatch(m.Boot())
+        try:
+            while not self._stop.is_set():
+                self._wait_and_handle()
+        finally:
+            self._shutdown()
+
+    def _wait_and_handle(self) -> None:
+        deadlines = [d for d in (m.next_deadline(self.state), self.button.next_deadline()) if d]
+        timeout = 0.5
+        if deadlines:
+            timeout = min(timeout, max(0.0, min(deadlines) - self.clock.monotonic()))
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            item = None
+        while item is not None:
+            self._handle(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        for ev in self.button.poll():
+            if ev.pressed:
+                self._press(None, ev.at)
+            else:
+                self._dispatch(m.Released())
+        self._dispatch(m.Tick())
+
+    def _handle(self, item) -> None:
+        match item:
+            case _Wake():
+                pass
+            case ("press", kind):
+                self._press(kind, self.clock.monotonic())
+            case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
+                self._dispatch(item)
+            case t.Connected(session_present=sp):
+                log.info("connected to broker %s:%s (session %s)", self.transport.host,
+                         self.transport.port, "resumed" if sp else "new")
+                self._notify("connected", {})
+                self._dispatch(m.Connected())
+            case t.Disconnected(reason=r):
+                log.warning("lost broker connection: %s", r)
+                self._notify("disconnected", {"reason": r})
+                self._dispatch(m.Disconnected(r))
+            case t.ConnectFailed(reason=r, retry_in=d):
+                log.error("%s; retrying in %.1f s", r, d)
+                self._notify("connect_failed", {"reason": r, "retry_in": d})
+                self._dispatch(m.Disconnected(r))
+            case t.PublishResult():
+                self._on_publish_result(item)
+            case t.SubscribeResult(topic=tp, ok=False, reason=r):
+                log.error("broker denied subscription to %s: %s", tp, r)
+                self._dispatch(m.FaultRaised("cmd_subscribe_denied", r))
+            case t.SubscribeResult():
+                pass
+            case t.Message(topic=tp, payload=payload):
+                self._on_message(tp, payload)
+            case _:
+                log.error("internal: unexpected inbox item %r", item)
+
+    def _press(self, kind: str | None, at: float) -> None:
+        now = self.clock.monotonic()
+        # Wall time of the contact itself, not of the debounce confirmation.
+        wall = self.clock.wall() - max(0.0, now - at)
+        self._notify("pressed", {"at": at, "confirmed_after_ms": round((now - at) * 1000, 1)})
+        ev = m.Pressed(str(uuid.uuid4()), wall, kind or self.config.alert.kind)
+        self._dispatch(ev, now=at)
+
+    def _on_publish_result(self, r: t.PublishResult) -> None:
+        pending = self._pending.pop(r.mid, None)
+        if pending is None:
+            return
+        if not r.ok:
+            log.error("broker denied publish to %s: %s", pending.topic, r.reason)
+            self._notify("publish_denied", {"topic": pending.topic, "reason": r.reason})
+        if pending.what == "alert":
+            if r.ok:
+                self._mark_delivered(pending.alert_id)
+            self._dispatch(m.AlertPublished(pending.alert_id, r.ok, r.reason))
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic != p.topic(self.device_id, "cmd"):
+            log.warning("ignored message on unexpected topic %s", topic)
+            return
+        try:
+            cmd = p.decode_cmd(payload)
+        except p.ProtocolError as e:
+            log.warning("rejected cmd: %s", e)
+            self._notify("cmd_rejected", {"reason": str(e)})
+            return
+        log.info("cmd %s for %s from %s", cmd.cmd, cmd.alert_id, cmd.operator or "control room")
+        self._notify("cmd", {"cmd": cmd.cmd, "alert_id": cmd.alert_id, "operator": cmd.operator})
+        self._dispatch(m.Command(cmd.cmd, cmd.alert_id, cmd.extend_s, cmd.operator))
+
+    def _dispatch(self, event: m.Event, now: float | None = None) -> None:
+        before = self.state.mode
+        self.state, actions = m.step(self.state, event, self.clock.monotonic() if now is None else now)
+        if self.state.mode != before:
+            log.info("state %s -> %s", before, self.state.mode)
+            self._notify("mode", {"from": str(before), "to": str(self.state.mode)})
+        for action in actions:
+            self._execute(action)
+
+    def _execute(self, a) -> None:
+        match a:
+            case m.SetIndicator(pattern=pat):
+                self.indicator.show(pat)
+                self._notify("indicator", {"pattern": str(pat)})
+            case m.PersistAlert(draft=d):
+                try:
+                    self.outbox.put(d, self.clock.wall())
+                except OutboxError as e:
+                    # Still publish: a full disk must not silence the alert.
+                    log.error("%s", e)
+                    self._inbox.put(m.FaultRaised("outbox_write_failed", str(e)))
+                self._notify("persisted", {"alert_id": d.alert_id, "seq": d.seq})
+            case m.PublishAlert(draft=d):
+                self._publish_alert(d)
+            case m.PublishStatus(mode=mode):
+                self._publish(
+                    "status", p.topic(self.device_id, "status"),
+                    self._status_payload(str(mode), True), retain=True,
+                )
+            case m.PublishEvent(kind=kind, detail=detail):
+                ev = p.DeviceEvent(self.device_id, kind, iso8601(self.clock.wall()), dict(detail))
+                self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
+            case m.RunSelftest():
+                self._inbox.put(m.SelftestDone(self._selftest()))
+            case m.StartStream() | m.StopStream():
+                pass  # media pipeline arrives with the A/V work
+            case m.Log(level=level, message=msg):
+                log.log(logging.getLevelName(level.upper()), "%s", msg)
+            case _:
+                log.error("internal: unknown action %r", a)
+
+    def _publish_alert(self, d: m.AlertDraft) -> None:
+        now = self.clock.monotonic()
+        alert = p.Alert(
+            device_id=self.device_id, alert_id=d.alert_id, seq=d.seq, kind=d.kind,
+            pressed_at=iso8601(d.pressed_wall), pressed_mono=round(d.pressed_mono, 6),
+            age_ms=max(0, int((now - d.pressed_mono) * 1000)), announce=d.announce,
+            escalated=d.escalated, presses=d.presses, site=self._site,
+            firmware=FIRMWARE_VERSION, sent_at=iso8601(self.clock.wall()), follows=d.follows,
+        )
+        topic = p.topic(self.device_id, "alert")
+        self._publish("alert", topic, p.encode_alert(alert, self._key), alert_id=d.alert_id)
+        if d.escalated:
+            log.warning("alert %s not acknowledged: re-announced (#%d, escalated)",
+                        d.alert_id, d.announce)
+        self._notify("alert_sent", {"alert_id": d.alert_id, "announce": d.announce})
+
+    def _publish(self, what: str, topic: str, payload: bytes, *, retain: bool = False,
+                 alert_id: str | None = None) -> None:
+        try:
+            mid = self.transport.publish(topic, payload, qos=1, retain=retain)
+        except t.TransportError as e:
+            log.error("%s", e)
+            return
+        self._pending[mid] = _Pending(what, topic, alert_id)
+
+    def _mark_delivered(self, alert_id: str | None) -> None:
+        try:
+            self.outbox.mark_delivered(alert_id)
+        except OutboxError as e:
+            log.error("%s", e)
+        self._notify("delivered", {"alert_id": alert_id})
+
+    def _status_payload(self, state: str, online: bool) -> bytes:
+        return p.encode_status(p.Status(
+            self.device_id, online, state, FIRMWARE_VERSION, iso8601(self.clock.wall())))
+
+    def _selftest(self) -> frozenset[str]:
+        faults = set()
+        if self.button.is_pressed:
+            faults.add("button_stuck")  # held at boot: wiring short or jammed
+        return frozenset(faults)
+
+    def _notify(self, kind: str, data: dict) -> None:
+        for listener in self.listeners:
+            listener(kind, data)
+
+    def _shutdown(self) -> None:
+        if self.transport.connected:
+            payload = self._status_payload("offline", False)
+            mid = self.transport.publish(p.topic(self.device_id, "status"), payload, 1, True)
+            self._await_mid(mid, 1.0)
+        self.transport.stop()
+        self.indicator.show(Pattern.OFF)
+        self.outbox.close()
+
+    def _await_mid(self, mid: int, timeout: float) -> None:
+        end = self.clock.monotonic() + timeout
+        while self.clock.monotonic() < end:
+            try:
+                item = self._inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, t.PublishResult) and item.mid == mid:
+                return
+
+
+def run_kiosk(config: Config, hal_override: str | None = None) -> int:
+    """Entry point of `pinkbutton run`: real clock, chosen HAL, until SIGTERM/SIGINT."""
+    import signal
+
+    from hal import get_backend
+
+    clock = Clock()
+    backend = get_backend(hal_override or config.hal.backend)
+    h = config.hal
+    button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
+    indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
+    kiosk = Kiosk(config, button, indicator, clock=clock)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: kiosk.stop())
+    log.info("pinkbutton %s starting: device %s at %s", FIRMWARE_VERSION, config.device.id,
+             config.device.site_name)
+    kiosk.run()
+    return 0

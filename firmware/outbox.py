@@ -1,0 +1,68 @@
+"""Durable record of alerts: SQLite in WAL mode with synchronous=FULL.
+
+An alert is committed here before the kiosk shows "sending", so a crash after
+the press cannot lose it. Owned by the kiosk's state thread only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+
+from firmware.machine import AlertDraft
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id     TEXT PRIMARY KEY,
+    seq          INTEGER NOT NULL UNIQUE,
+    draft        TEXT NOT NULL,
+    created_wall REAL NOT NULL,
+    delivered    INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox cannot be opened or written (disk full, read-only, corrupt)."""
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
+
+    def put(self, draft: AlertDraft, wall: float) -> None:
+        """Commit an alert durably (fsync'd by SQLite before this returns)."""
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO alerts(alert_id, seq, draft, created_wall) VALUES (?,?,?,?)",
+                (draft.alert_id, draft.seq, json.dumps(asdict(draft)), wall),
+            )
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot write alert {draft.alert_id} to {self.path}: {e}") from None
+
+    def mark_delivered(self, alert_id: str) -> None:
+        try:
+            self._db.execute("UPDATE alerts SET delivered=1 WHERE alert_id=?", (alert_id,))
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
+
+    def pending(self) -> list[AlertDraft]:
+        rows = self._db.execute("SELECT draft FROM alerts WHERE delivered=0 ORDER BY seq")
+        return [AlertDraft(**json.loads(r[0])) for r in rows]
+
+    def next_seq(self) -> int:
+        (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM alerts").fetchone()
+        return last + 1
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,336 @@
+"""Protocol v1: topics and JSON codecs with strict validation.
+
+Every decoder raises ProtocolError with a one-line reason; callers log it and
+drop the message. Nothing here does I/O. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = "pinkbutton/v1/dev"
+MAX_JSON_BYTES = 16 * 1024
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+ALERT_KINDS = ("emergency", "test")
+CMD_KINDS = ("ack", "dispatched", "end", "selftest", "extend")
+MAX_EXTEND_S = 3600.0
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow protocol v1; str() is the reason."""
+
+
+# -- topics -----------------------------------------------------------------
+
+
+def topic(device_id: str, leaf: str) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/{leaf}"
+
+
+def media_topic(device_id: str, alert_id: str) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/media/{alert_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicParts:
+    device_id: str
+    leaf: str  # alert | status | health | events | cmd | media
+    rest: str = ""  # alert_id for media
+
+
+def parse_topic(name: str) -> TopicParts:
+    prefix = TOPIC_ROOT + "/"
+    if not name.startswith(prefix):
+        raise ProtocolError(f"topic {name!r} is not under {TOPIC_ROOT}/")
+    parts = name[len(prefix) :].split("/")
+    if len(parts) < 2 or not DEVICE_ID_RE.match(parts[0]):
+        raise ProtocolError(f"topic {name!r} has no valid device id")
+    leaf = parts[1]
+    if leaf == "media" and len(parts) == 3:
+        return TopicParts(parts[0], leaf, parts[2])
+    if leaf in ("alert", "status", "health", "events", "cmd") and len(parts) == 2:
+        return TopicParts(parts[0], leaf)
+    raise ProtocolError(f"topic {name!r} is not a protocol v1 topic")
+
+
+# -- field checks -----------------------------------------------------------
+
+
+def _load(payload: bytes | str, expected_type: str) -> dict[str, Any]:
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if len(payload) > MAX_JSON_BYTES:
+        raise ProtocolError(f"payload is {len(payload)} bytes, over the {MAX_JSON_BYTES} limit")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"payload must be a JSON object, got {type(obj).__name__}")
+    v = obj.get("v")
+    if type(v) is not int:
+        raise ProtocolError("field 'v' (protocol version) missing or not an integer")
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {v} (this side speaks {PROTOCOL_VERSION})")
+    if obj.get("type") != expected_type:
+        raise ProtocolError(f"field 'type' must be {expected_type!r}, got {obj.get('type')!r}")
+    return obj
+
+
+def _str(obj: Mapping, key: str, *, optional: bool = False, max_len: int = 256) -> str | None:
+    val = obj.get(key)
+    if val is None and optional:
+        return None
+    if not isinstance(val, str):
+        raise ProtocolError(f"field {key!r} must be a string, got {_tname(val)}")
+    if len(val) > max_len:
+        raise ProtocolError(f"field {key!r} is longer than {max_len} characters")
+    return val
+
+
+def _int(obj: Mapping, key: str, *, lo: int = 0, hi: int = 2**53) -> int:
+    val = obj.get(key)
+    if type(val) is not int:
+        raise ProtocolError(f"field {key!r} must be an integer, got {_tname(val)}")
+    if not lo <= val <= hi:
+        raise ProtocolError(f"field {key!r} = {val} is out of range {lo}..{hi}")
+    return val
+
+
+def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: bool = False) -> float | None:
+    val = obj.get(key)
+    if val is None and optional:
+        return None
+    if type(val) not in (int, float) or not math.isfinite(val):
+        raise ProtocolError(f"field {key!r} must be a finite number, got {_tname(val)}")
+    if not lo <= val <= hi:
+        raise ProtocolError(f"field {key!r} = {val} is out of range {lo}..{hi}")
+    return float(val)
+
+
+def _bool(obj: Mapping, key: str) -> bool:
+    val = obj.get(key)
+    if type(val) is not bool:
+        raise ProtocolError(f"field {key!r} must be true or false, got {_tname(val)}")
+    return val
+
+
+def _uuid(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
+    val = _str(obj, key, optional=optional, max_len=36)
+    if val is None:
+        return None
+    try:
+        return str(uuid.UUID(val))
+    except ValueError:
+        raise ProtocolError(f"field {key!r} is not a UUID: {val!r}") from None
+
+
+def _device_id(obj: Mapping, key: str, expected: str | None) -> str:
+    val = _str(obj, key, max_len=63)
+    if not DEVICE_ID_RE.match(val):
+        raise ProtocolError(f"field {key!r} is not a valid device id: {val!r}")
+    if expected is not None and val != expected:
+        raise ProtocolError(f"device id {val!r} in payload does not match topic device {expected!r}")
+    return val
+
+
+def _tname(val: Any) -> str:
+    return "null" if val is None else type(val).__name__
+
+
+def _dumps(obj: Mapping) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+# -- alert ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    name: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    device_id: str
+    alert_id: str
+    seq: int
+    kind: str
+    pressed_at: str  # wall clock, ISO 8601 UTC
+    pressed_mono: float  # device monotonic seconds at the press
+    age_ms: int  # device monotonic ms from press to this announcement (immune to wall-clock jumps)
+    announce: int  # 1 = first announcement, +1 per re-announcement
+    escalated: bool
+    presses: int
+    site: Site
+    firmware: str
+    sent_at: str
+    follows: str | None = None
+    signature: str | None = None
+
+    def signed_fields(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("signature")
+        d.update(v=PROTOCOL_VERSION, type="alert")
+        return d
+
+
+def encode_alert(alert: Alert, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    """JSON bytes; signed with the device key (ECDSA P-256, SHA-256) when given."""
+    body = alert.signed_fields()
+    if key is not None:
+        sig = key.sign(_dumps(body), ec.ECDSA(hashes.SHA256()))
+        body["signature"] = base64.b64encode(sig).decode()
+    return _dumps(body)
+
+
+def decode_alert(payload: bytes | str, *, topic_device: str | None = None) -> Alert:
+    o = _load(payload, "alert")
+    site = o.get("site")
+    if not isinstance(site, dict):
+        raise ProtocolError(f"field 'site' must be an object, got {_tname(site)}")
+    kind = _str(o, "kind")
+    if kind not in ALERT_KINDS:
+        raise ProtocolError(f"field 'kind' must be one of {', '.join(ALERT_KINDS)}, got {kind!r}")
+    alert = Alert(
+        device_id=_device_id(o, "device_id", topic_device),
+        alert_id=_uuid(o, "alert_id"),
+        seq=_int(o, "seq", lo=1),
+        kind=kind,
+        pressed_at=_str(o, "pressed_at", max_len=40),
+        pressed_mono=_num(o, "pressed_mono", lo=0, hi=1e12),
+        age_ms=_int(o, "age_ms", lo=0),
+        announce=_int(o, "announce", lo=1, hi=1_000_000),
+        escalated=_bool(o, "escalated"),
+        presses=_int(o, "presses", lo=1),
+        site=Site(
+            id=_str(site, "id", max_len=64),
+            name=_str(site, "name"),
+            lat=_num(site, "lat", lo=-90, hi=90),
+            lon=_num(site, "lon", lo=-180, hi=180),
+        ),
+        firmware=_str(o, "firmware", max_len=32),
+        sent_at=_str(o, "sent_at", max_len=40),
+        follows=_uuid(o, "follows", optional=True),
+        signature=_str(o, "signature", optional=True, max_len=200),
+    )
+    return alert
+
+
+def verify_alert(payload: bytes | str, public_key: ec.EllipticCurvePublicKey) -> bool:
+    """True when the received alert bytes carry a valid signature by `public_key`.
+
+    Verifies over the canonical form of what was received (not a re-encoding of
+    the decoded Alert), so number formatting cannot break a good signature.
+    """
+    try:
+        obj = json.loads(payload)
+        sig = base64.b64decode(obj.pop("signature"), validate=True)
+        public_key.verify(sig, _dumps(obj), ec.ECDSA(hashes.SHA256()))
+    except (ValueError, TypeError, KeyError, AttributeError, InvalidSignature):
+        return False
+    return True
+
+
+# -- cmd --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cmd:
+    cmd: str
+    cmd_id: str
+    sent_at: str
+    alert_id: str | None = None
+    operator: str | None = None
+    extend_s: float | None = None
+
+
+def encode_cmd(c: Cmd) -> bytes:
+    return _dumps({**asdict(c), "v": PROTOCOL_VERSION, "type": "cmd"})
+
+
+def decode_cmd(payload: bytes | str) -> Cmd:
+    o = _load(payload, "cmd")
+    kind = _str(o, "cmd", max_len=16)
+    if kind not in CMD_KINDS:
+        raise ProtocolError(f"unknown cmd {kind!r} (expected one of {', '.join(CMD_KINDS)})")
+    c = Cmd(
+        cmd=kind,
+        cmd_id=_uuid(o, "cmd_id"),
+        sent_at=_str(o, "sent_at", max_len=40),
+        alert_id=_uuid(o, "alert_id", optional=True),
+        operator=_str(o, "operator", optional=True, max_len=64),
+        extend_s=_num(o, "extend_s", lo=0, hi=MAX_EXTEND_S, optional=True),
+    )
+    if kind in ("ack", "dispatched", "end", "extend") and c.alert_id is None:
+        raise ProtocolError(f"cmd {kind!r} needs an alert_id")
+    if kind == "extend" and not c.extend_s:
+        raise ProtocolError("cmd 'extend' needs extend_s > 0")
+    return c
+
+
+# -- status / events --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    device_id: str
+    online: bool
+    state: str
+    firmware: str
+    at: str | None = None
+
+
+def encode_status(s: Status) -> bytes:
+    return _dumps({**asdict(s), "v": PROTOCOL_VERSION, "type": "status"})
+
+
+def decode_status(payload: bytes | str, *, topic_device: str | None = None) -> Status:
+    o = _load(payload, "status")
+    return Status(
+        device_id=_device_id(o, "device_id", topic_device),
+        online=_bool(o, "online"),
+        state=_str(o, "state", max_len=32),
+        firmware=_str(o, "firmware", max_len=32),
+        at=_str(o, "at", optional=True, max_len=40),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    device_id: str
+    kind: str
+    at: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_event(e: DeviceEvent) -> bytes:
+    return _dumps({**asdict(e), "v": PROTOCOL_VERSION, "type": "event"})
+
+
+def decode_event(payload: bytes | str, *, topic_device: str | None = None) -> DeviceEvent:
+    o = _load(payload, "event")
+    detail = o.get("detail", {})
+    if not isinstance(detail, dict):
+        raise ProtocolError(f"field 'detail' must be an object, got {_tname(detail)}")
+    return DeviceEvent(
+        device_id=_device_id(o, "device_id", topic_device),
+        kind=_str(o, "kind", max_len=64),
+        at=_str(o, "at", max_len=40),
+        detail=detail,
+    )

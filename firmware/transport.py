@@ -1,0 +1,285 @@
+"""MQTT v5 over mutual TLS: the one narrow boundary between Pink Button and the broker.
+
+Used by the kiosk and by the control-room receiver. Note on threads: all paho
+callbacks run on this transport's network thread and only turn what happened
+into a TransportEvent handed to `on_event` (which must only enqueue). The
+owner's thread calls `publish()`; paho writes to the socket under its own locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from firmware.backoff import Backoff
+
+log = logging.getLogger("pinkbutton.transport")
+
+
+# -- events handed to the owner ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    reason: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The broker's answer to a QoS>=1 publish. ok is False when the broker denied
+    it (e.g. reason 135 Not authorized): paho still calls that "published"."""
+
+    mid: int
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    topic: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+TransportEvent = Connected | Disconnected | ConnectFailed | PublishResult | SubscribeResult | Message
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class TransportError(Exception):
+    """Cannot even set up the transport (unreadable certificate, bad key...)."""
+
+
+def make_tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    """TLS >= 1.2, broker verified against our CA *and* host name, client cert presented."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as e:
+        raise TransportError(f"cannot load TLS files ({tls.ca}, {tls.cert}): {e}") from None
+    return ctx
+
+
+def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"broker {host}:{port} certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"broker {host}:{port} refused the connection (not running?)"
+    if isinstance(exc, TimeoutError):
+        return f"broker {host}:{port} did not answer in time"
+    if isinstance(exc, OSError):
+        return f"cannot reach broker {host}:{port}: {exc.strerror or exc}"
+    return f"cannot connect to {host}:{port}: {exc}"
+
+
+class MqttTransport:
+    """A persistent MQTT v5 session (clean_start false + session expiry) that keeps
+    reconnecting with capped, jittered exponential backoff until `stop()`."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        host: str,
+        port: int,
+        tls: TlsFiles,
+        on_event: Callable[[TransportEvent], None],
+        subscriptions: Sequence[tuple[str, int]] = (),
+        will: Will | None = None,
+        keepalive_s: int = 30,
+        session_expiry_s: int = 86400,
+        connect_timeout_s: float = 10.0,
+        backoff: Backoff | None = None,
+        max_queued: int = 1000,
+    ) -> None:
+        self.host, self.port = host, port
+        self._on_event = on_event
+        self._subscriptions = list(subscriptions)
+        self._keepalive = keepalive_s
+        self._session_expiry = session_expiry_s
+        self._backoff = backoff or Backoff()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connack = threading.Event()
+        self._last_error = ""  # last socket error paho logged (loop thread only)
+        self._sub_mids: dict[int, list[str]] = {}
+
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,  # we own the reconnect policy (jitter)
+        )
+        c.tls_set_context(make_tls_context(tls))
+        c.connect_timeout = connect_timeout_s
+        c.max_queued_messages_set(max_queued)
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        c.on_log = self._on_log
+        self._client = c
+
+    # -- owner-facing API (owner thread) ------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        try:
+            self._client.disconnect()
+        except Exception:  # already down; nothing to tell the broker
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
+        """Queue a publish; returns its mid (matched by a later PublishResult for qos>=1).
+
+        While disconnected, QoS 1 messages wait in paho's session queue and are
+        sent on reconnect; a full queue raises TransportError.
+        """
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            raise TransportError(f"outgoing queue full, cannot publish to {topic}")
+        return info.mid
+
+    # -- network thread -----------------------------------------------------
+
+    def _run(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry
+        while not self._stop.is_set():
+            self._connack.clear()
+            self._last_error = ""
+            try:
+                self._client.connect(
+                    self.host, self.port, keepalive=self._keepalive, clean_start=False,
+                    properties=props,
+                )
+            except (OSError, ValueError) as e:
+                self._fail(describe_connect_error(e, self.host, self.port))
+                continue
+            self._set_nodelay()
+            while not self._stop.is_set():
+                rc = self._client.loop(timeout=0.05)
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            if self._stop.is_set():
+                break
+            if not self._connack.is_set():
+                # TLS 1.3: a broker that rejects our certificate lets the handshake
+                # finish and then drops us before CONNACK.
+                detail = f" ({self._last_error})" if self._last_error else ""
+                self._fail(
+                    f"broker {self.host}:{self.port} closed the connection before CONNACK: "
+                    f"it probably refused our certificate (expired, not yet valid, or not "
+                    f"signed by the CA it trusts){detail}"
+                )
+            else:
+                self._fail(None)
+
+    def _set_nodelay(self) -> None:
+        # paho leaves Nagle on: a PUBACK followed by a small PUBLISH (an ack
+        # command) would wait ~40 ms for the peer's delayed ACK.
+        sock = self._client.socket()
+        try:
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def _fail(self, reason: str | None) -> None:
+        delay = self._backoff.next_delay()
+        if reason is not None:
+            self._on_event(ConnectFailed(reason, delay))
+        self._stop.wait(delay)
+
+    # -- paho callbacks (network thread: only enqueue) ----------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._last_error = f"CONNACK {reason_code}"
+            client.disconnect()
+            return
+        self._connack.set()
+        self._backoff.reset()
+        # Subscribing is transport bookkeeping, not application state, so it is
+        # done here; persistent sessions keep them anyway, this covers a new session.
+        for topic, qos in self._subscriptions:
+            _, mid = client.subscribe(topic, qos=qos)
+            self._sub_mids[mid] = [topic]
+        self._on_event(Connected(bool(flags.session_present)))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connack.is_set() and not self._stop.is_set():
+            reason = str(reason_code)
+            if self._last_error:
+                reason += f" ({self._last_error})"
+            self._on_event(Disconnected(reason))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._on_event(PublishResult(mid, not reason_code.is_failure, str(reason_code)))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        for topic, rc in zip(self._sub_mids.pop(mid, ["?"]), reason_codes, strict=False):
+            self._on_event(SubscribeResult(topic, not rc.is_failure, str(rc)))
+
+    def _on_message(self, client, userdata, msg) -> None:
+        self._on_event(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def _on_log(self, client, userdata, level, buf) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = buf

@@ -1,0 +1,144 @@
+"""`pinkbutton-sim`: the real firmware on fake hardware, on a laptop or in CI.
+
+    pinkbutton-sim run --config examples/sim.toml            # Enter presses the button
+    pinkbutton-sim run --config F --press-after 1 --exit-after 5   # scripted
+
+Exit codes: 0 ok (every press delivered), 1 a press was not delivered before
+exit, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from firmware.clock import Clock
+from firmware.config import ConfigError, load_config
+from hal.base import HalError
+from hal.registry import get_backend
+
+PRESS_HOLD_S = 0.15  # a person's press: well past the 50 ms debounce
+
+
+class Timeline:
+    """Prints what the kiosk does, with times relative to the first press.
+
+    Note on threads: called from the kiosk's state thread only.
+    """
+
+    def __init__(self, clock: Clock, as_json: bool) -> None:
+        self.clock = clock
+        self.as_json = as_json
+        self.t0: float | None = None
+        self.presses = 0
+        self.delivered: set[str] = set()
+        self.persisted: set[str] = set()
+
+    def __call__(self, kind: str, data: dict) -> None:
+        now = self.clock.monotonic()
+        if kind == "pressed":
+            self.presses += 1
+            if self.t0 is None:
+                self.t0 = data["at"]
+        elif kind == "persisted":
+            self.persisted.add(data["alert_id"])
+        elif kind == "delivered":
+            self.delivered.add(data["alert_id"])
+        rel = None if self.t0 is None else round((now - self.t0) * 1000, 1)
+        if self.as_json:
+            print(json.dumps({"event": kind, "t_ms": rel, **data}), flush=True)
+        else:
+            stamp = f"+{rel:8.1f} ms" if rel is not None else " " * 11 + "  "
+            details = "  ".join(f"{k}={v}" for k, v in data.items() if k != "at")
+            print(f"[{stamp}] {kind:<14} {details}", flush=True)
+
+    @property
+    def undelivered(self) -> set[str]:
+        return self.persisted - self.delivered
+
+
+def _run(args) -> int:
+    from firmware.app import Kiosk
+
+    config = load_config(args.config)
+    clock = Clock()
+    backend = get_backend("fake")
+    h = config.hal
+    button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
+    indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
+    timeline = Timeline(clock, args.json)
+    kiosk = Kiosk(config, button, indicator, clock=clock, listeners=[timeline])
+
+    def press() -> None:  # timer/keyboard thread: raw edges only, the kiosk thread debounces
+        button.press()
+        threading.Timer(PRESS_HOLD_S, button.release).start()
+
+    timers = []
+    if args.press_after is not None:
+        timers.append(threading.Timer(args.press_after, press))
+    if args.exit_after is not None:
+        timers.append(threading.Timer(args.exit_after, kiosk.stop))
+    for tm in timers:
+        tm.daemon = True
+        tm.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: kiosk.stop())
+    if sys.stdin is not None and sys.stdin.isatty():
+        def keyboard() -> None:
+            for _ in sys.stdin:
+                press()
+        threading.Thread(target=keyboard, name="keyboard", daemon=True).start()
+        print(f"simulated button {config.device.id} at {config.device.site_name}: "
+              "press Enter to press the button, Ctrl-C to quit", flush=True)
+    kiosk.run()
+    if timeline.undelivered:
+        print(f"pinkbutton-sim: {len(timeline.undelivered)} alert(s) not delivered before exit "
+              "(kept in the outbox)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pinkbutton-sim",
+                                 description="Run the Pink Button firmware on simulated hardware")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one simulated button (Enter presses it)")
+    run.add_argument("--config", required=True, help="kiosk TOML config (hal.backend is ignored)")
+    run.add_argument("--press-after", type=_nonneg, metavar="S", help="press once after S seconds")
+    run.add_argument("--exit-after", type=_nonneg, metavar="S", help="stop after S seconds")
+    run.add_argument("--json", action="store_true", help="one JSON object per line")
+    run.add_argument("--log-level", default="warning",
+                     choices=["debug", "info", "warning", "error"])
+    return ap
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except ConfigError as e:
+        print(f"pinkbutton-sim: {e}", file=sys.stderr)
+        return 2
+    except HalError as e:
+        print(f"pinkbutton-sim: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""`pinkbutton-controlroom`: run the reference receiver, or report on its incidents.
+
+Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from firmware.transport import TlsFiles, TransportError
+from tools.controlroom.store import IncidentStore, StoreError
+
+
+class UsageError(Exception):
+    pass
+
+
+def _tls(args) -> TlsFiles:
+    pki = Path(args.pki) if args.pki else None
+    ca = Path(args.ca) if args.ca else (pki / "ca.pem" if pki else None)
+    cert = Path(args.cert) if args.cert else (pki / "controlroom.pem" if pki else None)
+    key = Path(args.key) if args.key else (pki / "controlroom.key" if pki else None)
+    for name, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+        if path is None:
+            raise UsageError(f"{name} is required (or --pki DIR holding ca.pem, controlroom.pem/.key)")
+        if not path.is_file():
+            raise UsageError(f"{name} {path}: no such file")
+    return TlsFiles(ca, cert, key)
+
+
+def _run(args) -> int:
+    from tools.controlroom.receiver import ControlRoomReceiver
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: must be 1-65535")
+    tls = _tls(args)
+    device_certs = Path(args.device_certs) if args.device_certs else None
+    if device_certs is not None and not device_certs.is_dir():
+        raise UsageError(f"--device-certs {device_certs}: no such directory")
+    receiver = ControlRoomReceiver(
+        host=args.host, port=args.port, tls=tls, db_path=args.db,
+        client_id=args.client_id or f"controlroom-{socket.gethostname()}",
+        group=args.group, auto_ack=args.auto_ack, operator=args.operator,
+        device_certs=device_certs, out=lambda s: print(s, flush=True),
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: receiver.stop())
+    if args.exit_after:
+        threading.Timer(args.exit_after, receiver.stop).start()
+    if sys.stdin is not None and sys.stdin.isatty():
+        def keyboard() -> None:  # keyboard thread: only enqueues
+            for line in sys.stdin:
+                receiver.command(line)
+        threading.Thread(target=keyboard, name="operator-input", daemon=True).start()
+        print("type: list | ack ID | end ID | extend ID [SECONDS]", flush=True)
+    print(f"control room listening on {args.host}:{args.port} (db {args.db}, "
+          f"{'auto-ack' if args.auto_ack else 'operator ack'})", flush=True)
+    receiver.run()
+    return 0
+
+
+def _report(args) -> int:
+    if not Path(args.db).is_file():
+        raise UsageError(f"--db {args.db}: no such file")
+    store = IncidentStore(args.db)
+    try:
+        incidents = store.all_incidents()
+        print(f"{len(incidents)} incident(s) in {args.db}")
+        for inc in incidents:
+            lat = f"{inc.latency_ms:.1f} ms" if inc.latency_ms is not None else "?"
+            print(f"{inc.alert_id}  {inc.device_id}  {inc.site_name}  {inc.kind}  "
+                  f"latency {lat}  announces {inc.announces}  presses {inc.presses}"
+                  f"{'  ESCALATED' if inc.escalated else ''}")
+            for at, what, detail in store.timeline(inc.alert_id):
+                extra = "  ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
+                print(f"    {at}  {what:<10} {extra}")
+    finally:
+        store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pinkbutton-controlroom",
+                                 description="Pink Button reference control-room receiver")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="receive alerts, store incidents, send acknowledgements")
+    run.add_argument("--host", default="localhost")
+    run.add_argument("--port", type=int, default=8883)
+    run.add_argument("--pki", help="directory with ca.pem, controlroom.pem, controlroom.key")
+    run.add_argument("--ca")
+    run.add_argument("--cert")
+    run.add_argument("--key")
+    run.add_argument("--db", default="controlroom.db", help="SQLite incident database")
+    run.add_argument("--auto-ack", action="store_true", help="acknowledge every new alert")
+    run.add_argument("--operator", default="control-room", help="name sent with acks")
+    run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
+    run.add_argument("--group", default="controlroom", help="shared-subscription group")
+    run.add_argument("--device-certs", help="directory of <device_id>.pem to verify signatures")
+    run.add_argument("--exit-after", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    rep = sub.add_parser("report", help="print incidents and their timelines")
+    rep.add_argument("--db", default="controlroom.db")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args) if args.command == "run" else _report(args)
+    except UsageError as e:
+        print(f"pinkbutton-controlroom: {e}", file=sys.stderr)
+        return 2
+    except (StoreError, TransportError) as e:
+        print(f"pinkbutton-controlroom: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

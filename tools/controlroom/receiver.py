@@ -1,0 +1,283 @@
+"""ControlRoomReceiver: the reference receiver of the police control room.
+
+Subscribes to every device's alerts through a shared subscription (several
+receivers split the load), validates them, stores one incident per alert_id,
+prints each alert with its site and latency, sends `cmd` messages (ack, end...)
+and tracks devices online/offline from their retained status.
+
+Note on threads: paho callbacks (network thread) and the operator's keyboard
+thread only enqueue; `run()` owns the store and all decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from firmware import protocol as p
+from firmware import transport as t
+from firmware.backoff import Backoff
+from firmware.clock import Clock, iso8601
+from tools.controlroom.store import IncidentStore
+
+log = logging.getLogger("pinkbutton.controlroom")
+
+SHARE_GROUP = "controlroom"
+Listener = Callable[[str, dict], None]
+
+
+def alert_subscription(group: str = SHARE_GROUP) -> str:
+    return f"$share/{group}/{p.TOPIC_ROOT}/+/alert"
+
+
+def events_subscription(group: str = SHARE_GROUP) -> str:
+    return f"$share/{group}/{p.TOPIC_ROOT}/+/events"
+
+
+def status_subscription() -> str:
+    # Retained messages are not delivered to shared subscriptions: every receiver
+    # subscribes to status directly.
+    return f"{p.TOPIC_ROOT}/+/status"
+
+
+def parse_iso(s: str) -> float | None:
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class ControlRoomReceiver:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        tls: t.TlsFiles,
+        db_path: Path | str,
+        client_id: str = "controlroom",
+        group: str = SHARE_GROUP,
+        auto_ack: bool = False,
+        operator: str = "control-room",
+        device_certs: Path | None = None,
+        clock: Clock | None = None,
+        out: Callable[[str], None] = print,
+        listeners: list[Listener] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.clock = clock or Clock()
+        self.auto_ack = auto_ack
+        self.operator = operator
+        self.device_certs = device_certs
+        self.out = out
+        self.listeners = list(listeners or [])
+        self.store = IncidentStore(db_path)
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._pending: dict[int, str] = {}
+        self._keys: dict[str, object] = {}
+        if device_certs is not None:  # load up front: keeps the first alert fast
+            for pem in sorted(device_certs.glob("*.pem")):
+                self._load_key(pem.stem)
+        self.transport = t.MqttTransport(
+            client_id=client_id, host=host, port=port, tls=tls, on_event=self._inbox.put,
+            subscriptions=[(alert_subscription(group), 1), (events_subscription(group), 1),
+                           (status_subscription(), 1)],
+            backoff=backoff or Backoff(0.2, 5.0),
+        )
+
+    # -- any thread -----------------------------------------------------------
+
+    def command(self, line: str) -> None:
+        """Operator input ("ack 3f2a", "end 3f2a", "list"); handled on the run thread."""
+        self._inbox.put(("operator", line))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._inbox.put(("wake", None))
+
+    # -- run thread -----------------------------------------------------------
+
+    def run(self) -> None:
+        self.transport.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._inbox.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                try:
+                    self._handle(item)
+                except Exception:  # one bad message must not take the control room down
+                    log.exception("internal error while handling %r", type(item).__name__)
+        finally:
+            self.transport.stop()
+            self.store.close()
+
+    def _handle(self, item) -> None:
+        match item:
+            case t.Message(topic=topic, payload=payload):
+                self._on_message(topic, payload)
+            case t.Connected():
+                log.info("connected to broker %s:%s", self.transport.host, self.transport.port)
+                self._notify("connected", {})
+            case t.ConnectFailed(reason=r, retry_in=d):
+                log.error("%s; retrying in %.1f s", r, d)
+            case t.Disconnected(reason=r):
+                log.warning("lost broker connection: %s", r)
+            case t.SubscribeResult(topic=tp, ok=False, reason=r):
+                log.error("broker denied subscription to %s: %s", tp, r)
+            case t.PublishResult(mid=mid, ok=False, reason=r):
+                log.error("broker denied %s: %s", self._pending.pop(mid, "publish"), r)
+            case t.PublishResult(mid=mid):
+                self._pending.pop(mid, None)
+            case ("operator", line):
+                self._operator(line)
+            case _:
+                pass
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        received = self.clock.wall()
+        try:
+            parts = p.parse_topic(topic)
+            if parts.leaf == "alert":
+                alert = p.decode_alert(payload, topic_device=parts.device_id)
+                self._on_alert(alert, payload, received)
+            elif parts.leaf == "status":
+                self._on_status(p.decode_status(payload, topic_device=parts.device_id))
+            elif parts.leaf == "events":
+                ev = p.decode_event(payload, topic_device=parts.device_id)
+                self.out(f"EVENT  {ev.device_id}  {ev.kind}  {ev.detail}")
+                self._notify("event", {"device_id": ev.device_id, "kind": ev.kind})
+        except p.ProtocolError as e:
+            log.warning("rejected message on %s: %s", topic, e)
+            self._notify("rejected", {"topic": topic, "reason": str(e)})
+
+    def _on_alert(self, a: p.Alert, payload: bytes, received: float) -> None:
+        pressed = parse_iso(a.pressed_at)
+        latency = round((received - pressed) * 1000, 2) if pressed else None
+        sig_ok = self._verify(a.device_id, payload)
+        if sig_ok is False:
+            log.warning("alert %s from %s has a bad or missing signature", a.alert_id, a.device_id)
+        new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
+        self._notify("alert", {"alert_id": a.alert_id, "new": new, "device_id": a.device_id,
+                               "announce": a.announce, "latency_ms": latency})
+        inc = self.store.incident(a.alert_id)
+        if new:
+            lat = f"{latency:.1f} ms" if latency is not None else "unknown"
+            self.out(f"ALERT  {a.device_id}  {a.site.name}  {a.kind}  seq {a.seq}  "
+                     f"latency {lat}  id {a.alert_id[:8]}")
+        elif a.escalated:
+            self.out(f"ESCALATED  {a.device_id}  {a.site.name}  not acknowledged "
+                     f"(announce #{a.announce})  id {a.alert_id[:8]}")
+        if inc is None:
+            return
+        if inc.acked_at is not None:
+            if not new:
+                # The device announced again although we acked: our ack was lost. Resend.
+                self._send("ack", a.device_id, a.alert_id, inc.acked_by)
+        elif self.auto_ack:
+            self.acknowledge(a.alert_id, self.operator)
+
+    def _on_status(self, s: p.Status) -> None:
+        changed = self.store.set_device(s.device_id, s.online, s.state, s.firmware,
+                                        iso8601(self.clock.wall()))
+        if changed:
+            self.out(f"DEVICE {s.device_id}  {'online' if s.online else 'OFFLINE'}  ({s.state})")
+        self._notify("status", {"device_id": s.device_id, "online": s.online, "state": s.state})
+
+    def _verify(self, device_id: str, payload: bytes) -> bool | None:
+        if self.device_certs is None:
+            return None
+        key = self._keys.get(device_id) or self._load_key(device_id)
+        return False if key is None else p.verify_alert(payload, key)
+
+    def _load_key(self, device_id: str):
+        try:
+            cert = x509.load_pem_x509_certificate(
+                (self.device_certs / f"{device_id}.pem").read_bytes())
+        except (OSError, ValueError) as e:
+            log.warning("cannot load certificate of %s to check its signature: %s", device_id, e)
+            return None
+        self._keys[device_id] = cert.public_key()
+        return self._keys[device_id]
+
+    # -- operator actions -----------------------------------------------------
+
+    def acknowledge(self, alert_id: str, operator: str) -> bool:
+        inc = self.store.incident(alert_id)
+        if inc is None or not self.store.mark(alert_id, "acked", iso8601(self.clock.wall()),
+                                              operator):
+            return False
+        self._send("ack", inc.device_id, alert_id, operator)
+        self.out(f"ACK    {inc.device_id}  {inc.site_name}  by {operator}  id {alert_id[:8]}")
+        return True
+
+    def end(self, alert_id: str, operator: str) -> bool:
+        inc = self.store.incident(alert_id)
+        if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall())):
+            return False
+        self._send("end", inc.device_id, alert_id, operator)
+        self.out(f"END    {inc.device_id}  id {alert_id[:8]}")
+        return True
+
+    def _send(self, kind: str, device_id: str, alert_id: str, operator: str | None,
+              extend_s: float | None = None) -> None:
+        cmd = p.Cmd(cmd=kind, cmd_id=str(uuid.uuid4()), sent_at=iso8601(self.clock.wall()),
+                    alert_id=alert_id, operator=operator, extend_s=extend_s)
+        topic = p.topic(device_id, "cmd")
+        try:
+            mid = self.transport.publish(topic, p.encode_cmd(cmd), qos=1)
+        except t.TransportError as e:
+            log.error("cannot send %s to %s: %s", kind, device_id, e)
+            return
+        self._pending[mid] = f"{kind} to {topic}"
+        self._notify("cmd_sent", {"cmd": kind, "alert_id": alert_id, "device_id": device_id})
+
+    def _operator(self, line: str) -> None:
+        words = line.split()
+        if not words:
+            return
+        verb, args = words[0].lower(), words[1:]
+        if verb in ("list", "ls"):
+            for inc in self.store.open_incidents():
+                state = "acked" if inc.acked_at else "WAITING"
+                self.out(f"  {inc.alert_id[:8]}  {inc.device_id}  {inc.site_name}  {state}  "
+                         f"received {inc.received_at}")
+            for dev, online, state, at in self.store.devices():
+                self.out(f"  device {dev}  {'online' if online else 'OFFLINE'}  {state}  "
+                         f"since {at}")
+            return
+        if verb in ("ack", "end", "extend") and args:
+            matches = self.store.find(args[0])
+            if len(matches) != 1:
+                self.out(f"{verb}: {len(matches)} incidents match {args[0]!r}; give more of the id")
+                return
+            alert_id = matches[0].alert_id
+            if verb == "ack":
+                done = self.acknowledge(alert_id, self.operator)
+            elif verb == "end":
+                done = self.end(alert_id, self.operator)
+            else:
+                try:
+                    seconds = float(args[1]) if len(args) > 1 else 60.0
+                except ValueError:
+                    self.out("extend: seconds must be a number")
+                    return
+                self._send("extend", matches[0].device_id, alert_id, self.operator, seconds)
+                done = True
+            if not done:
+                self.out(f"{verb}: incident {alert_id[:8]} is already {verb}ed")
+            return
+        self.out("commands: list | ack ID | end ID | extend ID [SECONDS] (ID = first chars)")
+
+    def _notify(self, kind: str, data: dict) -> None:
+        for listener in self.listeners:
+            listener(kind, data)

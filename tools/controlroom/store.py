@@ -1,0 +1,190 @@
+"""The control room's incident store: SQLite (WAL, synchronous=FULL).
+
+One row per alert_id, whatever number of times the alert is announced, so
+duplicates from retries, re-announcements or several receivers collapse into
+one incident. Every change is also appended to a timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.protocol import Alert
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    alert_id      TEXT PRIMARY KEY,
+    device_id     TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    site_id       TEXT NOT NULL,
+    site_name     TEXT NOT NULL,
+    lat           REAL NOT NULL,
+    lon           REAL NOT NULL,
+    firmware      TEXT NOT NULL,
+    follows       TEXT,
+    pressed_at    TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    latency_ms    REAL,
+    announces     INTEGER NOT NULL DEFAULT 1,
+    presses       INTEGER NOT NULL DEFAULT 1,
+    escalated     INTEGER NOT NULL DEFAULT 0,
+    signature_ok  INTEGER,
+    acked_at      TEXT,
+    acked_by      TEXT,
+    dispatched_at TEXT,
+    ended_at      TEXT
+);
+CREATE TABLE IF NOT EXISTS timeline (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id  TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    what      TEXT NOT NULL,
+    detail    TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS timeline_alert ON timeline(alert_id, id);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id  TEXT PRIMARY KEY,
+    online     INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    firmware   TEXT NOT NULL,
+    changed_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    alert_id: str
+    device_id: str
+    seq: int
+    kind: str
+    site_name: str
+    pressed_at: str
+    received_at: str
+    latency_ms: float | None
+    announces: int
+    presses: int
+    escalated: bool
+    acked_at: str | None
+    acked_by: str | None
+    ended_at: str | None
+
+
+class StoreError(Exception):
+    pass
+
+
+class IncidentStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open incident database {self.path}: {e}") from None
+
+    def record_alert(self, a: Alert, received_at: str, latency_ms: float | None,
+                     signature_ok: bool | None) -> bool:
+        """Store an announcement. True when this alert_id is new (a new incident)."""
+        with self._db:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO incidents(alert_id, device_id, seq, kind, site_id, "
+                "site_name, lat, lon, firmware, follows, pressed_at, received_at, latency_ms, "
+                "announces, presses, escalated, signature_ok) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (a.alert_id, a.device_id, a.seq, a.kind, a.site.id, a.site.name, a.site.lat,
+                 a.site.lon, a.firmware, a.follows, a.pressed_at, received_at, latency_ms,
+                 a.announce, a.presses, int(a.escalated), _tri(signature_ok)),
+            )
+            new = cur.rowcount == 1
+            if not new:
+                self._db.execute(
+                    "UPDATE incidents SET announces=MAX(announces, ?), presses=MAX(presses, ?), "
+                    "escalated=MAX(escalated, ?) WHERE alert_id=?",
+                    (a.announce, a.presses, int(a.escalated), a.alert_id),
+                )
+            what = "received" if new else ("escalated" if a.escalated else "duplicate")
+            self._timeline(a.alert_id, received_at, what,
+                           {"announce": a.announce, "latency_ms": latency_ms})
+        return new
+
+    def mark(self, alert_id: str, what: str, at: str, by: str | None = None) -> bool:
+        """Set acked/dispatched/ended once; True when it changed something."""
+        column = {"acked": "acked_at", "dispatched": "dispatched_at", "ended": "ended_at"}[what]
+        with self._db:
+            extra = ", acked_by=?" if what == "acked" else ""
+            args = (at, by, alert_id) if what == "acked" else (at, alert_id)
+            cur = self._db.execute(
+                f"UPDATE incidents SET {column}=?{extra} WHERE alert_id=? AND {column} IS NULL",
+                args,
+            )
+            if cur.rowcount:
+                self._timeline(alert_id, at, what, {"by": by} if by else {})
+        return cur.rowcount == 1
+
+    def note(self, alert_id: str, at: str, what: str, detail: dict) -> None:
+        with self._db:
+            self._timeline(alert_id, at, what, detail)
+
+    def set_device(self, device_id: str, online: bool, state: str, firmware: str,
+                   at: str) -> bool:
+        """Record a device's status; True when its online/offline state changed."""
+        with self._db:
+            row = self._db.execute("SELECT online FROM devices WHERE device_id=?",
+                                   (device_id,)).fetchone()
+            self._db.execute(
+                "INSERT INTO devices(device_id, online, state, firmware, changed_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(device_id) DO UPDATE SET online=excluded.online,"
+                " state=excluded.state, firmware=excluded.firmware, changed_at=excluded.changed_at",
+                (device_id, int(online), state, firmware, at),
+            )
+        return row is None or bool(row[0]) != online
+
+    def incident(self, alert_id: str) -> Incident | None:
+        rows = self._incidents("WHERE alert_id=?", (alert_id,))
+        return rows[0] if rows else None
+
+    def find(self, prefix: str) -> list[Incident]:
+        return self._incidents("WHERE alert_id LIKE ? ORDER BY received_at", (prefix + "%",))
+
+    def open_incidents(self) -> list[Incident]:
+        return self._incidents("WHERE ended_at IS NULL ORDER BY received_at", ())
+
+    def all_incidents(self) -> list[Incident]:
+        return self._incidents("ORDER BY received_at", ())
+
+    def timeline(self, alert_id: str) -> list[tuple[str, str, dict]]:
+        rows = self._db.execute(
+            "SELECT at, what, detail FROM timeline WHERE alert_id=? ORDER BY id", (alert_id,))
+        return [(at, what, json.loads(detail)) for at, what, detail in rows]
+
+    def devices(self) -> list[tuple[str, bool, str, str]]:
+        rows = self._db.execute(
+            "SELECT device_id, online, state, changed_at FROM devices ORDER BY device_id")
+        return [(d, bool(o), s, c) for d, o, s, c in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _incidents(self, where: str, args: tuple) -> list[Incident]:
+        rows = self._db.execute(
+            "SELECT alert_id, device_id, seq, kind, site_name, pressed_at, received_at, "
+            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at "
+            f"FROM incidents {where}", args)
+        return [Incident(*r[:10], bool(r[10]), *r[11:]) for r in rows]
+
+    def _timeline(self, alert_id: str, at: str, what: str, detail: dict) -> None:
+        self._db.execute("INSERT INTO timeline(alert_id, at, what, detail) VALUES (?,?,?,?)",
+                         (alert_id, at, what, json.dumps(detail)))
+
+
+def _tri(v: bool | None) -> int | None:
+    return None if v is None else int(v)
