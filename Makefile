@@ -1,0 +1,53 @@
+# Pink Button. `make demo` and `make test` work on a fresh machine: they install
+# what is missing (apt packages when run as root, a venv in .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PKGS := mosquitto mosquitto-clients ffmpeg
+
+.PHONY: all deps system-deps demo test test-fast bench lint clean
+
+all: test
+
+deps: system-deps $(STAMP)
+
+# Debian packages: the broker (and its CLI clients for the latency floor), ffmpeg for media checks.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing (apt)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install $(APT_PKGS)" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: deps
+	$(BIN)/python -m tools.demo
+
+test: deps
+	$(BIN)/python -m pytest -q
+
+test-fast: deps
+	$(BIN)/python -m pytest -q -m "not broker"
+
+bench: deps
+	$(BIN)/python -m tools.bench
+
+lint: deps
+	$(BIN)/ruff check hal firmware simulator tools tests
+
+clean:
+	rm -rf .demo .pytest_cache .ruff_cache .hypothesis
