@@ -86,8 +86,11 @@ class PiIndicator(Indicator):
         return self._led.closed
 
     def close(self) -> None:
-        # Closing stops the blink/source threads and releases the pins; safe twice.
-        self._led.close()
-        if self._buzzer is not None:
-            self._buzzer.close()
+        # Dark and silent first: gpiozero's close() stops the blink/source threads and
+        # releases the pins but leaves them at their last level. Safe to call twice.
+        for device in (self._led, self._buzzer):
+            if device is not None and not device.closed:
+                device.source = None
+                device.off()
+                device.close()
         self._pattern = Pattern.OFF
