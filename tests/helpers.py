@@ -1,0 +1,117 @@
+"""Helpers for end-to-end tests: configs on disk, a running kiosk, event recorders."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware.app import Kiosk
+from firmware.clock import Clock
+from firmware.config import Config, load_config
+from firmware.transport import TlsFiles
+from hal.fake import FakeBackend
+from tools.pki import ca_paths, controlroom_paths, device_paths
+
+
+def write_kiosk_config(
+    directory: Path, pki_dir: Path, port: int, device_id: str = "pb-test-0001", *,
+    host: str = "localhost", ca: Path | None = None, cert: Path | None = None,
+    key: Path | None = None, alert: dict | None = None,
+) -> Path:
+    dev = device_paths(pki_dir, device_id)
+    alert_lines = "\n".join(f"{k} = {v!r}" for k, v in (alert or {}).items())
+    path = directory / f"{device_id}.toml"
+    path.write_text(f"""
+[device]
+id = "{device_id}"
+site_id = "test-site"
+site_name = "Test Bazaar"
+lat = 34.0
+lon = 71.5
+state_dir = "{directory / ('state-' + device_id)}"
+
+[broker]
+host = "{host}"
+port = {port}
+ca = "{ca or ca_paths(pki_dir).cert}"
+cert = "{cert or dev.cert}"
+key = "{key or dev.key}"
+backoff_min_s = 0.1
+backoff_max_s = 0.5
+keepalive_s = 5
+
+[hal]
+backend = "fake"
+
+[alert]
+{alert_lines}
+""")
+    return path
+
+
+def room_tls(pki_dir: Path) -> TlsFiles:
+    cr = controlroom_paths(pki_dir)
+    return TlsFiles(ca_paths(pki_dir).cert, cr.cert, cr.key)
+
+
+class Recorder:
+    """Thread-safe list of (kind, data) from a kiosk's or receiver's listener hook."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict]] = []
+        self._cv = threading.Condition()
+
+    def __call__(self, kind: str, data: dict) -> None:
+        with self._cv:
+            self.items.append((kind, dict(data)))
+            self._cv.notify_all()
+
+    def of(self, kind: str) -> list[dict]:
+        with self._cv:
+            return [d for k, d in self.items if k == kind]
+
+    def wait_for(self, kind: str, pred: Callable[[dict], bool] = lambda d: True,
+                 timeout: float = 10.0) -> dict:
+        end = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for k, d in self.items:
+                    if k == kind and pred(d):
+                        return d
+                left = end - time.monotonic()
+                if left <= 0:
+                    seen = [k for k, _ in self.items][-15:]
+                    raise AssertionError(f"no {kind!r} event within {timeout} s; last: {seen}")
+                self._cv.wait(left)
+
+
+class RunningKiosk:
+    """A Kiosk on fake hardware with a real clock, running in its own thread."""
+
+    def __init__(self, config_path: Path, *, check_certificates: bool = True) -> None:
+        self.config: Config = load_config(config_path, check_certificates=check_certificates)
+        self.clock = Clock()
+        backend = FakeBackend()
+        self.button = backend.button(self.clock, 17, 0.05)
+        self.indicator = backend.indicator(self.clock, 27)
+        self.events = Recorder()
+        self.kiosk = Kiosk(self.config, self.button, self.indicator, clock=self.clock,
+                           listeners=[self.events])
+        self.thread = threading.Thread(target=self.kiosk.run, name="kiosk-under-test",
+                                       daemon=True)
+
+    def __enter__(self) -> RunningKiosk:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kiosk.stop()
+        self.thread.join(10)
+
+    def press(self, hold: float = 0.12) -> None:
+        """A real press through the fake button: raw edges, debounced by the kiosk."""
+        self.button.press()
+        time.sleep(hold)
+        self.button.release()
