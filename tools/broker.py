@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def _require_free_port(port: int) -> None:
+    # SO_REUSEADDR like mosquitto itself: TIME_WAIT leftovers from a restart are fine, a live
+    # listener is not (its answers to our readiness probe would look like ours).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise BrokerError(f"port {port} on {HOST} is already in use") from None
+
+
+def _die_with_parent() -> list[str]:
+    """Prefix so mosquitto gets SIGTERM if we die without cleaning up (e.g. pytest killed).
+
+    The kernel ties this to the *thread* that started it, so only use it from the main thread:
+    a fault-injection thread that restarts the broker and then ends must not take it down.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
 def write_broker_config(
@@ -156,6 +180,7 @@ class Mosquitto:
         if self.running:
             return
         executable = find_mosquitto()
+        _require_free_port(self.port)
         config = write_broker_config(
             self.work_dir,
             self.pki_dir,
@@ -166,7 +191,7 @@ class Mosquitto:
         # Config errors are printed before the log file opens, so keep stderr too.
         with open(self.work_dir / STDERR_NAME, "ab") as stderr:
             self._proc = subprocess.Popen(
-                [executable, "-c", str(config)],
+                [*_die_with_parent(), executable, "-c", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
@@ -183,10 +208,13 @@ class Mosquitto:
                 )
             try:
                 self._probe()
-                return
             except (OSError, BrokerError) as exc:
                 last_error = str(exc) or type(exc).__name__
                 time.sleep(0.02)
+                continue
+            # A probe answered by some other broker on this port must not count as ours.
+            if self._proc.poll() is None:
+                return
         self.kill()
         raise BrokerError(
             f"mosquitto not accepting TLS clients on {HOST}:{self.port} after {timeout:.0f} s "
