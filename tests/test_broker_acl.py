@@ -11,7 +11,11 @@ import datetime as dt
 import queue
 import secrets
 import shutil
+import signal
+import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -360,3 +364,50 @@ def test_broker_that_dies_at_startup_reports_mosquittos_own_words(
 def test_missing_pki_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BrokerError, match="pinkbutton-pki init"):
         write_broker_config(tmp_path / "work", tmp_path / "no-pki", free_port())
+
+
+def test_cli_runs_in_foreground_prints_port_and_stops_on_sigterm(
+    pki_dir: Path, tmp_path: Path, mqtt_client
+) -> None:
+    repo_root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.broker",
+            "run",
+            "--pki",
+            str(pki_dir),
+            "--dir",
+            str(tmp_path),
+        ],
+        cwd=repo_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(proc.stdout.readline())
+        running = Mosquitto(tmp_path, pki_dir, port)  # only used for host/port here
+        mqtt_client(pki_dir, DEV1, running)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "u'pb-test-0001'" in (tmp_path / "mosquitto.log").read_text()
+        with pytest.raises(ConnectionRefusedError):  # mosquitto went down with the CLI
+            socket.create_connection((running.host, port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_usage_error_exits_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.broker", "run", "--dir", "x"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
