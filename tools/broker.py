@@ -227,6 +227,7 @@ class Mosquitto:
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
+        proc.send_signal(signal.SIGCONT)  # a paused broker must wake up to handle the SIGTERM
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
