@@ -83,6 +83,9 @@ class Kiosk:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict[int, _Pending] = {}
         self._stop = threading.Event()
+        self._failures = 0
+        self._last_failure = ""
+        self._last_failure_log = float("-inf")
         self.outbox = Outbox(config.device.state_dir / "outbox.db")
         self.state = m.initial_state(settings_from(config), next_seq=self.outbox.next_seq())
         self._key = load_signing_key(config.broker.key)
@@ -158,6 +161,7 @@ class Kiosk:
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
             case t.Connected(session_present=sp):
+                self._failures = 0
                 log.info("connected to broker %s:%s (session %s)", self.transport.host,
                          self.transport.port, "resumed" if sp else "new")
                 self._notify("connected", {})
@@ -167,9 +171,10 @@ class Kiosk:
                 self._notify("disconnected", {"reason": r})
                 self._dispatch(m.Disconnected(r))
             case t.ConnectFailed(reason=r, retry_in=d):
-                log.error("%s; retrying in %.1f s", r, d)
+                self._log_connect_failure(r, d)
                 self._notify("connect_failed", {"reason": r, "retry_in": d})
-                self._dispatch(m.Disconnected(r))
+                if self.state.online:
+                    self._dispatch(m.Disconnected(r))
             case t.PublishResult():
                 self._on_publish_result(item)
             case t.SubscribeResult(topic=tp, ok=False, reason=r):
@@ -181,6 +186,18 @@ class Kiosk:
                 self._on_message(tp, payload)
             case _:
                 log.error("internal: unexpected inbox item %r", item)
+
+    def _log_connect_failure(self, reason: str, retry_in: float) -> None:
+        """First failure and every change of reason at ERROR, then a reminder every
+        ~60 s: a technician reading the log sees the cause without a flood."""
+        self._failures += 1
+        now = self.clock.monotonic()
+        if reason != self._last_failure or now - self._last_failure_log >= 60:
+            more = f" ({self._failures} attempts so far)" if self._failures > 1 else ""
+            log.error("%s; retrying in %.1f s%s", reason, retry_in, more)
+            self._last_failure, self._last_failure_log = reason, now
+        else:
+            log.debug("%s; retrying in %.1f s", reason, retry_in)
 
     def _press(self, kind: str | None, at: float) -> None:
         now = self.clock.monotonic()

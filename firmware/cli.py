@@ -63,6 +63,9 @@ def _check_config(file: Path) -> int:
 
 
 def _run(file: Path, hal: str | None) -> int:
+    from firmware.outbox import OutboxError
+    from hal.base import HalError
+
     config = load_config(file)
     logging.basicConfig(
         level=config.log.level.upper(),
@@ -73,6 +76,12 @@ def _run(file: Path, hal: str | None) -> int:
         from firmware.app import run_kiosk  # lazy: pulls in transport, HAL and media
 
         return run_kiosk(config, hal_override=hal)
+    except HalError as e:  # wrong backend for this machine, pin busy...: a config problem
+        print(f"pinkbutton: {config.path}: [hal] {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except OutboxError as e:
+        print(f"pinkbutton: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         log.info("interrupted")
         return EXIT_FAILURE

@@ -6,6 +6,7 @@ fake backend) work on any laptop without it.
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +25,9 @@ def require_gpiozero() -> ModuleType:
         raise BackendUnavailable(
             f"HAL backend 'pi' needs gpiozero: pip install gpiozero (import failed: {exc})"
         ) from None
+    # gpiozero warns once per pin library it tries; when none works our one-line
+    # BackendUnavailable says so, and on a working Pi the fallbacks are noise.
+    warnings.filterwarnings("ignore", category=gpiozero.PinFactoryFallback)
     return gpiozero
 
 
