@@ -75,7 +75,9 @@ def _load(payload: bytes | str, expected_type: str) -> dict[str, Any]:
         raise ProtocolError(f"payload is {len(payload)} bytes, over the {MAX_JSON_BYTES} limit")
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise ProtocolError("not valid JSON: nested too deeply") from None
+    except ValueError as e:  # also int strings over Python's digit limit, bad UTF-8
         raise ProtocolError(f"not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"payload must be a JSON object, got {type(obj).__name__}")
@@ -113,7 +115,8 @@ def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: bool = False
     val = obj.get(key)
     if val is None and optional:
         return None
-    if type(val) not in (int, float) or not math.isfinite(val):
+    # abs() first: math.isfinite() raises OverflowError on an int too large for a float.
+    if type(val) not in (int, float) or abs(val) > 1e300 or not math.isfinite(val):
         raise ProtocolError(f"field {key!r} must be a finite number, got {_tname(val)}")
     if not lo <= val <= hi:
         raise ProtocolError(f"field {key!r} = {val} is out of range {lo}..{hi}")
@@ -242,7 +245,7 @@ def verify_alert(payload: bytes | str, public_key: ec.EllipticCurvePublicKey) ->
         obj = json.loads(payload)
         sig = base64.b64decode(obj.pop("signature"), validate=True)
         public_key.verify(sig, _dumps(obj), ec.ECDSA(hashes.SHA256()))
-    except (ValueError, TypeError, KeyError, AttributeError, InvalidSignature):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, InvalidSignature):
         return False
     return True
 
