@@ -94,21 +94,84 @@ class Indicator(abc.ABC):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class VideoFrame:
+    """One captured picture, planar YUV 4:2:0 (I420): Y (w*h), then U and V (w/2*h/2 each).
+
+    `pts_us` is the capture time on the monotonic clock, in microseconds. Sources
+    that can, draw it into the picture too (see hal.fake.camera) so glass-to-glass
+    latency is measurable at the far end.
+    """
+
+    data: bytes
+    width: int
+    height: int
+    pts_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Captured audio: signed 16-bit little-endian mono PCM.
+
+    `pts_us` is the monotonic capture time of the first sample, in microseconds.
+    """
+
+    samples: bytes
+    sample_rate: int
+    pts_us: int
+
+    @property
+    def frames(self) -> int:
+        return len(self.samples) // 2
+
+
+FrameSink = Callable[[VideoFrame], None]
+AudioSink = Callable[[AudioChunk], None]
+FailureSink = Callable[[str], None]
+
+
 class Camera(abc.ABC):
-    """Video source (implemented with the A/V work)."""
+    """Video source producing I420 frames at `fps` into `on_frame`.
+
+    Note on threads: `on_frame` and `on_failure` are called on the capture thread
+    (the backend's); they must only enqueue — encoding never runs there.
+    """
+
+    on_frame: FrameSink | None = None
+    #: Called once with a one-line reason when the camera stops working.
+    on_failure: FailureSink | None = None
+
+    width: int
+    height: int
+    fps: float
 
     @abc.abstractmethod
     def start(self) -> None: ...
 
     @abc.abstractmethod
     def stop(self) -> None: ...
+
+    def close(self) -> None:
+        self.stop()
 
 
 class Microphone(abc.ABC):
-    """Audio source (implemented with the A/V work)."""
+    """Audio source producing mono 16-bit chunks into `on_audio`.
+
+    Note on threads: `on_audio` and `on_failure` run on the capture thread; they
+    must only enqueue.
+    """
+
+    on_audio: AudioSink | None = None
+    on_failure: FailureSink | None = None
+
+    sample_rate: int
 
     @abc.abstractmethod
     def start(self) -> None: ...
 
     @abc.abstractmethod
     def stop(self) -> None: ...
+
+    def close(self) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Media pipeline: encoders (PyAV), pre-roll, envelopes, sending, bandwidth adaptation."""
