@@ -3,7 +3,8 @@
 Used by the kiosk and by the control-room receiver. Note on threads: all paho
 callbacks run on this transport's network thread and only turn what happened
 into a TransportEvent handed to `on_event` (which must only enqueue). The
-owner's thread calls `publish()`; paho writes to the socket under its own locks.
+owner's thread calls `publish()`, which only queues the packet and wakes the
+network thread: that thread alone touches the TLS socket (see `_run`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
     return f"cannot connect to {host}:{port}: {exc}"
 
 
+def _writes_happen_in_loop(client, userdata, sock) -> None:
+    """paho's register-write hook: nothing to do, loop() on the network thread writes."""
+
+
 class MqttTransport:
     """A persistent MQTT v5 session (clean_start false + session expiry) that keeps
     reconnecting with capped, jittered exponential backoff until `stop()`."""
@@ -164,6 +169,11 @@ class MqttTransport:
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         c.on_log = self._on_log
+        # Without this, paho's publish() (owner thread) writes to the socket itself while
+        # the network thread may be inside SSL_read on the same SSL object: OpenSSL does not
+        # allow that (seen as "bad record mac", dropped connections, heap corruption). With a
+        # register-write hook paho only queues and wakes loop(), which writes on our thread.
+        c.on_socket_register_write = _writes_happen_in_loop
         self._client = c
 
     # -- owner-facing API (owner thread) ------------------------------------
@@ -173,11 +183,8 @@ class MqttTransport:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """The network thread says DISCONNECT (no will) within one loop turn, then exits."""
         self._stop.set()
-        try:
-            self._client.disconnect()
-        except Exception:  # already down; nothing to tell the broker
-            pass
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -218,6 +225,7 @@ class MqttTransport:
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     break
             if self._stop.is_set():
+                self._say_goodbye()
                 break
             if not self._connack.is_set():
                 # TLS 1.3: a broker that rejects our certificate lets the handshake
@@ -230,6 +238,15 @@ class MqttTransport:
                 )
             else:
                 self._fail(None)
+
+    def _say_goodbye(self) -> None:
+        # Clean DISCONNECT so the broker does not publish our will; written here, on the
+        # only thread that touches the socket.
+        try:
+            self._client.disconnect()
+            self._client.loop_write()
+        except Exception:  # already down; nothing to tell the broker
+            pass
 
     def _set_nodelay(self) -> None:
         # paho leaves Nagle on: a PUBACK followed by a small PUBLISH (an ack

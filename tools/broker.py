@@ -127,6 +127,9 @@ def write_broker_config(
         "allow_anonymous false",
         f"acl_file {acl_file}",
         "max_queued_messages 10000",
+        # Nagle on the broker side would hold a small PUBLISH behind an unacked PUBACK for the
+        # peer's delayed-ACK timer (~40 ms): every alert and ack is such a small packet.
+        "set_tcp_nodelay true",
         "persistent_client_expiration 1d",
         f"log_dest file {log_file}",
         "log_type error",
