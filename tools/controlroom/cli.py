@@ -48,6 +48,7 @@ def _run(args) -> int:
         client_id=args.client_id or f"controlroom-{socket.gethostname()}",
         group=args.group, auto_ack=args.auto_ack, operator=args.operator,
         device_certs=device_certs, out=lambda s: print(s, flush=True),
+        session_expiry_s=args.session_expiry,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: receiver.stop())
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
     run.add_argument("--group", default="controlroom", help="shared-subscription group")
     run.add_argument("--device-certs", help="directory of <device_id>.pem to verify signatures")
+    run.add_argument("--session-expiry", type=int, default=60, metavar="S",
+                     help="broker keeps this receiver's queue S seconds while it is offline "
+                          "(default 60; kiosks re-announce unacknowledged alerts)")
     run.add_argument("--exit-after", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     rep = sub.add_parser("report", help="print incidents and their timelines")

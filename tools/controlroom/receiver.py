@@ -71,6 +71,7 @@ class ControlRoomReceiver:
         out: Callable[[str], None] = print,
         listeners: list[Listener] | None = None,
         backoff: Backoff | None = None,
+        session_expiry_s: int = 60,
     ) -> None:
         self.clock = clock or Clock()
         self.auto_ack = auto_ack
@@ -91,6 +92,11 @@ class ControlRoomReceiver:
             subscriptions=[(alert_subscription(group), 1), (events_subscription(group), 1),
                            (status_subscription(), 1)],
             backoff=backoff or Backoff(0.2, 5.0),
+            # Short on purpose: mosquitto keeps handing a shared-subscription share to a
+            # member that is offline but has a live session. A receiver that crashed would
+            # hold its share of alerts for the whole expiry; 60 s rides out a restart, and
+            # kiosks re-announce any alert nobody acknowledged.
+            session_expiry_s=session_expiry_s,
         )
 
     # -- any thread -----------------------------------------------------------
