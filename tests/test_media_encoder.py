@@ -1,0 +1,224 @@
+"""Encoders against real PyAV decoding: keyframes, SPS/PPS, no B-frames, bitrate cap, Opus timing."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import av
+import numpy as np
+import pytest
+from av.video.frame import PictureType
+
+from firmware.media.encoder import AudioEncoder, VideoEncoder, nal_types
+from firmware.media.packet import EncodedPacket, Stream
+from hal.base import AudioChunk, VideoFrame
+
+FRAME_US_15 = round(1_000_000 / 15)
+
+
+def moving_frame(index: int, width: int = 640, height: int = 480, fps: float = 15) -> VideoFrame:
+    """I420: dark Y with a textured vertical bar that moves 8 px per frame, flat U/V 128."""
+    y = np.full((height, width), 40, dtype=np.uint8)
+    x = (index * 8) % (width - 48)
+    bar = np.add.outer(np.arange(height), np.arange(48)) % 64 * 3 + 40
+    y[:, x : x + 48] = bar.astype(np.uint8)
+    chroma = np.full(width * height // 2, 128, dtype=np.uint8)
+    pts_us = 5_000_000 + round(index * 1e6 / fps)
+    return VideoFrame(y.tobytes() + chroma.tobytes(), width, height, pts_us)
+
+
+def sine_chunk(start_sample: int, frames: int, rate: int = 48000, base_us: int = 5_000_000):
+    t = np.arange(start_sample, start_sample + frames) / rate
+    pcm = (np.sin(2 * math.pi * 440 * t) * 12000).astype("<i2")
+    return AudioChunk(pcm.tobytes(), rate, base_us + round(start_sample * 1e6 / rate))
+
+
+def decode_h264(packets: list[EncodedPacket]) -> list[av.VideoFrame]:
+    ctx = av.CodecContext.create("h264", "r")
+    frames = []
+    for pkt in packets:
+        frames += ctx.decode(av.Packet(pkt.data))
+    frames += ctx.decode(None)
+    return frames
+
+
+def encode_frames(enc: VideoEncoder, count: int, **kw) -> list[EncodedPacket]:
+    out = []
+    for i in range(count):
+        out += enc.encode(moving_frame(i, **kw))
+    return out + enc.flush()
+
+
+def assert_keyframe_layout(pkt: EncodedPacket) -> None:
+    types = nal_types(pkt.data)
+    assert 5 in types, f"keyframe without an IDR slice: {types}"
+    idr = types.index(5)
+    assert 7 in types[:idr] and 8 in types[:idr], f"SPS/PPS missing before IDR: {types}"
+
+
+@pytest.fixture(scope="module")
+def ten_seconds() -> list[EncodedPacket]:
+    return encode_frames(VideoEncoder(640, 480, 15, 500, 1.0, codec="libx264"), 150)
+
+
+def test_every_frame_decodes_in_capture_order(ten_seconds):
+    assert len(ten_seconds) == 150
+    assert [p.pts_us for p in ten_seconds] == [moving_frame(i).pts_us for i in range(150)]
+    frames = decode_h264(ten_seconds)
+    assert len(frames) == 150
+    assert (frames[0].width, frames[0].height) == (640, 480)
+
+
+def test_keyframe_every_second_with_sps_pps(ten_seconds):
+    keys = [i for i, p in enumerate(ten_seconds) if p.keyframe]
+    assert keys == list(range(0, 150, 15))
+    for i in keys:
+        assert_keyframe_layout(ten_seconds[i])
+    assert all(5 not in nal_types(p.data) for p in ten_seconds if not p.keyframe)
+    assert all(p.stream is Stream.VIDEO and p.duration_us == FRAME_US_15 for p in ten_seconds)
+
+
+def test_decodable_from_any_keyframe(ten_seconds):
+    # A receiver joining mid-stream (or the pre-roll's first keyframe) needs nothing earlier.
+    frames = decode_h264(ten_seconds[45:60])
+    assert len(frames) == 15
+
+
+def test_no_b_frames_decode_order_is_presentation_order(ten_seconds):
+    ctx = av.CodecContext.create("h264", "r")
+    decoded_pts = []
+    for n, pkt in enumerate(ten_seconds):
+        packet = av.Packet(pkt.data)
+        packet.pts = n
+        for frame in ctx.decode(packet):
+            decoded_pts.append(frame.pts)
+            assert frame.pict_type in (PictureType.I, PictureType.P), frame.pict_type
+    decoded_pts += [f.pts for f in ctx.decode(None)]
+    # Each packet yields its own picture immediately: no reordering delay, no B-frames.
+    assert decoded_pts == list(range(150))
+
+
+def test_bitrate_stays_under_cap(ten_seconds):
+    total_bits = sum(len(p.data) for p in ten_seconds) * 8
+    kbps = total_bits / 10 / 1000
+    assert kbps <= 500, f"{kbps:.0f} kbit/s over a 500 kbit/s cap"
+    # Any 1 s window stays within cap + one VBV buffer.
+    for start in range(0, 150 - 15):
+        window = sum(len(p.data) for p in ten_seconds[start : start + 15]) * 8
+        assert window <= 2 * 500_000
+
+
+def test_busy_scene_still_capped():
+    rng = np.random.default_rng(7)
+    enc = VideoEncoder(320, 240, 15, 150, 1.0, codec="libx264")
+    packets = []
+    for i in range(150):
+        y = rng.integers(0, 256, (240, 320), dtype=np.uint8).tobytes()
+        frame = VideoFrame(y + bytes([128]) * (320 * 240 // 2), 320, 240, i * FRAME_US_15)
+        packets += enc.encode(frame)
+    packets += enc.flush()
+    kbps = sum(len(p.data) for p in packets) * 8 / 10 / 1000
+    # Pure noise is the worst case; the VBV initial buffer allows at most one bufsize extra.
+    assert kbps <= 150 * 1.1, f"{kbps:.0f} kbit/s over a 150 kbit/s cap"
+
+
+def test_reconfigure_gives_keyframe_at_new_size_and_rate():
+    enc = VideoEncoder(640, 480, 15, 500, 1.0, codec="libx264")
+    before = [p for i in range(20) for p in enc.encode(moving_frame(i))]
+    enc.reconfigure(width=320, height=240, fps=10, bitrate_kbps=150)
+    # The camera still delivers 640x480: the encoder scales.
+    after = [p for i in range(20, 50) for p in enc.encode(moving_frame(i))] + enc.flush()
+    assert after[0].keyframe
+    assert_keyframe_layout(after[0])
+    assert [i for i, p in enumerate(after) if p.keyframe] == [0, 10, 20]
+    assert after[0].duration_us == 100_000
+    frames = decode_h264(after)
+    assert len(frames) == 30 and (frames[0].width, frames[0].height) == (320, 240)
+    assert len(decode_h264(before)) == 20
+    assert before[-1].pts_us < after[0].pts_us
+
+
+def test_force_keyframe():
+    enc = VideoEncoder(320, 240, 15, 150, 1.0, codec="libx264")
+    out = [p for i in range(5) for p in enc.encode(moving_frame(i, 320, 240))]
+    enc.force_keyframe()
+    out += enc.encode(moving_frame(5, 320, 240)) + enc.flush()
+    assert [i for i, p in enumerate(out) if p.keyframe] == [0, 5]
+    assert_keyframe_layout(out[5])
+    assert len(decode_h264(out[5:])) == 1
+
+
+def test_auto_falls_back_to_libx264_and_says_why(caplog):
+    with caplog.at_level(logging.INFO, logger="firmware.media.encoder"):
+        enc = VideoEncoder(320, 240, 15, codec="auto")
+    assert enc.codec_name == "libx264", "this machine has no /dev/video11 hardware encoder"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("libx264" in m and "h264_v4l2m2m unavailable" in m for m in lines), lines
+
+
+def test_unknown_codec_is_a_one_line_value_error():
+    with pytest.raises(ValueError) as err:
+        VideoEncoder(640, 480, 15, codec="h265_magic")
+    assert "h265_magic" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_wrong_frame_size_is_one_line_error():
+    enc = VideoEncoder(320, 240, 15, codec="libx264")
+    with pytest.raises(ValueError, match="I420 320x240 needs"):
+        enc.encode(VideoFrame(b"\x00" * 10, 320, 240, 0))
+
+
+# -- Opus ----------------------------------------------------------------------------------------
+
+
+def encode_audio(seconds: float, chunk_frames: int = 1024) -> list[EncodedPacket]:
+    enc = AudioEncoder(48000, 24)
+    out, start = [], 0
+    while start < seconds * 48000:
+        out += enc.encode(sine_chunk(start, chunk_frames))
+        start += chunk_frames
+    return out
+
+
+def test_opus_packets_are_20ms_and_evenly_timed():
+    packets = encode_audio(2.0)
+    assert len(packets) == 100  # 94 chunks of 1024 = 96256 samples -> 100 whole 20 ms frames
+    assert packets[0].pts_us == 5_000_000
+    assert all(b.pts_us - a.pts_us == 20_000 for a, b in zip(packets, packets[1:], strict=False))
+    assert all(p.duration_us == 20_000 and p.keyframe and p.stream is Stream.AUDIO for p in packets)
+
+
+def test_opus_decodes_to_960_sample_frames():
+    packets = encode_audio(1.0)
+    ctx = av.CodecContext.create("opus", "r")
+    ctx.sample_rate = 48000
+    ctx.layout = "mono"
+    sizes = []
+    for pkt in packets:
+        sizes += [f.samples for f in ctx.decode(av.Packet(pkt.data))]
+    assert len(sizes) == len(packets)
+    assert set(sizes) == {960}
+
+
+def test_opus_bitrate_near_24k():
+    packets = encode_audio(5.0)
+    kbps = sum(len(p.data) for p in packets) * 8 / (len(packets) * 0.02) / 1000
+    assert 20 <= kbps <= 27, kbps
+
+
+def test_opus_flush_pads_the_tail_and_capture_gap_resyncs():
+    enc = AudioEncoder()
+    out = enc.encode(sine_chunk(0, 1500))  # 1 full frame + 540 samples
+    assert len(out) == 1 and out[0].pts_us == 5_000_000
+    # A 200 ms hole in capture: the partial frame is padded and timing restarts.
+    out += enc.encode(sine_chunk(1500 + 9600, 960))
+    out += enc.flush()
+    pts = [p.pts_us for p in out]
+    assert pts[:2] == [5_000_000, 5_020_000]
+    assert 5_000_000 + round((1500 + 9600) * 1e6 / 48000) in pts
+
+
+def test_opus_rejects_other_sample_rate():
+    with pytest.raises(ValueError, match="16000 Hz, encoder expects 48000"):
+        AudioEncoder().encode(AudioChunk(b"\x00\x00" * 320, 16000, 0))
