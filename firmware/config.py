@@ -13,6 +13,7 @@ import errno
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -128,6 +129,7 @@ _RESERVED_IDS = frozenset({"controlroom"})
 _MAX_GPIO = 27  # BCM numbering on the 40-pin header
 _MQTT_MAX_KEEPALIVE = 65535
 _MQTT_MAX_SESSION_EXPIRY = 0xFFFFFFFF
+_MAX_PEM_BYTES = 1 << 20  # a CA bundle is tens of KiB; anything bigger is the wrong file
 
 
 class _Problem(Exception):
@@ -392,7 +394,7 @@ def _parse_section(name: str, table: object, path: Path, base_dir: Path) -> Any:
     for key in table:
         if key not in rules:
             hint = _did_you_mean(key, list(rules))
-            raise ConfigError(f"{path}: [{name}] {_name(key)}: unknown key{hint}")
+            raise ConfigError(f"{path}: [{name}] {_name(key)}: unknown key {key!r}{hint}")
     values: dict[str, Any] = {}
     for key, spec in rules.items():
         if key not in table:
@@ -493,9 +495,16 @@ def verify_certificates(config: Config, *, now: datetime | None = None) -> Certi
 
 def _read(path: Path, where: str) -> bytes:
     try:
-        return path.read_bytes()
+        # stat first: opening a FIFO (or reading /dev/zero) would hang the boot instead of failing.
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+            raise ConfigError(f"{where}: cannot read {path}: not a regular file")
+        with path.open("rb") as f:
+            data = f.read(_MAX_PEM_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{where}: cannot read {path}: {_os_reason(e)}") from None
+    if len(data) > _MAX_PEM_BYTES:
+        raise ConfigError(f"{where}: {path} is larger than {_MAX_PEM_BYTES} bytes; not a PEM file")
+    return data
 
 
 def _os_reason(e: OSError) -> str:
