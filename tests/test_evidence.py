@@ -1,0 +1,307 @@
+"""EvidenceRecorder: real H.264 + Opus packets (encoded once with PyAV) muxed into fragmented MP4,
+checked with ffprobe and by decoding the file back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from firmware.clock import FakeClock
+from firmware.media.envelope import ReceivedPacket
+from firmware.media.packet import EncodedPacket, Stream
+from tools.controlroom.media import EvidenceError, EvidenceRecorder, ffprobe_summary
+
+W, H, FPS = 640, 480, 15
+SECONDS = 10
+PREROLL_S = 5
+DEVICE_START_US = 5_000_000_000  # device monotonic µs at the first captured frame
+FRAME_US = 1_000_000 // FPS
+OPUS_US = 20_000
+US = Fraction(1, 1_000_000)
+
+
+def encode_video() -> list[EncodedPacket]:
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
+    enc.time_base = US
+    enc.framerate = FPS
+    enc.options = {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": f"repeat-headers=1:keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0"
+        ":bitrate=500:vbv-maxrate=500:vbv-bufsize=500",
+    }
+    # Moving diagonal stripes, made directly in I420 (no RGB conversion).
+    yy, xx = np.mgrid[0 : H * 3 // 2, 0:W]
+    base = ((xx + yy) % 256).astype(np.uint8)
+    out = []
+    for i in range(SECONDS * FPS):
+        frame = av.VideoFrame.from_ndarray(base + np.uint8(i * 4 % 256), format="yuv420p")
+        frame.pts = i * FRAME_US
+        frame.time_base = US
+        for p in enc.encode(frame):
+            out.append((p, bytes(p)))
+    out += [(p, bytes(p)) for p in enc.encode(None)]
+    return [
+        EncodedPacket(Stream.VIDEO, data, DEVICE_START_US + p.pts, FRAME_US, p.is_keyframe)
+        for p, data in out
+    ]
+
+
+def encode_audio() -> list[EncodedPacket]:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format = 48_000, "mono", "s16"
+    enc.bit_rate = 24_000
+    enc.time_base = Fraction(1, 48_000)
+    enc.options = {"frame_duration": "20", "application": "voip"}
+    t = np.arange(960 * SECONDS * 50)
+    tone = (np.sin(2 * np.pi * 440 * t / 48_000) * 8000).astype(np.int16)
+    out = []
+    for i in range(SECONDS * 50):
+        frame = av.AudioFrame.from_ndarray(
+            tone[i * 960 : (i + 1) * 960].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, i * 960, enc.time_base
+        for p in enc.encode(frame):
+            out.append(bytes(p))
+    # One packet per 20 ms; their pts is the capture time of the chunk's first sample.
+    return [
+        EncodedPacket(Stream.AUDIO, data, DEVICE_START_US + i * OPUS_US, OPUS_US, True)
+        for i, data in enumerate(out)
+    ]
+
+
+def as_received(packets: list[EncodedPacket]) -> list[ReceivedPacket]:
+    """What the Reassembler would hand over: seq in send order, pts relative to the first."""
+    origin = packets[0].pts_us
+    preroll_end = DEVICE_START_US + PREROLL_S * 1_000_000
+    return [
+        ReceivedPacket(seq, p, p.pts_us - origin, p.pts_us < preroll_end)
+        for seq, p in enumerate(packets)
+    ]
+
+
+@pytest.fixture(scope="module")
+def media() -> list[EncodedPacket]:
+    # Capture order: both streams interleaved by capture time, video first on a tie.
+    packets = encode_video() + encode_audio()
+    return sorted(packets, key=lambda p: (p.pts_us, p.stream))
+
+
+@pytest.fixture(scope="module")
+def incident(media) -> list[ReceivedPacket]:
+    return as_received(media)
+
+
+def record(directory: Path, packets, alert_id: str = "a1", **kw) -> tuple:
+    rec = EvidenceRecorder(directory, clock=FakeClock(), **kw)
+    rec.open(alert_id, "pb-0001")
+    for rp in packets:
+        rec.feed(alert_id, rp)
+    return rec, rec.close(alert_id)
+
+
+def demuxed(path: Path) -> list[tuple[str, int, int, bool]]:
+    with av.open(str(path)) as c:
+        return [
+            (p.stream.type, p.pts, p.size, p.is_keyframe)
+            for p in c.demux()
+            if p.size  # skip the demuxer's empty flush packets
+        ]
+
+
+def decoded_video(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as c:
+        return list(c.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, incident):
+    """The 10 s incident fed in order. ffprobe runs mid-write twice: as soon as the file exists
+    (its header must already be on disk, not in a write buffer) and after ~3 s of media."""
+    rec = EvidenceRecorder(tmp_path_factory.mktemp("ev"), clock=FakeClock())
+    rec.open("alert-1", "pb-0001")
+    path = rec.summary("alert-1").path
+    at_start = at_3s = None
+    for rp in incident:
+        rec.feed("alert-1", rp)
+        if at_start is None and path.exists():
+            at_start = ffprobe_summary(path)
+        if at_3s is None and rp.pts_us >= 3_000_000:
+            at_3s = ffprobe_summary(path)
+    return (at_start, at_3s), rec.close("alert-1")
+
+
+def test_full_incident_file_has_h264_and_opus_of_the_right_length(full):
+    _, summary = full
+    assert summary.path.name == "pb-0001-alert-1.mp4"
+    probe = ffprobe_summary(summary.path)
+    assert probe["video"]["codec"] == "h264"
+    assert (probe["video"]["width"], probe["video"]["height"]) == (W, H)
+    assert probe["audio"]["codec"] == "opus"
+    assert probe["duration_s"] == pytest.approx(SECONDS, rel=0.1)
+
+
+def test_full_incident_summary(full, incident):
+    _, s = full
+    assert s.video_packets == SECONDS * FPS
+    assert s.audio_packets == SECONDS * 50
+    assert s.gaps == []
+    assert s.dropped_packets == 0
+    assert (s.width, s.height) == (W, H)
+    assert s.preroll_s == pytest.approx(PREROLL_S, abs=0.1)
+    assert s.duration_s == pytest.approx(SECONDS, abs=0.1)
+    assert s.first_media_at is not None and s.first_keyframe_at is not None
+    assert s.closed
+
+
+def test_first_decoded_frame_is_a_keyframe_and_every_frame_decodes(full):
+    frames = decoded_video(full[1].path)
+    assert frames[0].key_frame
+    assert len(frames) == SECONDS * FPS
+    assert (frames[0].width, frames[0].height) == (W, H)
+
+
+def test_file_is_readable_while_being_written(full):
+    (at_start, at_3s), _ = full
+    for mid in (at_start, at_3s):
+        assert mid is not None
+        assert mid["video"]["codec"] == "h264"
+        assert (mid["video"]["width"], mid["video"]["height"]) == (W, H)
+        assert mid["audio"]["codec"] == "opus"
+    # Every completed one-second fragment is playable before the incident ends.
+    assert at_3s["duration_s"] == pytest.approx(3.0, abs=0.5)
+
+
+def test_gap_in_seq_is_reported_exactly(tmp_path, incident):
+    short = [rp for rp in incident if rp.pts_us < 3_000_000]
+    lost = {40, 41, 42, 100}
+    _, s = record(tmp_path, [rp for rp in short if rp.seq not in lost])
+    assert s.gaps == [(40, 42), (100, 100)]
+    assert ffprobe_summary(s.path)["video"]["codec"] == "h264"
+
+
+def test_video_before_the_first_keyframe_is_dropped(tmp_path, media):
+    # Join mid-GOP: the first 5 video packets are delta frames.
+    start = media.index(
+        next(p for p in media if p.is_video and p.pts_us >= 10 * FRAME_US + DEVICE_START_US)
+    )
+    window = [p for p in media[start:] if p.pts_us < DEVICE_START_US + 3_000_000]
+    received = as_received(window)
+    deltas_first = [p for p in window if p.is_video][:5]
+    assert not any(p.keyframe for p in deltas_first)
+    _, s = record(tmp_path, received)
+    videos = [p for p in window if p.is_video]
+    assert s.video_packets == len(videos) - 5
+    assert s.dropped_packets == 5
+    assert s.audio_packets == sum(1 for p in window if not p.is_video)
+    frames = decoded_video(s.path)
+    assert frames[0].key_frame
+    assert len(frames) == len(videos) - 5
+
+
+def test_out_of_order_arrivals_within_the_window_are_reordered(tmp_path, incident):
+    short = [rp for rp in incident if rp.pts_us < 3_000_000]
+    shuffled = []
+    for i in range(0, len(short), 8):  # every block of 8 arrives backwards
+        shuffled += reversed(short[i : i + 8])
+    _, in_order = record(tmp_path / "a", short)
+    _, reordered = record(tmp_path / "b", shuffled, reorder_window=16)
+    assert reordered.gaps == []
+    assert reordered.dropped_packets == 0
+    assert demuxed(reordered.path) == demuxed(in_order.path)
+
+
+def test_arrival_later_than_the_window_is_a_gap_and_dropped(tmp_path, incident):
+    short = [rp for rp in incident if rp.pts_us < 2_000_000]
+    late = short[10]
+    arrivals = short[:10] + short[11:30] + [late] + short[30:]
+    _, s = record(tmp_path, arrivals, reorder_window=8)
+    assert s.gaps == [(10, 10)]
+    assert s.dropped_packets == 1
+
+
+def test_duplicates_are_written_once(tmp_path, incident):
+    short = [rp for rp in incident if rp.pts_us < 2_000_000]
+    _, once = record(tmp_path / "a", short)
+    _, twice = record(tmp_path / "b", [x for rp in short for x in (rp, rp)])
+    assert twice.dropped_packets == len(short)
+    assert demuxed(twice.path) == demuxed(once.path)
+
+
+def test_media_before_open_is_held_and_used(tmp_path, incident):
+    short = [rp for rp in incident if rp.pts_us < 3_000_000]
+    clock = FakeClock()
+    rec = EvidenceRecorder(tmp_path, clock=clock, hold_s=5.0)
+    early = short[: len(short) // 3]
+    for rp in early:
+        rec.feed("a1", rp)
+    clock.advance(1.0)
+    rec.open("a1", "pb-0001")
+    for rp in short[len(early) :]:
+        rec.feed("a1", rp)
+    s = rec.close("a1")
+    assert s.gaps == []
+    assert s.video_packets + s.audio_packets == len(short)
+    assert decoded_video(s.path)[0].key_frame
+
+
+def test_held_media_is_dropped_with_one_log_line_when_no_alert_comes(tmp_path, incident, caplog):
+    clock = FakeClock()
+    rec = EvidenceRecorder(tmp_path, clock=clock, hold_s=5.0, max_held=10)
+    for rp in incident[:25]:
+        rec.feed("ghost", rp)
+    clock.advance(5.1)
+    with caplog.at_level(logging.WARNING, logger="pinkbutton.controlroom.media"):
+        rec.expire_held()
+        rec.expire_held()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["dropped 25 media packets for unknown alert ghost: no alert within 5.0 s"]
+    rec.open("ghost", "pb-0001")
+    s = rec.close("ghost")
+    assert s.video_packets == s.audio_packets == 0
+    assert not s.path.exists()
+
+
+def test_preroll_seconds_count_only_flagged_media(tmp_path, incident):
+    live_only = [replace(rp, preroll=False) for rp in incident if rp.pts_us < 2_000_000]
+    _, s = record(tmp_path, live_only)
+    assert s.preroll_s == 0.0
+    assert s.duration_s == pytest.approx(2.0, abs=0.1)
+
+
+def test_open_is_idempotent_and_close_reports_the_same_summary(tmp_path, incident):
+    rec = EvidenceRecorder(tmp_path, clock=FakeClock())
+    assert rec.open("a1", "pb-0001") is rec.open("a1", "pb-0001")
+    for rp in incident[:40]:
+        rec.feed("a1", rp)
+    first = rec.close("a1")
+    assert rec.close("a1") == first == rec.summary("a1")
+    assert rec.close_all() == []
+    with pytest.raises(EvidenceError, match="no evidence for alert nope"):
+        rec.close("nope")
+
+
+def test_unsafe_names_are_refused(tmp_path):
+    rec = EvidenceRecorder(tmp_path)
+    with pytest.raises(EvidenceError, match="not usable in a file name"):
+        rec.open("../../etc/passwd", "pb-0001")
+
+
+def test_ffprobe_summary_errors_are_one_line(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(EvidenceError, match="ffprobe cannot read"):
+        ffprobe_summary(bad)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert os.environ["PATH"] == str(tmp_path)
+    with pytest.raises(EvidenceError, match="ffprobe not found"):
+        ffprobe_summary(bad)

@@ -1,0 +1,453 @@
+"""EvidenceRecorder: writes each incident's live media to a fragmented MP4 as it arrives.
+
+The device sends H.264 access units (Annex B, SPS/PPS on every keyframe) and Opus packets;
+the Reassembler turns envelopes back into `ReceivedPacket`s. Here they are put back in seq
+order (a small reorder window), missing seqs are recorded as gaps, and the packets are muxed
+without re-encoding into `<directory>/<device_id>-<alert_id>.mp4`.
+
+Fragmented MP4 (empty moov, one fragment per keyframe, packets flushed as written) is used so
+that the file on disk is a valid, playable recording at every moment: if the control room dies
+mid-incident the evidence up to the last fragment survives, and an operator (or ffprobe) can
+open it while it is still growing. No temp files: the final file is written directly.
+
+Note on threads: the receiver's main thread calls every method; one lock still guards the
+recorder so that a shutdown path may call `close_all()` from another thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import av
+
+from firmware.clock import Clock
+from firmware.media.packet import EncodedPacket, Stream
+
+if TYPE_CHECKING:
+    from firmware.media.envelope import ReceivedPacket
+
+log = logging.getLogger("pinkbutton.controlroom.media")
+
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+US = Fraction(1, 1_000_000)
+VIDEO_TIME_BASE = Fraction(1, 90_000)
+AUDIO_RATE = 48_000
+# The mp4 muxer writes its moov only once every stream has a packet, so the set of streams must
+# be known before the first byte: wait this long after the first keyframe for audio to show up
+# (the pre-roll interleaves audio within a frame or two) before writing a video-only file...
+VIDEO_ONLY_AFTER_S = 1.0
+# ...and this long of audio without any keyframe before writing an audio-only file (camera dead).
+AUDIO_ONLY_AFTER_S = 3.0
+# Bound on what waits for that decision (a keyframe plus ~1 s at 500 kbit/s is far less).
+MAX_STARTUP_PACKETS = 2_000
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class EvidenceError(RuntimeError):
+    """One-line reason an evidence file cannot be written or inspected."""
+
+
+@dataclass(frozen=True)
+class EvidenceSummary:
+    path: Path
+    video_packets: int
+    audio_packets: int
+    gaps: list[tuple[int, int]]  # inclusive ranges of seqs that never arrived
+    first_media_at: float | None  # wall time the first media packet arrived
+    first_keyframe_at: float | None  # wall time the first (decodable) keyframe was written
+    preroll_s: float  # seconds of written media flagged as pre-roll
+    duration_s: float  # seconds of written media (first pts to last pts + duration)
+    width: int | None
+    height: int | None
+    dropped_packets: int = 0  # video before the first keyframe, duplicates, too late, bad
+    closed: bool = False
+
+
+@dataclass
+class _Span:
+    """Media time covered by a set of packets, in device µs."""
+
+    start: int | None = None
+    end: int | None = None
+
+    def add(self, pts_us: int, duration_us: int) -> None:
+        self.start = pts_us if self.start is None else min(self.start, pts_us)
+        end = pts_us + max(duration_us, 0)
+        self.end = end if self.end is None else max(self.end, end)
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.start is None or self.end is None else (self.end - self.start) / 1e6
+
+
+def frame_size(keyframe: bytes) -> tuple[int, int]:
+    """Width and height of an Annex B keyframe, by decoding it once (robust to every SPS
+    variant and to cropping, which a hand-written SPS parser would have to get right)."""
+    ctx = av.CodecContext.create("h264", "r")
+    try:
+        frames = ctx.decode(av.Packet(keyframe)) + ctx.decode(None)
+    except av.FFmpegError as e:
+        raise EvidenceError(f"first keyframe does not decode: {e}") from None
+    if not frames:
+        raise EvidenceError("first keyframe does not decode to a picture")
+    return frames[0].width, frames[0].height
+
+
+class Evidence:
+    """One incident's evidence file. Not thread-safe on its own: the recorder's lock guards it."""
+
+    def __init__(self, path: Path, *, reorder_window: int, clock: Clock) -> None:
+        self.path = path
+        self.reorder_window = max(1, reorder_window)
+        self.clock = clock
+        self._next_seq = 0
+        self._pending: dict[int, ReceivedPacket] = {}
+        self._gaps: list[tuple[int, int]] = []
+        self._startup: list[ReceivedPacket] = []  # waiting for the stream-set decision
+        self._container: Any = None
+        self._video: Any = None
+        self._audio: Any = None
+        self._started = False
+        self._closed = False
+        self._origin_us = 0  # pts written as 0 in the file
+        self._last_pts: dict[Stream, int] = {}
+        self._video_packets = 0
+        self._audio_packets = 0
+        self._dropped = 0
+        self._have_keyframe = False
+        self._first_media_at: float | None = None
+        self._first_keyframe_at: float | None = None
+        self._written = _Span()
+        self._preroll = _Span()
+        self._width: int | None = None
+        self._height: int | None = None
+
+    # ---- seq order -------------------------------------------------------------------------
+
+    def feed(self, rp: ReceivedPacket) -> None:
+        if self._closed:
+            self._dropped += 1
+            return
+        if self._first_media_at is None:
+            self._first_media_at = self.clock.wall()
+        if rp.seq < self._next_seq or rp.seq in self._pending:
+            self._dropped += 1  # duplicate (QoS 1 redelivery) or later than the window
+            return
+        self._pending[rp.seq] = rp
+        self._drain()
+        # A seq still missing once the window has moved past it is not coming: a gap.
+        while self._pending and max(self._pending) - self._next_seq >= self.reorder_window:
+            self._skip_to(min(self._pending))
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._next_seq in self._pending:
+            self._deliver(self._pending.pop(self._next_seq))
+            self._next_seq += 1
+
+    def _skip_to(self, seq: int) -> None:
+        self._gaps.append((self._next_seq, seq - 1))
+        self._next_seq = seq
+
+    # ---- media -----------------------------------------------------------------------------
+
+    def _deliver(self, rp: ReceivedPacket) -> None:
+        pkt = rp.packet
+        if pkt.stream is Stream.VIDEO and not self._have_keyframe:
+            if not pkt.keyframe:
+                self._dropped += 1  # undecodable without the keyframe before it
+                return
+            self._have_keyframe = True
+            try:
+                self._width, self._height = frame_size(pkt.data)
+            except EvidenceError as e:
+                log.warning("%s: %s", self.path.name, e)
+        if self._started:
+            self._write(rp)
+            return
+        self._startup.append(rp)
+        if self._ready_to_start() or len(self._startup) >= MAX_STARTUP_PACKETS:
+            self._start()
+
+    def _ready_to_start(self) -> bool:
+        video = [r for r in self._startup if r.packet.stream is Stream.VIDEO]
+        audio = [r for r in self._startup if r.packet.stream is Stream.AUDIO]
+        if video and audio:
+            return True
+        if video:
+            return (video[-1].pts_us - video[0].pts_us) / 1e6 >= VIDEO_ONLY_AFTER_S
+        return bool(audio) and (audio[-1].pts_us - audio[0].pts_us) / 1e6 >= AUDIO_ONLY_AFTER_S
+
+    def _start(self) -> None:
+        has_video = any(r.packet.stream is Stream.VIDEO for r in self._startup)
+        has_audio = any(r.packet.stream is Stream.AUDIO for r in self._startup)
+        if not (has_video or has_audio):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # flush_packets: every packet reaches the file at once, so a reader sees each
+            # fragment as soon as the muxer completes it.
+            self._container = av.open(
+                str(self.path),
+                "w",
+                format="mp4",
+                options={"movflags": MOVFLAGS, "flush_packets": "1"},
+            )
+            if has_video:
+                self._video = self._container.add_mux_stream(
+                    "h264", width=self._width or 0, height=self._height or 0
+                )
+                self._video.time_base = VIDEO_TIME_BASE
+            if has_audio:
+                # An encoder-backed stream, never used to encode: opening it gives the muxer
+                # the Opus header (dOps) that a bare mux stream would lack.
+                self._audio = self._container.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
+        except (OSError, av.FFmpegError, ValueError) as e:
+            # One line, then this incident's media is refused: retrying per packet would only
+            # repeat the error 60 times a second.
+            log.error("cannot create evidence file %s: %s", self.path, e)
+            if self._container is not None:
+                self._container.close()
+                self._container = None
+            self._dropped += len(self._startup)
+            self._startup = []
+            self._closed = True
+            return
+        self._started = True
+        startup, self._startup = self._startup, []
+        self._origin_us = min(r.pts_us for r in startup)
+        for rp in startup:
+            self._write(rp)
+
+    def _write(self, rp: ReceivedPacket) -> None:
+        pkt: EncodedPacket = rp.packet
+        stream = self._video if pkt.stream is Stream.VIDEO else self._audio
+        last = self._last_pts.get(pkt.stream)
+        # MP4 needs strictly increasing timestamps per track; anything else (a stream that
+        # appeared after the file started, a clock step) cannot be placed and is dropped.
+        if (
+            stream is None
+            or rp.pts_us < self._origin_us
+            or (last is not None and rp.pts_us <= last)
+        ):
+            self._dropped += 1
+            return
+        out = av.Packet(pkt.data)
+        out.stream = stream
+        out.time_base = US
+        out.pts = out.dts = rp.pts_us - self._origin_us
+        out.duration = max(pkt.duration_us, 0)
+        out.is_keyframe = pkt.keyframe
+        try:
+            self._container.mux(out)
+        except av.FFmpegError as e:
+            self._dropped += 1
+            log.warning("%s: packet seq %d not written: %s", self.path.name, rp.seq, e)
+            return
+        self._last_pts[pkt.stream] = rp.pts_us
+        self._written.add(rp.pts_us, pkt.duration_us)
+        if rp.preroll:
+            self._preroll.add(rp.pts_us, pkt.duration_us)
+        if pkt.stream is Stream.VIDEO:
+            self._video_packets += 1
+            if self._first_keyframe_at is None:
+                self._first_keyframe_at = self.clock.wall()
+        else:
+            self._audio_packets += 1
+
+    # ---- end -------------------------------------------------------------------------------
+
+    def close(self) -> EvidenceSummary:
+        if self._closed:
+            return self.summary()
+        # Whatever is still waiting for a missing seq is written now, in order, with gaps.
+        while self._pending:
+            self._skip_to(min(self._pending))
+            self._drain()
+        if not self._started and self._startup:
+            self._start()
+        self._closed = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except av.FFmpegError as e:
+                log.warning("%s: closing failed: %s", self.path.name, e)
+            self._container = None
+        return self.summary()
+
+    def summary(self) -> EvidenceSummary:
+        return EvidenceSummary(
+            path=self.path,
+            video_packets=self._video_packets,
+            audio_packets=self._audio_packets,
+            gaps=list(self._gaps),
+            first_media_at=self._first_media_at,
+            first_keyframe_at=self._first_keyframe_at,
+            preroll_s=self._preroll.seconds,
+            duration_s=self._written.seconds,
+            width=self._width,
+            height=self._height,
+            dropped_packets=self._dropped,
+            closed=self._closed,
+        )
+
+
+@dataclass
+class _Held:
+    first_at: float  # monotonic time the first held packet arrived
+    packets: deque = field(default_factory=deque)
+    overflow: int = 0
+
+
+class EvidenceRecorder:
+    """One `Evidence` per alert. Media that arrives before its alert is held (bounded, for
+    `hold_s`) and written once `open` comes, else dropped with one log line."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        hold_s: float = 5.0,
+        reorder_window: int = 32,
+        max_held: int = 1_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.hold_s = hold_s
+        self.reorder_window = reorder_window
+        self.max_held = max_held
+        self.clock = clock or Clock()
+        self._lock = threading.Lock()
+        self._open: dict[str, Evidence] = {}
+        self._closed: dict[str, EvidenceSummary] = {}
+        self._held: dict[str, _Held] = {}
+
+    def path_for(self, alert_id: str, device_id: str) -> Path:
+        for what, name in (("device_id", device_id), ("alert_id", alert_id)):
+            if not SAFE_NAME.match(name):
+                raise EvidenceError(f"{what} {name!r} is not usable in a file name")
+        return self.directory / f"{device_id}-{alert_id}.mp4"
+
+    def open(self, alert_id: str, device_id: str) -> Evidence:
+        with self._lock:
+            self._expire_held()
+            if alert_id in self._open:
+                return self._open[alert_id]  # a retried alert: same incident, same file
+            ev = Evidence(
+                self.path_for(alert_id, device_id),
+                reorder_window=self.reorder_window,
+                clock=self.clock,
+            )
+            self._open[alert_id] = ev
+            self._closed.pop(alert_id, None)
+            held = self._held.pop(alert_id, None)
+            if held is not None:
+                for rp in held.packets:
+                    ev.feed(rp)
+            return ev
+
+    def feed(self, alert_id: str, rp: ReceivedPacket) -> None:
+        with self._lock:
+            ev = self._open.get(alert_id)
+            if ev is not None:
+                ev.feed(rp)
+                return
+            if alert_id in self._closed:
+                return  # stragglers after the incident ended
+            self._expire_held()
+            held = self._held.get(alert_id)
+            if held is None:
+                held = self._held[alert_id] = _Held(first_at=self.clock.monotonic())
+            if len(held.packets) >= self.max_held:
+                held.overflow += 1
+                return
+            held.packets.append(rp)
+
+    def expire_held(self) -> None:
+        """Drop media whose alert did not come within hold_s (also done on every feed/open)."""
+        with self._lock:
+            self._expire_held()
+
+    def _expire_held(self) -> None:
+        now = self.clock.monotonic()
+        for alert_id in [a for a, h in self._held.items() if now - h.first_at > self.hold_s]:
+            held = self._held.pop(alert_id)
+            log.warning(
+                "dropped %d media packets for unknown alert %s: no alert within %.1f s",
+                len(held.packets) + held.overflow,
+                alert_id,
+                self.hold_s,
+            )
+
+    def close(self, alert_id: str) -> EvidenceSummary:
+        with self._lock:
+            ev = self._open.pop(alert_id, None)
+            if ev is None:
+                if alert_id in self._closed:
+                    return self._closed[alert_id]
+                raise EvidenceError(f"no evidence for alert {alert_id}")
+            summary = ev.close()
+            self._closed[alert_id] = summary
+            return summary
+
+    def close_all(self) -> list[EvidenceSummary]:
+        with self._lock:
+            ids = list(self._open)
+        return [self.close(a) for a in ids]
+
+    def summary(self, alert_id: str) -> EvidenceSummary:
+        with self._lock:
+            if alert_id in self._open:
+                return self._open[alert_id].summary()
+            if alert_id in self._closed:
+                return self._closed[alert_id]
+        raise EvidenceError(f"no evidence for alert {alert_id}")
+
+
+def ffprobe_summary(path: Path | str) -> dict:
+    """What ffprobe sees in a media file: {"format", "duration_s", "streams": [{"type", "codec",
+    "width", "height", "duration_s"}], "video": first video stream or None, "audio": ...}."""
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        raise EvidenceError("ffprobe not found on PATH (install ffmpeg)")
+    cmd = [exe, "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    if r.returncode != 0:
+        reason = (r.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise EvidenceError(f"ffprobe cannot read {path}: {reason}")
+    data = json.loads(r.stdout or "{}")
+
+    def seconds(v: Any) -> float | None:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return None
+
+    streams = [
+        {
+            "type": s.get("codec_type"),
+            "codec": s.get("codec_name"),
+            "width": s.get("width"),
+            "height": s.get("height"),
+            "duration_s": seconds(s.get("duration")),
+        }
+        for s in data.get("streams", [])
+    ]
+    fmt = data.get("format", {})
+    return {
+        "format": fmt.get("format_name"),
+        "duration_s": seconds(fmt.get("duration")),
+        "streams": streams,
+        "video": next((s for s in streams if s["type"] == "video"), None),
+        "audio": next((s for s in streams if s["type"] == "audio"), None),
+    }
