@@ -172,17 +172,21 @@ class ControlRoomReceiver:
         sig_ok = self._verify(a.device_id, payload)
         if sig_ok is False:
             log.warning("alert %s from %s has a bad or missing signature", a.alert_id, a.device_id)
-        new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
-        self._notify("alert", {"alert_id": a.alert_id, "new": new, "device_id": a.device_id,
-                               "announce": a.announce, "latency_ms": latency})
-        inc = self.store.incident(a.alert_id)
-        if new:
+        # Show the operator first; the durable write follows at once, and the ack
+        # (which tells the kiosk "we have it") only after that write.
+        known = self.store.incident(a.alert_id)
+        if known is None:
             lat = f"{latency:.1f} ms" if latency is not None else "unknown"
             self.out(f"ALERT  {a.device_id}  {a.site.name}  {a.kind}  seq {a.seq}  "
                      f"latency {lat}  id {a.alert_id[:8]}")
-        elif a.escalated:
+        elif a.escalated and known.acked_at is None:
             self.out(f"ESCALATED  {a.device_id}  {a.site.name}  not acknowledged "
                      f"(announce #{a.announce})  id {a.alert_id[:8]}")
+        self._notify("alert", {"alert_id": a.alert_id, "new": known is None,
+                               "device_id": a.device_id, "announce": a.announce,
+                               "latency_ms": latency})
+        new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
+        inc = self.store.incident(a.alert_id)
         if inc is None:
             return
         if inc.acked_at is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +96,7 @@ class IncidentStore:
     def record_alert(self, a: Alert, received_at: str, latency_ms: float | None,
                      signature_ok: bool | None) -> bool:
         """Store an announcement. True when this alert_id is new (a new incident)."""
-        with self._db:
+        with self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO incidents(alert_id, device_id, seq, kind, site_id, "
                 "site_name, lat, lon, firmware, follows, pressed_at, received_at, latency_ms, "
@@ -119,7 +121,7 @@ class IncidentStore:
     def mark(self, alert_id: str, what: str, at: str, by: str | None = None) -> bool:
         """Set acked/dispatched/ended once; True when it changed something."""
         column = {"acked": "acked_at", "dispatched": "dispatched_at", "ended": "ended_at"}[what]
-        with self._db:
+        with self._tx():
             extra = ", acked_by=?" if what == "acked" else ""
             args = (at, by, alert_id) if what == "acked" else (at, alert_id)
             cur = self._db.execute(
@@ -131,13 +133,13 @@ class IncidentStore:
         return cur.rowcount == 1
 
     def note(self, alert_id: str, at: str, what: str, detail: dict) -> None:
-        with self._db:
+        with self._tx():
             self._timeline(alert_id, at, what, detail)
 
     def set_device(self, device_id: str, online: bool, state: str, firmware: str,
                    at: str) -> bool:
         """Record a device's status; True when its online/offline state changed."""
-        with self._db:
+        with self._tx():
             row = self._db.execute("SELECT online FROM devices WHERE device_id=?",
                                    (device_id,)).fetchone()
             self._db.execute(
@@ -173,6 +175,17 @@ class IncidentStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One transaction, so one fsync per change (autocommit would fsync per statement)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _incidents(self, where: str, args: tuple) -> list[Incident]:
         rows = self._db.execute(
