@@ -27,9 +27,11 @@ OPUS_US = 20_000
 US = Fraction(1, 1_000_000)
 
 
-def encode_video() -> list[EncodedPacket]:
+def encode_video(
+    width: int = W, height: int = H, frames: int = SECONDS * FPS
+) -> list[EncodedPacket]:
     enc = av.CodecContext.create("libx264", "w")
-    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
     enc.time_base = US
     enc.framerate = FPS
     enc.options = {
@@ -40,10 +42,10 @@ def encode_video() -> list[EncodedPacket]:
         ":bitrate=500:vbv-maxrate=500:vbv-bufsize=500",
     }
     # Moving diagonal stripes, made directly in I420 (no RGB conversion).
-    yy, xx = np.mgrid[0 : H * 3 // 2, 0:W]
+    yy, xx = np.mgrid[0 : height * 3 // 2, 0:width]
     base = ((xx + yy) % 256).astype(np.uint8)
     out = []
-    for i in range(SECONDS * FPS):
+    for i in range(frames):
         frame = av.VideoFrame.from_ndarray(base + np.uint8(i * 4 % 256), format="yuv420p")
         frame.pts = i * FRAME_US
         frame.time_base = US
@@ -305,3 +307,26 @@ def test_ffprobe_summary_errors_are_one_line(tmp_path, monkeypatch):
     assert os.environ["PATH"] == str(tmp_path)
     with pytest.raises(EvidenceError, match="ffprobe not found"):
         ffprobe_summary(bad)
+
+
+def test_video_only_incident_with_a_resolution_step_down_decodes_at_both_sizes(tmp_path):
+    # A dead microphone (no audio at all) and the adaptation ladder's 640x480 -> 320x240 step.
+    big = encode_video(W, H, FPS)
+    small = [replace(p, pts_us=p.pts_us + 1_000_000) for p in encode_video(320, 240, FPS)]
+    _, s = record(tmp_path, as_received(big + small))
+    assert (s.video_packets, s.audio_packets) == (2 * FPS, 0)
+    probe = ffprobe_summary(s.path)
+    assert probe["audio"] is None and probe["video"]["codec"] == "h264"
+    sizes = [(f.width, f.height) for f in decoded_video(s.path)]
+    assert sizes == [(W, H)] * FPS + [(320, 240)] * FPS
+
+
+def test_audio_only_incident_is_recorded_when_no_keyframe_comes(tmp_path, media):
+    # A dead camera: after AUDIO_ONLY_AFTER_S of audio without a keyframe the file starts.
+    audio = [p for p in media if not p.is_video][: 4 * 50]
+    _, s = record(tmp_path, as_received(audio))
+    assert (s.video_packets, s.audio_packets) == (0, len(audio))
+    assert s.first_keyframe_at is None
+    probe = ffprobe_summary(s.path)
+    assert probe["video"] is None and probe["audio"]["codec"] == "opus"
+    assert probe["duration_s"] == pytest.approx(4.0, abs=0.2)
