@@ -93,6 +93,21 @@ class AlertConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MediaConfig:
+    video: bool = True
+    audio: bool = True
+    width: int = 640
+    height: int = 480
+    fps: float = 15.0
+    video_kbps: int = 500
+    keyframe_interval_s: float = 1.0
+    encoder: str = "auto"
+    audio_kbps: int = 24
+    preroll_s: float = 5.0
+    max_queue_kb: int = 512
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
     level: str = "info"
 
@@ -105,6 +120,7 @@ class Config:
     hal: HalConfig
     alert: AlertConfig
     log: LogConfig
+    media: MediaConfig = MediaConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +334,22 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "kind": _Field(_one_of("emergency", "test"), "emergency"),
         },
     ),
+    "media": (
+        MediaConfig,
+        {
+            "video": _Field(_expect_bool, True),
+            "audio": _Field(_expect_bool, True),
+            "width": _Field(_int_in(160, 1920), 640),
+            "height": _Field(_int_in(120, 1080), 480),
+            "fps": _Field(_number_in(1, 30), 15.0),
+            "video_kbps": _Field(_int_in(50, 4000), 500),
+            "keyframe_interval_s": _Field(_number_in(0.25, 10), 1.0),
+            "encoder": _Field(_one_of("auto", "libx264", "h264_v4l2m2m"), "auto"),
+            "audio_kbps": _Field(_int_in(6, 128), 24),
+            "preroll_s": _Field(_number_in(0, 30), 5.0),
+            "max_queue_kb": _Field(_int_in(64, 65536), 512),
+        },
+    ),
     "log": (LogConfig, {"level": _Field(_one_of("debug", "info", "warning", "error"), "info")}),
 }
 _REQUIRED_SECTIONS = ("device", "broker")
@@ -415,6 +447,10 @@ def _parse_section(name: str, table: object, path: Path, base_dir: Path) -> Any:
 
 def _check_cross_field(config: Config) -> None:
     path, broker, hal = config.path, config.broker, config.hal
+    for key in ("width", "height"):
+        value = getattr(config.media, key)
+        if value % 2:
+            raise ConfigError(f"{path}: [media] {key}: must be even for YUV 4:2:0, got {value}")
     if broker.backoff_min_s > broker.backoff_max_s:
         raise ConfigError(
             f"{path}: [broker] backoff_min_s: {broker.backoff_min_s:g} is greater than "
