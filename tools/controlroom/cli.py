@@ -49,6 +49,8 @@ def _run(args) -> int:
         group=args.group, auto_ack=args.auto_ack, operator=args.operator,
         device_certs=device_certs, out=lambda s: print(s, flush=True),
         session_expiry_s=args.session_expiry,
+        evidence_dir=None if args.no_evidence else Path(args.evidence or
+                                                       Path(args.db).parent / "evidence"),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: receiver.stop())
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--session-expiry", type=int, default=60, metavar="S",
                      help="broker keeps this receiver's queue S seconds while it is offline "
                           "(default 60; kiosks re-announce unacknowledged alerts)")
+    run.add_argument("--evidence", metavar="DIR",
+                     help="where evidence MP4s are written (default: evidence/ beside --db)")
+    run.add_argument("--no-evidence", action="store_true", help="do not record media")
     run.add_argument("--exit-after", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     rep = sub.add_parser("report", help="print incidents and their timelines")

@@ -25,6 +25,7 @@ from firmware import protocol as p
 from firmware import transport as t
 from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
+from firmware.media.envelope import MediaError, Reassembler, decode_envelope
 from tools.controlroom.store import IncidentStore
 
 log = logging.getLogger("pinkbutton.controlroom")
@@ -39,6 +40,13 @@ def alert_subscription(group: str = SHARE_GROUP) -> str:
 
 def events_subscription(group: str = SHARE_GROUP) -> str:
     return f"$share/{group}/{p.TOPIC_ROOT}/+/events"
+
+
+def media_subscription() -> str:
+    # Not shared: every chunk of one incident must reach the same process. Each
+    # receiver records the evidence of the incidents whose alert it received;
+    # media of other receivers' incidents is held briefly, then dropped.
+    return f"{p.TOPIC_ROOT}/+/media/+"
 
 
 def status_subscription() -> str:
@@ -72,6 +80,7 @@ class ControlRoomReceiver:
         listeners: list[Listener] | None = None,
         backoff: Backoff | None = None,
         session_expiry_s: int = 60,
+        evidence_dir: Path | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.auto_ack = auto_ack
@@ -84,13 +93,22 @@ class ControlRoomReceiver:
         self._stop = threading.Event()
         self._pending: dict[int, str] = {}
         self._keys: dict[str, object] = {}
+        self.recorder = None
+        self._reassemblers: dict[str, Reassembler] = {}
+        self._media_seen: set[str] = set()
+        subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
+                         (status_subscription(), 1)]
+        if evidence_dir is not None:
+            from tools.controlroom.media import EvidenceRecorder  # PyAV only when recording
+
+            self.recorder = EvidenceRecorder(evidence_dir, clock=self.clock)
+            subscriptions.append((media_subscription(), 1))
         if device_certs is not None:  # load up front: keeps the first alert fast
             for pem in sorted(device_certs.glob("*.pem")):
                 self._load_key(pem.stem)
         self.transport = t.MqttTransport(
             client_id=client_id, host=host, port=port, tls=tls, on_event=self._inbox.put,
-            subscriptions=[(alert_subscription(group), 1), (events_subscription(group), 1),
-                           (status_subscription(), 1)],
+            subscriptions=subscriptions,
             backoff=backoff or Backoff(0.2, 5.0),
             # Short on purpose: mosquitto keeps handing a shared-subscription share to a
             # member that is offline but has a live session. A receiver that crashed would
@@ -118,6 +136,8 @@ class ControlRoomReceiver:
                 try:
                     item = self._inbox.get(timeout=0.5)
                 except queue.Empty:
+                    if self.recorder is not None:
+                        self.recorder.expire_held()
                     continue
                 try:
                     self._handle(item)
@@ -125,6 +145,9 @@ class ControlRoomReceiver:
                     log.exception("internal error while handling %r", type(item).__name__)
         finally:
             self.transport.stop()
+            if self.recorder is not None:
+                for summary in self.recorder.close_all():
+                    self._report_evidence(summary)
             self.store.close()
 
     def _handle(self, item) -> None:
@@ -162,7 +185,11 @@ class ControlRoomReceiver:
                 ev = p.decode_event(payload, topic_device=parts.device_id)
                 self.out(f"EVENT  {ev.device_id}  {ev.kind}  {ev.detail}")
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind})
-        except p.ProtocolError as e:
+                if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
+                    self._close_evidence(ev.detail["alert_id"])
+            elif parts.leaf == "media" and self.recorder is not None:
+                self._on_media(parts.device_id, parts.rest, payload)
+        except (p.ProtocolError, MediaError) as e:
             log.warning("rejected message on %s: %s", topic, e)
             self._notify("rejected", {"topic": topic, "reason": str(e)})
 
@@ -186,6 +213,8 @@ class ControlRoomReceiver:
                                "device_id": a.device_id, "announce": a.announce,
                                "latency_ms": latency})
         new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
+        if new and self.recorder is not None:
+            self.recorder.open(a.alert_id, a.device_id)
         inc = self.store.incident(a.alert_id)
         if inc is None:
             return
@@ -195,6 +224,39 @@ class ControlRoomReceiver:
                 self._send("ack", a.device_id, a.alert_id, inc.acked_by)
         elif self.auto_ack:
             self.acknowledge(a.alert_id, self.operator)
+
+    def _on_media(self, device_id: str, alert_id: str, payload: bytes) -> None:
+        env = decode_envelope(payload)
+        rp = self._reassemblers.setdefault(alert_id, Reassembler()).add(env)
+        if rp is None:
+            return
+        if alert_id not in self._media_seen:
+            self._media_seen.add(alert_id)
+            self._notify("first_media", {"alert_id": alert_id, "keyframe": rp.packet.keyframe})
+        self.recorder.feed(alert_id, rp)
+        self._notify("media", {"alert_id": alert_id, "seq": rp.seq, "stream": int(rp.packet.stream),
+                               "keyframe": rp.packet.keyframe, "preroll": rp.preroll,
+                               "capture_us": rp.packet.pts_us})
+
+    def _close_evidence(self, alert_id: str) -> None:
+        if self.recorder is None or alert_id not in self._media_seen:
+            return
+        try:
+            summary = self.recorder.close(alert_id)
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the room
+            log.error("cannot finish evidence of %s: %s", alert_id, e)
+            return
+        self._reassemblers.pop(alert_id, None)
+        self._report_evidence(summary)
+
+    def _report_evidence(self, summary) -> None:
+        gaps = ", ".join(f"{a}-{b}" for a, b in summary.gaps) or "none"
+        self.out(f"EVIDENCE  {summary.path}  video {summary.video_packets}  audio "
+                 f"{summary.audio_packets}  {summary.duration_s:.1f} s (pre-roll "
+                 f"{summary.preroll_s:.1f} s)  gaps {gaps}")
+        self._notify("evidence", {"path": str(summary.path), "gaps": summary.gaps,
+                                  "duration_s": summary.duration_s,
+                                  "preroll_s": summary.preroll_s})
 
     def _on_status(self, s: p.Status) -> None:
         changed = self.store.set_device(s.device_id, s.online, s.state, s.firmware,
@@ -236,6 +298,7 @@ class ControlRoomReceiver:
             return False
         self._send("end", inc.device_id, alert_id, operator)
         self.out(f"END    {inc.device_id}  id {alert_id[:8]}")
+        self._close_evidence(alert_id)
         return True
 
     def _send(self, kind: str, device_id: str, alert_id: str, operator: str | None,
