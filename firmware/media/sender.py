@@ -1,0 +1,354 @@
+"""MediaSender: envelopes an alert's media packets and publishes them under a drop policy.
+
+Why a queue of its own (and not paho's): paho's queue is FIFO with no idea what a keyframe
+is. Here packets wait until a small window of un-acknowledged QoS 1 messages has room, so the
+backlog of a slow link builds up where the policy can act on it, not in socket buffers.
+
+Drop policy (docs/protocol.md):
+  1. Pressure (the oldest queued packet has waited more than `pressure_delay_s`): a new delta
+     frame is dropped, and so is every further delta until the next keyframe — a delta after
+     a hole would not decode. Keyframes and audio are still queued.
+  2. Over `max_queue_bytes`: drop the queued deltas of the oldest GOP that still has some
+     (the tail of a GOP, so what was sent of it stays decodable); repeat.
+  3. Still over: drop the oldest queued audio (last resort for voice).
+  4. Still over with only keyframes left: drop the oldest keyframe (memory must stay bounded;
+     logged as a warning, counted in `dropped_keyframes`).
+Deltas before the first keyframe are dropped too: nothing could decode them.
+Packets keep the order they were submitted in (seq order), which is what the control room's
+gap detection and its small reorder buffer expect.
+
+Note on threads: `submit()` runs on the media encoder thread, `acked()` on whichever thread
+sees the PUBACK (the transport's network thread: it only takes our lock, never calls paho),
+publishing, adaptation and `on_level` run on this sender's own thread ("media-sender").
+`publish` is never called with our lock held: paho calls on_publish -> acked() while holding
+its own lock, so holding ours across publish() could deadlock.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware.clock import Clock
+from firmware.media.adaptation import AdaptationController, VideoLevel
+from firmware.media.envelope import encode_packet
+from firmware.media.packet import EncodedPacket, Stream
+
+log = logging.getLogger("pinkbutton.media.sender")
+
+Publish = Callable[[str, bytes, int], int]  # (topic, payload, qos) -> mid
+
+_EARLY_ACK_TTL_S = 5.0  # a PUBACK that beat publish() returning; older ones are stale mids
+_RTT_SAMPLES = 64
+
+
+@dataclass(slots=True)
+class _Item:
+    stream: Stream
+    keyframe: bool
+    gop: int  # which keyframe this video packet depends on (0: none seen yet)
+    seq: int
+    messages: list[bytes]
+    size: int
+    submitted: float  # clock.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class SenderStats:
+    sent_video: int  # packets fully handed to publish
+    sent_audio: int
+    dropped_video: int  # by the policy (and publish failures)
+    dropped_audio: int
+    dropped_keyframes: int  # subset of dropped_video: only under rule 4
+    queue_packets: int
+    queue_bytes: int
+    bytes_sent: int
+    inflight: int  # QoS 1 messages not yet acknowledged
+    rtt_ms: float | None  # smoothed PUBACK round trip
+    level: VideoLevel | None
+    publish_errors: int
+
+
+class MediaSender:
+    def __init__(
+        self,
+        publish: Publish,
+        topic: str,
+        *,
+        max_queue_bytes: int = 512_000,
+        clock: Clock | None = None,
+        pressure_delay_s: float = 1.0,
+        max_inflight: int = 32,
+        max_inflight_bytes: int = 32_000,
+        inflight_timeout_s: float = 30.0,
+        controller: AdaptationController | None = None,
+        on_level: Callable[[VideoLevel], None] | None = None,
+        adapt_interval_s: float = 0.25,
+        start_thread: bool = True,
+    ) -> None:
+        self._publish = publish
+        self.topic = topic
+        self.max_queue_bytes = max_queue_bytes
+        self.clock = clock or Clock()
+        self.pressure_delay_s = pressure_delay_s
+        self.max_inflight = max_inflight
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_timeout_s = inflight_timeout_s
+        self.controller = controller
+        self.on_level = on_level
+        self.adapt_interval_s = adapt_interval_s
+
+        self._cv = threading.Condition()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._queue_bytes = 0
+        self._seq = 0
+        self._origin_us: int | None = None
+        self._gop = 0
+        # True when a delta of the current GOP was lost (drop the rest of it), and before the
+        # first keyframe (nothing to decode a delta against).
+        self._skip_deltas = True
+        self._inflight: dict[int, tuple[float, int]] = {}  # mid -> (sent at, bytes)
+        self._inflight_bytes = 0
+        self._early_acks: dict[int, float] = {}
+        self._rtt_samples: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=_RTT_SAMPLES
+        )  # (acked at, rtt s)
+        self._rtt_ewma: float | None = None
+        self._last_adapt: float | None = None
+        self._closed = False
+        self._counts = collections.Counter()
+        self._thread: threading.Thread | None = None
+        if start_thread:
+            self._thread = threading.Thread(target=self._run, name="media-sender", daemon=True)
+            self._thread.start()
+
+    # -- encoder thread -----------------------------------------------------------
+
+    def submit(self, pkt: EncodedPacket, preroll: bool) -> None:
+        """Envelope `pkt` (next seq) and queue it, applying the drop policy."""
+        with self._cv:
+            if self._closed:
+                return
+            if self._origin_us is None:
+                self._origin_us = pkt.pts_us  # the incident's media origin
+            seq = self._seq
+            self._seq += 1
+            messages = encode_packet(pkt, seq, self._origin_us, preroll)
+            if pkt.is_video and pkt.keyframe:
+                self._gop += 1
+                self._skip_deltas = False
+            now = self.clock.monotonic()
+            item = _Item(
+                pkt.stream, pkt.keyframe, self._gop, seq, messages, sum(map(len, messages)), now
+            )
+            if pkt.is_video and not pkt.keyframe:
+                if self._skip_deltas:
+                    self._count_drop(item)
+                    return
+                if self._under_pressure(now):
+                    self._skip_deltas = True
+                    self._count_drop(item)
+                    return
+            self._queue.append(item)
+            self._queue_bytes += item.size
+            self._enforce_budget()
+            self._cv.notify_all()
+
+    # -- PUBACK thread ----------------------------------------------------------------
+
+    def acked(self, mid: int) -> None:
+        """The broker acknowledged `mid`: frees window room and yields an RTT sample."""
+        now = self.clock.monotonic()
+        with self._cv:
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                # Either not ours, or the PUBACK beat publish() returning on our thread.
+                self._early_acks[mid] = now
+                if len(self._early_acks) > 4 * self.max_inflight:
+                    self._early_acks.pop(next(iter(self._early_acks)))
+                return
+            self._settle(entry, now)
+            self._cv.notify_all()
+
+    # -- any thread ---------------------------------------------------------------------
+
+    @property
+    def level(self) -> VideoLevel | None:
+        return self.controller.level if self.controller else None
+
+    def stats(self) -> SenderStats:
+        with self._cv:
+            c = self._counts
+            return SenderStats(
+                sent_video=c["sent_video"], sent_audio=c["sent_audio"],
+                dropped_video=c["dropped_video"], dropped_audio=c["dropped_audio"],
+                dropped_keyframes=c["dropped_keyframes"],
+                queue_packets=len(self._queue), queue_bytes=self._queue_bytes,
+                bytes_sent=c["bytes_sent"], inflight=len(self._inflight),
+                rtt_ms=None if self._rtt_ewma is None else self._rtt_ewma * 1000,
+                level=self.level, publish_errors=c["publish_errors"],
+            )  # fmt: skip
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until everything queued was published and acknowledged (or timeout)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._queue and not self._inflight, timeout)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the sender thread; what is still queued is discarded."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- sender thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if self._closed:
+                    return
+                if not self._window_has_room_for_head():
+                    self._cv.wait(self.adapt_interval_s)
+                if self._closed:
+                    return
+            self.pump()
+            self.adapt()
+
+    def pump(self) -> int:
+        """Publish queued packets while the window has room; returns how many.
+        (The sender thread's step; tests without the thread call it directly.)"""
+        done = 0
+        while True:
+            with self._cv:
+                self._expire_inflight(self.clock.monotonic())
+                if not self._window_has_room_for_head():
+                    return done
+                item = self._queue.popleft()
+                self._queue_bytes -= item.size
+            sent_at = self.clock.monotonic()
+            mids: list[int] = []
+            error = None
+            for message in item.messages:
+                try:
+                    mids.append(self._publish(self.topic, message, 1))
+                except Exception as e:  # the transport's reason; the thread must live on
+                    error = e
+                    break
+            with self._cv:
+                for mid, message in zip(mids, item.messages, strict=False):
+                    early = self._early_acks.pop(mid, None)
+                    if early is not None and early >= sent_at - _EARLY_ACK_TTL_S:
+                        self._rtt_sample(early, max(0.0, early - sent_at))
+                    else:
+                        self._inflight[mid] = (sent_at, len(message))
+                        self._inflight_bytes += len(message)
+                self._counts["bytes_sent"] += sum(len(m) for m in item.messages[: len(mids)])
+                if error is None:
+                    self._counts["sent_audio" if item.stream is Stream.AUDIO else "sent_video"] += 1
+                    done += 1
+                else:
+                    self._counts["publish_errors"] += 1
+                    self._count_drop(item)
+                    if item.stream is Stream.VIDEO:
+                        self._break_gop(item.gop)
+                    log.warning("media seq %d not published: %s", item.seq, error)
+
+    def adapt(self) -> VideoLevel | None:
+        """Every `adapt_interval_s`: feed the controller; report a new level to `on_level`."""
+        if self.controller is None:
+            return None
+        now = self.clock.monotonic()
+        with self._cv:
+            if self._last_adapt is not None and now - self._last_adapt < self.adapt_interval_s:
+                return None
+            since = self._last_adapt if self._last_adapt is not None else float("-inf")
+            self._last_adapt = now
+            recent = [rtt for at, rtt in self._rtt_samples if at > since]
+            rtt = sum(recent) / len(recent) if recent else None
+            if self._inflight:
+                # A stalled link acknowledges nothing: the oldest wait is the RTT we know of.
+                oldest = now - min(sent for sent, _ in self._inflight.values())
+                rtt = oldest if rtt is None else max(rtt, oldest)
+            queue_bytes = self._queue_bytes
+        level = self.controller.update(queue_bytes, None if rtt is None else rtt * 1000, now)
+        if level is not None:
+            log.info(
+                "video level -> %s (queue %d B, rtt %s)",
+                level,
+                queue_bytes,
+                "-" if rtt is None else f"{rtt * 1000:.0f} ms",
+            )
+            if self.on_level is not None:
+                self.on_level(level)
+        return level
+
+    # -- helpers (lock held) ----------------------------------------------------------
+
+    def _window_has_room_for_head(self) -> bool:
+        if not self._queue:
+            return False
+        if not self._inflight:
+            return True  # a packet bigger than the window must still go, alone
+        return (
+            len(self._inflight) + len(self._queue[0].messages) <= self.max_inflight
+            and self._inflight_bytes + self._queue[0].size <= self.max_inflight_bytes
+        )
+
+    def _under_pressure(self, now: float) -> bool:
+        return bool(self._queue) and now - self._queue[0].submitted > self.pressure_delay_s
+
+    def _enforce_budget(self) -> None:
+        while self._queue_bytes > self.max_queue_bytes:
+            deltas = [i for i in self._queue if i.stream is Stream.VIDEO and not i.keyframe]
+            if deltas:
+                self._break_gop(deltas[0].gop)
+                continue
+            audio = next((i for i in self._queue if i.stream is Stream.AUDIO), None)
+            victim = audio or self._queue[0]
+            if victim.stream is Stream.VIDEO:
+                log.warning("media queue full of keyframes: dropping seq %d", victim.seq)
+                self._counts["dropped_keyframes"] += 1
+                if victim.gop == self._gop:
+                    self._skip_deltas = True
+            self._remove(victim)
+
+    def _break_gop(self, gop: int) -> None:
+        """Drop every queued delta of `gop` (and its future ones if it is the current GOP)."""
+        for item in [
+            i for i in self._queue if i.gop == gop and i.stream is Stream.VIDEO and not i.keyframe
+        ]:
+            self._remove(item)
+        if gop == self._gop:
+            self._skip_deltas = True
+
+    def _remove(self, item: _Item) -> None:
+        self._queue.remove(item)
+        self._queue_bytes -= item.size
+        self._count_drop(item)
+
+    def _count_drop(self, item: _Item) -> None:
+        self._counts["dropped_audio" if item.stream is Stream.AUDIO else "dropped_video"] += 1
+
+    def _settle(self, entry: tuple[float, int], now: float) -> None:
+        sent_at, size = entry
+        self._inflight_bytes -= size
+        self._rtt_sample(now, now - sent_at)
+
+    def _rtt_sample(self, at: float, rtt: float) -> None:
+        self._rtt_samples.append((at, rtt))
+        self._rtt_ewma = rtt if self._rtt_ewma is None else 0.8 * self._rtt_ewma + 0.2 * rtt
+
+    def _expire_inflight(self, now: float) -> None:
+        # A PUBACK lost with a session (clean restart) would otherwise close the window forever.
+        for mid, (sent_at, size) in list(self._inflight.items()):
+            if now - sent_at > self.inflight_timeout_s:
+                del self._inflight[mid]
+                self._inflight_bytes -= size
+        for mid, at in list(self._early_acks.items()):
+            if now - at > _EARLY_ACK_TTL_S:
+                del self._early_acks[mid]
