@@ -120,9 +120,8 @@ class State:
     def __post_init__(self) -> None:
         # Handlers rely on these; refusing a malformed State here keeps them short.
         if (self.incident is not None) != (self.mode in INCIDENT_MODES):
-            raise ValueError(
-                f"State in mode {self.mode} must {'' if self.mode in INCIDENT_MODES else 'not '}have an incident"
-            )
+            must = "must" if self.mode in INCIDENT_MODES else "must not"
+            raise ValueError(f"State in mode {self.mode} {must} have an incident")
         if self.mode is Mode.COOLDOWN and self.cooldown_until is None:
             raise ValueError("State in mode cooldown needs cooldown_until")
 
