@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from firmware.clock import Clock
-from hal.base import Button, HalError, Indicator, UnknownBackend
+from hal.base import Button, Camera, HalError, Indicator, Microphone, UnknownBackend
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ ENV_VAR = "PINKBUTTON_HAL"
 
 
 class Backend:
-    """A family of devices (fake, pi); makes the buttons and indicators the firmware uses."""
+    """A family of devices (fake, pi): buttons, indicators, cameras, mics for the firmware."""
 
     name: str = "?"
 
@@ -32,6 +32,14 @@ class Backend:
 
     def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> Indicator:
         raise NotImplementedError(f"HAL backend {self.name!r} has no indicator")
+
+    def camera(
+        self, clock: Clock, width: int = 640, height: int = 480, fps: float = 15.0
+    ) -> Camera:
+        raise NotImplementedError(f"HAL backend {self.name!r} has no camera")
+
+    def microphone(self, clock: Clock, sample_rate: int = 48000) -> Microphone:
+        raise NotImplementedError(f"HAL backend {self.name!r} has no microphone")
 
 
 BackendFactory = Callable[..., Backend]

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from firmware.clock import Clock
 from hal.base import HalError
 from hal.fake.button import FakeButton
 from hal.fake.indicator import FakeIndicator
 from hal.registry import Backend
 
+if TYPE_CHECKING:  # numpy is needed only once a camera or microphone is made
+    from hal.fake.camera import FakeCamera
+    from hal.fake.microphone import FakeMicrophone
+
 __all__ = ["FakeBackend", "FakeButton", "FakeIndicator"]
 
 
 class FakeBackend(Backend):
-    """Makes fake devices and keeps them (`buttons`, `indicators`) so a simulator can drive them.
+    """Makes fake devices and keeps them (`buttons`, `indicators`, `cameras`, `microphones`)
+    so a simulator can drive them.
 
     Like real GPIO, a pin held by an open device cannot be opened again until it is closed.
     """
@@ -22,6 +29,8 @@ class FakeBackend(Backend):
     def __init__(self) -> None:
         self.buttons: list[FakeButton] = []
         self.indicators: list[FakeIndicator] = []
+        self.cameras: list[FakeCamera] = []
+        self.microphones: list[FakeMicrophone] = []
 
     def button(
         self, clock: Clock, pin: int, debounce_s: float = 0.05, active_low: bool = True
@@ -41,6 +50,22 @@ class FakeBackend(Backend):
         indicator = FakeIndicator(clock, led_pin=led_pin, buzzer_pin=buzzer_pin)
         self.indicators.append(indicator)
         return indicator
+
+    def camera(
+        self, clock: Clock, width: int = 640, height: int = 480, fps: float = 15.0
+    ) -> FakeCamera:
+        from hal.fake.camera import FakeCamera
+
+        camera = FakeCamera(clock, width, height, fps)
+        self.cameras.append(camera)
+        return camera
+
+    def microphone(self, clock: Clock, sample_rate: int = 48000) -> FakeMicrophone:
+        from hal.fake.microphone import FakeMicrophone
+
+        microphone = FakeMicrophone(clock, sample_rate)
+        self.microphones.append(microphone)
+        return microphone
 
     def _pins_in_use(self) -> set[int]:
         used = {b.pin for b in self.buttons if not b.closed}

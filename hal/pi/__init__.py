@@ -1,7 +1,7 @@
-"""Raspberry Pi backend (gpiozero).
+"""Raspberry Pi backend (gpiozero, picamera2, pyaudio).
 
-gpiozero is imported only when a Pi device is made, so `import hal` (and the
-fake backend) work on any laptop without it.
+Vendor libraries are imported only when a Pi device is made, so `import hal` (and
+the fake backend) work on any laptop without them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from firmware.clock import Clock
-from hal.base import BackendUnavailable, Button, HalError, Indicator
+from hal.base import BackendUnavailable, Button, Camera, HalError, Indicator, Microphone
 from hal.registry import Backend
 
 __all__ = ["PiBackend", "require_gpiozero", "gpio_error"]
@@ -41,7 +41,8 @@ def gpio_error(what: str, exc: Exception) -> HalError:
 
 
 class PiBackend(Backend):
-    """Buttons and indicators on real GPIO, or on gpiozero's MockFactory in tests.
+    """Buttons and indicators on real GPIO (or gpiozero's MockFactory in tests), the camera
+    through picamera2, the microphone through PyAudio (the ALSA default input).
 
     `pin_factory=None` lets gpiozero choose (GPIOZERO_PIN_FACTORY or its default).
     """
@@ -63,3 +64,15 @@ class PiBackend(Backend):
         from hal.pi.indicator import PiIndicator
 
         return PiIndicator(clock, led_pin, buzzer_pin, pin_factory=self.pin_factory)
+
+    def camera(
+        self, clock: Clock, width: int = 640, height: int = 480, fps: float = 15.0
+    ) -> Camera:
+        from hal.pi.camera import PiCamera
+
+        return PiCamera(clock, width, height, fps)
+
+    def microphone(self, clock: Clock, sample_rate: int = 48000) -> Microphone:
+        from hal.pi.microphone import PyAudioMicrophone
+
+        return PyAudioMicrophone(clock, sample_rate)

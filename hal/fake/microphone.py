@@ -1,0 +1,94 @@
+"""A microphone that hears a known signal: 440 Hz bursts, 100 ms on, 100 ms off.
+
+A known signal lets tests (and the control room) check that audio arrived intact
+and lined up with the video; `tone_samples` reproduces it for comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from firmware.clock import Clock
+from hal.base import AudioChunk, FailureSink, HalError, Microphone
+from hal.fake.paced import PacedSource
+
+TONE_HZ = 440.0
+BURST_S = 0.1  # tone for BURST_S, silence for BURST_S, repeat
+AMPLITUDE = 8000
+
+
+def tone_samples(first_sample: int, count: int, sample_rate: int) -> np.ndarray:
+    """The fake microphone's signal, samples [first_sample, first_sample+count), int16."""
+    index = np.arange(first_sample, first_sample + count, dtype=np.int64)
+    burst = int(BURST_S * sample_rate)
+    tone = AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * index / sample_rate)
+    return np.where((index // burst) % 2 == 0, tone, 0.0).astype(np.int16)
+
+
+class FakeMicrophone(PacedSource, Microphone):
+    """Deterministic `Microphone` producing `chunk_ms` chunks of the tone-burst signal.
+
+    `start()` runs a capture thread on `clock`; `capture_one()` returns the chunk
+    that ends now (pts = now - chunk duration), for FakeClock tests. The signal
+    continues from one chunk to the next (`samples_captured` is the running
+    sample index). Test controls: `silent` (zeros), `fail(reason)`.
+
+    Note on threads: on_audio/on_failure run on the "fake-microphone" thread when
+    started, on the caller's thread for `capture_one()` (and `fail()` while stopped).
+    """
+
+    def __init__(self, clock: Clock, sample_rate: int = 48000, chunk_ms: int = 20) -> None:
+        if sample_rate <= 0 or chunk_ms <= 0 or sample_rate * chunk_ms % 1000:
+            raise HalError(f"bad audio format: {sample_rate} Hz in {chunk_ms} ms chunks")
+        # A real mic buffers; after a short stall it delivers the backlog, only a
+        # long one (a FakeClock jump) loses audio.
+        super().__init__(
+            clock, chunk_ms / 1000, "fake-microphone", max_late_s=1.0, first_after_s=chunk_ms / 1000
+        )
+        self.sample_rate = sample_rate
+        self.chunk_ms = chunk_ms
+        self.chunk_frames = sample_rate * chunk_ms // 1000
+        self.silent = False
+        self.samples_captured = 0
+        self.chunks_captured = 0
+
+    # -- Microphone ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        PacedSource.start(self)
+
+    def stop(self) -> None:
+        PacedSource.stop(self)
+
+    def capture_one(self) -> AudioChunk:
+        """The chunk whose last sample is captured now; given to on_audio too, and returned."""
+        if self.running:
+            raise HalError("capture_one() is for a stopped microphone; this one is started")
+        self._check_usable()
+        chunk = self._capture(self._clock.monotonic())
+        if self.on_audio is not None:
+            self.on_audio(chunk)
+        return chunk
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _failure_sink(self) -> FailureSink | None:
+        return self.on_failure
+
+    def _tick(self, now: float, due: float) -> None:
+        # `due` not `now`: chunks are back to back in time even when the thread runs late.
+        chunk = self._capture(due)
+        if self.on_audio is not None:
+            self.on_audio(chunk)
+
+    def _capture(self, end: float) -> AudioChunk:
+        n = self.chunk_frames
+        if self.silent:
+            samples = bytes(2 * n)
+        else:
+            samples = tone_samples(self.samples_captured, n, self.sample_rate).astype("<i2")
+            samples = samples.tobytes()
+        self.samples_captured += n
+        self.chunks_captured += 1
+        pts_us = int(round(end * 1e6)) - self.chunk_ms * 1000
+        return AudioChunk(samples=samples, sample_rate=self.sample_rate, pts_us=pts_us)
