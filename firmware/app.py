@@ -26,8 +26,9 @@ from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.config import Config
 from firmware.outbox import Outbox, OutboxError
+from firmware.streaming import MediaService
 from firmware.version import FIRMWARE_VERSION
-from hal.base import Button, Indicator, Pattern
+from hal.base import Button, Camera, Indicator, Microphone, Pattern
 
 log = logging.getLogger("pinkbutton.kiosk")
 
@@ -73,6 +74,8 @@ class Kiosk:
         *,
         clock: Clock | None = None,
         listeners: list[Listener] | None = None,
+        camera: Camera | None = None,
+        microphone: Microphone | None = None,
     ) -> None:
         self.config = config
         self.device_id = config.device.id
@@ -107,6 +110,13 @@ class Kiosk:
             backoff=Backoff(b.backoff_min_s, b.backoff_max_s),
         )
         button.wakeup = lambda: self._inbox.put(_Wake())
+        self.media: MediaService | None = None
+        if camera is not None or microphone is not None:
+            self.media = MediaService(
+                config.media, camera, microphone, device_id=self.device_id,
+                publish=self.transport.publish, clock=self.clock,
+                on_fault=lambda name, why: self._inbox.put(m.FaultRaised(name, why)),
+            )
 
     # -- called from any thread ---------------------------------------------
 
@@ -123,6 +133,8 @@ class Kiosk:
     def run(self) -> None:
         """Run until stop(); then say goodbye to the broker and release hardware."""
         self.transport.start()
+        if self.media is not None:
+            self.media.start()
         self._dispatch(m.Boot())
         try:
             while not self._stop.is_set():
@@ -131,7 +143,7 @@ class Kiosk:
             self._shutdown()
 
     def _wait_and_handle(self) -> None:
-        deadlines = [d for d in (m.next_deadline(self.state), self.button.next_deadline()) if d]
+        deadlines = [d for d in (m.next_deadline(self.state), self.button.next_deadline()) if d is not None]
         timeout = 0.5
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - self.clock.monotonic()))
@@ -158,6 +170,11 @@ class Kiosk:
                 pass
             case ("press", kind):
                 self._press(kind, self.clock.monotonic())
+            case ("stream_end", alert_id, stats):
+                detail = {"alert_id": alert_id, **stats}
+                ev = p.DeviceEvent(self.device_id, "stream_end", iso8601(self.clock.wall()), detail)
+                self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
+                self._notify("stream_end", detail)
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
             case t.Connected(session_present=sp):
@@ -210,6 +227,8 @@ class Kiosk:
     def _on_publish_result(self, r: t.PublishResult) -> None:
         pending = self._pending.pop(r.mid, None)
         if pending is None:
+            if self.media is not None:
+                self.media.acked(r.mid)
             return
         if not r.ok:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
@@ -267,8 +286,15 @@ class Kiosk:
                 self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
             case m.RunSelftest():
                 self._inbox.put(m.SelftestDone(self._selftest()))
-            case m.StartStream() | m.StopStream():
-                pass  # media pipeline arrives with the A/V work
+            case m.StartStream(alert_id=alert_id):
+                if self.media is not None:
+                    self.media.start_stream(alert_id)
+                self._notify("stream_start", {"alert_id": alert_id})
+            case m.StopStream(alert_id=alert_id):
+                if self.media is not None:
+                    self.media.stop_stream(lambda aid, st: self._inbox.put(("stream_end", aid, st)))
+                else:
+                    self._inbox.put(("stream_end", alert_id, {}))
             case m.Log(level=level, message=msg):
                 log.log(logging.getLevelName(level.upper()), "%s", msg)
             case _:
@@ -321,6 +347,8 @@ class Kiosk:
             listener(kind, data)
 
     def _shutdown(self) -> None:
+        if self.media is not None:
+            self.media.close()
         if self.transport.connected:
             payload = self._status_payload("offline", False)
             mid = self.transport.publish(p.topic(self.device_id, "status"), payload, 1, True)

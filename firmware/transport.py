@@ -161,6 +161,9 @@ class MqttTransport:
         c.tls_set_context(make_tls_context(tls))
         c.connect_timeout = connect_timeout_s
         c.max_queued_messages_set(max_queued)
+        # paho allows 20 unacknowledged QoS 1 messages by default; media keeps up to 32 in
+        # flight, and an alert must never wait behind video.
+        c.max_inflight_messages_set(100)
         if will is not None:
             c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         c.on_connect = self._on_connect

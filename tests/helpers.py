@@ -115,3 +115,15 @@ class RunningKiosk:
         self.button.press()
         time.sleep(hold)
         self.button.release()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; that value is returned."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.02)

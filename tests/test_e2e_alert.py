@@ -10,7 +10,7 @@ import pytest
 
 from firmware import protocol as p
 from hal.base import Pattern
-from tests.helpers import Recorder, RunningKiosk, room_tls, write_kiosk_config
+from tests.helpers import Recorder, RunningKiosk, room_tls, wait_until, write_kiosk_config
 from tools.controlroom.receiver import ControlRoomReceiver
 from tools.pki import init_ca, issue
 
@@ -55,7 +55,7 @@ def test_press_reaches_control_room_and_ack_shows_help_coming(tmp_path, pki_dir,
         kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming")
         got = room.events.wait_for("alert")
         assert got["alert_id"] == persisted["alert_id"] and got["new"]
-        inc = room.receiver.store.incident(persisted["alert_id"])
+        inc = wait_until(lambda: room.receiver.store.incident(persisted["alert_id"]))
         assert inc.device_id == "pb-test-0001" and inc.site_name == "Test Bazaar"
         assert inc.acked_by == "officer-1" and inc.latency_ms is not None
         # The durable write came before the kiosk showed "sending".
@@ -96,8 +96,9 @@ def test_unacknowledged_alert_is_reannounced_escalated_then_acked(tmp_path, pki_
         kiosk.press()
         alert_id = kiosk.events.wait_for("persisted")["alert_id"]
         room.events.wait_for("alert", lambda d: d["announce"] >= 2, timeout=5)
-        inc = room.receiver.store.incident(alert_id)
-        assert inc.escalated and inc.announces >= 2
+        inc = wait_until(lambda: (i := room.receiver.store.incident(alert_id)) and i.escalated
+                         and i, what="escalated incident stored")
+        assert inc.announces >= 2
         assert len(room.receiver.store.all_incidents()) == 1
         assert any(line.startswith("ESCALATED  pb-test-0003") for line in room.lines)
         room.receiver.command(f"ack {alert_id[:8]}")

@@ -1,0 +1,147 @@
+"""MediaService: the kiosk's live A/V, from capture to MQTT.
+
+Capture and encoding run all the time so the pre-roll (RAM only) always holds
+the last seconds; during an incident a MediaSender publishes the pre-roll and
+then the live stream on `media/{alert_id}`. Media never holds back the alert:
+every failure here becomes a fault report, never an exception to the caller.
+
+Note on threads: `start_stream`/`stop_stream`/`acked` are called from the
+kiosk's state thread; the pipeline runs its own encoder thread and the sender
+its own publishing thread; `on_fault` is called from the encoder thread and
+must only enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from firmware import protocol as p
+from firmware.clock import Clock
+from firmware.config import MediaConfig
+from firmware.media.adaptation import AdaptationController, VideoLevel
+from firmware.media.encoder import AudioEncoder, VideoEncoder
+from firmware.media.pipeline import MediaPipeline
+from firmware.media.preroll import PreRollBuffer
+from firmware.media.sender import MediaSender
+from hal.base import Camera, Microphone
+
+log = logging.getLogger("pinkbutton.media")
+
+Publish = Callable[[str, bytes, int], int]
+FaultSink = Callable[[str, str], None]
+
+
+class MediaService:
+    def __init__(
+        self,
+        config: MediaConfig,
+        camera: Camera | None,
+        microphone: Microphone | None,
+        *,
+        device_id: str,
+        publish: Publish,
+        on_fault: FaultSink,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.device_id = device_id
+        self.clock = clock or Clock()
+        self._publish = publish
+        self._on_fault = on_fault
+        video = None
+        if camera is not None:
+            try:
+                video = VideoEncoder(
+                    config.width, config.height, config.fps, bitrate_kbps=config.video_kbps,
+                    keyframe_interval_s=config.keyframe_interval_s, codec=config.encoder,
+                )
+            except Exception as e:  # an encoder that cannot open must not stop the kiosk
+                on_fault("video_encoder_failed", str(e))
+                camera = None
+        audio = AudioEncoder(48000, bitrate_kbps=config.audio_kbps) if microphone else None
+        self.pipeline = MediaPipeline(
+            camera, microphone, video, audio, PreRollBuffer(config.preroll_s),
+            on_fault=on_fault, clock=self.clock,
+        )
+        self.sender: MediaSender | None = None
+        self.alert_id: str | None = None
+
+    def start(self) -> None:
+        self.pipeline.start()
+
+    def start_stream(self, alert_id: str) -> None:
+        if self.alert_id == alert_id:
+            return
+        self.stop_stream()
+        self.sender = MediaSender(
+            self._publish, p.media_topic(self.device_id, alert_id),
+            max_queue_bytes=self.config.max_queue_kb * 1024, clock=self.clock,
+            controller=AdaptationController(ladder_for(self.config)), on_level=self._on_level,
+        )
+        self.alert_id = alert_id
+        self.pipeline.start_stream(self.sender.submit)
+        log.info("streaming media for alert %s", alert_id)
+
+    def stop_stream(self, on_done: Callable[[str, dict], None] | None = None) -> None:
+        """Stop the incident's stream. The sender drains on its own small thread (the
+        state thread must not wait for the network); `on_done(alert_id, stats)` is
+        called from that thread when it has, and must only enqueue."""
+        sender, alert_id = self.sender, self.alert_id
+        if sender is None:
+            return
+        self.pipeline.stop_stream()
+        self.sender, self.alert_id = None, None
+        # Back to full quality for the next incident.
+        c = self.config
+        self.pipeline.set_video_level(width=c.width, height=c.height, fps=c.fps,
+                                      bitrate_kbps=c.video_kbps)
+
+        def drain() -> None:
+            sender.wait_idle(2.0)
+            sender.close()
+            stats = sender.stats()
+            log.info("media for alert %s ended: %s", alert_id, stats)
+            if on_done is not None:
+                on_done(alert_id, _stats_dict(stats))
+
+        threading.Thread(target=drain, name="media-drain", daemon=True).start()
+
+    def acked(self, mid: int) -> None:
+        if self.sender is not None:
+            self.sender.acked(mid)
+
+    def close(self) -> None:
+        self.stop_stream()
+        self.pipeline.stop()
+
+    def _on_level(self, level: VideoLevel) -> None:
+        # Sender thread: the pipeline applies it on its encoder thread.
+        log.info("link adaptation: video now %s", level)
+        self.pipeline.set_video_level(width=level.width, height=level.height, fps=level.fps,
+                                      bitrate_kbps=level.bitrate_kbps)
+
+
+def ladder_for(c: MediaConfig) -> list[VideoLevel]:
+    """The default ladder scaled to the configured top level: bitrate first, then frame
+    rate, then resolution (halved, kept even)."""
+    w2, h2 = max(2, c.width // 2 // 2 * 2), max(2, c.height // 2 // 2 * 2)
+    fps = max(1, round(c.fps))
+    fps_low = max(1, round(c.fps * 2 / 3))
+    return [
+        VideoLevel(c.width, c.height, fps, c.video_kbps),
+        VideoLevel(c.width, c.height, fps, max(50, c.video_kbps * 3 // 5)),
+        VideoLevel(c.width, c.height, fps_low, max(50, c.video_kbps * 2 // 5)),
+        VideoLevel(w2, h2, fps_low, max(50, c.video_kbps * 3 // 10)),
+        VideoLevel(w2, h2, max(1, round(c.fps / 3)), max(50, c.video_kbps // 5)),
+    ]
+
+
+def _stats_dict(stats) -> dict:
+    try:
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(stats).items() if isinstance(v, int | float | str)}
+    except TypeError:
+        return {}
