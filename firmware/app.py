@@ -28,7 +28,7 @@ from firmware.config import Config
 from firmware.outbox import Outbox, OutboxError
 from firmware.streaming import MediaService
 from firmware.version import FIRMWARE_VERSION
-from hal.base import Button, Camera, Indicator, Microphone, Pattern
+from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern
 
 log = logging.getLogger("pinkbutton.kiosk")
 
@@ -123,6 +123,10 @@ class Kiosk:
     def press(self, kind: str | None = None) -> None:
         """Inject a debounced press as if the button produced it (simulator, bench)."""
         self._inbox.put(("press", kind))
+
+    def report_fault(self, name: str, detail: str) -> None:
+        """Raise a fault from any thread (e.g. a device that could not be opened)."""
+        self._inbox.put(m.FaultRaised(name, detail))
 
     def stop(self) -> None:
         self._stop.set()
@@ -368,6 +372,28 @@ class Kiosk:
                 return
 
 
+def open_media_devices(backend, clock: Clock, config: Config):
+    """Camera and microphone as configured. One that cannot be opened is returned as
+    None plus a (fault name, reason) pair: the kiosk still starts, alerts are never
+    held back by media."""
+    media = config.media
+    camera = microphone = None
+    faults: list[tuple[str, str]] = []
+    if media.video:
+        try:
+            camera = backend.camera(clock, media.width, media.height, media.fps)
+        except HalError as e:
+            faults.append(("camera_failed", str(e)))
+    if media.audio:
+        try:
+            microphone = backend.microphone(clock, 48000)
+        except HalError as e:
+            faults.append(("mic_failed", str(e)))
+    for name, why in faults:
+        log.error("%s: %s (alerts still work)", name, why)
+    return camera, microphone, faults
+
+
 def _network_first(actions) -> list:
     """Start alert publishes before the durable write, so network and fsync overlap.
 
@@ -393,7 +419,10 @@ def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     h = config.hal
     button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
-    kiosk = Kiosk(config, button, indicator, clock=clock)
+    camera, microphone, faults = open_media_devices(backend, clock, config)
+    kiosk = Kiosk(config, button, indicator, clock=clock, camera=camera, microphone=microphone)
+    for name, why in faults:
+        kiosk.report_fault(name, why)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: kiosk.stop())
     log.info("pinkbutton %s starting: device %s at %s", FIRMWARE_VERSION, config.device.id,

@@ -62,7 +62,7 @@ class Timeline:
 
 
 def _run(args) -> int:
-    from firmware.app import Kiosk
+    from firmware.app import Kiosk, open_media_devices
 
     config = load_config(args.config)
     clock = Clock()
@@ -71,7 +71,12 @@ def _run(args) -> int:
     button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
     timeline = Timeline(clock, args.json)
-    kiosk = Kiosk(config, button, indicator, clock=clock, listeners=[timeline])
+    camera, microphone, faults = (None, None, []) if args.no_media else \
+        open_media_devices(backend, clock, config)
+    kiosk = Kiosk(config, button, indicator, clock=clock, listeners=[timeline], camera=camera,
+                  microphone=microphone)
+    for name, why in faults:
+        kiosk.report_fault(name, why)
 
     def press() -> None:  # timer/keyboard thread: raw edges only, the kiosk thread debounces
         button.press()
@@ -111,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--press-after", type=_nonneg, metavar="S", help="press once after S seconds")
     run.add_argument("--exit-after", type=_nonneg, metavar="S", help="stop after S seconds")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
+    run.add_argument("--no-media", action="store_true", help="no simulated camera/microphone")
     run.add_argument("--log-level", default="warning",
                      choices=["debug", "info", "warning", "error"])
     return ap

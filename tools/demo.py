@@ -23,6 +23,9 @@ from tools.pki import init_dev_pki
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 DEVICE = "pb-sim-0001"
+PREROLL_S = 5.0
+PRESS_AT_S = 6.0  # after the pre-roll has filled
+EXIT_AT_S = 11.0
 SITE = "Qissa Khwani Bazaar, Peshawar (simulated)"
 
 
@@ -110,6 +113,7 @@ def main() -> int:
             py, "-m", "tools.controlroom.cli", "run", "--host", "localhost", "--port", str(port),
             "--pki", str(DEMO / "pki"), "--db", str(db), "--auto-ack", "--operator", "demo-officer",
             "--device-certs", str(DEMO / "pki" / "devices"), "--client-id", "demo-controlroom",
+            "--evidence", str(DEMO / "evidence"),
         ], DEMO / "controlroom.log")
         procs.append(room)
         if not room.wait_for("connected to broker", 15):
@@ -118,13 +122,14 @@ def main() -> int:
             return 1
         cfg = DEMO / "sim.toml"
         write_sim_config(cfg, port)
-        say(f"4/5 simulated kiosk {DEVICE}: pressing the button in 1 s")
+        say(f"4/5 simulated kiosk {DEVICE} (camera + microphone): filling the {PREROLL_S:.0f} s "
+            f"pre-roll, pressing at {PRESS_AT_S:.0f} s, streaming until {EXIT_AT_S:.0f} s")
         sim = Proc("sim", [py, "-m", "simulator.cli", "run", "--config", str(cfg),
-                           "--press-after", "1", "--exit-after", "3.5", "--json",
-                           "--log-level", "warning"], DEMO / "sim.log")
+                           "--press-after", str(PRESS_AT_S), "--exit-after", str(EXIT_AT_S),
+                           "--json", "--log-level", "warning"], DEMO / "sim.log")
         procs.append(sim)
-        sim.p.wait(30)
-        time.sleep(0.2)
+        sim.p.wait(EXIT_AT_S + 30)
+        time.sleep(0.5)
         room.stop()
         events = []
         for line in sim.lines:
@@ -133,7 +138,8 @@ def main() -> int:
             else:
                 say(f"    kiosk: {line}")
         say("5/5 timeline of the press")
-        return print_timeline(events, db)
+        status = print_timeline(events, db)
+        return print_evidence(room.lines) or status
     except BrokerError as e:
         say(f"demo: {e}")
         return 1
@@ -192,6 +198,33 @@ def print_timeline(events: list[dict], db: Path) -> int:
     say(f"demo: ok — press to alert at control room {incident.latency_ms:.1f} ms "
         f"(includes {pressed['confirmed_after_ms']} ms debounce), press to 'help is coming' "
         f"{help_coming['t_ms']:.1f} ms")
+    return 0
+
+
+def print_evidence(room_lines: list[str]) -> int:
+    """The evidence file the control room wrote, checked with ffprobe."""
+    from tools.controlroom.media import EvidenceError, ffprobe_summary
+
+    lines = [line for line in room_lines if line.startswith("EVIDENCE")]
+    if not lines:
+        say("demo: FAILED, the control room wrote no evidence file (see .demo/controlroom.log)")
+        return 1
+    words = lines[-1].split()
+    path = Path(words[1])
+    say(f"    evidence: {path}")
+    say(f"    control room: {' '.join(words[2:])}")
+    try:
+        info = ffprobe_summary(path)
+    except EvidenceError as e:
+        say(f"demo: FAILED, {e}")
+        return 1
+    for st in info["streams"]:
+        size = f" {st['width']}x{st['height']}" if st.get("width") else ""
+        say(f"    ffprobe: {st['type']} {st['codec']}{size}, {st['duration_s']:.2f} s")
+    say(f"    ffprobe: duration {info['duration_s']:.2f} s")
+    if not (info.get("video") and info.get("audio")):
+        say("demo: FAILED, the evidence lacks a video or an audio stream")
+        return 1
     return 0
 
 

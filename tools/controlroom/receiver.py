@@ -213,9 +213,15 @@ class ControlRoomReceiver:
                                "device_id": a.device_id, "announce": a.announce,
                                "latency_ms": latency})
         new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
-        if new and self.recorder is not None:
-            self.recorder.open(a.alert_id, a.device_id)
         inc = self.store.incident(a.alert_id)
+        try:
+            self._answer(a, inc, new)
+        finally:
+            # After the ack: opening the evidence file takes tens of milliseconds.
+            if new and self.recorder is not None:
+                self.recorder.open(a.alert_id, a.device_id)
+
+    def _answer(self, a: p.Alert, inc, new: bool) -> None:
         if inc is None:
             return
         if inc.acked_at is not None:
