@@ -90,15 +90,22 @@ class Recorder:
 class RunningKiosk:
     """A Kiosk on fake hardware with a real clock, running in its own thread."""
 
-    def __init__(self, config_path: Path, *, check_certificates: bool = True) -> None:
+    def __init__(self, config_path: Path, *, check_certificates: bool = True,
+                 media: bool = False) -> None:
         self.config: Config = load_config(config_path, check_certificates=check_certificates)
         self.clock = Clock()
         backend = FakeBackend()
         self.button = backend.button(self.clock, 17, 0.05)
         self.indicator = backend.indicator(self.clock, 27)
+        self.camera = self.microphone = None
+        if media:
+            c = self.config.media
+            self.camera = backend.camera(self.clock, c.width, c.height, c.fps)
+            self.microphone = backend.microphone(self.clock, 48000)
         self.events = Recorder()
         self.kiosk = Kiosk(self.config, self.button, self.indicator, clock=self.clock,
-                           listeners=[self.events])
+                           listeners=[self.events], camera=self.camera,
+                           microphone=self.microphone)
         self.thread = threading.Thread(target=self.kiosk.run, name="kiosk-under-test",
                                        daemon=True)
 

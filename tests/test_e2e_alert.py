@@ -19,13 +19,14 @@ pytestmark = pytest.mark.broker
 
 class RunningRoom:
     def __init__(self, pki_dir, broker, db, *, auto_ack=True, client_id="room-under-test",
-                 device_certs=None):
+                 device_certs=None, evidence_dir=None):
         self.events = Recorder()
         self.lines: list[str] = []
         self.receiver = ControlRoomReceiver(
             host="localhost", port=broker.port, tls=room_tls(pki_dir), db_path=db,
             client_id=client_id, auto_ack=auto_ack, operator="officer-1",
             device_certs=device_certs, out=self.lines.append, listeners=[self.events],
+            evidence_dir=evidence_dir,
         )
         self.thread = threading.Thread(target=self.receiver.run, daemon=True)
 
