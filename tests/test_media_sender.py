@@ -346,7 +346,8 @@ class SyntheticSource:
         self.levels.append((time.monotonic(), level))
         self.level, self.level_changed = level, True
 
-    def run(self, seconds: float, clock) -> None:
+    def run(self, seconds: float) -> None:
+        # time.monotonic() is what the sender's Clock() reads too: one timeline.
         start = time.monotonic()
         next_audio = next_video = start
         frame_in_gop = 0
@@ -355,7 +356,7 @@ class SyntheticSource:
             if now - start >= seconds:
                 return
             if next_audio <= now:
-                self._submit(EncodedPacket(Stream.AUDIO, b"o" * 60, _us(clock), 20_000, True))
+                self._submit(EncodedPacket(Stream.AUDIO, b"o" * 60, _us(next_audio), 20_000, True))
                 next_audio += 0.020
             if next_video <= now:
                 level = self.level
@@ -369,7 +370,7 @@ class SyntheticSource:
                     EncodedPacket(
                         Stream.VIDEO,
                         b"h" * (5 * delta if key else delta),
-                        _us(clock),
+                        _us(next_video),
                         int(1e6 / level.fps),
                         key,
                     )
@@ -382,8 +383,10 @@ class SyntheticSource:
         self.sender.submit(pkt, preroll=False)
 
 
-def _us(clock) -> int:
-    return int(clock.monotonic() * 1e6)
+def _us(scheduled: float) -> int:
+    # Stamp the scheduled capture instant, as a real capture clock does: if this thread is
+    # descheduled for a moment (a busy CI box) packets go late, but the timeline has no hole.
+    return int(scheduled * 1e6)
 
 
 @pytest.mark.broker
@@ -433,7 +436,7 @@ def test_end_to_end_through_a_throttled_link(broker, pki_dir, mqtt_client) -> No
         transport.start()
         try:
             assert connected.wait(5), "device transport did not connect through the proxy"
-            feeder = threading.Thread(target=source.run, args=(14.0, clock), daemon=True)
+            feeder = threading.Thread(target=source.run, args=(14.0,), daemon=True)
             t0 = time.monotonic()
             feeder.start()
             time.sleep(3.0)
