@@ -159,6 +159,17 @@ class Released:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """An alert the outbox still holds at startup (power loss, crash): carry on with it.
+
+    Same alert_id, so the control room sees the same incident; the runtime sets
+    `draft.pressed_mono` on this boot's clock from the wall-clock age.
+    """
+
+    draft: AlertDraft
+
+
+@dataclass(frozen=True, slots=True)
 class Connected:
     pass
 
@@ -208,6 +219,7 @@ Event = (
     | SelftestDone
     | Pressed
     | Released
+    | Resume
     | Connected
     | Disconnected
     | AlertPublished
@@ -315,6 +327,7 @@ EVENT_TYPES: tuple[type, ...] = (
     SelftestDone,
     Pressed,
     Released,
+    Resume,
     Connected,
     Disconnected,
     AlertPublished,
@@ -337,6 +350,12 @@ _MODE_CHANGES: dict[tuple[Mode, type], set[Mode]] = {
     (Mode.IDLE, Pressed): {Mode.ALERTING},
     (Mode.FAULT, Pressed): {Mode.ALERTING},
     (Mode.COOLDOWN, Pressed): {Mode.ALERTING},
+    # An alert still in the outbox at startup becomes the incident again.
+    (Mode.BOOT, Resume): {Mode.ALERTING},
+    (Mode.SELFTEST, Resume): {Mode.ALERTING},
+    (Mode.IDLE, Resume): {Mode.ALERTING},
+    (Mode.FAULT, Resume): {Mode.ALERTING},
+    (Mode.COOLDOWN, Resume): {Mode.ALERTING},
     (Mode.ALERTING, AlertPublished): {Mode.ALERTING, Mode.STREAMING},
     (Mode.ALERTING, Command): {Mode.ALERTING, Mode.ACKNOWLEDGED, Mode.COOLDOWN},
     (Mode.STREAMING, Command): {Mode.STREAMING, Mode.ACKNOWLEDGED, Mode.COOLDOWN},
@@ -480,6 +499,37 @@ def _start_incident(state: State, event: Pressed, now: float) -> Result:
     if state.online:  # offline, the stored alert is published on Connected
         actions.append(PublishAlert(draft))
     actions += [PublishStatus(Mode.ALERTING), StartStream(draft.alert_id)]
+    return new_state, actions
+
+
+def _on_resume(state: State, event: Resume, now: float) -> Result:
+    if state.incident is not None:
+        return state, [Log("info", f"alert {event.draft.alert_id} stays in the outbox for "
+                                   "redelivery: another incident is running")]
+    settings = state.settings
+    draft = replace(event.draft, announce=event.draft.announce + 1)
+    incident = Incident(
+        draft=draft,
+        delivered=False,
+        acked=False,
+        dispatched=False,
+        ack_deadline=now + settings.ack_timeout_s,
+        stream_deadline=now + settings.stream_s,
+        retry_at=now + settings.retry_s,
+    )
+    new_state = replace(
+        state,
+        mode=Mode.ALERTING,
+        incident=incident,
+        next_seq=max(state.next_seq, draft.seq + 1),
+        cooldown_until=None,
+    )
+    # Already on disk: no PersistAlert, straight to "sending".
+    actions: list[Action] = [SetIndicator(Pattern.SENDING)]
+    if state.online:
+        actions.append(PublishAlert(draft))
+    actions += [PublishStatus(Mode.ALERTING), StartStream(draft.alert_id),
+                Log("warning", f"resuming undelivered alert {draft.alert_id} (seq {draft.seq})")]
     return new_state, actions
 
 
@@ -711,6 +761,7 @@ _HANDLERS: dict[type, Callable[[State, object, float], Result]] = {
     SelftestDone: _on_selftest_done,
     Pressed: _on_pressed,
     Released: _on_released,
+    Resume: _on_resume,
     Connected: _on_connected,
     Disconnected: _on_disconnected,
     AlertPublished: _on_alert_published,

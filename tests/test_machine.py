@@ -30,6 +30,7 @@ from firmware.machine import (
     PublishEvent,
     PublishStatus,
     Released,
+    Resume,
     RunSelftest,
     SelftestDone,
     SetIndicator,
@@ -89,6 +90,12 @@ def cooldown(at: float = 0.0) -> State:
     return run(acknowledged(at=at), Command("end", "a1"), now=at)[0]
 
 
+OLD_DRAFT = AlertDraft(
+    alert_id="old", seq=7, kind="emergency", pressed_wall=WALL - 60, pressed_mono=-60.0,
+    presses=1, announce=1, escalated=False, follows=None,
+)
+
+
 def booting() -> State:
     return initial_state()
 
@@ -143,6 +150,11 @@ MODE_CHANGES = [
     (lambda: run(cooldown(), FaultRaised("tamper"))[0], Tick(), 10.0, Mode.FAULT),
     (idle, FaultRaised("camera"), 0.0, Mode.FAULT),
     (faulted, FaultCleared("camera"), 0.0, Mode.IDLE),
+    (booting, Resume(OLD_DRAFT), 0.0, Mode.ALERTING),
+    (selftesting, Resume(OLD_DRAFT), 0.0, Mode.ALERTING),
+    (idle, Resume(OLD_DRAFT), 0.0, Mode.ALERTING),
+    (faulted, Resume(OLD_DRAFT), 0.0, Mode.ALERTING),
+    (cooldown, Resume(OLD_DRAFT), 1.0, Mode.ALERTING),
 ]
 
 
@@ -754,3 +766,32 @@ def test_values_are_frozen_and_slotted() -> None:
         state.mode = Mode.IDLE
     with pytest.raises(dataclasses.FrozenInstanceError):
         Pressed("a", 0.0).alert_id = "b"
+
+
+# --- resuming an alert left in the outbox ------------------------------------------------------
+
+
+def test_resume_carries_on_with_the_same_alert_without_persisting_again() -> None:
+    state, actions = step(idle(), Resume(OLD_DRAFT), 5.0)
+    assert state.mode is Mode.ALERTING
+    assert state.incident.draft.alert_id == "old"
+    assert state.incident.draft.announce == 2
+    assert state.next_seq == 8, "seq numbering continues after the resumed alert"
+    assert of(actions, PersistAlert) == [], "already on disk"
+    assert of(actions, SetIndicator) == [SetIndicator(Pattern.SENDING)]
+    assert [a.draft.alert_id for a in of(actions, PublishAlert)] == ["old"]
+    assert of(actions, StartStream) == [StartStream("old")]
+
+
+def test_resume_offline_publishes_on_connect() -> None:
+    state, actions = step(idle(online=False), Resume(OLD_DRAFT), 0.0)
+    assert of(actions, PublishAlert) == []
+    state, actions = step(state, Connected(), 1.0)
+    assert [a.draft.alert_id for a in of(actions, PublishAlert)] == ["old"]
+
+
+def test_resume_during_an_incident_leaves_the_incident_alone() -> None:
+    state = alerting()
+    new_state, actions = step(state, Resume(OLD_DRAFT), 1.0)
+    assert new_state == state
+    assert of(actions, PublishAlert) == [] and of(actions, Log)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from firmware.machine import (
     INCIDENT_MODES,
     TRANSITIONS,
+    AlertDraft,
     AlertPublished,
     Boot,
     Command,
@@ -28,6 +29,7 @@ from firmware.machine import (
     PublishAlert,
     PublishEvent,
     Released,
+    Resume,
     SelftestDone,
     SetIndicator,
     State,
@@ -52,6 +54,7 @@ EVENT_NAMES = (
     + ["command"] * 4
     + ["published"] * 2
     + ["release", "boot", "selftest_done", "connected", "disconnected", "fault", "clear"]
+    + ["resume"]
 )
 EVENT_FIELDS = (
     EVENT_NAMES,
@@ -75,6 +78,7 @@ def prelude(*names_and_faults: tuple[str, bool]) -> tuple:
 
 PRELUDES = (
     (),
+    prelude(("boot", False)),  # self-test still running
     prelude(("boot", False), ("selftest_done", False)),
     prelude(("boot", False), ("selftest_done", False), ("connected", False)),
     prelude(("boot", False), ("selftest_done", True), ("connected", False)),
@@ -103,6 +107,9 @@ def resolve(spec: tuple, state: State, press_number: int, now: float) -> object:
     alert_id = {"current": current_alert_id(state), "other": "stale", None: None}[target]
     if name == "press":
         return Pressed(f"alert-{press_number}", wall=1e9 + now, kind=kind)
+    if name == "resume":
+        draft = AlertDraft(f"resumed-{press_number}-{now}", 1, kind, 1e9, 0.0, 1, 1, False, None)
+        return Resume(draft)
     if name == "published":
         reason = "" if ok else "Not authorized"
         return AlertPublished(alert_id or current_alert_id(state), ok=ok, reason=reason)

@@ -45,6 +45,9 @@ _EARLY_ACK_TTL_S = 5.0  # a PUBACK that beat publish() returning; older ones are
 _RTT_SAMPLES = 64
 
 
+_STALE_S = 0.3  # queued longer than this counts as link pressure for adaptation
+
+
 @dataclass(slots=True)
 class _Item:
     stream: Stream
@@ -274,7 +277,9 @@ class MediaSender:
                 # A stalled link acknowledges nothing: the oldest wait is the RTT we know of.
                 oldest = now - min(sent for sent, _ in self._inflight.values())
                 rtt = oldest if rtt is None else max(rtt, oldest)
-            queue_bytes = self._queue_bytes
+            # Pressure is what the link is not draining: a pre-roll burst that leaves in
+            # milliseconds on a good link must not cost video quality.
+            queue_bytes = sum(i.size for i in self._queue if now - i.submitted > _STALE_S)
         level = self.controller.update(queue_bytes, None if rtt is None else rtt * 1000, now)
         if level is not None:
             log.info(
