@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PKGS := mosquitto mosquitto-clients ffmpeg
+APT_PKGS := mosquitto mosquitto-clients ffmpeg portaudio19-dev
 
 .PHONY: all deps system-deps demo test test-fast bench lint clean
 
@@ -13,12 +13,14 @@ all: test
 
 deps: system-deps $(STAMP)
 
-# Debian packages: the broker (and its CLI clients for the latency floor), ffmpeg for media checks.
+# Debian packages: the broker (and its CLI clients for the latency floor), ffmpeg for media checks,
+# PortAudio headers so pip can build pyaudio.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	[ -f /usr/include/portaudio.h ] || missing="$$missing portaudio19-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing (apt)"; \
