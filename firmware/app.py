@@ -13,7 +13,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -91,6 +91,9 @@ class Kiosk:
         self._last_failure_log = float("-inf")
         self.outbox = Outbox(config.device.state_dir / "outbox.db")
         self.state = m.initial_state(settings_from(config), next_seq=self.outbox.next_seq())
+        # Alerts the control room has not confirmed (mirror of the outbox's pending rows).
+        self._unconfirmed: dict[str, m.AlertDraft] = {}
+        self._redeliver_at: float | None = None
         self._key = load_signing_key(config.broker.key)
         self._site = p.Site(
             config.device.site_id, config.device.site_name, config.device.lat, config.device.lon
@@ -140,6 +143,7 @@ class Kiosk:
         if self.media is not None:
             self.media.start()
         self._dispatch(m.Boot())
+        self._replay_outbox()
         try:
             while not self._stop.is_set():
                 self._wait_and_handle()
@@ -147,7 +151,8 @@ class Kiosk:
             self._shutdown()
 
     def _wait_and_handle(self) -> None:
-        deadlines = [d for d in (m.next_deadline(self.state), self.button.next_deadline()) if d is not None]
+        due = (m.next_deadline(self.state), self.button.next_deadline(), self._redeliver_at)
+        deadlines = [d for d in due if d is not None]
         timeout = 0.5
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - self.clock.monotonic()))
@@ -167,6 +172,57 @@ class Kiosk:
             else:
                 self._dispatch(m.Released())
         self._dispatch(m.Tick())
+        if self._redeliver_at is not None and self.clock.monotonic() >= self._redeliver_at:
+            self._redeliver()
+
+    def _replay_outbox(self) -> None:
+        """Alerts still unconfirmed from before this start (crash, power loss): the newest,
+        if recent, becomes the incident again; all are re-announced until the room's receipt."""
+        try:
+            pending = self.outbox.pending()
+        except Exception as e:  # noqa: BLE001 - a damaged outbox must not stop the kiosk
+            log.error("cannot read the outbox: %s", e)
+            return
+        if not pending:
+            return
+        now, wall = self.clock.monotonic(), self.clock.wall()
+        for d in pending:
+            # pressed_mono belongs to an earlier boot: re-base it on this boot's clock.
+            age = max(0.0, wall - d.pressed_wall)
+            self._unconfirmed[d.alert_id] = replace(d, pressed_mono=now - age)
+        oldest = max(0.0, wall - pending[0].pressed_wall)
+        log.warning("replaying %d unconfirmed alert(s) from the outbox, oldest pressed %.0f s ago",
+                    len(pending), oldest)
+        self._notify("replay", {"count": len(pending), "oldest_age_s": round(oldest, 1)})
+        newest = self._unconfirmed[pending[-1].alert_id]
+        if now - newest.pressed_mono < self.state.settings.stream_s:
+            self._dispatch(m.Resume(newest))
+        self._redeliver_at = now
+
+    def _redeliver(self) -> None:
+        """Re-announce unconfirmed alerts other than the running incident's (which the
+        machine itself retries), every retry_s, until the room's receipt removes them."""
+        self._redeliver_at = None
+        if not self._unconfirmed:
+            return
+        self._redeliver_at = self.clock.monotonic() + self.state.settings.retry_s
+        if not self.transport.connected:
+            return
+        current = self.state.incident.draft.alert_id if self.state.incident else None
+        for alert_id, draft in list(self._unconfirmed.items()):
+            if alert_id != current:
+                self._publish_alert(draft)
+
+    def _confirmed(self, alert_id: str | None) -> None:
+        if alert_id is None or alert_id not in self._unconfirmed:
+            return
+        try:
+            self.outbox.mark_received(alert_id)
+        except OutboxError as e:
+            log.error("%s", e)
+            return
+        del self._unconfirmed[alert_id]
+        self._notify("receipt", {"alert_id": alert_id})
 
     def _handle(self, item) -> None:
         match item:
@@ -187,6 +243,8 @@ class Kiosk:
                          self.transport.port, "resumed" if sp else "new")
                 self._notify("connected", {})
                 self._dispatch(m.Connected())
+                if self._unconfirmed:
+                    self._redeliver_at = self.clock.monotonic()
             case t.Disconnected(reason=r):
                 log.warning("lost broker connection: %s", r)
                 self._notify("disconnected", {"reason": r})
@@ -252,8 +310,13 @@ class Kiosk:
             log.warning("rejected cmd: %s", e)
             self._notify("cmd_rejected", {"reason": str(e)})
             return
+        if cmd.cmd == "receipt":  # the room has stored it: it may leave the outbox
+            self._confirmed(cmd.alert_id)
+            return
         log.info("cmd %s for %s from %s", cmd.cmd, cmd.alert_id, cmd.operator or "control room")
         self._notify("cmd", {"cmd": cmd.cmd, "alert_id": cmd.alert_id, "operator": cmd.operator})
+        if cmd.cmd in ("ack", "dispatched", "end"):
+            self._confirmed(cmd.alert_id)  # the room only acts on what it has stored
         self._dispatch(m.Command(cmd.cmd, cmd.alert_id, cmd.extend_s, cmd.operator))
 
     def _dispatch(self, event: m.Event, now: float | None = None) -> None:
@@ -271,6 +334,9 @@ class Kiosk:
                 self.indicator.show(pat)
                 self._notify("indicator", {"pattern": str(pat)})
             case m.PersistAlert(draft=d):
+                self._unconfirmed[d.alert_id] = d
+                if self._redeliver_at is None:
+                    self._redeliver_at = self.clock.monotonic() + self.state.settings.retry_s
                 try:
                     self.outbox.put(d, self.clock.wall())
                 except OutboxError as e:

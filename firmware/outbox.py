@@ -1,7 +1,9 @@
 """Durable record of alerts: SQLite in WAL mode with synchronous=FULL.
 
 An alert is committed here before the kiosk shows "sending", so a crash after
-the press cannot lose it. Owned by the kiosk's state thread only.
+the press cannot lose it. It stays pending through retries, restarts and power
+loss until the control room's application-level receipt (not the broker's
+PUBACK, which only says the broker has it). Owned by the kiosk's state thread.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     seq          INTEGER NOT NULL UNIQUE,
     draft        TEXT NOT NULL,
     created_wall REAL NOT NULL,
-    delivered    INTEGER NOT NULL DEFAULT 0
+    delivered    INTEGER NOT NULL DEFAULT 0,
+    received     INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -37,6 +40,9 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+            if "received" not in columns:  # outbox written by firmware 0.1.0 before receipts
+                self._db.execute("ALTER TABLE alerts ADD COLUMN received INTEGER NOT NULL DEFAULT 0")
         except (OSError, sqlite3.Error) as e:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
 
@@ -51,13 +57,26 @@ class Outbox:
             raise OutboxError(f"cannot write alert {draft.alert_id} to {self.path}: {e}") from None
 
     def mark_delivered(self, alert_id: str) -> None:
+        """The broker has it (PUBACK). It stays pending until the room's receipt."""
         try:
             self._db.execute("UPDATE alerts SET delivered=1 WHERE alert_id=?", (alert_id,))
         except sqlite3.Error as e:
             raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
 
+    def mark_received(self, alert_id: str) -> bool:
+        """The control room has stored it (application-level receipt): it leaves the outbox.
+        True when this changed something."""
+        try:
+            cur = self._db.execute(
+                "UPDATE alerts SET received=1, delivered=1 WHERE alert_id=? AND received=0",
+                (alert_id,))
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
+        return cur.rowcount == 1
+
     def pending(self) -> list[AlertDraft]:
-        rows = self._db.execute("SELECT draft FROM alerts WHERE delivered=0 ORDER BY seq")
+        """Alerts the control room has not confirmed, oldest first."""
+        rows = self._db.execute("SELECT draft FROM alerts WHERE received=0 ORDER BY seq")
         return [AlertDraft(**json.loads(r[0])) for r in rows]
 
     def next_seq(self) -> int:

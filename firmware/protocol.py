@@ -24,7 +24,7 @@ TOPIC_ROOT = "pinkbutton/v1/dev"
 MAX_JSON_BYTES = 16 * 1024
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 ALERT_KINDS = ("emergency", "test")
-CMD_KINDS = ("ack", "dispatched", "end", "selftest", "extend")
+CMD_KINDS = ("ack", "dispatched", "end", "selftest", "extend", "receipt")
 MAX_EXTEND_S = 3600.0
 
 
@@ -280,7 +280,7 @@ def decode_cmd(payload: bytes | str) -> Cmd:
         operator=_str(o, "operator", optional=True, max_len=64),
         extend_s=_num(o, "extend_s", lo=0, hi=MAX_EXTEND_S, optional=True),
     )
-    if kind in ("ack", "dispatched", "end", "extend") and c.alert_id is None:
+    if kind in ("ack", "dispatched", "end", "extend", "receipt") and c.alert_id is None:
         raise ProtocolError(f"cmd {kind!r} needs an alert_id")
     if kind == "extend" and not c.extend_s:
         raise ProtocolError("cmd 'extend' needs extend_s > 0")

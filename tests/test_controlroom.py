@@ -276,7 +276,8 @@ def test_cli_run_receives_signed_alert_and_acks_the_device(tmp_path, pki_dir, br
 
     def on_message(_client, _userdata, msg) -> None:  # paho network thread
         acks.append(bytes(msg.payload))
-        got_ack.set()
+        if len(acks) >= 2:
+            got_ack.set()
 
     dev.on_message = on_message
     dev.subscribe(p.topic(device, "cmd"), qos=1)
@@ -323,7 +324,9 @@ def test_cli_run_receives_signed_alert_and_acks_the_device(tmp_path, pki_dir, br
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    cmd = p.decode_cmd(acks[0])
+    # First the receipt (stored durably: the kiosk may drop it from its outbox), then the ack.
+    receipt, cmd = (p.decode_cmd(x) for x in acks[:2])
+    assert (receipt.cmd, receipt.alert_id) == ("receipt", alert.alert_id)
     assert (cmd.cmd, cmd.alert_id, cmd.operator) == ("ack", alert.alert_id, "control-room")
     assert "Traceback" not in "\n".join(err.lines)
     room = IncidentStore(tmp_path / "room.db")

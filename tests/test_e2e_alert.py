@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.broker
 
 class RunningRoom:
     def __init__(self, pki_dir, broker, db, *, auto_ack=True, client_id="room-under-test",
-                 device_certs=None, evidence_dir=None):
+                 device_certs=None, evidence_dir=None, group=None):
         self.events = Recorder()
         self.lines: list[str] = []
         self.receiver = ControlRoomReceiver(
@@ -27,6 +28,9 @@ class RunningRoom:
             client_id=client_id, auto_ack=auto_ack, operator="officer-1",
             device_certs=device_certs, out=self.lines.append, listeners=[self.events],
             evidence_dir=evidence_dir,
+            # Own share group: rooms of earlier tests keep a live session for a while and
+            # mosquitto would hand them a share of this test's alerts.
+            group=group or f"room-{secrets.token_hex(4)}",
         )
         self.thread = threading.Thread(target=self.receiver.run, daemon=True)
 

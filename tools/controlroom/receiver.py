@@ -213,6 +213,9 @@ class ControlRoomReceiver:
                                "device_id": a.device_id, "announce": a.announce,
                                "latency_ms": latency})
         new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
+        # Stored durably: tell the kiosk it may drop the alert from its outbox. Sent for
+        # every announcement, since an earlier receipt may have been lost.
+        self._send("receipt", a.device_id, a.alert_id, None)
         inc = self.store.incident(a.alert_id)
         try:
             self._answer(a, inc, new)

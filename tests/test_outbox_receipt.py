@@ -1,0 +1,65 @@
+"""Nothing lost: an alert leaves the kiosk's outbox only on the control room's receipt,
+and a restarted kiosk replays what is still unconfirmed (same alert_id, one incident)."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.outbox import Outbox
+from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
+from tests.test_e2e_alert import RunningRoom
+from tools.controlroom.store import IncidentStore
+
+pytestmark = pytest.mark.broker
+
+
+def pending_ids(cfg_dir, device_id):
+    box = Outbox(cfg_dir / f"state-{device_id}" / "outbox.db")
+    try:
+        return [d.alert_id for d in box.pending()]
+    finally:
+        box.close()
+
+
+def test_broker_puback_alone_keeps_the_alert_pending(tmp_path, pki_dir, broker):
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0001")
+    with RunningKiosk(cfg) as kiosk:  # no control room listening: PUBACK, but no receipt
+        kiosk.events.wait_for("connected")
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("delivered")["alert_id"]
+    assert pending_ids(tmp_path, "pb-test-0001") == [alert_id]
+
+
+def test_restarted_kiosk_replays_unconfirmed_alert_once(tmp_path, pki_dir, broker):
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0001")
+    with RunningKiosk(cfg) as kiosk:
+        kiosk.events.wait_for("connected")
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("delivered")["alert_id"]
+    # The kiosk "reboots" with a control room now listening.
+    with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=True) as room, \
+            RunningKiosk(cfg) as kiosk:
+        replay = kiosk.events.wait_for("replay")
+        assert replay["count"] == 1
+        got = kiosk.events.wait_for("receipt")
+        assert got["alert_id"] == alert_id
+        kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming")
+        wait_until(lambda: room.receiver.store.incident(alert_id))
+    assert pending_ids(tmp_path, "pb-test-0001") == []
+    store = IncidentStore(tmp_path / "room.db")
+    try:
+        assert [i.alert_id for i in store.all_incidents()] == [alert_id]
+    finally:
+        store.close()
+
+
+def test_receipt_removes_alert_from_outbox(tmp_path, pki_dir, broker):
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0002")
+    with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=False), \
+            RunningKiosk(cfg) as kiosk:
+        kiosk.events.wait_for("connected")
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("receipt")["alert_id"]
+        assert kiosk.kiosk.state.mode == "streaming", "a receipt is not an operator ack"
+    assert pending_ids(tmp_path, "pb-test-0002") == []
+    assert alert_id
