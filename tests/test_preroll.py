@@ -56,10 +56,14 @@ def check_snapshot(buf: PreRollBuffer, pushed: list[EncodedPacket]) -> None:
     keys = [p for p in pushed if p.is_video and p.keyframe]
     usable_keys = [k for k in keys if k.pts_us >= too_old]
 
-    # Packets come out in push order (a subsequence of what went in).
+    # Packets come out in push order (a subsequence of what went in), except that the anchor
+    # keyframe is moved in front of audio captured with it but pushed before it.
     position = {id(p): n for n, p in enumerate(pushed)}
-    order = [position[id(p)] for p in snap]
+    order = [position[id(p)] for p in snap[1:]]
     assert order == sorted(order) and len(set(order)) == len(order)
+    assert all(
+        position[id(snap[0])] < position[id(p)] for p in snap if p.is_video and p is not snap[0]
+    )
 
     if usable_keys:
         assert snap and snap[0].is_video and snap[0].keyframe, "snapshot must start at a keyframe"
@@ -68,7 +72,7 @@ def check_snapshot(buf: PreRollBuffer, pushed: list[EncodedPacket]) -> None:
         # Everything after the anchor is there: no hole for the live stream to miss.
         after = pushed[position[id(anchor)] :]
         assert [p for p in snap if p.is_video] == [p for p in after if p.is_video]
-        audio_from_anchor = [p for p in after if not p.is_video and p.pts_us >= anchor.pts_us]
+        audio_from_anchor = [p for p in pushed if not p.is_video and p.pts_us >= anchor.pts_us]
         assert [p for p in snap if not p.is_video] == audio_from_anchor
         if any(cutoff >= k.pts_us for k in usable_keys):
             assert anchor.pts_us <= cutoff, "snapshot must cover the whole duration"

@@ -1,8 +1,8 @@
 """Pre-roll: the last seconds of encoded media, in RAM, ready to send first when a press happens.
 
 The snapshot always starts at a video keyframe (so the receiver can decode from its first
-packet) and carries no audio older than that keyframe (so both streams start together); it is
-everything pushed from that keyframe on, in push order.
+packet) and carries all audio captured from that keyframe's capture time on (so both streams
+start together); apart from the keyframe in front, packets stay in push order.
 To cover the full duration it anchors on the newest keyframe at or before newest - duration,
 which means up to one GOP more than `duration_s` is kept.
 
@@ -65,12 +65,14 @@ class PreRollBuffer:
         self._prune()
 
     def snapshot(self) -> list[EncodedPacket]:
-        """What to send first, in push order: from the anchor keyframe on (or audio only)."""
+        """What to send first: the anchor keyframe, then in push order the video after it and
+        all audio from its capture time on (or audio only, before any keyframe)."""
         if not self._items:
             return []
         if self._keys:
             key_no, key = self._keys[0]
-            return [p for n, p in self._items if self._keep(n, p, key_no, key.pts_us)]
+            rest = [p for n, p in self._items if n != key_no and self._keep(n, p, key_no, key)]
+            return [key, *rest]
         cutoff = self._cutoff()
         return [p for _, p in self._items if not p.is_video and p.pts_us >= cutoff]
 
@@ -81,10 +83,10 @@ class PreRollBuffer:
         return self._newest_us - round(self.duration_s * 1e6)
 
     @staticmethod
-    def _keep(number: int, pkt: EncodedPacket, key_no: int, key_pts: int) -> bool:
-        # Audio pushed before the keyframe is left out even when its pts is later: the
-        # snapshot stays in push order and still starts at the keyframe.
-        return number >= key_no and (pkt.is_video or pkt.pts_us >= key_pts)
+    def _keep(number: int, pkt: EncodedPacket, key_no: int, key: EncodedPacket) -> bool:
+        # Audio goes by capture time, not push order: a camera's pipeline is slower than a
+        # mic's, so audio captured with the keyframe is often pushed before it.
+        return number >= key_no if pkt.is_video else pkt.pts_us >= key.pts_us
 
     def _prune(self) -> None:
         cutoff = self._cutoff()
@@ -105,7 +107,7 @@ class PreRollBuffer:
             number, pkt = self._items[0]
             if self._keys:
                 key_no, key = self._keys[0]
-                if self._keep(number, pkt, key_no, key.pts_us):
+                if self._keep(number, pkt, key_no, key):
                     break
             elif not pkt.is_video and pkt.pts_us >= cutoff:
                 break
