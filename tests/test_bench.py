@@ -108,7 +108,9 @@ def test_tiny_real_run_fills_every_row_in_causal_order():
         result.press_ack.samples_ms,
         strict=True,
     ):
-        assert durable < alert < ack  # persisted, then seen by the room, then acked back
+        # The publish overlaps the outbox fsync, so the room may see the alert before the
+        # kiosk's commit returns; both come before the ack is back at the kiosk.
+        assert durable < ack and alert < ack
     assert any(line.startswith("presses:") for line in lines)
     table = bench.format_table(result)
     assert table.splitlines()[-1].startswith("goal: press->alert p99")

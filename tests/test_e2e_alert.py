@@ -19,13 +19,16 @@ pytestmark = pytest.mark.broker
 
 
 class RunningRoom:
-    def __init__(self, pki_dir, broker, db, *, auto_ack=True, client_id="room-under-test",
+    def __init__(self, pki_dir, broker, db, *, auto_ack=True, client_id=None,
                  device_certs=None, evidence_dir=None, group=None):
         self.events = Recorder()
         self.lines: list[str] = []
         self.receiver = ControlRoomReceiver(
             host="localhost", port=broker.port, tls=room_tls(pki_dir), db_path=db,
-            client_id=client_id, auto_ack=auto_ack, operator="officer-1",
+            # Own client id: a room that reused one would resume the previous test's
+            # persistent session and receive the alerts queued for it.
+            client_id=client_id or f"room-{secrets.token_hex(4)}", auto_ack=auto_ack,
+            operator="officer-1",
             device_certs=device_certs, out=self.lines.append, listeners=[self.events],
             evidence_dir=evidence_dir,
             # Own share group: rooms of earlier tests keep a live session for a while and

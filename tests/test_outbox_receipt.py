@@ -48,7 +48,8 @@ def test_restarted_kiosk_replays_unconfirmed_alert_once(tmp_path, pki_dir, broke
     assert pending_ids(tmp_path, "pb-test-0001") == []
     store = IncidentStore(tmp_path / "room.db")
     try:
-        assert [i.alert_id for i in store.all_incidents()] == [alert_id]
+        seen = [(i.alert_id, i.device_id, i.seq, i.pressed_at) for i in store.all_incidents()]
+        assert [s[0] for s in seen if s[1] == "pb-test-0001"] == [alert_id], seen
     finally:
         store.close()
 
