@@ -89,7 +89,10 @@ class Kiosk:
         self._failures = 0
         self._last_failure = ""
         self._last_failure_log = float("-inf")
-        self.outbox = Outbox(config.device.state_dir / "outbox.db")
+        self.outbox, outbox_fault = Outbox.open_or_recover(config.device.state_dir / "outbox.db")
+        if outbox_fault is not None:
+            log.error("%s", outbox_fault)
+            self._inbox.put(m.FaultRaised("outbox_damaged", outbox_fault))
         self.state = m.initial_state(settings_from(config), next_seq=self.outbox.next_seq())
         # Alerts the control room has not confirmed (mirror of the outbox's pending rows).
         self._unconfirmed: dict[str, m.AlertDraft] = {}

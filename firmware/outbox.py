@@ -9,7 +9,9 @@ PUBACK, which only says the broker has it). Owned by the kiosk's state thread.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,20 +33,51 @@ class OutboxError(Exception):
     """The outbox cannot be opened or written (disk full, read-only, corrupt)."""
 
 
+def _looks_corrupt(e: OutboxError) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("not a database", "malformed", "integrity check", "corrupt"))
+
+
 class Outbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        memory = str(path) == ":memory:"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if not memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            (check,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             self._db.executescript(SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
             if "received" not in columns:  # outbox written by firmware 0.1.0 before receipts
                 self._db.execute("ALTER TABLE alerts ADD COLUMN received INTEGER NOT NULL DEFAULT 0")
         except (OSError, sqlite3.Error) as e:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
+
+    @classmethod
+    def open_or_recover(cls, path: Path) -> tuple[Outbox, str | None]:
+        """Open the outbox; if it is corrupt, move it aside and start a new one; if the disk
+        cannot hold one at all, keep it in memory. Returns (outbox, fault or None): the
+        kiosk reports the fault and keeps working — alerts are never blocked by the disk."""
+        try:
+            return cls(path), None
+        except OutboxError as first:
+            if not _looks_corrupt(first) or not Path(path).exists():
+                return cls(":memory:"), f"outbox unavailable, alerts kept in memory only: {first}"
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        moved = Path(f"{path}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                os.replace(src, Path(f"{moved}{suffix}"))
+        try:
+            return cls(path), f"outbox was corrupt; moved to {moved.name} and recreated"
+        except OutboxError as second:
+            return cls(":memory:"), f"outbox unavailable, alerts kept in memory only: {second}"
 
     def put(self, draft: AlertDraft, wall: float) -> None:
         """Commit an alert durably (fsync'd by SQLite before this returns)."""
