@@ -343,8 +343,13 @@ class EvidenceRecorder:
             self._expire_held()
             if alert_id in self._open:
                 return self._open[alert_id]  # a retried alert: same incident, same file
+            path = self.path_for(alert_id, device_id)
+            part = 2
+            while path.exists():  # a restarted control room continues in a new part
+                path = path.with_name(f"{device_id}-{alert_id}.part{part}.mp4")
+                part += 1
             ev = Evidence(
-                self.path_for(alert_id, device_id),
+                path,
                 reorder_window=self.reorder_window,
                 clock=self.clock,
             )

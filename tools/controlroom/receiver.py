@@ -241,6 +241,10 @@ class ControlRoomReceiver:
             return
         if alert_id not in self._media_seen:
             self._media_seen.add(alert_id)
+            inc = self.store.incident(alert_id)
+            if inc is not None and inc.ended_at is None:
+                # Known from before a restart of this room: keep recording its evidence.
+                self.recorder.open(alert_id, inc.device_id)
             self._notify("first_media", {"alert_id": alert_id, "keyframe": rp.packet.keyframe})
         self.recorder.feed(alert_id, rp)
         self._notify("media", {"alert_id": alert_id, "seq": rp.seq, "stream": int(rp.packet.stream),
