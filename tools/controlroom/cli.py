@@ -43,12 +43,22 @@ def _run(args) -> int:
     device_certs = Path(args.device_certs) if args.device_certs else None
     if device_certs is not None and not device_certs.is_dir():
         raise UsageError(f"--device-certs {device_certs}: no such directory")
+    viewer = None
+    if args.view:
+        from tools.controlroom.viewer import LiveViewer, ViewerUnavailable
+
+        if args.no_evidence:
+            raise UsageError("--view needs media: drop --no-evidence")
+        try:
+            viewer = LiveViewer()
+        except ViewerUnavailable as e:
+            raise UsageError(str(e)) from None
     receiver = ControlRoomReceiver(
         host=args.host, port=args.port, tls=tls, db_path=args.db,
         client_id=args.client_id or f"controlroom-{socket.gethostname()}",
         group=args.group, auto_ack=args.auto_ack, operator=args.operator,
         device_certs=device_certs, out=lambda s: print(s, flush=True),
-        session_expiry_s=args.session_expiry,
+        session_expiry_s=args.session_expiry, viewer=viewer,
         evidence_dir=None if args.no_evidence else Path(args.evidence or
                                                        Path(args.db).parent / "evidence"),
     )
@@ -111,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--evidence", metavar="DIR",
                      help="where evidence MP4s are written (default: evidence/ beside --db)")
     run.add_argument("--no-evidence", action="store_true", help="do not record media")
+    run.add_argument("--view", action="store_true",
+                     help="show the first incident's live video in ffplay (needs ffmpeg)")
     run.add_argument("--exit-after", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     rep = sub.add_parser("report", help="print incidents and their timelines")

@@ -81,6 +81,7 @@ class ControlRoomReceiver:
         backoff: Backoff | None = None,
         session_expiry_s: int = 60,
         evidence_dir: Path | None = None,
+        viewer=None,
     ) -> None:
         self.clock = clock or Clock()
         self.auto_ack = auto_ack
@@ -94,6 +95,7 @@ class ControlRoomReceiver:
         self._pending: dict[int, str] = {}
         self._keys: dict[str, object] = {}
         self.recorder = None
+        self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
@@ -145,6 +147,8 @@ class ControlRoomReceiver:
                     log.exception("internal error while handling %r", type(item).__name__)
         finally:
             self.transport.stop()
+            if self.viewer is not None:
+                self.viewer.close()
             if self.recorder is not None:
                 for summary in self.recorder.close_all():
                     self._report_evidence(summary)
@@ -247,11 +251,15 @@ class ControlRoomReceiver:
                 self.recorder.open(alert_id, inc.device_id)
             self._notify("first_media", {"alert_id": alert_id, "keyframe": rp.packet.keyframe})
         self.recorder.feed(alert_id, rp)
+        if self.viewer is not None:
+            self.viewer.feed(alert_id, rp)
         self._notify("media", {"alert_id": alert_id, "seq": rp.seq, "stream": int(rp.packet.stream),
                                "keyframe": rp.packet.keyframe, "preroll": rp.preroll,
                                "capture_us": rp.packet.pts_us})
 
     def _close_evidence(self, alert_id: str) -> None:
+        if self.viewer is not None:
+            self.viewer.end(alert_id)
         if self.recorder is None or alert_id not in self._media_seen:
             return
         try:
