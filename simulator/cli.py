@@ -92,7 +92,13 @@ def _run(args) -> int:
         tm.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: kiosk.stop())
-    if sys.stdin is not None and sys.stdin.isatty():
+    if args.stdin_presses:
+        def scripted() -> None:  # a harness (the soak) presses by writing lines
+            for _ in sys.stdin:
+                press()
+            kiosk.stop()  # the harness closed our input: stop cleanly
+        threading.Thread(target=scripted, name="stdin-presses", daemon=True).start()
+    elif sys.stdin is not None and sys.stdin.isatty():
         def keyboard() -> None:
             for _ in sys.stdin:
                 press()
@@ -117,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit-after", type=_nonneg, metavar="S", help="stop after S seconds")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--no-media", action="store_true", help="no simulated camera/microphone")
+    run.add_argument("--stdin-presses", action="store_true",
+                     help="each line on stdin presses the button, end of input stops (harnesses)")
     run.add_argument("--log-level", default="warning",
                      choices=["debug", "info", "warning", "error"])
     return ap
