@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT_PKGS := mosquitto mosquitto-clients ffmpeg portaudio19-dev
 
-.PHONY: all deps system-deps demo test test-fast bench lint clean
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean
 
 all: test
 
@@ -47,6 +47,10 @@ test-fast: deps
 
 bench: deps
 	$(BIN)/python -m tools.bench
+
+# 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
+soak: deps
+	$(BIN)/python -m tools.soak
 
 lint: deps
 	$(BIN)/ruff check hal firmware simulator tools tests
