@@ -378,3 +378,37 @@ def test_control_room_restart_mid_incident_no_duplicate_evidence_continues(
     assert incidents[0].acked_by == "officer-1"
     files = sorted(evidence.rglob("*.mp4"))
     assert any(".part2" in f.name for f in files), files
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app.Kiosk._confirmed keeps a received alert unconfirmed when the outbox "
+    "update fails: re-announced every retry_s for as long as the disk is full",
+)
+def test_disk_full_after_press_receipt_still_stops_reannouncements(tmp_path, pki_dir, fresh_broker):
+    device_state = state_dir(tmp_path, DEVICE)
+    cfg = write_kiosk_config(
+        tmp_path,
+        pki_dir,
+        fresh_broker.port,
+        DEVICE,
+        alert={"ack_timeout_s": 1.0, "retry_s": 0.5, "cooldown_s": 0.5},
+    )
+    db = tmp_path / "room.db"
+    with small_tmpfs(device_state, "256k") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        with RunningKiosk(cfg) as kiosk:
+            kiosk.events.wait_for("connected")
+            kiosk.press()  # no room yet: committed and PUBACKed, not received
+            alert_id = kiosk.events.wait_for("delivered")["alert_id"]
+            assert fill_disk(device_state) > 0
+            with RunningRoom(pki_dir, fresh_broker, db, auto_ack=True) as room:
+                kiosk.events.wait_for("indicator", is_help_coming, timeout=10)
+                room.receiver.command(f"end {alert_id}")
+                kiosk.events.wait_for("mode", lambda d: d["to"] == "idle", timeout=10)
+                sent = len(kiosk.events.of("alert_sent"))
+                time.sleep(2.0)  # four retry_s periods
+                again = len(kiosk.events.of("alert_sent")) - sent
+        assert again == 0, f"{again} re-announcements of an alert the room has stored"
+        assert [d["alert_id"] for d in kiosk.events.of("receipt")] == [alert_id]
