@@ -222,8 +222,9 @@ class Kiosk:
         try:
             self.outbox.mark_received(alert_id)
         except OutboxError as e:
+            # The room has it; the worst case is one harmless replay after a reboot.
+            # Re-announcing it every retry_s while the disk is full would be worse.
             log.error("%s", e)
-            return
         del self._unconfirmed[alert_id]
         self._notify("receipt", {"alert_id": alert_id})
 

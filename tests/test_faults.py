@@ -337,7 +337,8 @@ def test_wall_clock_jumps_do_not_disturb_seq_ids_or_timers(
     # The device stamps pressed_at from its (jumped) wall clock; it is passed on as sent.
     pressed = [incidents[a].pressed_at for a in alerts]
     assert pressed[1] < pressed[0] < pressed[2], pressed
-    print(f"room latency_ms with device wall skew 0 / -3600 s / +3600 s: {latencies}")
+    # The room's latency must not trust a skewed device wall clock.
+    assert len(latencies) == 3 and all(0 <= x < 5000 for x in latencies), latencies
 
 
 # -- 7. control room restarted mid-incident ----------------------------------------------
@@ -380,11 +381,6 @@ def test_control_room_restart_mid_incident_no_duplicate_evidence_continues(
     assert any(".part2" in f.name for f in files), files
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.Kiosk._confirmed keeps a received alert unconfirmed when the outbox "
-    "update fails: re-announced every retry_s for as long as the disk is full",
-)
 def test_disk_full_after_press_receipt_still_stops_reannouncements(tmp_path, pki_dir, fresh_broker):
     device_state = state_dir(tmp_path, DEVICE)
     cfg = write_kiosk_config(

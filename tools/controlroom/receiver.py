@@ -198,8 +198,7 @@ class ControlRoomReceiver:
             self._notify("rejected", {"topic": topic, "reason": str(e)})
 
     def _on_alert(self, a: p.Alert, payload: bytes, received: float) -> None:
-        pressed = parse_iso(a.pressed_at)
-        latency = round((received - pressed) * 1000, 2) if pressed else None
+        latency = self._latency_ms(a, received)
         sig_ok = self._verify(a.device_id, payload)
         if sig_ok is False:
             log.warning("alert %s from %s has a bad or missing signature", a.alert_id, a.device_id)
@@ -227,6 +226,19 @@ class ControlRoomReceiver:
             # After the ack: opening the evidence file takes tens of milliseconds.
             if new and self.recorder is not None:
                 self.recorder.open(a.alert_id, a.device_id)
+
+    @staticmethod
+    def _latency_ms(a: p.Alert, received: float) -> float:
+        """Press to arrival. From the device's wall clock when it agrees with ours (the
+        announcement's sent_at is within a minute behind our clock); otherwise from the
+        device's monotonic age of the press, which a skewed wall clock cannot distort
+        (it then lacks only the network transit, a few ms)."""
+        pressed, sent = parse_iso(a.pressed_at), parse_iso(a.sent_at)
+        if pressed is not None and sent is not None and -1.0 <= received - sent <= 60.0:
+            return round((received - pressed) * 1000, 2)
+        log.warning("device %s wall clock is off by %.0f s: latency from its monotonic age",
+                    a.device_id, received - sent if sent else float("nan"))
+        return float(a.age_ms)
 
     def _answer(self, a: p.Alert, inc, new: bool) -> None:
         if inc is None:
