@@ -182,22 +182,28 @@ class Kiosk:
         """Alerts still unconfirmed from before this start (crash, power loss): the newest,
         if recent, becomes the incident again; all are re-announced until the room's receipt."""
         try:
-            pending = self.outbox.pending()
+            pending = self.outbox.pending_with_boot()
         except Exception as e:  # noqa: BLE001 - a damaged outbox must not stop the kiosk
             log.error("cannot read the outbox: %s", e)
             return
         if not pending:
             return
         now, wall = self.clock.monotonic(), self.clock.wall()
-        for d in pending:
-            # pressed_mono belongs to an earlier boot: re-base it on this boot's clock.
-            age = max(0.0, wall - d.pressed_wall)
-            self._unconfirmed[d.alert_id] = replace(d, pressed_mono=now - age)
-        oldest = max(0.0, wall - pending[0].pressed_wall)
+        for d, this_boot in pending:
+            if this_boot and d.pressed_mono <= now:
+                # Same boot (the process restarted): monotonic time is still valid and
+                # immune to wall-clock steps.
+                self._unconfirmed[d.alert_id] = d
+            else:
+                # An earlier boot: only the wall clock relates then and now.
+                age = max(0.0, wall - d.pressed_wall)
+                self._unconfirmed[d.alert_id] = replace(d, pressed_mono=now - age)
+        first = self._unconfirmed[pending[0][0].alert_id]
+        oldest = max(0.0, now - first.pressed_mono)
         log.warning("replaying %d unconfirmed alert(s) from the outbox, oldest pressed %.0f s ago",
                     len(pending), oldest)
         self._notify("replay", {"count": len(pending), "oldest_age_s": round(oldest, 1)})
-        newest = self._unconfirmed[pending[-1].alert_id]
+        newest = self._unconfirmed[pending[-1][0].alert_id]
         if now - newest.pressed_mono < self.state.settings.stream_s:
             self._dispatch(m.Resume(newest))
         self._redeliver_at = now

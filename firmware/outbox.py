@@ -24,13 +24,25 @@ CREATE TABLE IF NOT EXISTS alerts (
     draft        TEXT NOT NULL,
     created_wall REAL NOT NULL,
     delivered    INTEGER NOT NULL DEFAULT 0,
-    received     INTEGER NOT NULL DEFAULT 0
+    received     INTEGER NOT NULL DEFAULT 0,
+    boot_id      TEXT
 );
 """
 
 
 class OutboxError(Exception):
     """The outbox cannot be opened or written (disk full, read-only, corrupt)."""
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+# The kernel's id of this boot: monotonic time is comparable only within one boot.
+BOOT_ID = _boot_id()
 
 
 def _looks_corrupt(e: OutboxError) -> bool:
@@ -55,6 +67,8 @@ class Outbox:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
             if "received" not in columns:  # outbox written by firmware 0.1.0 before receipts
                 self._db.execute("ALTER TABLE alerts ADD COLUMN received INTEGER NOT NULL DEFAULT 0")
+            if "boot_id" not in columns:
+                self._db.execute("ALTER TABLE alerts ADD COLUMN boot_id TEXT")
         except (OSError, sqlite3.Error) as e:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
 
@@ -83,8 +97,9 @@ class Outbox:
         """Commit an alert durably (fsync'd by SQLite before this returns)."""
         try:
             self._db.execute(
-                "INSERT OR IGNORE INTO alerts(alert_id, seq, draft, created_wall) VALUES (?,?,?,?)",
-                (draft.alert_id, draft.seq, json.dumps(asdict(draft)), wall),
+                "INSERT OR IGNORE INTO alerts(alert_id, seq, draft, created_wall, boot_id) "
+                "VALUES (?,?,?,?,?)",
+                (draft.alert_id, draft.seq, json.dumps(asdict(draft)), wall, BOOT_ID),
             )
         except sqlite3.Error as e:
             raise OutboxError(f"cannot write alert {draft.alert_id} to {self.path}: {e}") from None
@@ -109,8 +124,13 @@ class Outbox:
 
     def pending(self) -> list[AlertDraft]:
         """Alerts the control room has not confirmed, oldest first."""
-        rows = self._db.execute("SELECT draft FROM alerts WHERE received=0 ORDER BY seq")
-        return [AlertDraft(**json.loads(r[0])) for r in rows]
+        return [d for d, _ in self.pending_with_boot()]
+
+    def pending_with_boot(self) -> list[tuple[AlertDraft, bool]]:
+        """Pending alerts, each with whether it was pressed during this boot (then its
+        pressed_mono is still on the current monotonic clock)."""
+        rows = self._db.execute("SELECT draft, boot_id FROM alerts WHERE received=0 ORDER BY seq")
+        return [(AlertDraft(**json.loads(d)), b is not None and b == BOOT_ID) for d, b in rows]
 
     def next_seq(self) -> int:
         (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM alerts").fetchone()

@@ -71,3 +71,15 @@ def test_outbox_of_an_older_firmware_gains_the_receipt_column(tmp_path):
     box.put(draft(5), 1.0)
     assert [d.seq for d in box.pending()] == [5]
     box.close()
+
+
+def test_alerts_remember_the_boot_they_were_pressed_in(tmp_path):
+    from firmware import outbox as ob
+
+    box = Outbox(tmp_path / "outbox.db")
+    box.put(draft(1), 1.0)
+    assert box.pending_with_boot() == [(draft(1), ob.BOOT_ID is not None)]
+    # The same file read after a reboot: the stored boot id no longer matches.
+    box._db.execute("UPDATE alerts SET boot_id='an-earlier-boot'")
+    assert box.pending_with_boot() == [(draft(1), False)]
+    box.close()
