@@ -465,7 +465,10 @@ class Soak:
                 self.broker_kills += 1
                 broker_back_at = now + self.rng.uniform(*o.broker_down_s)
                 # A press while the broker is down makes sure an alert waits for its return.
-                made += self._press_one()
+                if self._press_one():
+                    made += 1
+                    if made % PROGRESS_EVERY == 0:
+                        self._report(made, t0)
                 nxt["broker_kill"] = self._after(now, o.broker_kill_every_s)
             elif now >= nxt["stall"] and not broker_busy:
                 self.broker.pause()
@@ -632,6 +635,12 @@ def run_soak(opts: SoakOptions, progress: Progress = lambda _m: None) -> SoakRes
     work = Path(tempfile.mkdtemp(prefix="pinkbutton-soak-")) if own_dir else Path(opts.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     soak = Soak(opts, work, progress)
+    # The room's reconnect errors are expected here (we kill its broker): keep them in a file.
+    room_log = logging.getLogger("pinkbutton")
+    handler = logging.FileHandler(work / "controlroom.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    room_log.addHandler(handler)
+    room_log.propagate = False
     ok = False
     try:
         soak.setup()
@@ -642,6 +651,9 @@ def run_soak(opts: SoakOptions, progress: Progress = lambda _m: None) -> SoakRes
         return result
     finally:
         soak.teardown()
+        room_log.removeHandler(handler)
+        room_log.propagate = True
+        handler.close()
         if own_dir and ok:
             import shutil
 
