@@ -47,6 +47,7 @@ test-fast: deps
 
 bench: deps
 	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.bench_media
 
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps

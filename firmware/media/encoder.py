@@ -56,6 +56,21 @@ def _split_parameter_sets(annexb: bytes) -> bytes:
     return bytes(out)
 
 
+def libx264_options(keyint: int, bitrate_kbps: int) -> dict[str, str]:
+    """libx264's private options for our stream (also what the bench gives the ffmpeg CLI)."""
+    return {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "forced-idr": "1",
+        "crf": str(_X264_CRF),
+        "x264-params": (
+            f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0:"
+            f"repeat-headers=1:vbv-maxrate={bitrate_kbps}:vbv-bufsize={bitrate_kbps}"
+        ),
+    }
+
+
 def _i420_frame(frame: VideoFrame) -> av.VideoFrame:
     expected = frame.width * frame.height * 3 // 2
     if len(frame.data) != expected:
@@ -138,18 +153,7 @@ class VideoEncoder:
         ctx.max_b_frames = 0
         ctx.bit_rate = self.bitrate_kbps * 1000
         if codec == "libx264":
-            kbps = self.bitrate_kbps
-            ctx.options = {
-                "preset": "ultrafast",
-                "tune": "zerolatency",
-                "profile": "baseline",
-                "forced-idr": "1",
-                "crf": str(_X264_CRF),
-                "x264-params": (
-                    f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0:"
-                    f"repeat-headers=1:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
-                ),
-            }
+            ctx.options = libx264_options(keyint, self.bitrate_kbps)
         ctx.open()
         return ctx
 

@@ -1,0 +1,656 @@
+"""`make bench`, media half: press -> first decodable frame, glass-to-glass, bitrates, encode CPU.
+
+One run on loopback in a temp dir: a dev PKI, a real mosquitto (mTLS + ACL), the real Kiosk
+runtime with the fake camera (640x480@15, capture time drawn into every frame) and fake mic,
+and the reference ControlRoomReceiver recording evidence MP4s. The bench taps the room's
+live-view seam (the `viewer` it hands every reassembled packet to, after the evidence
+recorder) and decodes the video with PyAV on a thread of its own, so what it measures is a
+frame a control-room viewer could actually show. Kiosk, room and bench share one machine and
+one CLOCK_MONOTONIC, so `now - drawn capture time` is glass-to-glass (minus the display).
+
+The encode-CPU rows run our encoders and the ffmpeg CLI with the same settings on the same
+raw input, after the incident part has shut down (process CPU time counts every thread).
+
+A benchmark reports; it does not fail. Exit 0 whether goals are met or missed, 1 only when
+the setup itself fails (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import queue
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from firmware.app import Kiosk
+from firmware.clock import Clock, FakeClock
+from firmware.config import ConfigError, load_config
+from firmware.media.encoder import AudioEncoder, VideoEncoder, libx264_options
+from firmware.media.envelope import ReceivedPacket
+from firmware.media.packet import Stream
+from firmware.transport import TlsFiles, TransportError
+from hal.fake import FakeBackend
+from hal.fake.camera import FakeCamera
+from hal.fake.microphone import FakeMicrophone
+from hal.stamp import read_stamp
+from tools.bench import BenchError, Rig, percentile, write_config
+from tools.controlroom.receiver import ControlRoomReceiver
+from tools.pki import ca_paths, controlroom_paths
+
+WIDTH, HEIGHT, FPS = 640, 480, 15
+VIDEO_KBPS, AUDIO_KBPS = 500, 24
+KEYFRAME_INTERVAL_S = 1.0
+PREROLL_S = 5.0
+SAMPLE_RATE = 48000
+AUDIO_CHUNK_S = 0.020
+
+DEFAULT_INCIDENTS = 5
+DEFAULT_LIVE_S = 4.0
+DEFAULT_CPU_FRAMES = 900  # one minute at 15 fps
+DEADLINE_S = 110.0
+STEP_TIMEOUT_S = 5.0
+
+GOAL_FIRST_FRAME_MS = 300.0
+GOAL_G2G_P50_MS = 150.0
+GOAL_CPU_RATIO = 1.2
+
+Progress = Callable[[str], None]
+
+
+# -- the control room's live view, decoded ------------------------------------------------------
+
+
+@dataclass
+class _AlertTap:
+    decoder: av.VideoCodecContext
+    live_capture_us: set[int] = field(default_factory=set)
+    first_decoded: float | None = None  # time.monotonic() after the first frame came out
+    first_keyframe_arrived: float | None = None
+    # Live part: payload bytes and the capture-time span each stream covers.
+    live_bytes: dict[Stream, int] = field(default_factory=lambda: {s: 0 for s in Stream})
+    live_span: dict[Stream, list[int]] = field(default_factory=dict)
+
+
+class ViewTap:
+    """Stands in as the receiver's `viewer`: feed() runs on the receiver's thread and only
+    stamps and enqueues; a decode thread decodes each alert's video in arrival order.
+
+    Decoding is single-threaded on purpose: FFmpeg's frame threads hold frames back (one per
+    thread), which would add latency that is ours, not the stream's.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self._alerts: dict[str, _AlertTap] = {}
+        self.g2g_ms: list[float] = []
+        self.decode_errors = 0
+        self.unreadable_stamps = 0
+        self._thread = threading.Thread(target=self._run, name="bench-decode", daemon=True)
+        self._thread.start()
+
+    # receiver thread
+    def feed(self, alert_id: str, rp: ReceivedPacket) -> None:
+        self._queue.put((time.monotonic(), alert_id, rp))
+
+    def end(self, alert_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    # bench thread
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+
+    def first_decoded(self, alert_id: str, timeout: float) -> float | None:
+        with self._cv:
+            self._cv.wait_for(
+                lambda: self._alerts.get(alert_id) is not None
+                and self._alerts[alert_id].first_decoded is not None,
+                timeout,
+            )
+            tap = self._alerts.get(alert_id)
+            return tap.first_decoded if tap else None
+
+    def live_kbps(self) -> dict[Stream, float]:
+        """Live payload bits over the live capture time, summed over every incident."""
+        with self._cv:
+            out = {}
+            for stream in Stream:
+                bits = sum(t.live_bytes[stream] for t in self._alerts.values()) * 8
+                span_us = sum(
+                    t.live_span[stream][1] - t.live_span[stream][0]
+                    for t in self._alerts.values()
+                    if stream in t.live_span
+                )
+                out[stream] = bits / (span_us / 1e6) / 1000 if span_us > 0 else float("nan")
+            return out
+
+    def drain(self, timeout: float) -> None:
+        """Wait until everything fed so far has been decoded."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    # decode thread
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            arrived, alert_id, rp = item
+            try:
+                self._one(arrived, alert_id, rp)
+            except Exception as e:  # noqa: BLE001 - a bench thread must keep counting
+                logging.getLogger("bench").error("decode thread: %s", e)
+
+    def _one(self, arrived: float, alert_id: str, rp: ReceivedPacket) -> None:
+        with self._cv:
+            tap = self._alerts.get(alert_id)
+            if tap is None:
+                decoder = av.CodecContext.create("h264", "r")
+                decoder.thread_count = 1
+                tap = self._alerts[alert_id] = _AlertTap(decoder)
+        pkt = rp.packet
+        if not rp.preroll:
+            with self._cv:
+                tap.live_bytes[pkt.stream] += len(pkt.data)
+                span = tap.live_span.setdefault(pkt.stream, [pkt.pts_us, pkt.pts_us])
+                span[0] = min(span[0], pkt.pts_us)
+                span[1] = max(span[1], pkt.pts_us + pkt.duration_us)
+        if pkt.stream is not Stream.VIDEO:
+            return
+        if pkt.keyframe and tap.first_keyframe_arrived is None:
+            tap.first_keyframe_arrived = arrived
+        if not rp.preroll:
+            tap.live_capture_us.add(pkt.pts_us)
+        try:
+            frames = tap.decoder.decode(av.Packet(pkt.data))
+        except av.error.FFmpegError:
+            self.decode_errors += 1
+            return
+        now = time.monotonic()
+        for frame in frames:
+            if tap.first_decoded is None:
+                with self._cv:
+                    tap.first_decoded = now
+                    self._cv.notify_all()
+            plane = frame.planes[0]
+            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            stamp = read_stamp(y[:, : frame.width])
+            if stamp is None:
+                self.unreadable_stamps += 1
+            elif stamp in tap.live_capture_us:
+                tap.live_capture_us.discard(stamp)
+                self.g2g_ms.append((now * 1e6 - stamp) / 1000)
+
+
+# -- the rig ------------------------------------------------------------------------------------
+
+
+class MediaRig(Rig):
+    """tools.bench's rig with a camera and mic on the kiosk and evidence recording at the room."""
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir)
+        self.tap = ViewTap()
+        self._lock = threading.Condition()
+        self.evidence: dict[str, dict] = {}
+        self.stream_ends = 0
+
+    def _on_kiosk(self, kind: str, data: dict) -> None:
+        if kind == "stream_end":
+            with self._lock:
+                self.stream_ends += 1
+                self._lock.notify_all()
+
+    def _on_room(self, kind: str, data: dict) -> None:
+        if kind == "evidence":
+            with self._lock:
+                # Named <device_id>-<alert_id>[.partN].mp4; the event carries no alert_id.
+                self.evidence[Path(data["path"]).name] = dict(data)
+                self._lock.notify_all()
+
+    def evidence_of(self, alert_id: str) -> dict | None:
+        with self._lock:
+            return next((e for n, e in self.evidence.items() if alert_id in n), None)
+
+    def wait(self, pred: Callable[[], bool], timeout: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(pred, timeout)
+
+    def start_clients(self) -> None:
+        assert self.broker is not None
+        try:
+            config = load_config(write_config(self.dir, self.pki, self.broker.port))
+            clock = Clock()
+            backend = FakeBackend()
+            camera = backend.camera(clock, WIDTH, HEIGHT, FPS)
+            microphone = backend.microphone(clock, SAMPLE_RATE)
+            self.kiosk = Kiosk(
+                config,
+                backend.button(clock, 17, 0.05),
+                backend.indicator(clock, 27),
+                clock=clock,
+                listeners=[self.timings.on_kiosk, self._on_kiosk],
+                camera=camera,
+                microphone=microphone,
+            )
+            room = controlroom_paths(self.pki)
+            self.room = ControlRoomReceiver(
+                host="localhost",
+                port=self.broker.port,
+                tls=TlsFiles(ca_paths(self.pki).cert, room.cert, room.key),
+                db_path=self.dir / "room.db",
+                client_id="controlroom-bench-media",
+                auto_ack=True,
+                operator="bench",
+                device_certs=self.pki / "devices",
+                out=lambda line: None,
+                listeners=[self.timings.on_room, self._on_room],
+                evidence_dir=self.dir / "evidence",
+                viewer=self.tap,
+            )
+        except (ConfigError, TransportError, OSError) as e:
+            raise BenchError(f"cannot set up kiosk/control room: {e}") from None
+        for name, target in (("bench-room", self.room.run), ("bench-kiosk", self.kiosk.run)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        t = self.timings
+        if not t.wait(lambda: t.room_saw_device and t.idle >= 1, 15.0):
+            raise BenchError("kiosk and control room did not both come up within 15 s")
+
+    def close(self) -> None:
+        super().close()
+        self.tap.stop()
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CpuPair:
+    """CPU seconds spent encoding `stream_s` seconds of media: ours and the ffmpeg CLI's."""
+
+    ours_s: float
+    ffmpeg_s: float
+    stream_s: float
+
+    def per_minute(self, seconds: float) -> float:
+        return seconds * 60.0 / self.stream_s if self.stream_s > 0 else float("nan")
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_s / self.ffmpeg_s if self.ffmpeg_s > 0 else float("nan")
+
+
+@dataclass
+class MediaResult:
+    incidents: int  # requested
+    first_frame_ms: list[float] = field(default_factory=list)
+    g2g_ms: list[float] = field(default_factory=list)
+    video_kbps: float = float("nan")
+    audio_kbps: float = float("nan")
+    video_cpu: CpuPair = field(default_factory=lambda: CpuPair(math.nan, math.nan, 0.0))
+    audio_cpu: CpuPair = field(default_factory=lambda: CpuPair(math.nan, math.nan, 0.0))
+    notes: list[str] = field(default_factory=list)
+
+
+def _verdict(met: bool | None) -> str:
+    return "" if met is None else ("PASS" if met else "MISS")
+
+
+def _le(value: float, goal: float) -> bool:
+    return not math.isnan(value) and value <= goal  # NaN (nothing measured) never passes
+
+
+def table_rows(r: MediaResult) -> list[tuple[str, str, str, str]]:
+    """(metric, value, goal, verdict) per row; format_table aligns them."""
+    first_p50, first_max = percentile(r.first_frame_ms, 50), percentile(r.first_frame_ms, 100)
+    g50, g95 = percentile(r.g2g_ms, 50), percentile(r.g2g_ms, 95)
+    v, a = r.video_cpu, r.audio_cpu
+    return [
+        (
+            f"press -> first decodable frame (p50/max, n={len(r.first_frame_ms)})",
+            f"{first_p50:.1f} / {first_max:.1f} ms",
+            f"<= {GOAL_FIRST_FRAME_MS:g} ms",
+            _verdict(_le(first_max, GOAL_FIRST_FRAME_MS)),
+        ),
+        (
+            f"glass-to-glass p50 / p95 (n={len(r.g2g_ms)})",
+            f"{g50:.1f} / {g95:.1f} ms",
+            f"p50 <= {GOAL_G2G_P50_MS:g} ms",
+            _verdict(_le(g50, GOAL_G2G_P50_MS)),
+        ),
+        (
+            "video bitrate (live)",
+            f"{r.video_kbps:.1f} kbit/s",
+            f"<= {VIDEO_KBPS}",
+            _verdict(_le(r.video_kbps, VIDEO_KBPS)),
+        ),
+        (
+            "audio bitrate (live)",
+            f"{r.audio_kbps:.1f} kbit/s",
+            f"<= {AUDIO_KBPS}",
+            _verdict(_le(r.audio_kbps, AUDIO_KBPS)),
+        ),
+        (
+            "H.264 encode CPU s/min: ours / ffmpeg",
+            f"{v.per_minute(v.ours_s):.2f} / {v.per_minute(v.ffmpeg_s):.2f} ({v.ratio:.2f}x)",
+            f"<= {GOAL_CPU_RATIO:g}x",
+            _verdict(_le(v.ratio, GOAL_CPU_RATIO)),
+        ),
+        (
+            "Opus encode CPU s/min: ours / ffmpeg",
+            f"{a.per_minute(a.ours_s):.2f} / {a.per_minute(a.ffmpeg_s):.2f} ({a.ratio:.2f}x)",
+            f"<= {GOAL_CPU_RATIO:g}x",
+            _verdict(_le(a.ratio, GOAL_CPU_RATIO)),
+        ),
+    ]
+
+
+def format_table(r: MediaResult) -> str:
+    rows = table_rows(r)
+    head = ("metric", "value", "goal", "verdict")
+    widths = [max(len(row[i]) for row in [*rows, head]) + 2 for i in range(3)]
+
+    def line(row: Sequence[str]) -> str:
+        return "".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True)) + row[3]
+
+    title = (
+        f"Pink Button bench — media ({WIDTH}x{HEIGHT}@{FPS}, H.264 + Opus, loopback mTLS), "
+        f"incidents={r.incidents}"
+    )
+    return "\n".join([title, line(head), *(line(row) for row in rows)] + [
+        f"note: {n}" for n in r.notes
+    ])
+
+
+# -- incidents ----------------------------------------------------------------------------------
+
+
+def measure_incidents(
+    rig: MediaRig, incidents: int, live_s: float, deadline: float, progress: Progress
+) -> tuple[list[float], list[str]]:
+    """Press, first decodable frame at the room, `live_s` of live stream, end, back to idle."""
+    first_ms: list[float] = []
+    notes: list[str] = []
+    assert rig.kiosk is not None and rig.room is not None
+    t = rig.timings
+    for i in range(incidents):
+        if time.monotonic() + live_s + 2 > deadline:
+            notes.append(f"deadline reached: {i} of {incidents} incidents measured")
+            break
+        before, idle_before = t.last_persisted, t.idle
+        t0 = time.monotonic()
+        rig.kiosk.press()
+        if not t.wait(lambda b=before: t.last_persisted != b, STEP_TIMEOUT_S):
+            notes.append(f"stopped after {i} incidents: press {i} was never persisted")
+            break
+        alert_id = t.last_persisted
+        assert alert_id is not None
+        first = rig.tap.first_decoded(alert_id, STEP_TIMEOUT_S)
+        if first is None:
+            notes.append(f"incident {i}: no decodable frame at the room in {STEP_TIMEOUT_S} s")
+        else:
+            first_ms.append((first - t0) * 1000)
+        time.sleep(max(0.0, t0 + live_s - time.monotonic()))
+        ends_before = rig.stream_ends
+        rig.room.command(f"end {alert_id}")
+        if not t.wait(lambda n=idle_before: t.idle > n, STEP_TIMEOUT_S):
+            notes.append(f"stopped after incident {i}: the kiosk did not return to idle")
+            break
+        if not rig.wait(
+            lambda a=alert_id, n=ends_before: rig.stream_ends > n and rig.evidence_of(a) is not None,
+            STEP_TIMEOUT_S * 2,
+        ):
+            what = "stream end at kiosk" if rig.stream_ends <= ends_before else "evidence file"
+            notes.append(f"stopped after incident {i}: no {what} within {STEP_TIMEOUT_S * 2} s")
+            break
+        gaps = (rig.evidence_of(alert_id) or {}).get("gaps")
+        if gaps:
+            notes.append(f"incident {i}: evidence has seq gaps {gaps}")
+        shown = f"{first_ms[-1]:.0f} ms" if first is not None else "none"
+        progress(f"incident {i + 1}/{incidents}: first decodable frame {shown}")
+    return first_ms, notes
+
+
+# -- encode CPU ---------------------------------------------------------------------------------
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run_ffmpeg(args: list[str]) -> float:
+    """CPU seconds (user + sys) of one ffmpeg run; raises BenchError if it fails."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise BenchError("ffmpeg not found: apt-get install ffmpeg")
+    before = _children_cpu()
+    done = subprocess.run(
+        [exe, "-hide_banner", "-nostdin", "-loglevel", "error", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        raise BenchError(f"ffmpeg failed: {err[-1] if err else done.returncode}")
+    return _children_cpu() - before
+
+
+def x264_cli_options(options: dict[str, str]) -> list[str]:
+    """ffmpeg CLI flags for the private x264 options our VideoEncoder opened libx264 with."""
+    out: list[str] = []
+    for key, value in options.items():
+        out += [f"-{key}", value]
+    return out
+
+
+def measure_video_cpu(directory: Path, frames: int) -> tuple[CpuPair, list[str]]:
+    """Our VideoEncoder on `frames` fake-camera frames vs the ffmpeg CLI on the same frames."""
+    clock = FakeClock()
+    camera = FakeCamera(clock, WIDTH, HEIGHT, FPS)
+    encoder = VideoEncoder(
+        WIDTH, HEIGHT, FPS, bitrate_kbps=VIDEO_KBPS, keyframe_interval_s=KEYFRAME_INTERVAL_S,
+        codec="libx264",  # what the ffmpeg CLI runs; "auto" would pick hardware on a Pi 4
+    )
+    raw = directory / "in.yuv"
+    ours, ours_bytes = 0.0, 0
+    with raw.open("wb") as f:
+        for _ in range(frames):
+            frame = camera.capture_one()
+            f.write(frame.data)
+            clock.advance(1.0 / FPS)
+            t0 = time.process_time()
+            packets = encoder.encode(frame)
+            ours += time.process_time() - t0
+            ours_bytes += sum(len(p.data) for p in packets)
+        t0 = time.process_time()
+        packets = encoder.flush()
+        ours += time.process_time() - t0
+        ours_bytes += sum(len(p.data) for p in packets)
+    out = directory / "out.h264"
+    keyint = round(FPS * KEYFRAME_INTERVAL_S)
+    options = libx264_options(keyint, VIDEO_KBPS)  # exactly what VideoEncoder opens with
+    theirs = _run_ffmpeg([
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS),
+        "-i", str(raw),
+        "-c:v", "libx264", "-b:v", f"{VIDEO_KBPS}k", "-g", str(keyint), "-bf", "0",
+        *x264_cli_options(options),
+        "-f", "h264", "-y", str(out),
+    ])  # fmt: skip
+    theirs_bytes = out.stat().st_size
+    raw.unlink()
+    note = (
+        f"H.264 CPU over {frames} frames; output ours {ours_bytes / 1024:.0f} KiB, "
+        f"ffmpeg {theirs_bytes / 1024:.0f} KiB (same settings: {options.get('x264-params')}, "
+        f"crf {options.get('crf')})"
+    )
+    return CpuPair(ours, theirs, frames / FPS), [note]
+
+
+def measure_audio_cpu(directory: Path, seconds: float) -> tuple[CpuPair, list[str]]:
+    """Our AudioEncoder on `seconds` of fake-mic audio vs the ffmpeg CLI (libopus) on it."""
+    clock = FakeClock()
+    mic = FakeMicrophone(clock, SAMPLE_RATE, chunk_ms=round(AUDIO_CHUNK_S * 1000))
+    encoder = AudioEncoder(SAMPLE_RATE, bitrate_kbps=AUDIO_KBPS)
+    raw = directory / "in.s16"
+    ours, ours_bytes = 0.0, 0
+    chunks = round(seconds / AUDIO_CHUNK_S)
+    with raw.open("wb") as f:
+        for _ in range(chunks):
+            clock.advance(AUDIO_CHUNK_S)
+            chunk = mic.capture_one()
+            f.write(chunk.samples)
+            t0 = time.process_time()
+            packets = encoder.encode(chunk)
+            ours += time.process_time() - t0
+            ours_bytes += sum(len(p.data) for p in packets)
+        t0 = time.process_time()
+        packets = encoder.flush()
+        ours += time.process_time() - t0
+        ours_bytes += sum(len(p.data) for p in packets)
+    out = directory / "out.ogg"
+    # The same options as AudioEncoder._open: 20 ms frames, voip, constrained VBR.
+    theirs = _run_ffmpeg([
+        "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw),
+        "-c:a", "libopus", "-b:a", f"{AUDIO_KBPS}k", "-frame_duration", "20",
+        "-application", "voip", "-vbr", "constrained",
+        "-f", "ogg", "-y", str(out),
+    ])  # fmt: skip
+    raw.unlink()
+    note = (
+        f"Opus CPU over {chunks * AUDIO_CHUNK_S:.0f} s; output ours {ours_bytes / 1024:.0f} KiB, "
+        f"ffmpeg {out.stat().st_size / 1024:.0f} KiB (ogg)"
+    )
+    return CpuPair(ours, theirs, chunks * AUDIO_CHUNK_S), [note]
+
+
+# -- the whole run ------------------------------------------------------------------------------
+
+
+def run_media_bench(
+    incidents: int = DEFAULT_INCIDENTS,
+    *,
+    live_s: float = DEFAULT_LIVE_S,
+    preroll_wait_s: float = PREROLL_S + 0.7,
+    cpu_frames: int = DEFAULT_CPU_FRAMES,
+    deadline_s: float = DEADLINE_S,
+    progress: Progress = lambda line: None,
+) -> MediaResult:
+    start = time.monotonic()
+    result = MediaResult(incidents)
+    with tempfile.TemporaryDirectory(prefix="pinkbutton-bench-media-") as tmp:
+        work = Path(tmp)
+        with MediaRig(work) as rig:
+            progress("setting up PKI and mosquitto (mTLS + ACL)")
+            rig.start_broker()
+            progress("starting kiosk (fake camera + mic) and control room (evidence on)")
+            rig.start_clients()
+            progress(f"filling the pre-roll for {preroll_wait_s:.1f} s")
+            time.sleep(preroll_wait_s)
+            # The CPU part needs time too; the incidents get what it leaves.
+            incident_deadline = start + deadline_s - 25.0 * cpu_frames / DEFAULT_CPU_FRAMES
+            progress(f"incidents: {incidents} x {live_s:g} s live")
+            first, notes = measure_incidents(rig, incidents, live_s, incident_deadline, progress)
+            rig.tap.drain(STEP_TIMEOUT_S)
+            result.first_frame_ms = first
+            result.g2g_ms = list(rig.tap.g2g_ms)
+            kbps = rig.tap.live_kbps()
+            result.video_kbps, result.audio_kbps = kbps[Stream.VIDEO], kbps[Stream.AUDIO]
+            result.notes += notes
+            if rig.tap.decode_errors or rig.tap.unreadable_stamps:
+                result.notes.append(
+                    f"{rig.tap.decode_errors} packets failed to decode, "
+                    f"{rig.tap.unreadable_stamps} decoded frames had no readable stamp"
+                )
+        progress(f"encode CPU: {cpu_frames} frames, ours and the ffmpeg CLI")
+        result.video_cpu, notes = measure_video_cpu(work, cpu_frames)
+        result.notes += notes
+        progress(f"Opus CPU: {cpu_frames / FPS:.0f} s, ours and the ffmpeg CLI")
+        result.audio_cpu, notes = measure_audio_cpu(work, cpu_frames / FPS)
+        result.notes += notes
+    progress(f"done in {time.monotonic() - start:.0f} s")
+    return result
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _OneLineParser(
+        prog="python -m tools.bench_media", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--incidents", type=_positive_int, default=DEFAULT_INCIDENTS,
+        help=f"incidents (default {DEFAULT_INCIDENTS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--live", type=float, default=DEFAULT_LIVE_S,
+        help=f"seconds of live stream per incident (default {DEFAULT_LIVE_S:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cpu-frames", type=_positive_int, default=DEFAULT_CPU_FRAMES,
+        help=f"frames for the encode-CPU comparison (default {DEFAULT_CPU_FRAMES})",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if not 0.5 <= args.live <= 30:
+        parser.error(f"--live must be between 0.5 and 30 seconds, not {args.live:g}")
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+
+    def progress(line: str) -> None:
+        print(f"bench-media: {line}", file=sys.stderr, flush=True)
+
+    try:
+        result = run_media_bench(
+            args.incidents, live_s=args.live, cpu_frames=args.cpu_frames, progress=progress
+        )
+    except BenchError as e:
+        print(f"bench-media: setup failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench-media: interrupted", file=sys.stderr)
+        return 1
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
