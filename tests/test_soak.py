@@ -101,3 +101,14 @@ def test_tiny_soak_loses_and_duplicates_nothing(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "Pink Button soak — 3 devices, 15 presses" in table
     assert "lost                                0" in table
+
+
+def test_keep_dir_with_a_previous_run_is_refused_with_exit_2(tmp_path, capsys):
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "controlroom.db").write_bytes(b"a previous run's incidents")
+    with pytest.raises(SystemExit) as exc:
+        soak.main(["--keep", str(old), "--presses", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not empty" in err

@@ -709,7 +709,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        # A previous run's room database would be reconciled as this run's incidents.
+        parser.error(f"--keep {args.keep}: directory is not empty (give a new or empty one)")
     logging.basicConfig(
         level=logging.ERROR,
         stream=sys.stderr,
