@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from firmware.cliargs import OneLineParser
 from firmware.config import ConfigError, load_config, verify_certificates
 
 EXIT_OK = 0
@@ -30,9 +31,11 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pinkbutton", description="Pink Button kiosk firmware.")
+    parser = OneLineParser(prog="pinkbutton", description="Pink Button kiosk firmware.")
     parser.add_argument("--version", action="version", version=f"pinkbutton {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
 
     check = commands.add_parser(
         "check-config", help="validate a config file and its certificates, then exit"

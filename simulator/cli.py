@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 
+from firmware.cliargs import OneLineParser
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from hal.base import HalError
@@ -114,9 +115,9 @@ def _run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pinkbutton-sim",
+    ap = OneLineParser(prog="pinkbutton-sim",
                                  description="Run the Pink Button firmware on simulated hardware")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="one simulated button (Enter presses it)")
     run.add_argument("--config", required=True, help="kiosk TOML config (hal.backend is ignored)")
     run.add_argument("--press-after", type=_nonneg, metavar="S", help="press once after S seconds")

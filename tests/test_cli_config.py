@@ -127,7 +127,9 @@ def test_usage_errors_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as info:
         cli.main(args)
     assert info.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # one line, not argparse's usage block
+    assert err.startswith("pinkbutton") and "usage error: " in err and "(try --help)" in err
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,6 @@ when the setup itself fails (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import select
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.app import Kiosk
+from firmware.cliargs import OneLineParser, positive_int
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from firmware.machine import AlertDraft
@@ -487,26 +487,11 @@ def run_bench(
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--presses",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_PRESSES,
         help=f"presses and floor round trips (default {DEFAULT_PRESSES})",
     )

@@ -17,7 +17,6 @@ the setup itself fails (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import queue
@@ -36,6 +35,7 @@ import av
 import numpy as np
 
 from firmware.app import Kiosk
+from firmware.cliargs import OneLineParser, positive_int
 from firmware.clock import Clock, FakeClock
 from firmware.config import ConfigError, load_config
 from firmware.media.encoder import AudioEncoder, VideoEncoder, libx264_options
@@ -599,27 +599,12 @@ def run_media_bench(
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m tools.bench_media", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--incidents", type=_positive_int, default=DEFAULT_INCIDENTS,
+        "--incidents", type=positive_int, default=DEFAULT_INCIDENTS,
         help=f"incidents (default {DEFAULT_INCIDENTS})",
     )  # fmt: skip
     parser.add_argument(
@@ -627,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"seconds of live stream per incident (default {DEFAULT_LIVE_S:g})",
     )  # fmt: skip
     parser.add_argument(
-        "--cpu-frames", type=_positive_int, default=DEFAULT_CPU_FRAMES,
+        "--cpu-frames", type=positive_int, default=DEFAULT_CPU_FRAMES,
         help=f"frames for the encode-CPU comparison (default {DEFAULT_CPU_FRAMES})",
     )  # fmt: skip
     args = parser.parse_args(argv)

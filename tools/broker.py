@@ -9,7 +9,6 @@ touching anyone else's broker.
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import shutil
@@ -23,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from firmware.cliargs import OneLineParser
 from tools.pki import broker_paths, ca_paths, controlroom_paths
 
 HOST = "127.0.0.1"
@@ -326,18 +326,13 @@ def _recv_exactly(sock: ssl.SSLSocket, size: int) -> bytes:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m tools.broker", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = OneLineParser(prog="python -m tools.broker", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="run mosquitto in the foreground until Ctrl-C")
     run.add_argument("--pki", type=Path, required=True, help="dir made by 'pinkbutton-pki init'")
     run.add_argument("--dir", type=Path, required=True, help="work dir: config, ACL, data, log")

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from firmware.cliargs import OneLineParser
+
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"
 BROKER_SANS = ("localhost", "127.0.0.1")
@@ -329,14 +331,9 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
-
-
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_init = sub.add_parser("init", help="create CA, broker, control-room (and device) certs")
     p_init.add_argument("dir", type=Path)
     p_init.add_argument("--device", action="append", default=[], metavar="ID")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.backoff import Backoff
+from firmware.cliargs import OneLineParser, positive_float, positive_int
 from firmware.transport import TlsFiles
 from tools.bench import percentile
 from tools.broker import BrokerError, Mosquitto
@@ -663,41 +664,15 @@ def run_soak(opts: SoakOptions, progress: Progress = lambda _m: None) -> SoakRes
 # -- CLI ------------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _OneLineParser(
+    ap = OneLineParser(
         prog="python -m tools.soak",
         description="Soak: presses across simulated kiosks with broker kills, "
         "stalls and device kills; 0 lost, 0 duplicated or exit 1",
     )
-    ap.add_argument("--devices", type=_positive_int, default=20)
-    ap.add_argument("--presses", type=_positive_int, default=1000)
-    ap.add_argument("--max-minutes", type=_positive_float, default=15.0)
+    ap.add_argument("--devices", type=positive_int, default=20)
+    ap.add_argument("--presses", type=positive_int, default=1000)
+    ap.add_argument("--max-minutes", type=positive_float, default=15.0)
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     ap.add_argument(
         "--keep",

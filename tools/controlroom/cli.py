@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from firmware.cliargs import OneLineParser
 from firmware.transport import TlsFiles, TransportError
 from tools.controlroom.store import IncidentStore, StoreError
 
@@ -99,9 +100,9 @@ def _report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pinkbutton-controlroom",
+    ap = OneLineParser(prog="pinkbutton-controlroom",
                                  description="Pink Button reference control-room receiver")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="receive alerts, store incidents, send acknowledgements")
     run.add_argument("--host", default="localhost")
     run.add_argument("--port", type=int, default=8883)
