@@ -687,7 +687,10 @@ def _end_incident(state: State, now: float, why: str) -> Result:
 
 def _on_fault_raised(state: State, event: FaultRaised, now: float) -> Result:
     state = replace(state, faults=state.faults | {event.name})
-    actions: list[Action] = [PublishEvent("fault", {"name": event.name, "detail": event.detail})]
+    actions: list[Action] = [
+        Log("error", f"fault {event.name}: {event.detail}" if event.detail else f"fault {event.name}"),
+        PublishEvent("fault", {"name": event.name, "detail": event.detail}),
+    ]
     if state.mode is Mode.IDLE:  # during an incident the fault waits for the cooldown to end
         state = replace(state, mode=Mode.FAULT)
         actions += [SetIndicator(Pattern.FAULT), PublishStatus(Mode.FAULT)]

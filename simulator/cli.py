@@ -74,6 +74,11 @@ def _run(args) -> int:
     timeline = Timeline(clock, args.json)
     camera, microphone, faults = (None, None, []) if args.no_media else \
         open_media_devices(backend, clock, config)
+    if args.webcam and not args.no_media and config.media.video:
+        from hal.v4l2 import V4l2Camera
+
+        m = config.media
+        camera = V4l2Camera(clock, m.width, m.height, m.fps, device=args.webcam)
     kiosk = Kiosk(config, button, indicator, clock=clock, listeners=[timeline], camera=camera,
                   microphone=microphone)
     for name, why in faults:
@@ -124,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit-after", type=_nonneg, metavar="S", help="stop after S seconds")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--no-media", action="store_true", help="no simulated camera/microphone")
+    run.add_argument("--webcam", metavar="DEVICE",
+                     help="a real V4L2 webcam (e.g. /dev/video0) instead of the simulated camera")
     run.add_argument("--stdin-presses", action="store_true",
                      help="each line on stdin presses the button, end of input stops (harnesses)")
     run.add_argument("--log-level", default="warning",

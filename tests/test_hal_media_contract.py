@@ -1,7 +1,8 @@
 """One contract, every media backend: what the pipeline may rely on from a Camera and a Microphone.
 
-Cameras: the fake, and the pi backend's picamera2 glue driven by tests/fake_picamera2.py
-(a stand-in module with padded buffers and failures on demand). Microphones: the fake
+Cameras: the fake, the pi backend's picamera2 glue driven by tests/fake_picamera2.py
+(a stand-in module with padded buffers and failures on demand), and the laptop webcam glue
+(hal/v4l2, PyAV) over an FFmpeg lavfi test source. Microphones: the fake
 here; the PyAudio one runs through a real ALSA device in test_pyaudio_alsa.py.
 Then what is particular to each: the fake's stamp and test controls on a FakeClock,
 the picamera2 glue's buffer handling, and the stamp surviving a real H.264 encode.
@@ -106,7 +107,23 @@ def _pi_camera_driver(module: type[Picamera2]) -> CameraDriver:
     return CameraDriver("pi", lambda: PiCamera(Clock(), W, H, fps=60.0), break_it)
 
 
-@pytest.fixture(params=[_fake_camera_driver, _pi_camera_driver], ids=["fake", "pi"])
+def _v4l2_camera_driver(_: type[Picamera2]) -> CameraDriver:
+    from hal.v4l2 import V4l2Camera
+
+    # No webcam in CI: the same PyAV capture path over FFmpeg's lavfi test source, paced
+    # like a device, in another size and pixel format (so the conversion runs too). It
+    # ends after 1 s: for this backend the end of the input is the failure.
+    source = "testsrc2=size=352x288:rate=60:duration=1,format=yuyv422,realtime"
+    return CameraDriver(
+        "v4l2",
+        lambda: V4l2Camera(Clock(), W, H, fps=60.0, device=source, input_format="lavfi"),
+        lambda cam: None,
+    )
+
+
+@pytest.fixture(
+    params=[_fake_camera_driver, _pi_camera_driver, _v4l2_camera_driver], ids=["fake", "pi", "v4l2"]
+)
 def camera_driver(request, fake_module) -> CameraDriver:
     return request.param(fake_module)
 

@@ -654,6 +654,7 @@ def test_fault_when_idle_goes_fault() -> None:
     state, actions = run(idle(), FaultRaised("camera", "no frames for 5 s"))
     assert state.mode is Mode.FAULT and state.faults == {"camera"}
     assert actions == [
+        Log("error", "fault camera: no frames for 5 s"),  # the technician's log says why
         PublishEvent("fault", {"name": "camera", "detail": "no frames for 5 s"}),
         SetIndicator(Pattern.FAULT),
         PublishStatus(Mode.FAULT),

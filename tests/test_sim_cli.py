@@ -96,3 +96,13 @@ def test_without_a_broker_the_alert_stays_in_the_outbox_and_exit_is_1(tmp_path, 
     events = json_events(proc.stdout)
     assert [e["event"] for e in events].count("persisted") == 1
     assert not [e for e in events if e["event"] == "delivered"]
+
+
+def test_missing_webcam_is_a_named_fault_and_the_press_still_alerts(tmp_path, pki_dir):
+    cfg = write_kiosk_config(tmp_path, pki_dir, free_port(), "pb-test-0001")
+    proc = sim("--config", str(cfg), "--webcam", str(tmp_path / "video9"),
+               "--press-after", "0.2", "--exit-after", "1.5", "--json")
+    assert "Traceback" not in proc.stderr
+    assert "fault camera_failed: cannot open camera" in proc.stderr and "video9" in proc.stderr
+    events = json_events(proc.stdout)
+    assert [e["event"] for e in events].count("persisted") == 1  # media never holds it back
