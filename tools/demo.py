@@ -150,12 +150,18 @@ def main() -> int:
 
 
 def print_timeline(events: list[dict], db: Path) -> int:
+    # Only what followed this run's press (t_ms is relative to it, None before): an earlier
+    # run stopped mid-incident leaves alerts that this run's kiosk replays first.
+    events = [e for e in events if e.get("t_ms") is not None]
+
     def first(kind: str, **match) -> dict | None:
         for e in events:
             if e["event"] == kind and all(e.get(k) == v for k, v in match.items()):
-                return e
+                if alert_id is None or e.get("alert_id", alert_id) == alert_id:
+                    return e
         return None
 
+    alert_id = None
     persisted = first("persisted")
     if persisted is None:
         say("demo: the simulated kiosk never registered a press")

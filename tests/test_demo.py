@@ -1,0 +1,41 @@
+"""tools/demo's timeline: only this run's press, even when the kiosk first replays alerts an
+earlier, interrupted run left in its outbox (their events carry no t_ms)."""
+
+from __future__ import annotations
+
+from tools import demo
+
+OLD, NEW = "68937217-0195-4d8b-8685-5e5216f219dc", "1bc6cacd-9f28-4d39-99aa-fad3204ca1c1"
+
+
+def events() -> list[dict]:
+    replayed = [
+        {"event": "delivered", "t_ms": None, "alert_id": OLD},
+        {"event": "receipt", "t_ms": None, "alert_id": OLD},
+        {"event": "cmd", "t_ms": None, "cmd": "ack", "alert_id": OLD, "operator": "earlier"},
+    ]
+    this_run = [
+        {"event": "pressed", "t_ms": 50.2, "confirmed_after_ms": 50.1},
+        {"event": "persisted", "t_ms": 58.3, "alert_id": NEW, "seq": 8},
+        {"event": "indicator", "t_ms": 58.5, "pattern": "sending"},
+        {"event": "delivered", "t_ms": 75.7, "alert_id": NEW},
+        {"event": "cmd", "t_ms": 97.1, "cmd": "ack", "alert_id": NEW, "operator": "demo-officer"},
+        {"event": "indicator", "t_ms": 97.4, "pattern": "help_coming"},
+    ]
+    return replayed + this_run
+
+
+def test_replayed_alerts_do_not_enter_the_timeline(tmp_path, capsys):
+    # No incident in this (empty) room database: the timeline names what is missing.
+    status = demo.print_timeline(events(), tmp_path / "room.db")
+    out = capsys.readouterr().out
+    assert status == 1
+    assert f"alert {NEW}" in out and OLD not in out and "earlier" not in out
+    assert "+    75.7 ms  broker PUBACK" in out and "by demo-officer" in out
+    assert "missing: alert at control room" in out
+
+
+def test_no_press_in_this_run_is_a_clear_failure(tmp_path, capsys):
+    status = demo.print_timeline(events()[:3], tmp_path / "room.db")
+    assert status == 1
+    assert "never registered a press" in capsys.readouterr().out
