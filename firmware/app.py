@@ -122,6 +122,7 @@ class Kiosk:
                 config.media, camera, microphone, device_id=self.device_id,
                 publish=self.transport.publish, clock=self.clock,
                 on_fault=lambda name, why: self._inbox.put(m.FaultRaised(name, why)),
+                evidence_dir=config.device.state_dir / "evidence",
             )
 
     # -- called from any thread ---------------------------------------------
@@ -322,6 +323,10 @@ class Kiosk:
             return
         if cmd.cmd == "receipt":  # the room has stored it: it may leave the outbox
             self._confirmed(cmd.alert_id)
+            return
+        if cmd.cmd in ("nack", "evidence_complete"):  # evidence backfill: MediaService's job
+            if self.media is not None:
+                self.media.on_cmd(cmd)
             return
         log.info("cmd %s for %s from %s", cmd.cmd, cmd.alert_id, cmd.operator or "control room")
         self._notify("cmd", {"cmd": cmd.cmd, "alert_id": cmd.alert_id, "operator": cmd.operator})

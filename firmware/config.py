@@ -105,6 +105,7 @@ class MediaConfig:
     audio_kbps: int = 24
     preroll_s: float = 5.0
     max_queue_kb: int = 512
+    evidence_budget_mb: int = 512  # local incident evidence on disk; 0: not recorded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,6 +349,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "audio_kbps": _Field(_int_in(6, 128), 24),
             "preroll_s": _Field(_number_in(0, 30), 5.0),
             "max_queue_kb": _Field(_int_in(64, 65536), 512),
+            "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),
         },
     ),
     "log": (LogConfig, {"level": _Field(_one_of("debug", "info", "warning", "error"), "info")}),

@@ -24,7 +24,9 @@ TOPIC_ROOT = "pinkbutton/v1/dev"
 MAX_JSON_BYTES = 16 * 1024
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 ALERT_KINDS = ("emergency", "test")
-CMD_KINDS = ("ack", "dispatched", "end", "selftest", "extend", "receipt")
+CMD_KINDS = (
+    "ack", "dispatched", "end", "selftest", "extend", "receipt", "nack", "evidence_complete",
+)
 MAX_EXTEND_S = 3600.0
 
 
@@ -261,15 +263,26 @@ class Cmd:
     alert_id: str | None = None
     operator: str | None = None
     extend_s: float | None = None
+    # nack: the media seqs the room is missing, inclusive [first, last] ranges, ascending.
+    ranges: tuple[tuple[int, int], ...] | None = None
+
+
+# Bounds of one nack: a room missing more asks again once these are filled.
+MAX_NACK_RANGES = 64
+MAX_NACK_SEQS = 4096
+MAX_MEDIA_SEQ = 2**32 - 1  # the envelope's seq is 32 bits
 
 
 def encode_cmd(c: Cmd) -> bytes:
-    return _dumps({**asdict(c), "v": PROTOCOL_VERSION, "type": "cmd"})
+    d = asdict(c)
+    if c.ranges is None:
+        del d["ranges"]  # the other cmds keep their v1 shape
+    return _dumps({**d, "v": PROTOCOL_VERSION, "type": "cmd"})
 
 
 def decode_cmd(payload: bytes | str) -> Cmd:
     o = _load(payload, "cmd")
-    kind = _str(o, "cmd", max_len=16)
+    kind = _str(o, "cmd", max_len=24)
     if kind not in CMD_KINDS:
         raise ProtocolError(f"unknown cmd {kind!r} (expected one of {', '.join(CMD_KINDS)})")
     c = Cmd(
@@ -279,12 +292,39 @@ def decode_cmd(payload: bytes | str) -> Cmd:
         alert_id=_uuid(o, "alert_id", optional=True),
         operator=_str(o, "operator", optional=True, max_len=64),
         extend_s=_num(o, "extend_s", lo=0, hi=MAX_EXTEND_S, optional=True),
+        ranges=_ranges(o, "ranges") if kind == "nack" else None,
     )
-    if kind in ("ack", "dispatched", "end", "extend", "receipt") and c.alert_id is None:
+    if kind != "selftest" and c.alert_id is None:
         raise ProtocolError(f"cmd {kind!r} needs an alert_id")
     if kind == "extend" and not c.extend_s:
         raise ProtocolError("cmd 'extend' needs extend_s > 0")
     return c
+
+
+def _ranges(obj: Mapping, key: str) -> tuple[tuple[int, int], ...]:
+    """A nack's seq ranges: 1..MAX_NACK_RANGES pairs [first, last], ascending, disjoint,
+    at most MAX_NACK_SEQS seqs in all (what one resend round may cost the device)."""
+    val = obj.get(key)
+    if not isinstance(val, list) or not val:
+        raise ProtocolError(f"field {key!r} must be a non-empty list, got {_tname(val)}")
+    if len(val) > MAX_NACK_RANGES:
+        raise ProtocolError(f"field {key!r} has {len(val)} ranges, over {MAX_NACK_RANGES}")
+    out: list[tuple[int, int]] = []
+    total = 0
+    for i, pair in enumerate(val):
+        if (not isinstance(pair, list) or len(pair) != 2
+                or any(type(x) is not int or not 0 <= x <= MAX_MEDIA_SEQ for x in pair)):
+            raise ProtocolError(f"field {key!r}[{i}] must be [first, last] media seqs")
+        first, last = pair
+        if first > last:
+            raise ProtocolError(f"field {key!r}[{i}] has first {first} > last {last}")
+        if out and first <= out[-1][1]:
+            raise ProtocolError(f"field {key!r}[{i}] is not after the range before it")
+        total += last - first + 1
+        if total > MAX_NACK_SEQS:
+            raise ProtocolError(f"field {key!r} asks for more than {MAX_NACK_SEQS} seqs")
+        out.append((first, last))
+    return tuple(out)
 
 
 # -- status / events --------------------------------------------------------

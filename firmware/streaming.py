@@ -5,6 +5,11 @@ the last seconds; during an incident a MediaSender publishes the pre-roll and
 then the live stream on `media/{alert_id}`. Media never holds back the alert:
 every failure here becomes a fault report, never an exception to the caller.
 
+Backfill: while an incident streams, every packet is also recorded on the kiosk's disk
+(LocalStore, under state_dir/evidence). The control room asks for what it missed with a
+`nack` cmd and a Resender publishes it again from disk; `evidence_complete` lets the
+recording go. See docs/protocol.md "Evidence backfill".
+
 Note on threads: `start_stream`/`stop_stream`/`acked` are called from the
 kiosk's state thread; the pipeline runs its own encoder thread and the sender
 its own publishing thread; `on_fault` is called from the encoder thread and
@@ -16,14 +21,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from firmware import protocol as p
-from firmware.clock import Clock
+from firmware.clock import Clock, iso8601
 from firmware.config import MediaConfig
 from firmware.media.adaptation import AdaptationController, VideoLevel
 from firmware.media.encoder import AudioEncoder, VideoEncoder
+from firmware.media.localstore import LocalStore
 from firmware.media.pipeline import MediaPipeline
 from firmware.media.preroll import PreRollBuffer
+from firmware.media.resend import Resender
 from firmware.media.sender import MediaSender
 from hal.base import Camera, Microphone
 
@@ -44,6 +52,7 @@ class MediaService:
         publish: Publish,
         on_fault: FaultSink,
         clock: Clock | None = None,
+        evidence_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.device_id = device_id
@@ -67,6 +76,19 @@ class MediaService:
         )
         self.sender: MediaSender | None = None
         self.alert_id: str | None = None
+        self.store: LocalStore | None = None
+        self.resender: Resender | None = None
+        if evidence_dir is not None and config.evidence_budget_mb > 0:
+            try:
+                self.store = LocalStore(evidence_dir, config.evidence_budget_mb * 1024 * 1024,
+                                        on_fault=on_fault, clock=self.clock)
+            except OSError as e:  # no local evidence; live streaming still works
+                on_fault("evidence_write_failed", f"cannot use {evidence_dir}: {e}")
+        if self.store is not None:
+            self.resender = Resender(
+                publish, self.store, lambda a: p.media_topic(self.device_id, a),
+                live_busy=self._live_busy, report=self._report_backfill, clock=self.clock,
+            )
 
     def start(self) -> None:
         self.pipeline.start()
@@ -75,10 +97,19 @@ class MediaService:
         if self.alert_id == alert_id:
             return
         self.stop_stream()
+        recorder = None
+        if self.store is not None:
+            store = self.store
+            store.begin(alert_id)
+
+            def recorder(seq: int, capture_us: int, messages: list[bytes]) -> None:
+                store.append(alert_id, seq, capture_us, messages)
+
         self.sender = MediaSender(
             self._publish, p.media_topic(self.device_id, alert_id),
             max_queue_bytes=self.config.max_queue_kb * 1024, clock=self.clock,
             controller=AdaptationController(ladder_for(self.config)), on_level=self._on_level,
+            recorder=recorder,
         )
         self.alert_id = alert_id
         self.pipeline.start_stream(self.sender.submit)
@@ -98,9 +129,13 @@ class MediaService:
         self.pipeline.set_video_level(width=c.width, height=c.height, fps=c.fps,
                                       bitrate_kbps=c.video_kbps)
 
+        store = self.store
+
         def drain() -> None:
             sender.wait_idle(2.0)
             sender.close()
+            if store is not None:
+                store.finish(alert_id)
             stats = sender.stats()
             log.info("media for alert %s ended: %s", alert_id, stats)
             if on_done is not None:
@@ -109,12 +144,39 @@ class MediaService:
         threading.Thread(target=drain, name="media-drain", daemon=True).start()
 
     def acked(self, mid: int) -> None:
+        if self.resender is not None and self.resender.acked(mid):
+            return
         if self.sender is not None:
             self.sender.acked(mid)
+
+    def on_cmd(self, cmd: p.Cmd) -> None:
+        """`nack` and `evidence_complete` from the control room (state thread)."""
+        if self.store is None or cmd.alert_id is None:
+            log.info("cmd %s for %s ignored: no local evidence", cmd.cmd, cmd.alert_id)
+        elif cmd.cmd == "nack" and cmd.ranges and self.resender is not None:
+            self.resender.request(cmd.alert_id, cmd.ranges)
+        elif cmd.cmd == "evidence_complete":
+            self.store.confirm(cmd.alert_id)
 
     def close(self) -> None:
         self.stop_stream()
         self.pipeline.stop()
+        if self.resender is not None:
+            self.resender.close()
+        if self.store is not None:
+            self.store.close()
+
+    def _live_busy(self) -> bool:
+        sender = self.sender
+        return sender is not None and sender.backlogged()
+
+    def _report_backfill(self, alert_id: str, detail: dict) -> None:
+        # Resend thread. Tells the room what this kiosk never recorded, so it stops asking.
+        ev = p.DeviceEvent(self.device_id, "backfill", iso8601(self.clock.wall()), detail)
+        try:
+            self._publish(p.topic(self.device_id, "events"), p.encode_event(ev), 1)
+        except Exception as e:  # noqa: BLE001 - the room asks again; nothing is lost
+            log.warning("backfill report for %s not sent: %s", alert_id, e)
 
     def _on_level(self, level: VideoLevel) -> None:
         # Sender thread: the pipeline applies it on its encoder thread.

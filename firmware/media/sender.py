@@ -40,6 +40,8 @@ from firmware.media.packet import EncodedPacket, Stream
 log = logging.getLogger("pinkbutton.media.sender")
 
 Publish = Callable[[str, bytes, int], int]  # (topic, payload, qos) -> mid
+# (seq, capture_us, messages): every enveloped packet, before the drop policy (local evidence)
+Recorder = Callable[[int, int, list[bytes]], None]
 
 _EARLY_ACK_TTL_S = 5.0  # a PUBACK that beat publish() returning; older ones are stale mids
 _RTT_SAMPLES = 64
@@ -73,6 +75,7 @@ class SenderStats:
     rtt_ms: float | None  # smoothed PUBACK round trip
     level: VideoLevel | None
     publish_errors: int
+    seq_count: int = 0  # seqs given out: the stream's last seq is seq_count - 1
 
 
 class MediaSender:
@@ -91,8 +94,10 @@ class MediaSender:
         on_level: Callable[[VideoLevel], None] | None = None,
         adapt_interval_s: float = 0.25,
         start_thread: bool = True,
+        recorder: Recorder | None = None,
     ) -> None:
         self._publish = publish
+        self._recorder = recorder
         self.topic = topic
         self.max_queue_bytes = max_queue_bytes
         self.clock = clock or Clock()
@@ -140,6 +145,9 @@ class MediaSender:
             seq = self._seq
             self._seq += 1
             messages = encode_packet(pkt, seq, self._origin_us, preroll)
+            if self._recorder is not None:
+                # Even what the policy drops below is kept locally: backfill can send it later.
+                self._recorder(seq, pkt.pts_us, messages)
             if pkt.is_video and pkt.keyframe:
                 self._gop += 1
                 self._skip_deltas = False
@@ -192,8 +200,17 @@ class MediaSender:
                 queue_packets=len(self._queue), queue_bytes=self._queue_bytes,
                 bytes_sent=c["bytes_sent"], inflight=len(self._inflight),
                 rtt_ms=None if self._rtt_ewma is None else self._rtt_ewma * 1000,
-                level=self.level, publish_errors=c["publish_errors"],
+                level=self.level, publish_errors=c["publish_errors"], seq_count=self._seq,
             )  # fmt: skip
+
+    def backlogged(self) -> bool:
+        """Live media is waiting (queued, or the in-flight window half full): backfill
+        must hold back so that it never delays live audio."""
+        with self._cv:
+            return bool(self._queue) or (
+                2 * len(self._inflight) >= self.max_inflight
+                or 2 * self._inflight_bytes >= self.max_inflight_bytes
+            )
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything queued was published and acknowledged (or timeout)."""

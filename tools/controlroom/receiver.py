@@ -95,15 +95,21 @@ class ControlRoomReceiver:
         self._pending: dict[int, str] = {}
         self._keys: dict[str, object] = {}
         self.recorder = None
+        self.backfill = None  # BackfillManager when recording evidence
         self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
                          (status_subscription(), 1)]
         if evidence_dir is not None:
-            from tools.controlroom.media import EvidenceRecorder  # PyAV only when recording
+            from tools.controlroom.backfill import BackfillManager  # PyAV only when recording
+            from tools.controlroom.media import EvidenceRecorder
 
             self.recorder = EvidenceRecorder(evidence_dir, clock=self.clock)
+            self.backfill = BackfillManager(
+                evidence_dir, clock=self.clock, out=self.out, notify=self._notify,
+                send_cmd=lambda kind, dev, aid, ranges: self._send(kind, dev, aid, None,
+                                                                   ranges=ranges))
             subscriptions.append((media_subscription(), 1))
         if device_certs is not None:  # load up front: keeps the first alert fast
             for pem in sorted(device_certs.glob("*.pem")):
@@ -135,8 +141,10 @@ class ControlRoomReceiver:
         self.transport.start()
         try:
             while not self._stop.is_set():
+                if self.backfill is not None:
+                    self.backfill.tick()  # NACKs and completed evidence, a few times a second
                 try:
-                    item = self._inbox.get(timeout=0.5)
+                    item = self._inbox.get(timeout=0.25)
                 except queue.Empty:
                     if self.recorder is not None:
                         self.recorder.expire_held()
@@ -152,6 +160,7 @@ class ControlRoomReceiver:
             if self.recorder is not None:
                 for summary in self.recorder.close_all():
                     self._report_evidence(summary)
+                self.backfill.close_all()
             self.store.close()
 
     def _handle(self, item) -> None:
@@ -191,6 +200,8 @@ class ControlRoomReceiver:
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind})
                 if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
                     self._close_evidence(ev.detail["alert_id"])
+                if self.backfill is not None:
+                    self.backfill.on_event(ev)
             elif parts.leaf == "media" and self.recorder is not None:
                 self._on_media(parts.device_id, parts.rest, payload)
         except (p.ProtocolError, MediaError) as e:
@@ -225,7 +236,7 @@ class ControlRoomReceiver:
         finally:
             # After the ack: opening the evidence file takes tens of milliseconds.
             if new and self.recorder is not None:
-                self.recorder.open(a.alert_id, a.device_id)
+                self._open_evidence(a.alert_id, a.device_id)
 
     @staticmethod
     def _latency_ms(a: p.Alert, received: float) -> float:
@@ -252,6 +263,8 @@ class ControlRoomReceiver:
 
     def _on_media(self, device_id: str, alert_id: str, payload: bytes) -> None:
         env = decode_envelope(payload)
+        if self.backfill.claims(alert_id, env):
+            return  # a copy of a packet we have, or a resent one we asked for
         rp = self._reassemblers.setdefault(alert_id, Reassembler()).add(env)
         if rp is None:
             return
@@ -260,14 +273,20 @@ class ControlRoomReceiver:
             inc = self.store.incident(alert_id)
             if inc is not None and inc.ended_at is None:
                 # Known from before a restart of this room: keep recording its evidence.
-                self.recorder.open(alert_id, inc.device_id)
+                self._open_evidence(alert_id, inc.device_id)
             self._notify("first_media", {"alert_id": alert_id, "keyframe": rp.packet.keyframe})
         self.recorder.feed(alert_id, rp)
+        self.backfill.record(alert_id, rp)
         if self.viewer is not None:
             self.viewer.feed(alert_id, rp)
         self._notify("media", {"alert_id": alert_id, "seq": rp.seq, "stream": int(rp.packet.stream),
                                "keyframe": rp.packet.keyframe, "preroll": rp.preroll,
                                "capture_us": rp.packet.pts_us})
+
+    def _open_evidence(self, alert_id: str, device_id: str) -> None:
+        self.recorder.open(alert_id, device_id)
+        packets = self.recorder.path_for(alert_id, device_id).with_suffix(".packets")
+        self.backfill.open(alert_id, device_id, packets.name)
 
     def _close_evidence(self, alert_id: str) -> None:
         if self.viewer is not None:
@@ -335,9 +354,9 @@ class ControlRoomReceiver:
         return True
 
     def _send(self, kind: str, device_id: str, alert_id: str, operator: str | None,
-              extend_s: float | None = None) -> None:
+              extend_s: float | None = None, ranges: tuple | None = None) -> None:
         cmd = p.Cmd(cmd=kind, cmd_id=str(uuid.uuid4()), sent_at=iso8601(self.clock.wall()),
-                    alert_id=alert_id, operator=operator, extend_s=extend_s)
+                    alert_id=alert_id, operator=operator, extend_s=extend_s, ranges=ranges)
         topic = p.topic(device_id, "cmd")
         try:
             mid = self.transport.publish(topic, p.encode_cmd(cmd), qos=1)

@@ -1,0 +1,470 @@
+"""Evidence backfill, control-room side: find what the live stream lost, ask the kiosk for it
+(`nack`), and write the complete evidence once every seq is here.
+
+The live `.mp4` (tools/controlroom/media.py) is written in arrival order as the incident
+streams, so that it is viewable at once; a packet that arrives later cannot be put back into
+it. So every whole packet is also appended to a per-incident packet log
+(`<device>-<alert>.packets`, next to the evidence, any order, survives a room restart). When
+the stream has ended and the log holds every seq from 0 to the stream's last, the packets are
+muxed again in seq order into `<device>-<alert>.complete.mp4` (temp file, fsync, rename) and
+`<device>-<alert>.complete.json` records its SHA-256; the kiosk is told `evidence_complete`
+and may delete its copy. The live file stays as it is: what was seen while it happened.
+
+NACK policy: a missing seq is asked for once a later seq has been here for `settle_s` (the
+reorder window of a healthy link is far shorter), and the tail once `settle_s` after the
+kiosk's `stream_end` (which carries `seq_count`). Unanswered seqs are asked again every
+`retry_s`, at most `max_attempts` times. Seqs the kiosk reports it never recorded (its
+`backfill` event, `unavailable`) are not asked again; the evidence is then complete with
+those gaps, and still confirmed (the kiosk has nothing more to give).
+
+Note on threads: the receiver's run thread calls everything.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware import protocol as p
+from firmware.clock import Clock, iso8601
+from firmware.media.envelope import MediaEnvelope, Reassembler, ReceivedPacket
+from firmware.media.packet import EncodedPacket, Stream
+from tools.controlroom.media import Evidence, EvidenceError
+
+log = logging.getLogger("pinkbutton.controlroom.backfill")
+
+# seq, stream, flags (bit0 keyframe, bit1 pre-roll), capture_us, pts_us, duration_us, length
+RECORD = struct.Struct(">IBBQqII")
+MAX_PACKET = 16 * 1024 * 1024
+SendCmd = Callable[[str, str, str, "tuple[tuple[int, int], ...] | None"], None]
+
+
+def missing_ranges(
+    have: Container[int], first: int, last: int, *, max_ranges: int | None = None,
+    max_seqs: int | None = None, skip: Container[int] = (),
+) -> list[tuple[int, int]]:
+    """Inclusive ranges of the seqs in first..last that are neither in `have` nor in `skip`,
+    ascending; at most `max_ranges` ranges and `max_seqs` seqs (the first ones)."""
+    out: list[tuple[int, int]] = []
+    total = 0
+    for seq in range(first, last + 1):
+        if seq in have or seq in skip:
+            continue
+        if max_seqs is not None and total >= max_seqs:
+            break
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        elif max_ranges is not None and len(out) >= max_ranges:
+            break
+        else:
+            out.append((seq, seq))
+        total += 1
+    return out
+
+
+def group_ranges(seqs: list[int], *, max_ranges: int, max_seqs: int) -> list[tuple[int, int]]:
+    """Ascending seqs as inclusive ranges, cut to the first max_ranges / max_seqs."""
+    out: list[tuple[int, int]] = []
+    for n, seq in enumerate(seqs):
+        if n >= max_seqs:
+            break
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        elif len(out) >= max_ranges:
+            break
+        else:
+            out.append((seq, seq))
+    return out
+
+
+class PacketLog:
+    """Append-only file of one incident's whole packets, in arrival order, with an index."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offsets: dict[int, int] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a+b")  # noqa: SIM115 - closed in close()
+        self._load()
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @property
+    def seqs(self) -> Container[int]:
+        return self._offsets
+
+    def add(self, rp: ReceivedPacket) -> bool:
+        """Append `rp` unless its seq is already here; False for a duplicate."""
+        if rp.seq in self._offsets:
+            return False
+        pkt = rp.packet
+        flags = (1 if pkt.keyframe else 0) | (2 if rp.preroll else 0)
+        self._file.seek(0, os.SEEK_END)
+        offset = self._file.tell()
+        self._file.write(RECORD.pack(rp.seq, int(pkt.stream), flags, pkt.pts_us, rp.pts_us,
+                                     max(pkt.duration_us, 0), len(pkt.data)) + pkt.data)
+        self._file.flush()
+        self._offsets[rp.seq] = offset
+        return True
+
+    def in_order(self) -> Iterator[ReceivedPacket]:
+        for seq in sorted(self._offsets):
+            self._file.seek(self._offsets[seq])
+            rp = self._read_one()
+            if rp is not None:
+                yield rp
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _load(self) -> None:
+        self._file.seek(0)
+        offset = 0
+        while True:
+            rp = self._read_one()
+            if rp is None:
+                break
+            self._offsets.setdefault(rp.seq, offset)
+            offset = self._file.tell()
+        # A torn last record (the room died mid-write) is cut off; it will be asked again.
+        self._file.truncate(offset)
+
+    def _read_one(self) -> ReceivedPacket | None:
+        head = self._file.read(RECORD.size)
+        if len(head) < RECORD.size:
+            return None
+        seq, stream, flags, capture_us, pts_us, duration_us, length = RECORD.unpack(head)
+        if stream not in (Stream.VIDEO, Stream.AUDIO) or length > MAX_PACKET:
+            return None
+        data = self._file.read(length)
+        if len(data) < length:
+            return None
+        pkt = EncodedPacket(Stream(stream), data, capture_us, duration_us, bool(flags & 1))
+        return ReceivedPacket(seq, pkt, pts_us, bool(flags & 2))
+
+
+@dataclass(frozen=True)
+class Completion:
+    alert_id: str
+    path: Path
+    manifest: Path
+    packets: int
+    gaps: list[tuple[int, int]]
+    backfilled: int
+    sha256: str
+
+
+class IncidentBackfill:
+    """What one incident has and lacks, and when to ask again."""
+
+    def __init__(self, alert_id: str, device_id: str, log_path: Path, *, settle_s: float,
+                 retry_s: float, max_attempts: int) -> None:
+        self.alert_id = alert_id
+        self.device_id = device_id
+        self.log = PacketLog(log_path)
+        self.settle_s = settle_s
+        self.retry_s = retry_s
+        self.max_attempts = max_attempts
+        self.reassembler = Reassembler(max_seq_window=1 << 30)  # resent packets, any age
+        self.highest = max(self.log.seqs, default=-1)
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
+        if self.highest >= 0:  # resumed after a room restart: those seqs arrived long ago
+            self._marks.append((float("-inf"), self.highest))
+        self.seq_count: int | None = None  # from the kiosk's stream_end
+        self.ended_at: float | None = None
+        self.asked: dict[int, tuple[float, int]] = {}  # seq -> (last asked, attempts)
+        self.unavailable: set[int] = set()
+        self.backfilled = 0
+        self.last_packet_at: float | None = None
+
+    def on_packet(self, seq: int, now: float) -> None:
+        self.last_packet_at = now
+        if seq > self.highest:
+            self.highest = seq
+            self._marks.append((now, seq))
+
+    def on_stream_end(self, seq_count: int, now: float) -> None:
+        self.seq_count, self.ended_at = seq_count, now
+
+    def due(self, now: float) -> tuple[tuple[int, int], ...]:
+        """The ranges to NACK now (recorded as asked)."""
+        upto = self._settled(now)
+        if upto < 0:
+            return ()
+        candidates = missing_ranges(self.log.seqs, 0, upto, skip=self.unavailable)
+        wanted: list[int] = []
+        for a, b in candidates:
+            for seq in range(a, b + 1):
+                at, attempts = self.asked.get(seq, (None, 0))
+                if attempts >= self.max_attempts or (at is not None and now - at < self.retry_s):
+                    continue
+                wanted.append(seq)
+        ranges = group_ranges(wanted, max_ranges=p.MAX_NACK_RANGES, max_seqs=p.MAX_NACK_SEQS)
+        for a, b in ranges:
+            for seq in range(a, b + 1):
+                _, attempts = self.asked.get(seq, (None, 0))
+                self.asked[seq] = (now, attempts + 1)
+        return tuple(ranges)
+
+    def _settled(self, now: float) -> int:
+        """Highest seq below which every missing seq counts as lost."""
+        if self.seq_count is not None and self.ended_at is not None:
+            if now - self.ended_at >= self.settle_s:
+                return self.seq_count - 1
+        while len(self._marks) >= 2 and self._marks[1][0] <= now - self.settle_s:
+            self._marks.popleft()
+        if self._marks and self._marks[0][0] <= now - self.settle_s:
+            return self._marks[0][1] - 1
+        return -1
+
+    def finished(self, now: float) -> bool:
+        """Every seq is here, or reported unrecorded, or asked for in vain max_attempts times."""
+        if self.seq_count is None or self.ended_at is None or now - self.ended_at < self.settle_s:
+            return False
+        for seq in range(self.seq_count):
+            if seq in self.log or seq in self.unavailable:
+                continue
+            at, attempts = self.asked.get(seq, (None, 0))
+            if attempts < self.max_attempts or (at is not None and now - at < self.retry_s):
+                return False
+        return True
+
+    def gaps(self) -> list[tuple[int, int]]:
+        last = self.seq_count - 1 if self.seq_count is not None else self.highest
+        return missing_ranges(self.log.seqs, 0, last)
+
+    def all_given_up_are_unrecorded(self) -> bool:
+        return all(seq in self.unavailable for a, b in self.gaps() for seq in range(a, b + 1))
+
+
+class BackfillManager:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        send_cmd: SendCmd,
+        out: Callable[[str], None] = print,
+        notify: Callable[[str, dict], None] = lambda kind, data: None,
+        clock: Clock | None = None,
+        settle_s: float = 1.0,
+        retry_s: float = 4.0,
+        max_attempts: int = 5,
+        tick_s: float = 0.25,
+        idle_s: float = 3600.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.send_cmd = send_cmd
+        self.out = out
+        self.notify = notify
+        self.clock = clock or Clock()
+        self.settle_s = settle_s
+        self.retry_s = retry_s
+        self.max_attempts = max_attempts
+        self.tick_s = tick_s
+        self.idle_s = idle_s
+        self._incidents: dict[str, IncidentBackfill] = {}
+        self._done: collections.OrderedDict[str, Completion] = collections.OrderedDict()
+        self._last_tick = float("-inf")
+
+    def open(self, alert_id: str, device_id: str, log_name: str) -> None:
+        """Start (or, after a room restart, resume) the incident's packet log."""
+        if alert_id in self._incidents or alert_id in self._done:
+            return
+        try:
+            self._incidents[alert_id] = IncidentBackfill(
+                alert_id, device_id, self.directory / log_name, settle_s=self.settle_s,
+                retry_s=self.retry_s, max_attempts=self.max_attempts,
+            )
+        except OSError as e:
+            log.error("no backfill for %s: cannot open its packet log: %s", alert_id, e)
+
+    def claims(self, alert_id: str, env: MediaEnvelope) -> bool:
+        """True if `env` is handled here: a copy of a packet already logged, or a resent
+        packet this room asked for. Everything else is live media for the caller."""
+        if alert_id in self._done:
+            return True  # stragglers after completion
+        inc = self._incidents.get(alert_id)
+        if inc is None:
+            return False
+        if env.seq in inc.log:
+            return True
+        if env.seq not in inc.asked:
+            return False
+        rp = inc.reassembler.add(env)
+        if rp is not None and self._add(inc, rp):
+            inc.backfilled += 1
+            self.notify("backfilled", {"alert_id": alert_id, "seq": rp.seq})
+        return True
+
+    def record(self, alert_id: str, rp: ReceivedPacket) -> None:
+        inc = self._incidents.get(alert_id)
+        if inc is not None:
+            self._add(inc, rp)
+
+    def on_event(self, ev: p.DeviceEvent) -> None:
+        alert_id = ev.detail.get("alert_id")
+        inc = self._incidents.get(alert_id) if isinstance(alert_id, str) else None
+        if inc is None:
+            return
+        if ev.kind == "stream_end":
+            count = ev.detail.get("seq_count")
+            if type(count) is int and 0 <= count <= p.MAX_MEDIA_SEQ + 1:
+                inc.on_stream_end(count, self.clock.monotonic())
+        elif ev.kind == "backfill":
+            for pair in ev.detail.get("unavailable") or []:
+                if (isinstance(pair, list) and len(pair) == 2
+                        and all(type(x) is int and x >= 0 for x in pair) and pair[0] <= pair[1]):
+                    # Bounded by what we asked for: a bad report cannot blow up memory.
+                    inc.unavailable.update(s for s in range(pair[0], pair[1] + 1)
+                                           if s in inc.asked)
+
+    def tick(self, force: bool = False) -> None:
+        now = self.clock.monotonic()
+        if not force and now - self._last_tick < self.tick_s:
+            return
+        self._last_tick = now
+        for alert_id, inc in list(self._incidents.items()):
+            ranges = inc.due(now)
+            if ranges:
+                count = sum(b - a + 1 for a, b in ranges)
+                log.info("asking %s for %d missing media packets of %s: %s", inc.device_id,
+                         count, alert_id, _fmt(ranges))
+                self.send_cmd("nack", inc.device_id, alert_id, ranges)
+                self.notify("nack", {"alert_id": alert_id, "ranges": [list(r) for r in ranges]})
+            if inc.finished(now):
+                self._complete(inc)
+            elif inc.ended_at is None and now - (inc.last_packet_at or now) > self.idle_s:
+                # Its stream_end never reached this room (lost, or another receiver of the
+                # share group got it): the packet log stays on disk, the memory goes.
+                log.warning("no stream_end for %s within %.0f s: backfill given up",
+                            alert_id, self.idle_s)
+                inc.log.close()
+                del self._incidents[alert_id]
+
+    def completion(self, alert_id: str) -> Completion | None:
+        return self._done.get(alert_id)
+
+    def close_all(self) -> None:
+        for inc in self._incidents.values():
+            inc.log.close()
+        self._incidents.clear()
+
+    # -- completion ------------------------------------------------------------------------
+
+    def _add(self, inc: IncidentBackfill, rp: ReceivedPacket) -> bool:
+        try:
+            added = inc.log.add(rp)
+        except OSError as e:
+            log.error("packet log of %s: %s", inc.alert_id, e)
+            return False
+        if added:
+            inc.on_packet(rp.seq, self.clock.monotonic())
+        return added
+
+    def _complete(self, inc: IncidentBackfill) -> None:
+        del self._incidents[inc.alert_id]
+        base = inc.log.path.with_suffix("")
+        path = base.with_name(base.name + ".complete.mp4")
+        manifest = base.with_name(base.name + ".complete.json")
+        gaps = inc.gaps()
+        try:
+            inc.log.sync()
+            summary = _remux(inc.log, path, self.clock)
+            digest, size = _sha256(path)
+        except (OSError, EvidenceError) as e:
+            log.error("cannot write the complete evidence of %s: %s", inc.alert_id, e)
+            inc.log.close()
+            return
+        inc.log.close()
+        doc = {
+            "alert_id": inc.alert_id, "device_id": inc.device_id, "file": path.name,
+            "bytes": size, "sha256": digest, "packets": len(inc.log),
+            "video_packets": summary.video_packets, "audio_packets": summary.audio_packets,
+            "last_seq": (inc.seq_count or 0) - 1, "gaps": [list(g) for g in gaps],
+            "backfilled": inc.backfilled, "duration_s": round(summary.duration_s, 3),
+            "packet_log": inc.log.path.name, "completed_at": iso8601(self.clock.wall()),
+        }
+        _write_atomic(manifest, json.dumps(doc, indent=1, sort_keys=True).encode())
+        done = Completion(inc.alert_id, path, manifest, len(inc.log), gaps, inc.backfilled,
+                          digest)
+        self._done[inc.alert_id] = done
+        while len(self._done) > 1000:
+            self._done.popitem(last=False)
+        if not gaps:
+            self.out(f"evidence for {inc.alert_id} complete: {len(inc.log)} packets, 0 gaps "
+                     f"(backfilled {inc.backfilled})  {path}")
+        else:
+            self.out(f"evidence for {inc.alert_id} INCOMPLETE: {len(inc.log)} packets, "
+                     f"{sum(b - a + 1 for a, b in gaps)} missing ({_fmt(gaps)}; backfilled "
+                     f"{inc.backfilled})  {path}")
+        # The kiosk may drop its copy when there is nothing more it could send: every seq is
+        # here, or the kiosk itself said it never recorded the rest.
+        if not gaps or inc.all_given_up_are_unrecorded():
+            self.send_cmd("evidence_complete", inc.device_id, inc.alert_id, None)
+        self.notify("evidence_complete", {
+            "alert_id": inc.alert_id, "path": str(path), "manifest": str(manifest),
+            "packets": len(inc.log), "gaps": gaps, "backfilled": inc.backfilled,
+            "sha256": digest,
+        })
+
+
+def _remux(packet_log: PacketLog, path: Path, clock: Clock):
+    tmp = path.with_name(path.name + ".tmp")
+    ev = Evidence(tmp, reorder_window=1 << 30, clock=clock)
+    for rp in packet_log.in_order():
+        ev.feed(rp)
+    summary = ev.close()
+    if not tmp.exists():
+        raise EvidenceError(f"no media to write for {path.name}")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return summary
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fmt(ranges) -> str:
+    shown = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in list(ranges)[:8])
+    return shown + (" ..." if len(ranges) > 8 else "")
