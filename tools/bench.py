@@ -30,7 +30,7 @@ from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from firmware.machine import AlertDraft
 from firmware.outbox import Outbox, OutboxError
-from firmware.transport import TlsFiles, TransportError
+from firmware.transport import TransportError
 from hal.fake import FakeBackend
 from tools.broker import BrokerError, Mosquitto
 from tools.controlroom.receiver import ControlRoomReceiver
@@ -181,8 +181,8 @@ class Timings:
                 return
             self._cv.notify_all()
 
-    def on_room(self, kind: str, data: dict) -> None:
-        now = time.perf_counter()
+    def on_room(self, kind: str, data: dict, at: float | None = None) -> None:
+        now = time.perf_counter() if at is None else at  # `at`: stamped in the room's process
         with self._cv:
             if kind == "alert" and data.get("new"):
                 self.alert[data["alert_id"]] = now
@@ -197,6 +197,51 @@ class Timings:
             return self._cv.wait_for(pred, timeout)
 
 
+class RoomProcess:
+    """The control room as its own process (tools.bench_room), as in a deployment: in this
+    process it would share the kiosk's GIL and each would delay the other's threads. Its
+    stdout lines carry perf_counter stamps taken in the room (one CLOCK_MONOTONIC per
+    machine); `command()` sends an operator command."""
+
+    def __init__(self, work_dir: Path, pki: Path, port: int, timings: Timings) -> None:
+        self._log = open(work_dir / "room.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.bench_room", "--port", str(port), "--pki", str(pki),
+             "--db", str(work_dir / "room.db")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        self._timings = timings
+        self._reader = threading.Thread(target=self._read, name="bench-room-out", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            kind, key, at = line.split()
+            field = "alert_id" if kind == "alert" else "device_id"
+            self._timings.on_room(kind, {field: key, "new": True}, at=float(at))
+
+    def command(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the room has gone: the bench notices the missing answer and says so
+
+    def stop(self) -> None:
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            self._proc.wait(10)
+        except (subprocess.TimeoutExpired, BrokenPipeError):
+            self._proc.kill()
+            self._proc.wait(5)
+        self._reader.join(5)
+        self._log.close()
+
+
 class Rig:
     """PKI, broker, kiosk and control room, all in one temp dir; a context manager."""
 
@@ -206,7 +251,7 @@ class Rig:
         self.timings = Timings()
         self.broker: Mosquitto | None = None
         self.kiosk: Kiosk | None = None
-        self.room: ControlRoomReceiver | None = None
+        self.room: ControlRoomReceiver | RoomProcess | None = None
         self._threads: list[threading.Thread] = []
 
     def start_broker(self) -> Mosquitto:
@@ -219,7 +264,7 @@ class Rig:
         return self.broker
 
     def start_clients(self) -> None:
-        """Kiosk and control room in this process; returns once both are ready for a press."""
+        """The kiosk in this process, the room in its own; returns once both are ready."""
         assert self.broker is not None
         try:
             config = load_config(write_config(self.dir, self.pki, self.broker.port))
@@ -232,25 +277,12 @@ class Rig:
                 clock=clock,
                 listeners=[self.timings.on_kiosk],
             )
-            room = controlroom_paths(self.pki)
-            self.room = ControlRoomReceiver(
-                host="localhost",
-                port=self.broker.port,
-                tls=TlsFiles(ca_paths(self.pki).cert, room.cert, room.key),
-                db_path=self.dir / "room.db",
-                client_id="controlroom-bench",
-                auto_ack=True,
-                operator="bench",
-                device_certs=self.pki / "devices",
-                out=lambda line: None,
-                listeners=[self.timings.on_room],
-            )
+            self.room = RoomProcess(self.dir, self.pki, self.broker.port, self.timings)
         except (ConfigError, TransportError, OSError) as e:
             raise BenchError(f"cannot set up kiosk/control room: {e}") from None
-        for name, target in (("bench-room", self.room.run), ("bench-kiosk", self.kiosk.run)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self.kiosk.run, name="bench-kiosk", daemon=True)
+        thread.start()
+        self._threads.append(thread)
         # The room has seen the kiosk's retained status: both are connected and subscribed.
         t = self.timings
         if not t.wait(lambda: t.room_saw_device and t.idle >= 1, 15.0):
