@@ -2,7 +2,7 @@
 
 Everything runs on loopback in one temp dir: a dev PKI, a real mosquitto (mTLS + ACL), the
 real Kiosk runtime on the fake HAL with a real clock, and the reference ControlRoomReceiver
-with auto-ack. The floor is what the broker and TLS cost on their own: the mosquitto CLI
+with auto-ack in a process of its own (tools/bench_room.py). The floor is what the broker and TLS cost on their own: the mosquitto CLI
 clients doing the same QoS 1 hop (device identity -> broker -> control-room identity).
 
 A benchmark reports; it does not fail. Exit 0 whether the goal is met or missed, 1 only
