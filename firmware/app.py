@@ -210,18 +210,24 @@ class Kiosk:
         self._redeliver_at = now
 
     def _redeliver(self) -> None:
-        """Re-announce unconfirmed alerts other than the running incident's (which the
-        machine itself retries), every retry_s, until the room's receipt removes them."""
+        """Re-announce unconfirmed alerts every retry_s until the room's receipt removes them.
+
+        The running incident is left to the machine while it is still undelivered (it
+        retries until PUBACK). Once the broker has PUBACKed it, a missing receipt means the
+        broker lost it (killed before persisting) or nobody was subscribed: re-announce it
+        here too, or it would wait for the ack timeout's escalation."""
         self._redeliver_at = None
         if not self._unconfirmed:
             return
         self._redeliver_at = self.clock.monotonic() + self.state.settings.retry_s
         if not self.transport.connected:
             return
-        current = self.state.incident.draft.alert_id if self.state.incident else None
+        incident = self.state.incident
         for alert_id, draft in list(self._unconfirmed.items()):
-            if alert_id != current:
+            if incident is None or alert_id != incident.draft.alert_id:
                 self._publish_alert(draft)
+            elif incident.delivered:
+                self._publish_alert(incident.draft)  # its latest announce, escalation and presses
 
     def _confirmed(self, alert_id: str | None) -> None:
         if alert_id is None or alert_id not in self._unconfirmed:

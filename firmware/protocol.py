@@ -12,7 +12,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -189,10 +189,16 @@ class Alert:
     signature: str | None = None
 
     def signed_fields(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("signature")
+        # Not dataclasses.asdict: its recursive deep copy is a third of the kiosk's CPU
+        # time between the press and the publish.
+        d = {name: getattr(self, name) for name in _ALERT_FIELDS}
+        d["site"] = {name: getattr(self.site, name) for name in _SITE_FIELDS}
         d.update(v=PROTOCOL_VERSION, type="alert")
         return d
+
+
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert) if f.name != "signature")
+_SITE_FIELDS = tuple(f.name for f in fields(Site))
 
 
 def encode_alert(alert: Alert, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:

@@ -64,3 +64,23 @@ def test_receipt_removes_alert_from_outbox(tmp_path, pki_dir, broker):
         assert kiosk.kiosk.state.mode == "streaming", "a receipt is not an operator ack"
     assert pending_ids(tmp_path, "pb-test-0002") == []
     assert alert_id
+
+
+def test_delivered_alert_without_receipt_is_reannounced_before_the_ack_timeout(
+    tmp_path, pki_dir, broker
+):
+    """The broker PUBACKs an alert nobody was subscribed to (or loses it when killed before
+    persisting): the kiosk must not wait for the ack timeout's escalation to try again."""
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0003",
+                             alert={"retry_s": 0.5, "ack_timeout_s": 600.0})
+    with RunningKiosk(cfg) as kiosk:
+        kiosk.events.wait_for("connected")
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("delivered")["alert_id"]  # into the void
+        with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=False) as room:
+            # Well before the 600 s ack timeout: a plain re-announcement, not an escalation.
+            assert kiosk.events.wait_for("receipt", timeout=15)["alert_id"] == alert_id
+            incident = wait_until(lambda: room.receiver.store.incident(alert_id))
+            assert not incident.escalated
+            assert kiosk.kiosk.state.mode == "streaming"
+    assert pending_ids(tmp_path, "pb-test-0003") == []

@@ -441,3 +441,16 @@ def test_valid_fuzz_seeds_are_valid():
     # The replaced-field fuzz is only meaningful if its starting points decode.
     for decode, obj in VALID.items():
         decode(raw(obj))
+
+
+def test_signed_fields_are_every_alert_field_but_the_signature():
+    from dataclasses import asdict
+
+    a = p.Alert(device_id="pb-x-0001", alert_id="00000000-0000-4000-8000-000000000001", seq=1,
+                kind="emergency", pressed_at="2026-11-23T10:00:00.000Z", pressed_mono=1.5,
+                age_ms=3, announce=1, escalated=False, presses=1,
+                site=p.Site("s1", "Site", 34.0, 71.5), firmware="0.1.0",
+                sent_at="2026-11-23T10:00:00.003Z", follows=None, signature="x")
+    expected = asdict(a)
+    del expected["signature"]
+    assert a.signed_fields() == {**expected, "v": p.PROTOCOL_VERSION, "type": "alert"}
