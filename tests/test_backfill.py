@@ -376,3 +376,23 @@ def test_manager_confirms_when_the_kiosk_never_recorded_the_rest(tmp_path, short
                                         report_unavailable=True)
     assert done.gaps == [(40, 69)] and manifest["gaps"] == [[40, 69]]
     assert "INCOMPLETE" in lines[-1] and "30 missing" in lines[-1]
+
+
+def test_media_before_its_alert_is_logged_once_the_alert_opens_the_incident(tmp_path):
+    clock, sent = FakeClock(), Sent()
+    mgr = BackfillManager(tmp_path, send_cmd=sent, clock=clock)
+    for seq in range(5):
+        mgr.record(ALERT, rp(seq))  # the pre-roll overtook the alert
+    mgr.record("other", rp(0))
+    clock.advance(11.0)
+    mgr.record("late", rp(0))  # expires what waited too long
+    assert "other" not in mgr._held and ALERT not in mgr._held
+    for seq in range(5):
+        mgr.record(ALERT, rp(seq))
+    mgr.open(ALERT, "pb-test-0001", "p.packets")
+    mgr.record(ALERT, rp(5))
+    clock.advance(2.0)
+    mgr.tick(force=True)
+    assert sent.cmds == [], "nothing to ask for: the held packets were logged"
+    mgr.close_all()
+    assert [r.seq for r in PacketLog(tmp_path / "p.packets").in_order()] == list(range(6))

@@ -43,6 +43,9 @@ log = logging.getLogger("pinkbutton.controlroom.backfill")
 # seq, stream, flags (bit0 keyframe, bit1 pre-roll), capture_us, pts_us, duration_us, length
 RECORD = struct.Struct(">IBBQqII")
 MAX_PACKET = 16 * 1024 * 1024
+HOLD_S = 10.0  # media before its alert is kept this long...
+MAX_HELD = 2_000  # ...this many packets per alert...
+MAX_HELD_ALERTS = 64  # ...for this many alerts
 SendCmd = Callable[[str, str, str, "tuple[tuple[int, int], ...] | None"], None]
 
 
@@ -280,18 +283,24 @@ class BackfillManager:
         self._incidents: dict[str, IncidentBackfill] = {}
         self._done: collections.OrderedDict[str, Completion] = collections.OrderedDict()
         self._last_tick = float("-inf")
+        # Media that came before its alert (the pre-roll burst can overtake it): kept
+        # briefly so it need not be asked for again once the alert opens the incident.
+        self._held: dict[str, tuple[float, list[ReceivedPacket]]] = {}
 
     def open(self, alert_id: str, device_id: str, log_name: str) -> None:
         """Start (or, after a room restart, resume) the incident's packet log."""
         if alert_id in self._incidents or alert_id in self._done:
             return
         try:
-            self._incidents[alert_id] = IncidentBackfill(
+            inc = self._incidents[alert_id] = IncidentBackfill(
                 alert_id, device_id, self.directory / log_name, settle_s=self.settle_s,
                 retry_s=self.retry_s, max_attempts=self.max_attempts,
             )
         except OSError as e:
             log.error("no backfill for %s: cannot open its packet log: %s", alert_id, e)
+            return
+        for rp in self._held.pop(alert_id, (0.0, []))[1]:
+            self._add(inc, rp)
 
     def claims(self, alert_id: str, env: MediaEnvelope) -> bool:
         """True if `env` is handled here: a copy of a packet already logged, or a resent
@@ -315,6 +324,13 @@ class BackfillManager:
         inc = self._incidents.get(alert_id)
         if inc is not None:
             self._add(inc, rp)
+            return
+        now = self.clock.monotonic()
+        for stale in [a for a, (at, _) in self._held.items() if now - at > HOLD_S]:
+            del self._held[stale]  # another receiver's incident, or no alert at all
+        held = self._held.setdefault(alert_id, (now, []))[1]
+        if len(held) < MAX_HELD and len(self._held) <= MAX_HELD_ALERTS:
+            held.append(rp)
 
     def on_event(self, ev: p.DeviceEvent) -> None:
         alert_id = ev.detail.get("alert_id")
