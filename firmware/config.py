@@ -16,7 +16,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DeviceConfig",
     "HalConfig",
+    "HealthConfig",
     "LogConfig",
     "load_config",
     "parse_config",
@@ -71,6 +72,8 @@ class BrokerConfig:
     connect_timeout_s: float = 10.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Tried in order after `host:port` fails to connect (then round again): (host, port) pairs.
+    fallback_hosts: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +112,12 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HealthConfig:
+    interval_s: float = 10.0  # heartbeat period; the room calls a kiosk offline after 2 missed
+    stage_timeout_s: float = 10.0  # a media stage silent this long is restarted and reported
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
     level: str = "info"
 
@@ -122,6 +131,7 @@ class Config:
     alert: AlertConfig
     log: LogConfig
     media: MediaConfig = MediaConfig()
+    health: HealthConfig = HealthConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +282,35 @@ def _device_id(value: object) -> str:
     return text
 
 
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _host_port(value: object) -> tuple[str, int | None]:
+    text = _expect_str(value)
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None:
+        raise _Problem(f"{text!r} is not \"host:port\" (IPv6 as \"[addr]:port\")")
+    port = match["port"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise _Problem(f"{text!r}: port must be between 1 and 65535")
+    return match["v6"] or match["host"], None if port is None else int(port)
+
+
+def _broker_list(value: object) -> tuple[tuple[str, int | None], ...]:
+    """`["host:port", ...]`; a missing port means broker.port (filled in after parsing)."""
+    if not isinstance(value, list):
+        raise _Problem(f"expected an array of \"host:port\" strings, got {_show(value)}")
+    if len(value) > 16:
+        raise _Problem(f"at most 16 fallback brokers, got {len(value)}")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(_host_port(item))
+        except _Problem as problem:
+            raise _Problem(f"entry {i + 1}: {problem}") from None
+    return tuple(out)
+
+
 def _path(value: object) -> str:
     text = _expect_str(value)
     if "\x00" in text:
@@ -311,6 +350,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "connect_timeout_s": _Field(_positive_number, 10.0),
             "backoff_min_s": _Field(_positive_number, 0.5),
             "backoff_max_s": _Field(_positive_number, 30.0),
+            "fallback_hosts": _Field(_broker_list, ()),
         },
     ),
     "hal": (
@@ -350,6 +390,13 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "preroll_s": _Field(_number_in(0, 30), 5.0),
             "max_queue_kb": _Field(_int_in(64, 65536), 512),
             "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),
+        },
+    ),
+    "health": (
+        HealthConfig,
+        {
+            "interval_s": _Field(_number_in(0.1, 3600), 10.0),
+            "stage_timeout_s": _Field(_number_in(1, 3600), 10.0),
         },
     ),
     "log": (LogConfig, {"level": _Field(_one_of("debug", "info", "warning", "error"), "info")}),
@@ -414,6 +461,10 @@ def parse_config(
 
     base_dir = path.absolute().parent
     sections = {name: _parse_section(name, data.get(name, {}), path, base_dir) for name in _SCHEMA}
+    broker = sections["broker"]
+    if broker.fallback_hosts:  # "host" alone means the primary's port
+        sections["broker"] = replace(broker, fallback_hosts=tuple(
+            (host, broker.port if port is None else port) for host, port in broker.fallback_hosts))
     config = Config(path=path, **sections)
     _check_cross_field(config)
     if check_certificates:

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -383,3 +384,80 @@ def decode_event(payload: bytes | str, *, topic_device: str | None = None) -> De
         at=_str(o, "at", max_len=40),
         detail=detail,
     )
+
+
+# -- health (heartbeat) -----------------------------------------------------
+
+MAX_HEALTH_FAULTS = 32
+MAX_HEALTH_INTERVAL_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One heartbeat. `interval_s` is the sender's own period, so the room can tell a
+    missed beat from a slow sender without sharing configuration."""
+
+    device_id: str
+    seq: int  # 1 for the first heartbeat after the process started, +1 per heartbeat
+    uptime_s: float  # seconds since the kiosk process started (a drop means a restart)
+    interval_s: float
+    state: str
+    online_since: str | None  # when the current broker connection came up
+    queue_depth: int  # undelivered alerts + queued media
+    disk_free_mb: float | None  # free space where the outbox and evidence live
+    temperature_c: float | None
+    last_selftest: str | None
+    selftest_ok: bool | None
+    faults: tuple[str, ...]
+    firmware: str
+    at: str
+
+
+def encode_health(h: Health) -> bytes:
+    return _dumps({**asdict(h), "faults": list(h.faults), "v": PROTOCOL_VERSION, "type": "health"})
+
+
+def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> Health:
+    o = _load(payload, "health")
+    interval = _num(o, "interval_s", lo=0, hi=MAX_HEALTH_INTERVAL_S)
+    if interval <= 0:
+        raise ProtocolError("field 'interval_s' must be > 0")
+    faults = o.get("faults")
+    if not isinstance(faults, list):
+        raise ProtocolError(f"field 'faults' must be a list, got {_tname(faults)}")
+    if len(faults) > MAX_HEALTH_FAULTS:
+        raise ProtocolError(f"field 'faults' has {len(faults)} entries, over {MAX_HEALTH_FAULTS}")
+    for i, name in enumerate(faults):
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise ProtocolError(f"field 'faults'[{i}] must be a string of 1..64 characters")
+    selftest_ok = o.get("selftest_ok")
+    if selftest_ok is not None and type(selftest_ok) is not bool:
+        raise ProtocolError(f"field 'selftest_ok' must be true, false or null, got {_tname(selftest_ok)}")
+    return Health(
+        device_id=_device_id(o, "device_id", topic_device),
+        seq=_int(o, "seq", lo=1),
+        uptime_s=_num(o, "uptime_s", lo=0, hi=1e12),
+        interval_s=interval,
+        state=_str(o, "state", max_len=32),
+        online_since=_iso(o, "online_since", optional=True),
+        queue_depth=_int(o, "queue_depth", lo=0),
+        disk_free_mb=_num(o, "disk_free_mb", lo=0, hi=1e12, optional=True),
+        temperature_c=_num(o, "temperature_c", lo=-273.15, hi=1000, optional=True),
+        last_selftest=_iso(o, "last_selftest", optional=True),
+        selftest_ok=selftest_ok,
+        faults=tuple(faults),
+        firmware=_str(o, "firmware", max_len=32),
+        at=_iso(o, "at"),
+    )
+
+
+def _iso(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
+    """An ISO 8601 timestamp string (checked by parsing it; `Z` accepted)."""
+    val = _str(obj, key, optional=optional, max_len=40)
+    if val is None:
+        return None
+    try:
+        datetime.fromisoformat(val.replace("Z", "+00:00"))
+    except ValueError:
+        raise ProtocolError(f"field {key!r} is not an ISO 8601 timestamp: {val!r}") from None
+    return val

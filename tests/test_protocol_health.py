@@ -1,0 +1,156 @@
+"""The `health` heartbeat codec: round trip, strict rejection with a reason, fuzzing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from firmware import protocol as p
+
+DEVICE = "pb-test-0001"
+
+
+def make_health(**overrides) -> p.Health:
+    fields = dict(
+        device_id=DEVICE, seq=3, uptime_s=31.5, interval_s=10.0, state="idle",
+        online_since="2026-11-23T09:00:00.000Z", queue_depth=2, disk_free_mb=812.5,
+        temperature_c=48.2, last_selftest="2026-11-23T08:59:59.000Z", selftest_ok=True,
+        faults=("camera_failed",), firmware="0.1.0", at="2026-11-23T09:00:30.000Z",
+    )
+    fields.update(overrides)
+    return p.Health(**fields)
+
+
+def health_dict(**overrides) -> dict:
+    d = json.loads(p.encode_health(make_health()))
+    d.update(overrides)
+    return d
+
+
+def reject(obj: dict, *words: str, topic_device: str | None = None) -> None:
+    with pytest.raises(p.ProtocolError) as err:
+        p.decode_health(json.dumps(obj).encode(), topic_device=topic_device)
+    message = str(err.value)
+    assert "\n" not in message
+    for w in words:
+        assert w in message, message
+
+
+def test_round_trip_keeps_every_field():
+    h = make_health()
+    assert p.decode_health(p.encode_health(h), topic_device=DEVICE) == h
+
+
+def test_round_trip_with_unknown_sensors_and_no_selftest():
+    h = make_health(online_since=None, disk_free_mb=None, temperature_c=None,
+                    last_selftest=None, selftest_ok=None, faults=())
+    assert p.decode_health(p.encode_health(h)) == h
+
+
+def test_encoding_carries_version_and_type():
+    d = json.loads(p.encode_health(make_health()))
+    assert (d["v"], d["type"]) == (1, "health")
+    assert d["faults"] == ["camera_failed"]
+
+
+def test_health_topic_parses():
+    parts = p.parse_topic(p.topic(DEVICE, "health"))
+    assert (parts.device_id, parts.leaf) == (DEVICE, "health")
+
+
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("interval_s", 0, ("'interval_s'", "> 0")),
+        ("interval_s", -1, ("'interval_s'",)),
+        ("interval_s", 86401, ("'interval_s'",)),
+        ("interval_s", "10", ("'interval_s'",)),
+        ("seq", 0, ("'seq'",)),
+        ("seq", 1.5, ("'seq'",)),
+        ("uptime_s", -0.1, ("'uptime_s'",)),
+        ("queue_depth", -1, ("'queue_depth'",)),
+        ("queue_depth", True, ("'queue_depth'",)),
+        ("temperature_c", -300, ("'temperature_c'",)),
+        ("disk_free_mb", "lots", ("'disk_free_mb'",)),
+        ("faults", "camera_failed", ("'faults'", "list")),
+        ("faults", [1], ("'faults'[0]",)),
+        ("faults", [""], ("'faults'[0]",)),
+        ("faults", ["x" * 65], ("'faults'[0]",)),
+        ("faults", ["f"] * 33, ("'faults'", "over 32")),
+        ("selftest_ok", 1, ("'selftest_ok'", "true, false or null")),
+        ("selftest_ok", "yes", ("'selftest_ok'",)),
+        ("at", "yesterday", ("'at'", "ISO 8601")),
+        ("at", None, ("'at'",)),
+        ("last_selftest", "2026-13-45", ("'last_selftest'", "ISO 8601")),
+        ("online_since", 5, ("'online_since'",)),
+        ("state", "x" * 33, ("'state'",)),
+        ("firmware", None, ("'firmware'",)),
+    ],
+)
+def test_rejects_bad_fields_with_the_field_named(field, value, words):
+    reject(health_dict(**{field: value}), *words)
+
+
+def test_rejects_missing_field_and_wrong_type():
+    d = health_dict()
+    del d["queue_depth"]
+    reject(d, "'queue_depth'")
+    reject(health_dict(type="status"), "'type'")
+
+
+def test_payload_device_must_match_topic_device():
+    reject(health_dict(), "pb-test-0002", topic_device="pb-test-0002")
+
+
+# -- fuzzing ---------------------------------------------------------------------
+
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.sampled_from([2**53 + 1, -(10**400)])
+    | st.floats() | st.text(max_size=40)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
+                                                                   max_size=5),
+    max_leaves=20,
+)
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def only_protocol_errors(payload: bytes) -> None:
+    try:
+        p.decode_health(payload)
+    except p.ProtocolError as e:
+        assert str(e) and "\n" not in str(e)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_decode_on_arbitrary_bytes_raises_only_protocol_errors(payload):
+    only_protocol_errors(payload)
+
+
+@FUZZ
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=8))
+def test_decode_on_arbitrary_objects_raises_only_protocol_errors(obj):
+    only_protocol_errors(json.dumps({**obj, "v": 1, "type": "health"}).encode())
+
+
+@FUZZ
+@given(st.data(), json_values)
+def test_valid_heartbeat_with_one_field_replaced_raises_only_protocol_errors(data, value):
+    obj = health_dict()
+    key = data.draw(st.sampled_from(sorted(obj)) | st.text(max_size=8), label="key")
+    obj[key] = value
+    only_protocol_errors(json.dumps(obj).encode())
+
+
+@FUZZ
+@given(st.data())
+def test_valid_heartbeat_with_one_field_removed_raises_only_protocol_errors(data):
+    obj = health_dict()
+    del obj[data.draw(st.sampled_from(sorted(obj)), label="key")]
+    only_protocol_errors(json.dumps(obj).encode())
