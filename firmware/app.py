@@ -25,9 +25,12 @@ from firmware import transport as t
 from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.config import Config
+from firmware.health import HealthReporter
 from firmware.outbox import Outbox, OutboxError
+from firmware.sdnotify import SdNotifier
 from firmware.streaming import MediaService
 from firmware.version import FIRMWARE_VERSION
+from firmware.watchdog import StageWatchdog
 from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern
 
 log = logging.getLogger("pinkbutton.kiosk")
@@ -76,6 +79,7 @@ class Kiosk:
         listeners: list[Listener] | None = None,
         camera: Camera | None = None,
         microphone: Microphone | None = None,
+        notifier: SdNotifier | None = None,
     ) -> None:
         self.config = config
         self.device_id = config.device.id
@@ -114,6 +118,7 @@ class Kiosk:
             session_expiry_s=b.session_expiry_s,
             connect_timeout_s=b.connect_timeout_s,
             backoff=Backoff(b.backoff_min_s, b.backoff_max_s),
+            fallbacks=b.fallback_hosts,
         )
         button.wakeup = lambda: self._inbox.put(_Wake())
         self.media: MediaService | None = None
@@ -124,6 +129,7 @@ class Kiosk:
                 on_fault=lambda name, why: self._inbox.put(m.FaultRaised(name, why)),
                 evidence_dir=config.device.state_dir / "evidence",
             )
+        self._init_supervision(notifier or SdNotifier())
 
     # -- called from any thread ---------------------------------------------
 
@@ -145,9 +151,15 @@ class Kiosk:
         """Run until stop(); then say goodbye to the broker and release hardware."""
         self.transport.start()
         if self.media is not None:
+            self.media.pipeline.on_beat = lambda: self.watchdog.beat("media-encoder")
+            self.watchdog.register("media-encoder", self.config.health.stage_timeout_s,
+                                   self._restart_encoder)
             self.media.start()
         self._dispatch(m.Boot())
         self._replay_outbox()
+        # Booted: outbox open, this thread running. Not waiting for the broker: a kiosk
+        # without a link still takes presses and must not be killed by systemd for it.
+        self.notifier.ready()
         try:
             while not self._stop.is_set():
                 self._wait_and_handle()
@@ -155,7 +167,8 @@ class Kiosk:
             self._shutdown()
 
     def _wait_and_handle(self) -> None:
-        due = (m.next_deadline(self.state), self.button.next_deadline(), self._redeliver_at)
+        due = (m.next_deadline(self.state), self.button.next_deadline(), self._redeliver_at,
+               self._supervision_deadline())
         deadlines = [d for d in due if d is not None]
         timeout = 0.5
         if deadlines:
@@ -178,6 +191,7 @@ class Kiosk:
         self._dispatch(m.Tick())
         if self._redeliver_at is not None and self.clock.monotonic() >= self._redeliver_at:
             self._redeliver()
+        self._supervise()
 
     def _replay_outbox(self) -> None:
         """Alerts still unconfirmed from before this start (crash, power loss): the newest,
@@ -254,18 +268,22 @@ class Kiosk:
                 self._notify("stream_end", detail)
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
-            case t.Connected(session_present=sp):
+            case t.Connected(session_present=sp, broker=broker):
                 self._failures = 0
-                log.info("connected to broker %s:%s (session %s)", self.transport.host,
-                         self.transport.port, "resumed" if sp else "new")
-                self._notify("connected", {})
+                self._broker = broker or f"{self.transport.host}:{self.transport.port}"
+                log.info("connected to broker %s (session %s)", self._broker,
+                         "resumed" if sp else "new")
+                self._notify("connected", {"broker": self._broker})
                 self._dispatch(m.Connected())
+                self.health.link_changed(True)
+                self._send_heartbeat()  # at once: the room learns we are back without delay
                 if self._unconfirmed:
                     self._redeliver_at = self.clock.monotonic()
             case t.Disconnected(reason=r):
                 log.warning("lost broker connection: %s", r)
                 self._notify("disconnected", {"reason": r})
                 self._dispatch(m.Disconnected(r))
+                self.health.link_changed(False)
             case t.ConnectFailed(reason=r, retry_in=d):
                 self._log_connect_failure(r, d)
                 self._notify("connect_failed", {"reason": r, "retry_in": d})
@@ -380,8 +398,10 @@ class Kiosk:
             case m.StartStream(alert_id=alert_id):
                 if self.media is not None:
                     self.media.start_stream(alert_id)
+                    self._watch_sender()
                 self._notify("stream_start", {"alert_id": alert_id})
             case m.StopStream(alert_id=alert_id):
+                self.watchdog.unregister("media-sender")
                 if self.media is not None:
                     self.media.stop_stream(lambda aid, st: self._inbox.put(("stream_end", aid, st)))
                 else:
@@ -431,6 +451,7 @@ class Kiosk:
         faults = set()
         if self.button.is_pressed:
             faults.add("button_stuck")  # held at boot: wiring short or jammed
+        self._selftest_at, self._selftest_ok = self.clock.wall(), not faults
         return frozenset(faults)
 
     def _notify(self, kind: str, data: dict) -> None:
@@ -438,6 +459,7 @@ class Kiosk:
             listener(kind, data)
 
     def _shutdown(self) -> None:
+        self.notifier.stopping()
         if self.media is not None:
             self.media.close()
         if self.transport.connected:
@@ -447,6 +469,7 @@ class Kiosk:
         self.transport.stop()
         self.indicator.show(Pattern.OFF)
         self.outbox.close()
+        self.notifier.close()
 
     def _await_mid(self, mid: int, timeout: float) -> None:
         end = self.clock.monotonic() + timeout
@@ -457,6 +480,124 @@ class Kiosk:
                 continue
             if isinstance(item, t.PublishResult) and item.mid == mid:
                 return
+
+
+    # -- supervision: heartbeat, stage watchdog, systemd (state thread) --------
+
+    def _init_supervision(self, notifier: SdNotifier) -> None:
+        h = self.config.health
+        self.health = HealthReporter(self.device_id, h.interval_s, self.clock,
+                                     self.config.device.state_dir)
+        self.notifier = notifier
+        self.watchdog = StageWatchdog(self.clock, self._stage_stuck)
+        self._stuck_stages: set[str] = set()
+        self._restarting: set[str] = set()
+        self._selftest_at: float | None = None
+        self._selftest_ok: bool | None = None
+        self._broker = f"{self.transport.host}:{self.transport.port}"
+        self._status_line = ""
+        self._ping_every = notifier.watchdog_interval_s()  # None: systemd does not watch us
+        self._next_ping = self.clock.monotonic()
+
+    def _supervision_deadline(self) -> float | None:
+        due = [self._next_ping] if self._ping_every is not None else []
+        if self.state.online:
+            due.append(self.health.next_due())
+        return min(due) if due else None
+
+    def _supervise(self) -> None:
+        now = self.clock.monotonic()
+        self.watchdog.check(now)
+        healthy = self.watchdog.healthy(now)
+        if healthy and self._stuck_stages:
+            log.info("stages %s are making progress again", ", ".join(sorted(self._stuck_stages)))
+            self._stuck_stages.clear()
+            self._inbox.put(m.FaultCleared("stage_stuck"))
+        if self.state.online and self.health.due(now):
+            self._send_heartbeat()
+        line = f"{self.state.mode}, " + (f"online via {self._broker}" if self.state.online
+                                          else "offline, reconnecting")
+        if self.state.faults:
+            line += f", faults: {', '.join(sorted(self.state.faults))}"
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.status(line)
+        # Pinged from this loop, so a stuck state thread stops the pings as surely as a
+        # stuck media stage does: either way systemd restarts the kiosk.
+        if self._ping_every is not None and now >= self._next_ping:
+            self._next_ping = now + self._ping_every
+            if healthy:
+                self.notifier.watchdog()
+
+    def _send_heartbeat(self) -> None:
+        h = self.health.build(self.state, self._queue_depth(), self._selftest_at,
+                              self._selftest_ok)
+        try:  # QoS 0, not retained: a heartbeat is only worth something when it is fresh
+            self.transport.publish(p.topic(self.device_id, "health"), p.encode_health(h), qos=0)
+        except t.TransportError as e:
+            log.warning("heartbeat not sent: %s", e)
+            return
+        self._notify("health", {"seq": h.seq, "queue_depth": h.queue_depth})
+
+    def _queue_depth(self) -> int:
+        depth = len(self._unconfirmed)
+        sender = self.media.sender if self.media is not None else None
+        if sender is not None:
+            depth += sender.stats().queue_packets
+        return depth
+
+    def _stage_stuck(self, name: str, silent_for: float) -> None:
+        self._stuck_stages.add(name)
+        self.report_fault("stage_stuck", f"{name} made no progress for {silent_for:.0f} s; "
+                                         "restarting it")
+
+    def _restart_encoder(self) -> None:
+        pipeline = self.media.pipeline
+
+        def restart() -> None:
+            pipeline.stop()  # waits (bounded) for the stuck thread, stops capture
+            if not self._stop.is_set():  # not while the kiosk is shutting down
+                pipeline.start()
+
+        self._in_background("media-encoder", restart)
+
+    def _watch_sender(self) -> None:
+        sender = self.media.sender if self.media is not None else None
+        if sender is None:
+            return
+        sender.on_beat = lambda: self.watchdog.beat("media-sender")
+        self.watchdog.register("media-sender", self.config.health.stage_timeout_s,
+                               lambda: self._in_background("media-sender",
+                                                           lambda: _revive_sender(sender)))
+
+    def _in_background(self, name: str, work: Callable[[], object]) -> None:
+        """Run a stage restart off the state thread: joining a stuck thread can take
+        seconds, and alerts must not wait for that."""
+        if name in self._restarting:
+            return
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as e:  # noqa: BLE001 - the process watchdog is the last resort
+                log.error("restarting %s failed: %s: %s", name, type(e).__name__, e)
+            finally:
+                self._restarting.discard(name)
+
+        self._restarting.add(name)
+        threading.Thread(target=run, name=f"restart-{name}", daemon=True).start()
+
+
+def _revive_sender(sender) -> None:
+    """A sender whose thread died is given a new one (same queue, same seq numbers, so the
+    room's evidence continues). One that is alive but blocked cannot be stopped from here:
+    the kiosk then stops its systemd pings and systemd restarts the process."""
+    thread = getattr(sender, "_thread", None)
+    if thread is not None and thread.is_alive():
+        log.error("media sender thread is blocked; leaving it to the process watchdog")
+        return
+    sender._thread = threading.Thread(target=sender._run, name="media-sender", daemon=True)
+    sender._thread.start()
 
 
 def open_media_devices(backend, clock: Clock, config: Config):

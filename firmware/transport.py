@@ -32,6 +32,7 @@ log = logging.getLogger("pinkbutton.transport")
 @dataclass(frozen=True, slots=True)
 class Connected:
     session_present: bool
+    broker: str = ""  # "host:port" of the broker we are now on
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,17 @@ def _writes_happen_in_loop(client, userdata, sock) -> None:
 
 class MqttTransport:
     """A persistent MQTT v5 session (clean_start false + session expiry) that keeps
-    reconnecting with capped, jittered exponential backoff until `stop()`."""
+    reconnecting with capped, jittered exponential backoff until `stop()`.
+
+    Failover: with `fallbacks`, a connect attempt that fails moves on to the next broker of
+    [primary, *fallbacks] at once; the backoff delay applies only after a whole round has
+    failed. A connection that was up and then dropped is retried on the same broker first
+    (the usual cause is the link, not the broker). `host`/`port` name the current broker.
+
+    Dead links: paho sends PINGREQ after `keepalive_s` of silence and drops the connection
+    when no PINGRESP comes back within another `keepalive_s`, also when the socket is
+    stalled (nothing can be written): a dead link is noticed within ~2x keepalive.
+    """
 
     def __init__(
         self,
@@ -139,8 +150,12 @@ class MqttTransport:
         connect_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
         max_queued: int = 1000,
+        fallbacks: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.host, self.port = host, port
+        self._brokers = [(host, port), *((h, int(p)) for h, p in fallbacks)]
+        self._current = 0
+        self._failed_in_round = 0  # consecutive failed attempts since the last connection
         self._on_event = on_event
         self._subscriptions = list(subscriptions)
         self._keepalive = keepalive_s
@@ -214,13 +229,14 @@ class MqttTransport:
         while not self._stop.is_set():
             self._connack.clear()
             self._last_error = ""
+            self.host, self.port = self._brokers[self._current]
             try:
                 self._client.connect(
                     self.host, self.port, keepalive=self._keepalive, clean_start=False,
                     properties=props,
                 )
             except (OSError, ValueError) as e:
-                self._fail(describe_connect_error(e, self.host, self.port))
+                self._fail(describe_connect_error(e, self.host, self.port), attempt_failed=True)
                 continue
             self._set_nodelay()
             while not self._stop.is_set():
@@ -237,7 +253,8 @@ class MqttTransport:
                 self._fail(
                     f"broker {self.host}:{self.port} closed the connection before CONNACK: "
                     f"it probably refused our certificate (expired, not yet valid, or not "
-                    f"signed by the CA it trusts){detail}"
+                    f"signed by the CA it trusts){detail}",
+                    attempt_failed=True,
                 )
             else:
                 self._fail(None)
@@ -261,8 +278,17 @@ class MqttTransport:
         except OSError:
             pass
 
-    def _fail(self, reason: str | None) -> None:
-        delay = self._backoff.next_delay()
+    def _fail(self, reason: str | None, *, attempt_failed: bool = False) -> None:
+        delay = None
+        if attempt_failed and len(self._brokers) > 1:
+            self._failed_in_round += 1
+            self._current = (self._current + 1) % len(self._brokers)
+            host, port = self._brokers[self._current]
+            reason = f"{reason}; next broker {host}:{port}"
+            if self._failed_in_round % len(self._brokers):
+                delay = 0.0  # brokers left to try in this round: no reason to wait
+        if delay is None:
+            delay = self._backoff.next_delay()
         if reason is not None:
             self._on_event(ConnectFailed(reason, delay))
         self._stop.wait(delay)
@@ -276,12 +302,13 @@ class MqttTransport:
             return
         self._connack.set()
         self._backoff.reset()
+        self._failed_in_round = 0
         # Subscribing is transport bookkeeping, not application state, so it is
         # done here; persistent sessions keep them anyway, this covers a new session.
         for topic, qos in self._subscriptions:
             _, mid = client.subscribe(topic, qos=qos)
             self._sub_mids[mid] = [topic]
-        self._on_event(Connected(bool(flags.session_present)))
+        self._on_event(Connected(bool(flags.session_present), f"{self.host}:{self.port}"))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connack.is_set() and not self._stop.is_set():

@@ -86,6 +86,7 @@ class MediaPipeline:
         # Encoder-thread state.
         self._sink: PacketSink | None = None
         self._next_frame_due_us: int | None = None
+        self.on_beat: Callable[[], None] = lambda: None  # encoder-thread progress (watchdog)
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -217,9 +218,11 @@ class MediaPipeline:
     def _run(self) -> None:
         stopping = False
         while True:
+            self.on_beat()
             with self._cond:
                 while not self._control and not self._raw and not stopping:
-                    self._cond.wait()
+                    self._cond.wait(1.0)
+                    self.on_beat()  # idle is not stuck
                 if self._control:
                     kind, arg = self._control.popleft()
                     item = None

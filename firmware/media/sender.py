@@ -129,6 +129,7 @@ class MediaSender:
         self._closed = False
         self._counts = collections.Counter()
         self._thread: threading.Thread | None = None
+        self.on_beat: Callable[[], None] = lambda: None  # sender-thread progress (watchdog)
         if start_thread:
             self._thread = threading.Thread(target=self._run, name="media-sender", daemon=True)
             self._thread.start()
@@ -229,6 +230,7 @@ class MediaSender:
 
     def _run(self) -> None:
         while True:
+            self.on_beat()
             with self._cv:
                 if self._closed:
                     return

@@ -27,6 +27,7 @@ from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.media.envelope import MediaError, Reassembler, decode_envelope
 from tools.controlroom.store import IncidentStore
+from tools.controlroom.supervision import DeviceMonitor, Notice
 
 log = logging.getLogger("pinkbutton.controlroom")
 
@@ -53,6 +54,11 @@ def status_subscription() -> str:
     # Retained messages are not delivered to shared subscriptions: every receiver
     # subscribes to status directly.
     return f"{p.TOPIC_ROOT}/+/status"
+
+
+def health_subscription() -> str:
+    # Not shared either: every receiver judges for itself which kiosks are alive.
+    return f"{p.TOPIC_ROOT}/+/health"
 
 
 def parse_iso(s: str) -> float | None:
@@ -100,7 +106,9 @@ class ControlRoomReceiver:
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
-                         (status_subscription(), 1)]
+                         (status_subscription(), 1), (health_subscription(), 0)]
+        self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
+        self._next_tick = 0.0
         if evidence_dir is not None:
             from tools.controlroom.backfill import BackfillManager  # PyAV only when recording
             from tools.controlroom.media import EvidenceRecorder
@@ -141,6 +149,7 @@ class ControlRoomReceiver:
         self.transport.start()
         try:
             while not self._stop.is_set():
+                self._tick_devices()
                 if self.backfill is not None:
                     self.backfill.tick()  # NACKs and completed evidence, a few times a second
                 try:
@@ -165,6 +174,9 @@ class ControlRoomReceiver:
 
     def _handle(self, item) -> None:
         match item:
+            case t.Message(topic=topic, payload=payload, retain=retain) if topic.endswith(
+                    ("/status", "/health")):
+                self._on_supervision(topic, payload, retain)
             case t.Message(topic=topic, payload=payload):
                 self._on_message(topic, payload)
             case t.Connected():
@@ -192,8 +204,6 @@ class ControlRoomReceiver:
             if parts.leaf == "alert":
                 alert = p.decode_alert(payload, topic_device=parts.device_id)
                 self._on_alert(alert, payload, received)
-            elif parts.leaf == "status":
-                self._on_status(p.decode_status(payload, topic_device=parts.device_id))
             elif parts.leaf == "events":
                 ev = p.decode_event(payload, topic_device=parts.device_id)
                 self.out(f"EVENT  {ev.device_id}  {ev.kind}  {ev.detail}")
@@ -310,12 +320,52 @@ class ControlRoomReceiver:
                                   "duration_s": summary.duration_s,
                                   "preroll_s": summary.preroll_s})
 
-    def _on_status(self, s: p.Status) -> None:
-        changed = self.store.set_device(s.device_id, s.online, s.state, s.firmware,
-                                        iso8601(self.clock.wall()))
-        if changed:
-            self.out(f"DEVICE {s.device_id}  {'online' if s.online else 'OFFLINE'}  ({s.state})")
-        self._notify("status", {"device_id": s.device_id, "online": s.online, "state": s.state})
+    # -- device supervision (heartbeats, status, Last Will) ----------------------
+
+    def _on_supervision(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            parts = p.parse_topic(topic)
+            if parts.leaf == "health":
+                h = p.decode_health(payload, topic_device=parts.device_id)
+                notices = self.monitor.heartbeat(h)
+                self._notify("health", {"device_id": h.device_id, "seq": h.seq,
+                                        "queue_depth": h.queue_depth, "faults": list(h.faults)})
+            elif parts.leaf == "status":
+                s = p.decode_status(payload, topic_device=parts.device_id)
+                notices = self.monitor.status(s.device_id, s.online, state=s.state,
+                                              retained=retained)
+                self._notify("status", {"device_id": s.device_id, "online": s.online,
+                                        "state": s.state})
+            else:
+                raise p.ProtocolError(f"unexpected topic {topic}")
+        except p.ProtocolError as e:
+            log.warning("rejected message on %s: %s", topic, e)
+            self._notify("rejected", {"topic": topic, "reason": str(e)})
+            return
+        for notice in notices:
+            self._device_notice(notice)
+
+    def _tick_devices(self) -> None:
+        now = self.clock.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + 0.25
+        for notice in self.monitor.tick(now):
+            self._device_notice(notice)
+
+    def _device_notice(self, n: Notice) -> None:
+        """Store the change; show it when it is news (a device already known offline from
+        an earlier run is not announced again on every room start)."""
+        view = self.monitor.device(n.device_id)
+        online = n.kind != "offline"
+        state = "offline" if not online else (view.state if view and view.state else "online")
+        firmware = (view.firmware if view else None) or ""
+        changed = self.store.set_device(n.device_id, online, state, firmware,
+                                        iso8601(self.clock.wall()), n.reason)
+        if changed or n.kind == "back":
+            self.out(f"DEVICE {n.text}")
+        self._notify("device", {"device_id": n.device_id, "kind": n.kind, "text": n.text,
+                                "gone_s": n.gone_s})
 
     def _verify(self, device_id: str, payload: bytes) -> bool | None:
         if self.device_certs is None:

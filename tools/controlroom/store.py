@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS devices (
     firmware   TEXT NOT NULL,
     changed_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id  TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    online     INTEGER NOT NULL,
+    reason     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS device_log_device ON device_log(device_id, id);
 """
 
 
@@ -137,8 +145,9 @@ class IncidentStore:
             self._timeline(alert_id, at, what, detail)
 
     def set_device(self, device_id: str, online: bool, state: str, firmware: str,
-                   at: str) -> bool:
-        """Record a device's status; True when its online/offline state changed."""
+                   at: str, reason: str = "") -> bool:
+        """Record a device's status; True when its online/offline state changed (each
+        change is also appended to device_log, with its reason)."""
         with self._tx():
             row = self._db.execute("SELECT online FROM devices WHERE device_id=?",
                                    (device_id,)).fetchone()
@@ -148,7 +157,17 @@ class IncidentStore:
                 " state=excluded.state, firmware=excluded.firmware, changed_at=excluded.changed_at",
                 (device_id, int(online), state, firmware, at),
             )
-        return row is None or bool(row[0]) != online
+            changed = row is None or bool(row[0]) != online
+            if changed:
+                self._db.execute("INSERT INTO device_log(device_id, at, online, reason) "
+                                 "VALUES (?,?,?,?)", (device_id, at, int(online), reason))
+        return changed
+
+    def device_log(self, device_id: str) -> list[tuple[str, bool, str]]:
+        """(at, online, reason) of every online/offline change of a device, oldest first."""
+        rows = self._db.execute(
+            "SELECT at, online, reason FROM device_log WHERE device_id=? ORDER BY id", (device_id,))
+        return [(at, bool(o), reason) for at, o, reason in rows]
 
     def incident(self, alert_id: str) -> Incident | None:
         rows = self._incidents("WHERE alert_id=?", (alert_id,))
