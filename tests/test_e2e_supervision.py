@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 
 from firmware.app import Kiosk
+from firmware.backoff import Backoff
 from firmware.clock import Clock
 from firmware.config import load_config
 from firmware.sdnotify import SdNotifier
+from firmware.transport import ConnectFailed, MqttTransport, TlsFiles
 from hal.fake import FakeBackend
 from tests.fault_helpers import REPO, SimProcess, tune_config
 from tests.helpers import Recorder, RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
 from tools.broker import Mosquitto, free_port
+from tools.pki import ca_paths, device_paths
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
@@ -129,6 +132,28 @@ def test_dead_primary_broker_fails_over_to_the_fallback_and_delivers(tmp_path, p
         alert_id = kiosk.events.wait_for("persisted")["alert_id"]
         kiosk.events.wait_for("receipt", timeout=15)
         assert room.receiver.store.incident(alert_id) is not None
+
+
+def test_all_brokers_dead_each_round_tries_every_broker_then_backs_off(tmp_path, pki_dir):
+    dead = [free_port(), free_port(), free_port()]
+    dev = device_paths(pki_dir, DEVICE)
+    events = Recorder()
+    transport = MqttTransport(
+        client_id=DEVICE, host="localhost", port=dead[0],
+        tls=TlsFiles(ca_paths(pki_dir).cert, dev.cert, dev.key),
+        on_event=lambda ev: events(type(ev).__name__, {"ev": ev}),
+        backoff=Backoff(0.05, 0.2), fallbacks=[("localhost", dead[1]), ("127.0.0.1", dead[2])],
+    )
+    transport.start()
+    try:
+        wait_until(lambda: len(events.of("ConnectFailed")) >= 7, timeout=20, what="7 failures")
+    finally:
+        transport.stop()
+    failed: list[ConnectFailed] = [d["ev"] for d in events.of("ConnectFailed")][:7]
+    tried = [f.reason.split("broker ")[1].split(" ")[0] for f in failed]
+    ring = [f"localhost:{dead[0]}", f"localhost:{dead[1]}", f"127.0.0.1:{dead[2]}"]
+    assert tried == (ring * 3)[:7], tried
+    assert [f.retry_in == 0.0 for f in failed] == [True, True, False] * 2 + [True]
 
 
 def test_primary_broker_killed_kiosk_moves_to_the_second_broker(tmp_path, pki_dir,
