@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from firmware.cliargs import OneLineParser
+from firmware.cliargs import OneLineParser, seconds
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from hal.base import HalError
@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="one simulated button (Enter presses it)")
     run.add_argument("--config", required=True, help="kiosk TOML config (hal.backend is ignored)")
-    run.add_argument("--press-after", type=_nonneg, metavar="S", help="press once after S seconds")
-    run.add_argument("--exit-after", type=_nonneg, metavar="S", help="stop after S seconds")
+    run.add_argument("--press-after", type=seconds, metavar="S", help="press once after S seconds")
+    run.add_argument("--exit-after", type=seconds, metavar="S", help="stop after S seconds")
     run.add_argument("--json", action="store_true", help="one JSON object per line")
     run.add_argument("--no-media", action="store_true", help="no simulated camera/microphone")
     run.add_argument("--webcam", metavar="DEVICE",
@@ -136,16 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="warning",
                      choices=["debug", "info", "warning", "error"])
     return ap
-
-
-def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return v
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,14 @@ import argparse
 
 import pytest
 
-from firmware.cliargs import OneLineParser, positive_float, positive_int
+from firmware.cliargs import OneLineParser, int_in, positive_float, positive_int, seconds
 from simulator import cli as sim_cli
 from tools.controlroom import cli as room_cli
 
 
 @pytest.mark.parametrize(("convert", "text", "value"), [
-    (positive_int, "3", 3), (positive_float, "0.25", 0.25),
+    (positive_int, "3", 3), (positive_float, "0.25", 0.25), (seconds, "0", 0.0),
+    (int_in(1, 9), "9", 9),
 ])
 def test_good_values_convert(convert, text, value):
     assert convert(text) == value
@@ -23,6 +24,8 @@ def test_good_values_convert(convert, text, value):
     (positive_float, "0", "above 0"), (positive_float, "-2", "above 0"),
     (positive_float, "inf", "above 0"), (positive_float, "nan", "above 0"),
     (positive_float, "x", "not a number"),
+    (seconds, "-1", "0 or more"), (seconds, "nan", "0 or more"), (seconds, "x", "not a number"),
+    (int_in(1, 9), "10", "between 1 and 9"), (int_in(1, 9), "1.5", "not a whole number"),
 ])
 def test_bad_values_name_the_problem(convert, text, needle):
     with pytest.raises(argparse.ArgumentTypeError, match=needle):
@@ -33,6 +36,14 @@ def test_bad_values_name_the_problem(convert, text, needle):
     (sim_cli.main, ["run"], "pinkbutton-sim run"),
     (sim_cli.main, ["fly"], "pinkbutton-sim"),
     (room_cli.main, ["run", "--port", "x"], "pinkbutton-controlroom run"),
+    (room_cli.main, ["run", "--port", "70000"], "pinkbutton-controlroom run"),
+    # Out of MQTT's range these killed the room's network thread after it said "listening".
+    (room_cli.main, ["run", "--session-expiry", "-1"], "pinkbutton-controlroom run"),
+    (room_cli.main, ["run", "--session-expiry", "99999999999"], "pinkbutton-controlroom run"),
+    (room_cli.main, ["run", "--exit-after", "nan"], "pinkbutton-controlroom run"),
+    (room_cli.main, ["run", "--exit-after", "-5"], "pinkbutton-controlroom run"),
+    (sim_cli.main, ["run", "--config", "x", "--exit-after", "nan"], "pinkbutton-sim run"),
+    (sim_cli.main, ["run", "--config", "x", "--press-after", "inf"], "pinkbutton-sim run"),
 ])
 def test_commands_print_one_line_and_exit_2(capsys, main, argv, prog):
     with pytest.raises(SystemExit) as exc:

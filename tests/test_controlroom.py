@@ -198,7 +198,7 @@ def test_run_with_port_out_of_range_exits_2(tmp_path, pki_dir):
     proc = controlroom_cli(
         "run", "--pki", str(pki_dir), "--port", "70000", "--db", str(tmp_path / "db")
     )
-    assert_one_line_usage_error(proc, "--port 70000", "1-65535")
+    assert_one_line_usage_error(proc, "--port", "between 1 and 65535, not 70000")
 
 
 def test_report_on_missing_db_exits_2(tmp_path):

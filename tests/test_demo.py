@@ -3,6 +3,8 @@ earlier, interrupted run left in its outbox (their events carry no t_ms)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tools import demo
 
 OLD, NEW = "68937217-0195-4d8b-8685-5e5216f219dc", "1bc6cacd-9f28-4d39-99aa-fad3204ca1c1"
@@ -39,3 +41,13 @@ def test_no_press_in_this_run_is_a_clear_failure(tmp_path, capsys):
     status = demo.print_timeline(events()[:3], tmp_path / "room.db")
     assert status == 1
     assert "never registered a press" in capsys.readouterr().out
+
+
+def test_help_and_stray_arguments_do_not_run_the_demo(capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--help"])
+    assert exc.value.code == 0 and "one simulated press" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--fast"])
+    assert exc.value.code == 2
+    assert "usage error: unrecognized arguments: --fast" in capsys.readouterr().err

@@ -243,8 +243,21 @@ def test_cli_show_marks_expired_certificates(tmp_path: Path) -> None:
 def test_cli_bad_device_id_fails_with_one_line(tmp_path: Path) -> None:
     run_cli("init", str(tmp_path))
     result = run_cli("device", str(tmp_path), "Bad_Id")
-    assert_one_line_error(result, 1)
+    assert_one_line_error(result, 2)  # a usage error, refused before touching any file
     assert "invalid device id" in result.stderr
+    result = run_cli("init", str(tmp_path / "other"), "--device", "controlroom")
+    assert_one_line_error(result, 2)
+    assert "reserved for the control room" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_cli_unwritable_directory_names_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("init", str(blocker / "pki"))
+    assert_one_line_error(result, 1)
+    assert "cannot write" in result.stderr and str(blocker) in result.stderr
+    assert "[Errno" not in result.stderr
 
 
 def test_cli_device_without_ca_fails_with_one_line(tmp_path: Path) -> None:

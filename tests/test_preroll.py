@@ -139,6 +139,18 @@ def test_audio_only_before_any_keyframe_and_clear():
     assert buf.snapshot() == [] and len(buf) == 0
 
 
-def test_rejects_non_positive_duration():
-    with pytest.raises(ValueError, match="positive"):
-        PreRollBuffer(0)
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_rejects_negative_duration(bad):
+    with pytest.raises(ValueError, match="0 or more"):
+        PreRollBuffer(bad)
+
+
+def test_zero_duration_keeps_only_the_current_gop():
+    buf = PreRollBuffer(0)
+    gop_us = 1_000_000
+    for i in range(45):  # 3 s at 15 fps, a keyframe every second
+        buf.push(EncodedPacket(Stream.VIDEO, b"v", T0 + i * gop_us // 15, gop_us // 15,
+                               keyframe=i % 15 == 0))
+    snap = buf.snapshot()
+    assert snap[0].keyframe and snap[0].pts_us == T0 + 2 * gop_us  # the newest keyframe
+    assert len(snap) == 15

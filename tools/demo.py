@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from firmware.cliargs import OneLineParser
 from tools.broker import BrokerError, Mosquitto, free_port
 from tools.controlroom.store import IncidentStore
 from tools.pki import init_dev_pki
@@ -95,7 +96,10 @@ backend = "fake"
 """)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # No options; the parser gives --help and refuses stray arguments (before starting
+    # anything) instead of running the whole demo.
+    OneLineParser(prog="python -m tools.demo", description=__doc__.splitlines()[0]).parse_args(argv)
     DEMO.mkdir(exist_ok=True)
     py = sys.executable
     env_note = f"(logs in {DEMO.relative_to(ROOT)}/)"

@@ -331,15 +331,22 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
+def _device_id_arg(text: str) -> str:
+    try:
+        return validate_device_id(text)
+    except PkiError as exc:  # a bad id is a usage error (exit 2), caught before any file work
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_init = sub.add_parser("init", help="create CA, broker, control-room (and device) certs")
     p_init.add_argument("dir", type=Path)
-    p_init.add_argument("--device", action="append", default=[], metavar="ID")
+    p_init.add_argument("--device", action="append", default=[], metavar="ID", type=_device_id_arg)
     p_dev = sub.add_parser("device", help="issue a device client certificate")
     p_dev.add_argument("dir", type=Path)
-    p_dev.add_argument("id")
+    p_dev.add_argument("id", type=_device_id_arg)
     p_dev.add_argument("--force", action="store_true", help="replace an existing certificate")
     p_show = sub.add_parser("show", help="print a certificate's subject, validity and SANs")
     p_show.add_argument("file", type=Path)
@@ -362,8 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"key:  {issued.key}")
         else:
             print("\n".join(describe(args.file)))
-    except (PkiError, OSError) as exc:
+    except PkiError as exc:
         print(f"pinkbutton-pki: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # "cannot write /proc/foo/ca.pem: No such file or directory"
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"pinkbutton-pki: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -19,7 +19,7 @@ from firmware.media.packet import EncodedPacket
 class PreRollBuffer:
     """Duration-based ring of encoded packets (never written to disk).
 
-    Bounds: a keyframe older than `max_lookback_s` (default 2 x duration) is not worth keeping
+    Bounds: a keyframe older than `max_lookback_s` (default 2 x duration, at least 10 s) is not worth keeping
     as an anchor (a dead camera would otherwise pin audio forever): the snapshot then becomes
     audio only until the next keyframe. `max_packets`/`max_bytes` are hard caps on top.
     """
@@ -32,10 +32,16 @@ class PreRollBuffer:
         max_packets: int = 5000,
         max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
-        if duration_s <= 0:
-            raise ValueError(f"pre-roll duration must be positive, got {duration_s}")
+        # 0 is a site's choice of "no look-back": the snapshot is then just the current GOP
+        # (from the newest keyframe), so the live stream still starts decodable.
+        if not duration_s >= 0:
+            raise ValueError(f"pre-roll duration must be 0 or more seconds, got {duration_s}")
         self.duration_s = duration_s
-        self.max_lookback_s = max_lookback_s if max_lookback_s is not None else 2 * duration_s
+        # At least 10 s (the longest keyframe interval the config allows), so a short pre-roll
+        # still finds its anchor keyframe.
+        self.max_lookback_s = (
+            max_lookback_s if max_lookback_s is not None else max(2 * duration_s, 10.0)
+        )
         self.max_packets = max_packets
         self.max_bytes = max_bytes
         self.clear()

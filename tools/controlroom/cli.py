@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser
+from firmware.cliargs import OneLineParser, int_in, seconds
 from firmware.transport import TlsFiles, TransportError
 from tools.controlroom.store import IncidentStore, StoreError
 
@@ -38,8 +38,6 @@ def _tls(args) -> TlsFiles:
 def _run(args) -> int:
     from tools.controlroom.receiver import ControlRoomReceiver
 
-    if not 1 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port}: must be 1-65535")
     tls = _tls(args)
     device_certs = Path(args.device_certs) if args.device_certs else None
     if device_certs is not None and not device_certs.is_dir():
@@ -105,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="receive alerts, store incidents, send acknowledgements")
     run.add_argument("--host", default="localhost")
-    run.add_argument("--port", type=int, default=8883)
+    run.add_argument("--port", type=int_in(1, 65535), default=8883)
     run.add_argument("--pki", help="directory with ca.pem, controlroom.pem, controlroom.key")
     run.add_argument("--ca")
     run.add_argument("--cert")
@@ -116,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
     run.add_argument("--group", default="controlroom", help="shared-subscription group")
     run.add_argument("--device-certs", help="directory of <device_id>.pem to verify signatures")
-    run.add_argument("--session-expiry", type=int, default=60, metavar="S",
+    run.add_argument("--session-expiry", type=int_in(1, 0xFFFFFFFF), default=60, metavar="S",
                      help="broker keeps this receiver's queue S seconds while it is offline "
                           "(default 60; kiosks re-announce unacknowledged alerts)")
     run.add_argument("--evidence", metavar="DIR",
@@ -124,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-evidence", action="store_true", help="do not record media")
     run.add_argument("--view", action="store_true",
                      help="show the first incident's live video in ffplay (needs ffmpeg)")
-    run.add_argument("--exit-after", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--exit-after", type=seconds, metavar="S", help="stop after S seconds")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     rep = sub.add_parser("report", help="print incidents and their timelines")
     rep.add_argument("--db", default="controlroom.db")
