@@ -207,7 +207,8 @@ class ControlRoomReceiver:
             elif parts.leaf == "events":
                 ev = p.decode_event(payload, topic_device=parts.device_id)
                 self.out(f"EVENT  {ev.device_id}  {ev.kind}  {ev.detail}")
-                self._notify("event", {"device_id": ev.device_id, "kind": ev.kind})
+                self._notify("event", {"device_id": ev.device_id, "kind": ev.kind,
+                                       "detail": dict(ev.detail)})
                 if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
                     self._close_evidence(ev.detail["alert_id"])
                 if self.backfill is not None:
