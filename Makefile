@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PKGS := mosquitto mosquitto-clients ffmpeg portaudio19-dev
 
 .PHONY: all deps system-deps demo test test-fast bench soak lint clean
 
@@ -14,19 +13,27 @@ all: test
 deps: system-deps $(STAMP)
 
 # Debian packages: the broker (and its CLI clients for the latency floor), ffmpeg for media checks,
-# PortAudio headers so pip can build pyaudio.
+# PortAudio headers, a C compiler and Python headers so pip can build pyaudio, and Python with
+# venv. Only what is missing is installed.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	[ -f /usr/include/portaudio.h ] || missing="$$missing portaudio19-dev"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	if ! command -v $(PYTHON) >/dev/null 2>&1; then missing="$$missing python3 python3-venv python3-dev"; \
+	else \
+	  $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || test -x $(BIN)/python || missing="$$missing python3-venv"; \
+	  $(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	    || missing="$$missing python3-dev"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing (apt)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "missing system packages:$$missing -- run: sudo apt-get install $(APT_PKGS)" >&2; exit 1; \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install$$missing" >&2; exit 1; \
 	  fi; \
 	fi
 

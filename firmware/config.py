@@ -549,6 +549,13 @@ def verify_certificates(config: Config, *, now: datetime | None = None) -> Certi
 
     if _spki(key.public_key()) != _spki(cert.public_key()):
         raise ConfigError(f"{where} key: {broker.key} does not match certificate {broker.cert}")
+    # Checked once the file is known to be the right key, so a wrong file says that first.
+    mode = broker.key.stat().st_mode
+    if mode & 0o007:  # group access is allowed: root:pinkbutton 0640 is a sound setup
+        raise ConfigError(
+            f"{where} key: {broker.key} is accessible to every user on this machine "
+            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {broker.key}"
+        )
 
     issuers = [ca for ca in cas if ca.subject == cert.issuer]
     if not issuers:

@@ -738,3 +738,20 @@ def _to_toml(data: dict) -> str:
             else:
                 lines.append(f"{key} = {value!r}")
     return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("mode", "ok"), [(0o600, True), (0o640, True), (0o644, False),
+                                          (0o606, False)])
+def test_key_readable_by_every_user_is_refused(tmp_path: Path, pki_dir: Path, mode: int,
+                                               ok: bool) -> None:
+    key = tmp_path / "copy.key"
+    shutil.copy(pki.device_paths(pki_dir, DEVICE).key, key)
+    key.chmod(mode)
+    config_file = write_cert_config(tmp_path, pki_dir, key=key)
+    if ok:
+        verify_certificates(load_config(config_file))
+    else:
+        assert cert_error(config_file) == (
+            f"{config_file}: [broker] key: {key} is accessible to every user on this machine "
+            f"(mode {mode:04o}); run: chmod 600 {key}"
+        )
