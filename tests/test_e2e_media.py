@@ -12,7 +12,9 @@ import pytest
 from hal.stamp import read_stamp
 from tests.helpers import RunningKiosk, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
+from tools.controlroom.cli import main as controlroom_main
 from tools.controlroom.media import ffprobe_summary
+from tools.controlroom.store import IncidentStore
 
 pytestmark = pytest.mark.broker
 
@@ -54,7 +56,8 @@ def incident(tmp_path_factory, pki_dir, broker):
         first_media = room.events.wait_for("first_media")
         faults = kiosk.kiosk.state.faults
     return {"alert_id": alert_id, "press_us": press_us, "evidence": evidence,
-            "first_media": first_media, "faults": faults, "room_lines": room.lines}
+            "first_media": first_media, "faults": faults, "room_lines": room.lines,
+            "db": tmp / "room.db"}
 
 
 def test_evidence_has_h264_and_opus_of_the_right_length(incident):
@@ -98,3 +101,28 @@ def test_decoded_frames_carry_their_capture_times_in_order_across_the_seam(incid
 def test_room_reports_the_evidence_file(incident):
     lines = [x for x in incident["room_lines"] if x.startswith("EVIDENCE")]
     assert lines and incident["alert_id"] in lines[0] and "gaps none" in lines[0]
+
+
+def test_room_reports_and_stores_first_media_and_keyframe_times(incident, capsys):
+    ev = incident["evidence"]
+    media_ms, key_ms = ev["first_media_ms"], ev["first_keyframe_ms"]
+    # The pre-roll is published right after the press, so both follow the alert closely
+    # (bounds generous for a busy host; the point is that they are measured and sane).
+    assert 0 <= media_ms <= key_ms < 5000, ev
+    line = next(x for x in incident["room_lines"] if x.startswith("EVIDENCE"))
+    assert f"first media {media_ms:+d} ms, first keyframe {key_ms:+d} ms" in line, line
+    store = IncidentStore(incident["db"])
+    try:
+        timeline = store.timeline(incident["alert_id"])
+    finally:
+        store.close()
+    whats = [what for _, what, _ in timeline]
+    assert {what: d["ms"] for _, what, d in timeline if what.startswith("first_")} == {
+        "first_media": media_ms, "first_keyframe": key_ms}
+    # Noted when they happened (after the alert was received), each once.
+    assert whats.index("received") < whats.index("first_media") <= whats.index("first_keyframe")
+    assert whats.count("first_media") == whats.count("first_keyframe") == 1
+    capsys.readouterr()
+    assert controlroom_main(["report", "--db", str(incident["db"])]) == 0
+    report = capsys.readouterr().out
+    assert f"first_media ms={media_ms}" in report and f"first_keyframe ms={key_ms}" in report

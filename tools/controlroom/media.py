@@ -71,6 +71,7 @@ class EvidenceSummary:
     height: int | None
     dropped_packets: int = 0  # video before the first keyframe, duplicates, too late, bad
     closed: bool = False
+    alert_id: str = ""
 
 
 @dataclass
@@ -106,8 +107,10 @@ def frame_size(keyframe: bytes) -> tuple[int, int]:
 class Evidence:
     """One incident's evidence file. Not thread-safe on its own: the recorder's lock guards it."""
 
-    def __init__(self, path: Path, *, reorder_window: int, clock: Clock) -> None:
+    def __init__(self, path: Path, *, reorder_window: int, clock: Clock,
+                 alert_id: str = "") -> None:
         self.path = path
+        self.alert_id = alert_id
         self.reorder_window = max(1, reorder_window)
         self.clock = clock
         self._next_seq = 0
@@ -299,6 +302,7 @@ class Evidence:
             height=self._height,
             dropped_packets=self._dropped,
             closed=self._closed,
+            alert_id=self.alert_id,
         )
 
 
@@ -352,6 +356,7 @@ class EvidenceRecorder:
                 path,
                 reorder_window=self.reorder_window,
                 clock=self.clock,
+                alert_id=alert_id,
             )
             self._open[alert_id] = ev
             self._closed.pop(alert_id, None)

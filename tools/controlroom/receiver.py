@@ -105,6 +105,8 @@ class ControlRoomReceiver:
         self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
+        self._received: dict[str, float] = {}  # wall time each recorded incident's alert came
+        self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
                          (status_subscription(), 1), (health_subscription(), 0)]
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
@@ -238,6 +240,8 @@ class ControlRoomReceiver:
                                "device_id": a.device_id, "announce": a.announce,
                                "latency_ms": latency})
         new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
+        if new and self.recorder is not None:
+            self._received[a.alert_id] = received
         # Stored durably: tell the kiosk it may drop the alert from its outbox. Sent for
         # every announcement, since an earlier receipt may have been lost.
         self._send("receipt", a.device_id, a.alert_id, None)
@@ -287,6 +291,7 @@ class ControlRoomReceiver:
                 self._open_evidence(alert_id, inc.device_id)
             self._notify("first_media", {"alert_id": alert_id, "keyframe": rp.packet.keyframe})
         self.recorder.feed(alert_id, rp)
+        self._note_timings(alert_id)
         self.backfill.record(alert_id, rp)
         if self.viewer is not None:
             self.viewer.feed(alert_id, rp)
@@ -312,14 +317,52 @@ class ControlRoomReceiver:
         self._reassemblers.pop(alert_id, None)
         self._report_evidence(summary)
 
+    def _alert_received(self, alert_id: str) -> float | None:
+        if alert_id not in self._received:  # an incident from before this room restarted
+            inc = self.store.incident(alert_id)
+            self._received[alert_id] = parse_iso(inc.received_at) if inc else None
+        return self._received[alert_id]
+
+    def _timings_ms(self, summary) -> dict[str, int | None]:
+        """First media / first keyframe in ms after the alert was received."""
+        received = self._alert_received(summary.alert_id)
+        return {what: None if at is None or received is None else round((at - received) * 1000)
+                for what, at in (("first_media", summary.first_media_at),
+                                 ("first_keyframe", summary.first_keyframe_at))}
+
+    def _note_timings(self, alert_id: str) -> None:
+        """Store each timing in the incident's timeline when it happens (so it sorts
+        among the ack and the end); done per packet only until both are known."""
+        from tools.controlroom.media import EvidenceError  # loaded with the recorder (PyAV)
+
+        noted = self._timed.setdefault(alert_id, set())
+        if len(noted) == 2:
+            return
+        try:
+            summary = self.recorder.summary(alert_id)
+        except EvidenceError:
+            return  # held until its alert comes
+        for what, ms in self._timings_ms(summary).items():
+            at = summary.first_media_at if what == "first_media" else summary.first_keyframe_at
+            if ms is not None and what not in noted:
+                noted.add(what)
+                self.store.note(alert_id, iso8601(at), what, {"ms": ms})
+
     def _report_evidence(self, summary) -> None:
         gaps = ", ".join(f"{a}-{b}" for a, b in summary.gaps) or "none"
+        timings = self._timings_ms(summary)
+        self._received.pop(summary.alert_id, None)
+        self._timed.pop(summary.alert_id, None)
+        shown = ", ".join(f"{what.replace('_', ' ')} " + ("?" if ms is None else f"{ms:+d} ms")
+                          for what, ms in timings.items())
         self.out(f"EVIDENCE  {summary.path}  video {summary.video_packets}  audio "
                  f"{summary.audio_packets}  {summary.duration_s:.1f} s (pre-roll "
-                 f"{summary.preroll_s:.1f} s)  gaps {gaps}")
+                 f"{summary.preroll_s:.1f} s)  {shown}  gaps {gaps}")
         self._notify("evidence", {"path": str(summary.path), "gaps": summary.gaps,
                                   "duration_s": summary.duration_s,
-                                  "preroll_s": summary.preroll_s})
+                                  "preroll_s": summary.preroll_s,
+                                  "first_media_ms": timings["first_media"],
+                                  "first_keyframe_ms": timings["first_keyframe"]})
 
     # -- device supervision (heartbeats, status, Last Will) ----------------------
 
