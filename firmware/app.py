@@ -25,6 +25,7 @@ from firmware import transport as t
 from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.config import Config
+from firmware.connectlog import ConnectFailureLog
 from firmware.health import HealthReporter
 from firmware.outbox import Outbox, OutboxError
 from firmware.sdnotify import SdNotifier
@@ -90,9 +91,7 @@ class Kiosk:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict[int, _Pending] = {}
         self._stop = threading.Event()
-        self._failures = 0
-        self._last_failure = ""
-        self._last_failure_log = float("-inf")
+        self._connect_log = ConnectFailureLog(log, self.clock)
         self.outbox, outbox_fault = Outbox.open_or_recover(config.device.state_dir / "outbox.db")
         if outbox_fault is not None:
             log.error("%s", outbox_fault)
@@ -269,7 +268,7 @@ class Kiosk:
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
             case t.Connected(session_present=sp, broker=broker):
-                self._failures = 0
+                self._connect_log.connected()
                 self._broker = broker or f"{self.transport.host}:{self.transport.port}"
                 log.info("connected to broker %s (session %s)", self._broker,
                          "resumed" if sp else "new")
@@ -285,7 +284,7 @@ class Kiosk:
                 self._dispatch(m.Disconnected(r))
                 self.health.link_changed(False)
             case t.ConnectFailed(reason=r, retry_in=d):
-                self._log_connect_failure(r, d)
+                self._connect_log.failed(r, d)
                 self._notify("connect_failed", {"reason": r, "retry_in": d})
                 if self.state.online:
                     self._dispatch(m.Disconnected(r))
@@ -300,18 +299,6 @@ class Kiosk:
                 self._on_message(tp, payload)
             case _:
                 log.error("internal: unexpected inbox item %r", item)
-
-    def _log_connect_failure(self, reason: str, retry_in: float) -> None:
-        """First failure and every change of reason at ERROR, then a reminder every
-        ~60 s: a technician reading the log sees the cause without a flood."""
-        self._failures += 1
-        now = self.clock.monotonic()
-        if reason != self._last_failure or now - self._last_failure_log >= 60:
-            more = f" ({self._failures} attempts so far)" if self._failures > 1 else ""
-            log.error("%s; retrying in %.1f s%s", reason, retry_in, more)
-            self._last_failure, self._last_failure_log = reason, now
-        else:
-            log.debug("%s; retrying in %.1f s", reason, retry_in)
 
     def _press(self, kind: str | None, at: float) -> None:
         now = self.clock.monotonic()

@@ -25,6 +25,7 @@ from firmware import protocol as p
 from firmware import transport as t
 from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
+from firmware.connectlog import ConnectFailureLog
 from firmware.media.envelope import MediaError, Reassembler, decode_envelope
 from tools.controlroom.store import IncidentStore
 from tools.controlroom.supervision import DeviceMonitor, Notice
@@ -111,6 +112,7 @@ class ControlRoomReceiver:
                          (status_subscription(), 1), (health_subscription(), 0)]
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
         self._next_tick = 0.0
+        self._connect_log = ConnectFailureLog(log, self.clock)
         if evidence_dir is not None:
             from tools.controlroom.backfill import BackfillManager  # PyAV only when recording
             from tools.controlroom.media import EvidenceRecorder
@@ -183,9 +185,11 @@ class ControlRoomReceiver:
                 self._on_message(topic, payload)
             case t.Connected():
                 log.info("connected to broker %s:%s", self.transport.host, self.transport.port)
+                self._connect_log.connected()
                 self._notify("connected", {})
             case t.ConnectFailed(reason=r, retry_in=d):
-                log.error("%s; retrying in %.1f s", r, d)
+                self._connect_log.failed(r, d)
+                self._notify("connect_failed", {"reason": r, "retry_in": d})
             case t.Disconnected(reason=r):
                 log.warning("lost broker connection: %s", r)
             case t.SubscribeResult(topic=tp, ok=False, reason=r):
