@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -10,10 +11,11 @@ import time
 import pytest
 
 from firmware import protocol as p
+from firmware.transport import TlsFiles
 from hal.base import Pattern
 from tests.helpers import Recorder, RunningKiosk, room_tls, wait_until, write_kiosk_config
 from tools.controlroom.receiver import ControlRoomReceiver
-from tools.pki import init_ca, issue
+from tools.pki import ca_paths, init_ca, issue
 
 pytestmark = pytest.mark.broker
 
@@ -207,6 +209,40 @@ def test_broker_refuses_kiosk_with_invalid_certificate(tmp_path, pki_dir, broker
         kiosk.press()  # still recorded durably while it cannot connect
         kiosk.events.wait_for("persisted")
         assert kiosk.kiosk.state.mode == "alerting"
+        # It keeps trying, with backoff, and never gets through.
+        kiosk.events.wait_for("connect_failed", lambda d: d is not fail, timeout=5)
+        fails = kiosk.events.of("connect_failed")
+        assert all(f["retry_in"] > 0 for f in fails)
+        assert kiosk.events.of("connected") == []
+
+
+def test_room_with_a_foreign_ca_certificate_is_refused_and_retries(tmp_path, pki_dir, broker,
+                                                                   caplog):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    init_ca(foreign, common_name="Somebody Else CA")
+    impostor = issue(foreign, "controlroom", kind="client", out_dir=foreign)
+    room = ControlRoomReceiver(
+        host="localhost", port=broker.port,
+        tls=TlsFiles(ca_paths(pki_dir).cert, impostor.cert, impostor.key),
+        db_path=tmp_path / "room.db", client_id=f"room-{secrets.token_hex(4)}",
+        out=lambda line: None,
+    )
+    thread = threading.Thread(target=room.run, daemon=True)
+    with caplog.at_level(logging.DEBUG, logger="pinkbutton"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while room._connect_log.attempts < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            room.stop()
+            thread.join(10)
+    assert room._connect_log.attempts >= 2, "the room gave up instead of retrying"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and "refused our certificate" in errors[0], errors
+    assert all("\n" not in e for e in errors)
+    assert not room.transport.connected
 
 
 def test_press_while_broker_down_is_delivered_once_after_restart(tmp_path, pki_dir, fresh_broker,
