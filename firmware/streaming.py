@@ -10,6 +10,10 @@ Backfill: while an incident streams, every packet is also recorded on the kiosk'
 `nack` cmd and a Resender publishes it again from disk; `evidence_complete` lets the
 recording go. See docs/protocol.md "Evidence backfill".
 
+Restart mid-incident: the kiosk resumes the alert and streams it again; a SeqLease record
+makes the new run go on after the earlier run's seqs and on its media timeline, and the
+LocalStore continues the same recording, so the room merges both runs into one evidence.
+
 Note on threads: `start_stream`/`stop_stream`/`acked` are called from the
 kiosk's state thread; the pipeline runs its own encoder thread and the sender
 its own publishing thread; `on_fault` is called from the encoder thread and
@@ -33,11 +37,13 @@ from firmware.media.pipeline import MediaPipeline
 from firmware.media.preroll import PreRollBuffer
 from firmware.media.resend import Resender
 from firmware.media.sender import MediaSender
+from firmware.media.seqlease import ResumePoint, SeqLease
 from hal.base import Camera, Microphone
 
 log = logging.getLogger("pinkbutton.media")
 
 Publish = Callable[[str, bytes, int], int]
+LEASE_FILE = "stream-seq.json"  # in the evidence directory; LocalStore only reads directories
 FaultSink = Callable[[str, str], None]
 
 
@@ -78,6 +84,10 @@ class MediaService:
         self.alert_id: str | None = None
         self.store: LocalStore | None = None
         self.resender: Resender | None = None
+        # The seq/origin record of the stream being sent (restart mid-incident), next to
+        # the local evidence; kept even when local recording is off.
+        self.lease_path = None if evidence_dir is None else Path(evidence_dir) / LEASE_FILE
+        self._seq_after: dict[str, int] = {}
         if evidence_dir is not None and config.evidence_budget_mb > 0:
             try:
                 self.store = LocalStore(evidence_dir, config.evidence_budget_mb * 1024 * 1024,
@@ -98,6 +108,15 @@ class MediaService:
             return
         self.stop_stream()
         recorder = None
+        lease, start = None, ResumePoint(0, False, None, None)
+        if self.lease_path is not None:
+            # A stream of an alert that already streamed (the kiosk restarted mid-incident)
+            # goes on after the seqs and on the media timeline of the earlier run.
+            lease = SeqLease(self.lease_path, alert_id, clock=self.clock,
+                             on_fault=self._on_fault)
+            recorded = self.store.last_seq(alert_id) if self.store is not None else None
+            floor = self._seq_after.get(alert_id, 0)
+            start = lease.resume(recorded, floor)
         if self.store is not None:
             store = self.store
             store.begin(alert_id)
@@ -109,9 +128,23 @@ class MediaService:
             self._publish, p.media_topic(self.device_id, alert_id),
             max_queue_bytes=self.config.max_queue_kb * 1024, clock=self.clock,
             controller=AdaptationController(ladder_for(self.config)), on_level=self._on_level,
-            recorder=recorder,
+            recorder=recorder, first_seq=start.first_seq, resumed=start.resumed,
+            origin_for=lambda capture_us: start.origin_for(capture_us, self.clock),
+            reserve=None if lease is None else lease.reserve,
         )
         self.alert_id = alert_id
+        if start.resumed:
+            log.warning("media of alert %s resumes at seq %d%s", alert_id, start.first_seq,
+                        f" (seqs {start.skipped[0]}-{start.skipped[1]} skipped)"
+                        if start.skipped else "")
+            if start.skipped is not None:
+                # Seqs the earlier run may never have used (or lost with the kill): the room
+                # must not wait for them. Queued until the broker is reachable.
+                a, b = start.skipped
+                self._report_backfill(alert_id, {
+                    "alert_id": alert_id, "requested": 0, "resent": 0,
+                    "unavailable": [[a, b]], "skipped": [[a, b]],
+                })
         self.pipeline.start_stream(self.sender.submit)
         log.info("streaming media for alert %s", alert_id)
 
@@ -124,6 +157,7 @@ class MediaService:
             return
         self.pipeline.stop_stream()
         self.sender, self.alert_id = None, None
+        self._seq_after = {alert_id: sender.stats().seq_count}  # a restart of this stream
         # Back to full quality for the next incident.
         c = self.config
         self.pipeline.set_video_level(width=c.width, height=c.height, fps=c.fps,

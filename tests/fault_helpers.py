@@ -113,7 +113,8 @@ class SimProcess:
     """`python -m simulator.cli run --json` as a real process; its JSON lines are
     collected by a reader thread into `events` (a Recorder)."""
 
-    def __init__(self, config: Path, *args: str, preexec_fn=None) -> None:
+    def __init__(self, config: Path, *args: str, preexec_fn=None, media: bool = False) -> None:
+        """With `media`, the simulated camera (drawn capture times) and microphone run."""
         self.events = Recorder()
         self.stderr_path = config.parent / f"sim-{time.monotonic_ns()}.stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
@@ -126,7 +127,7 @@ class SimProcess:
                 "--config",
                 str(config),
                 "--json",
-                "--no-media",
+                *(() if media else ("--no-media",)),
                 "--log-level",
                 "info",
                 *args,

@@ -396,3 +396,61 @@ def test_media_before_its_alert_is_logged_once_the_alert_opens_the_incident(tmp_
     assert sent.cmds == [], "nothing to ask for: the held packets were logged"
     mgr.close_all()
     assert [r.seq for r in PacketLog(tmp_path / "p.packets").in_order()] == list(range(6))
+
+
+def test_manager_merges_a_restarted_kiosks_stream_and_skips_what_it_reports(
+    tmp_path, short_media
+):
+    """A kiosk restarted mid-incident goes on at a higher seq and reports the seqs in
+    between as `skipped`: not asked for, not gaps, listed apart; the evidence completes."""
+    clock, sent, lines = FakeClock(), Sent(), []
+    mgr = BackfillManager(tmp_path, send_cmd=sent, out=lines.append, clock=clock)
+    mgr.open(ALERT, "pb-test-0001", "pb-test-0001-x.packets")
+    origin, cut, jump = short_media[0].pts_us, 100, 900
+    seqs = [s if s < cut else s + jump for s in range(len(short_media))]
+    live = Reassembler()
+
+    def deliver(pairs) -> None:
+        for seq, pkt in pairs:
+            for m in encode_packet(pkt, seq, origin):
+                env = decode_envelope(m)
+                assert not mgr.claims(ALERT, env)
+                got = live.add(env)
+                if got is not None:
+                    mgr.record(ALERT, got)
+
+    pairs = list(zip(seqs, short_media, strict=True))
+    deliver(pairs[:cut])
+    report = {"alert_id": ALERT, "requested": 0, "resent": 0,
+              "unavailable": [[cut, cut + jump - 1]], "skipped": [[cut, cut + jump - 1]]}
+    mgr.on_event(p.DeviceEvent("pb-test-0001", "backfill", "t", report))
+    # Malformed or oversized reports are ignored or capped, never trusted whole.
+    for bad in ([[5, 2]], [[-1, 3]], "x", [[1.5, 2]], [[True, 3]]):
+        mgr.on_event(p.DeviceEvent("pb-test-0001", "backfill", "t",
+                                   {"alert_id": ALERT, "skipped": bad}))
+    deliver(pairs[cut:])
+    mgr.on_event(p.DeviceEvent("pb-test-0001", "stream_end", "t",
+                               {"alert_id": ALERT, "seq_count": seqs[-1] + 1}))
+    clock.advance(1.5)
+    mgr.tick(force=True)
+    assert [c[0] for c in sent.cmds] == ["evidence_complete"], "nothing to ask for"
+    done = mgr.completion(ALERT)
+    assert done is not None and done.gaps == []
+    manifest = json.loads(done.manifest.read_text())
+    assert manifest["gaps"] == [] and manifest["skipped"] == [[cut, cut + jump - 1]]
+    assert manifest["packets"] == len(short_media)
+    assert lines[-1].startswith(f"evidence for {ALERT} complete: {len(short_media)} packets, "
+                                f"0 gaps (backfilled 0; kiosk restarted, seqs 100-999 unused")
+    assert ffprobe_summary(done.path)["video"]["codec"] == "h264"
+
+
+def test_skipped_reports_are_bounded(tmp_path):
+    from tools.controlroom.backfill import MAX_SKIPPED
+
+    mgr = BackfillManager(tmp_path, send_cmd=Sent(), clock=FakeClock())
+    mgr.open(ALERT, "pb-test-0001", "p.packets")
+    for _ in range(3):
+        mgr.on_event(p.DeviceEvent("pb-test-0001", "backfill", "t",
+                                   {"alert_id": ALERT, "skipped": [[0, 2**32 - 1]]}))
+    assert len(mgr._incidents[ALERT].skipped) == MAX_SKIPPED
+    mgr.close_all()

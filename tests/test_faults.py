@@ -185,6 +185,124 @@ def check_complete_evidence(complete: dict, seq_count: int, live_gaps: list) -> 
     assert all(step > 0 for step in steps), "frames out of order or duplicated"
 
 
+# -- 2b. kiosk kill -9 mid-incident: the resumed stream joins the same evidence ----------
+
+
+@pytest.mark.timeout(150)
+def test_kiosk_killed_mid_incident_evidence_spans_both_runs(tmp_path, pki_dir, fresh_broker):
+    """A kiosk process killed mid-stream resumes the incident when it starts again: its new
+    stream goes on after the first run's seqs and on its media timeline, so the room's live
+    and complete evidence hold frames captured before the kill and after the restart, in
+    order, and the evidence still completes (the kiosk deletes its local copy)."""
+    cfg = write_kiosk_config(tmp_path, pki_dir, fresh_broker.port, DEVICE)
+    db, evidence = tmp_path / "room.db", tmp_path / "evidence"
+    local_root = state_dir(tmp_path, DEVICE) / "evidence"
+    with RunningRoom(pki_dir, fresh_broker, db, auto_ack=False, evidence_dir=evidence) as room:
+        # The kiosk resumes an incident after a restart while the room's receipt has not
+        # reached it (firmware/app.py _replay_outbox): the receipts are lost until the kill.
+        lose_receipts = lose_room_commands(room.receiver, "receipt")
+        with SimProcess(cfg, "--press-after", "1", media=True) as first:
+            alert_id = first.events.wait_for("persisted", timeout=20)["alert_id"]
+            room.events.wait_for("media", lambda d: d["alert_id"] == alert_id
+                                 and not d["preroll"], timeout=20)
+            time.sleep(3.0)
+            killed_us = int(time.monotonic() * 1e6)  # CLOCK_MONOTONIC: the kiosk's clock
+            first.kill9()
+        assert first.events.of("receipt") == [] and lose_receipts.lost, "receipt got through"
+        lose_receipts.clear()
+        seen_before = max(d["seq"] for d in room.events.of("media")
+                          if d["alert_id"] == alert_id)
+        with SimProcess(cfg, media=True) as second:
+            assert second.events.wait_for("replay", timeout=20)["count"] == 1
+            after = room.events.wait_for(
+                "media", lambda d: d["alert_id"] == alert_id and d["capture_us"] > killed_us,
+                timeout=30,
+            )
+            assert after["seq"] > seen_before, "the resumed stream must not reuse seqs"
+            time.sleep(3.0)
+            room.receiver.command(f"end {alert_id}")
+            stream_end = second.events.wait_for("stream_end", timeout=15)
+            live = room.events.wait_for("evidence", timeout=15)
+            complete = room.events.wait_for(
+                "evidence_complete", lambda d: d["alert_id"] == alert_id, timeout=60
+            )
+            wait_until(lambda: not (local_root / alert_id).exists(), timeout=15,
+                       what="kiosk deleted its confirmed local evidence")
+        assert [i.alert_id for i in room.receiver.store.all_incidents()] == [alert_id]
+    print(f"kiosk restart: stream_end {stream_end}; live {live}; complete {complete}")
+    seq_count = stream_end["seq_count"]
+    assert seq_count > after["seq"]
+    # Every seq is in the complete evidence, except those the restarted kiosk skipped.
+    assert complete["gaps"] == [] and len(complete["skipped"]) == 1, complete
+    (skip_a, skip_b), = complete["skipped"]
+    assert seen_before < skip_a <= skip_b < after["seq"]
+    manifest = json.loads(Path(complete["manifest"]).read_text())
+    assert manifest["sha256"] == hashlib.sha256(Path(complete["path"]).read_bytes()).hexdigest()
+    assert manifest["last_seq"] == seq_count - 1 and manifest["gaps"] == []
+    log = PacketLog(Path(complete["path"]).parent / manifest["packet_log"])
+    try:
+        packets = list(log.in_order())
+    finally:
+        log.close()
+    assert [rp.seq for rp in packets] == [
+        s for s in range(seq_count) if not skip_a <= s <= skip_b
+    ]
+    # Both runs on one media timeline: every video packet becomes a frame of the file (the
+    # muxer drops a packet whose pts does not rise), and the drawn capture times rise.
+    video = [rp for rp in packets if rp.packet.stream is Stream.VIDEO]
+    stamps = drawn_stamps(Path(complete["path"]))
+    assert len(stamps) >= 0.8 * len(video), (len(stamps), len(video))
+    assert sum(1 for _ in decoded_frames(Path(complete["path"]))) == len(video)
+    check_spans_restart(stamps, killed_us, "complete file")
+    # The live file (as streamed) has the resumed media too.
+    live_stamps = drawn_stamps(Path(live["path"]))
+    check_spans_restart(live_stamps, killed_us, "live file")
+    resumed_live = [s for s in live_stamps if s > killed_us]
+    resumed_sent = [rp for rp in video if rp.packet.pts_us > killed_us]
+    assert len(resumed_live) >= 0.8 * len(resumed_sent), (len(resumed_live), len(resumed_sent))
+    for path in (Path(live["path"]), Path(complete["path"])):
+        info = ffprobe_summary(path)
+        assert info["video"]["codec"] == "h264" and info["audio"]["codec"] == "opus", info
+
+
+def check_spans_restart(stamps: list[int], killed_us: int, what: str) -> None:
+    before = [s for s in stamps if s < killed_us]
+    resumed = [s for s in stamps if s > killed_us]
+    assert len(before) >= 15 and len(resumed) >= 15, (what, len(before), len(resumed))
+    assert all(b > a for a, b in zip(stamps, stamps[1:], strict=False)), f"{what}: out of order"
+
+
+class lose_room_commands:  # noqa: N801 - reads as what it does
+    """Fault injection: the room's `kinds` commands are lost on their way to the kiosk
+    (counted in `lost`) until `clear()`."""
+
+    def __init__(self, receiver, *kinds: str) -> None:
+        self.kinds, self.lost = set(kinds), 0
+        self._send = send = receiver._send
+
+        def lossy(kind, *args, **kw):
+            if kind in self.kinds:
+                self.lost += 1
+                return None
+            return send(kind, *args, **kw)
+
+        receiver._send = lossy
+
+    def clear(self) -> None:
+        self.kinds = set()
+
+
+def decoded_frames(path: Path):
+    with av.open(str(path)) as container:
+        yield from container.decode(video=0)
+
+
+def drawn_stamps(path: Path) -> list[int]:
+    """The capture times drawn into the decodable frames of an evidence file, in file order."""
+    stamps = (read_stamp(f.to_ndarray(format="gray")) for f in decoded_frames(path))
+    return [s for s in stamps if s is not None]
+
+
 # -- 3. black hole and slow link through a loopback proxy ------------------------------
 
 

@@ -167,15 +167,24 @@ def test_restart_salvages_whole_records_of_the_open_segment_and_drops_the_torn_o
     for seg in m["segments"]:
         data = (tmp_path / "evidence" / A1 / seg["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == seg["sha256"]
-    # A new stream of the same alert (kiosk restarted mid-incident) starts at seq 0 again:
-    # the earlier run is kept aside, not overwritten.
+    # A new stream of the same alert (kiosk restarted mid-incident) goes on after the last
+    # recorded seq, in the same recording: both runs are served and confirmed together.
+    assert s2.last_seq(A1) == 74
     s2.begin(A1)
+    resumed = record(s2, A1, range(200, 230))
     s2.finish(A1)
     s2.run_pending()
-    assert (tmp_path / "evidence" / f"{A1}~1" / MANIFEST).exists()
+    m = s2.manifest(A1)
+    assert m["state"] == "closed" and m["first_seq"] == 0 and m["last_seq"] == 229
+    assert [x["file"] for x in m["segments"]] == ["seg-000000.bin", "seg-000001.bin",
+                                                 "seg-000002.bin"]
+    got = dict(s2.read(A1, [10, 74, 75, 199, 200, 229]))
+    assert got == {10: sent[10], 74: sent[74], 200: resumed[200], 229: resumed[229]}
+    assert [p.name for p in (tmp_path / "evidence").iterdir()] == [A1], "one recording"
     s2.confirm(A1)
     s2.run_pending()
-    assert not any((tmp_path / "evidence").iterdir()), "confirm covers earlier runs too"
+    assert not any((tmp_path / "evidence").iterdir())
+    assert s2.last_seq(A1) is None
 
 
 def test_confirmed_leftovers_and_temp_files_are_cleaned_at_start(tmp_path):

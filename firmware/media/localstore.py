@@ -12,7 +12,10 @@ Layout, under `state_dir/evidence/`:
 A segment is sealed after ~1 s of capture time (or 256 packets, or 4 MiB): fsync, rename to
 .bin, then the manifest is replaced atomically (temp file, fsync, rename, fsync of the
 directory). A segment is served only if its bytes still hash to the manifest's SHA-256. After
-a crash, a leftover .part is salvaged up to its last whole, valid record.
+a crash, a leftover .part is salvaged up to its last whole, valid record. When the kiosk
+restarted mid-incident and streams the alert again, the new run goes on at a higher seq
+(firmware/media/seqlease.py) and is appended to the same recording (`last_seq` tells where the
+earlier run stopped).
 
 Retention: an incident's evidence stays until the control room confirms it has every seq
 (`evidence_complete`), then it is deleted at once (video of a public place is not kept longer
@@ -89,7 +92,7 @@ class _Open:
 
 @dataclass(slots=True)
 class _Incident:
-    name: str  # directory name: the alert_id, or alert_id~N for an earlier run of it
+    name: str  # directory name: the alert_id, or alert_id~N for an unreadable earlier one
     alert_id: str
     created_at: str
     state: str = "recording"  # recording | closed | truncated | failed | interrupted
@@ -159,7 +162,7 @@ class LocalStore:
         self._put(("finish", alert_id))
 
     def confirm(self, alert_id: str) -> None:
-        """The control room has all of it: delete it (and earlier runs of the same alert)."""
+        """The control room has all of it: delete it (and any copy kept aside)."""
         self._put(("confirm", alert_id))
 
     def sync(self, alert_id: str | None = None, timeout: float = 5.0) -> bool:
@@ -183,6 +186,18 @@ class LocalStore:
     def used_bytes(self) -> int:
         with self._lock:
             return self._used
+
+    def last_seq(self, alert_id: str) -> int | None:
+        """The highest seq recorded of `alert_id` (sealed or salvaged), None if none: where
+        a stream resumed after a restart must go on from (read at start, before recording)."""
+        with self._lock:
+            inc = self._incidents.get(alert_id)
+            if inc is None or inc.confirmed:
+                return None
+            seqs = [s.last_seq for s in inc.segments]
+            if inc.open is not None and inc.open.packets:
+                seqs.append(inc.open.last_seq)
+            return max(seqs, default=None)
 
     def manifest(self, alert_id: str) -> dict | None:
         with self._lock:
@@ -279,9 +294,17 @@ class LocalStore:
         old = self._incidents.get(alert_id)
         if old is not None and old.state == "recording":
             return  # the same stream asked twice
+        if old is not None and not old.confirmed:
+            # An earlier run of this alert (the kiosk restarted mid-incident): the new run
+            # goes on from the seq after it (firmware/media/seqlease.py), so both runs are
+            # one recording, served and confirmed together. A truncated or failed run tries
+            # again: the budget or the disk may allow it now.
+            old.state = "recording"
+            self._write_manifest(old)
+            return
         if path.exists():
-            # An earlier run of this alert (the kiosk restarted mid-incident): its seqs
-            # would clash with the new stream's, so it moves aside, kept until confirmed.
+            # A directory that did not load (unreadable manifest): kept aside as it is,
+            # until this alert is confirmed.
             n = 1
             while (self.directory / f"{alert_id}~{n}").exists():
                 n += 1

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from firmware.clock import Clock
 from firmware.media.adaptation import AdaptationController, VideoLevel
-from firmware.media.envelope import encode_packet
+from firmware.media.envelope import HEADER, encode_packet
 from firmware.media.packet import EncodedPacket, Stream
 
 log = logging.getLogger("pinkbutton.media.sender")
@@ -42,6 +42,8 @@ log = logging.getLogger("pinkbutton.media.sender")
 Publish = Callable[[str, bytes, int], int]  # (topic, payload, qos) -> mid
 # (seq, capture_us, messages): every enveloped packet, before the drop policy (local evidence)
 Recorder = Callable[[int, int, list[bytes]], None]
+# (seq, origin_us, pts_us): called before publishing seq, may wait for the disk (SeqLease)
+Reserve = Callable[[int, int, int], None]
 
 _EARLY_ACK_TTL_S = 5.0  # a PUBACK that beat publish() returning; older ones are stale mids
 _RTT_SAMPLES = 64
@@ -95,9 +97,21 @@ class MediaSender:
         adapt_interval_s: float = 0.25,
         start_thread: bool = True,
         recorder: Recorder | None = None,
+        first_seq: int = 0,
+        origin_for: Callable[[int], int] | None = None,
+        resumed: bool = False,
+        reserve: Reserve | None = None,
     ) -> None:
+        """`first_seq`, `origin_for` (first capture time -> media origin) and `resumed`
+        continue an alert's stream after a kiosk restart (firmware/media/seqlease.py): seqs
+        go on where the earlier run stopped, pts on the incident's timeline, and the new
+        run's buffered seconds are not flagged as pre-roll (they were captured after the
+        press). `reserve` makes each seq durable before it is published."""
         self._publish = publish
         self._recorder = recorder
+        self._origin_for = origin_for
+        self._resumed = resumed
+        self._reserve = reserve
         self.topic = topic
         self.max_queue_bytes = max_queue_bytes
         self.clock = clock or Clock()
@@ -112,7 +126,7 @@ class MediaSender:
         self._cv = threading.Condition()
         self._queue: collections.deque[_Item] = collections.deque()
         self._queue_bytes = 0
-        self._seq = 0
+        self._seq = first_seq
         self._origin_us: int | None = None
         self._gop = 0
         # True when a delta of the current GOP was lost (drop the rest of it), and before the
@@ -142,10 +156,12 @@ class MediaSender:
             if self._closed:
                 return
             if self._origin_us is None:
-                self._origin_us = pkt.pts_us  # the incident's media origin
+                # The incident's media origin (pts 0): this first packet, or the earlier run's.
+                origin_for = self._origin_for
+                self._origin_us = pkt.pts_us if origin_for is None else origin_for(pkt.pts_us)
             seq = self._seq
             self._seq += 1
-            messages = encode_packet(pkt, seq, self._origin_us, preroll)
+            messages = encode_packet(pkt, seq, self._origin_us, preroll and not self._resumed)
             if self._recorder is not None:
                 # Even what the policy drops below is kept locally: backfill can send it later.
                 self._recorder(seq, pkt.pts_us, messages)
@@ -252,6 +268,11 @@ class MediaSender:
                     return done
                 item = self._queue.popleft()
                 self._queue_bytes -= item.size
+                origin = self._origin_us or 0
+            if self._reserve is not None:
+                # Outside the lock: this may wait for the disk (once per block of seqs).
+                pts = decode_pts(item.messages[0])
+                self._reserve(item.seq, origin, pts)
             sent_at = self.clock.monotonic()
             mids: list[int] = []
             error = None
@@ -376,3 +397,8 @@ class MediaSender:
         for mid, at in list(self._early_acks.items()):
             if now - at > _EARLY_ACK_TTL_S:
                 del self._early_acks[mid]
+
+
+def decode_pts(message: bytes) -> int:
+    """The pts_us field of an envelope message this sender made."""
+    return HEADER.unpack_from(message)[9]

@@ -15,7 +15,9 @@ reorder window of a healthy link is far shorter), and the tail once `settle_s` a
 kiosk's `stream_end` (which carries `seq_count`). Unanswered seqs are asked again every
 `retry_s`, at most `max_attempts` times. Seqs the kiosk reports it never recorded (its
 `backfill` event, `unavailable`) are not asked again; the evidence is then complete with
-those gaps, and still confirmed (the kiosk has nothing more to give).
+those gaps, and still confirmed (the kiosk has nothing more to give). A kiosk restarted
+mid-incident goes on at a higher seq and reports the seqs in between as `skipped`: they are
+not asked for and not gaps (the complete manifest lists them apart).
 
 Note on threads: the receiver's run thread calls everything.
 """
@@ -46,6 +48,7 @@ MAX_PACKET = 16 * 1024 * 1024
 HOLD_S = 10.0  # media before its alert is kept this long...
 MAX_HELD = 2_000  # ...this many packets per alert...
 MAX_HELD_ALERTS = 64  # ...for this many alerts
+MAX_SKIPPED = 65_536  # seqs a restarted kiosk may declare unused, per incident
 SendCmd = Callable[[str, str, str, "tuple[tuple[int, int], ...] | None"], None]
 
 
@@ -192,6 +195,7 @@ class IncidentBackfill:
         self.ended_at: float | None = None
         self.asked: dict[int, tuple[float, int]] = {}  # seq -> (last asked, attempts)
         self.unavailable: set[int] = set()
+        self.skipped: set[int] = set()  # seqs a restarted kiosk never used (its report)
         self.backfilled = 0
         self.last_packet_at: float | None = None
 
@@ -209,7 +213,7 @@ class IncidentBackfill:
         upto = self._settled(now)
         if upto < 0:
             return ()
-        candidates = missing_ranges(self.log.seqs, 0, upto, skip=self.unavailable)
+        candidates = missing_ranges(self.log.seqs, 0, upto, skip=self._not_coming())
         wanted: list[int] = []
         for a, b in candidates:
             for seq in range(a, b + 1):
@@ -240,7 +244,7 @@ class IncidentBackfill:
         if self.seq_count is None or self.ended_at is None or now - self.ended_at < self.settle_s:
             return False
         for seq in range(self.seq_count):
-            if seq in self.log or seq in self.unavailable:
+            if seq in self.log or seq in self.unavailable or seq in self.skipped:
                 continue
             at, attempts = self.asked.get(seq, (None, 0))
             if attempts < self.max_attempts or (at is not None and now - at < self.retry_s):
@@ -248,8 +252,19 @@ class IncidentBackfill:
         return True
 
     def gaps(self) -> list[tuple[int, int]]:
+        """Missing seqs, not counting those a restarted kiosk skipped."""
         last = self.seq_count - 1 if self.seq_count is not None else self.highest
-        return missing_ranges(self.log.seqs, 0, last)
+        return missing_ranges(self.log.seqs, 0, last, skip=self.skipped)
+
+    def skipped_ranges(self) -> list[tuple[int, int]]:
+        """The skipped seqs that did not arrive (those that did were used after all)."""
+        return group_ranges(sorted(s for s in self.skipped if s not in self.log),
+                            max_ranges=MAX_SKIPPED, max_seqs=MAX_SKIPPED)
+
+    def _not_coming(self) -> Container[int]:
+        if not self.skipped:
+            return self.unavailable
+        return self.unavailable | self.skipped
 
     def all_given_up_are_unrecorded(self) -> bool:
         return all(seq in self.unavailable for a, b in self.gaps() for seq in range(a, b + 1))
@@ -342,12 +357,14 @@ class BackfillManager:
             if type(count) is int and 0 <= count <= p.MAX_MEDIA_SEQ + 1:
                 inc.on_stream_end(count, self.clock.monotonic())
         elif ev.kind == "backfill":
-            for pair in ev.detail.get("unavailable") or []:
-                if (isinstance(pair, list) and len(pair) == 2
-                        and all(type(x) is int and x >= 0 for x in pair) and pair[0] <= pair[1]):
-                    # Bounded by what we asked for: a bad report cannot blow up memory.
-                    inc.unavailable.update(s for s in range(pair[0], pair[1] + 1)
-                                           if s in inc.asked)
+            for a, b in _pairs(ev.detail.get("unavailable")):
+                # Bounded by what we asked for: a bad report cannot blow up memory.
+                inc.unavailable.update(s for s in range(a, b + 1) if s in inc.asked)
+            for a, b in _pairs(ev.detail.get("skipped")):
+                # A kiosk restarted mid-incident went on at a higher seq: these were unused
+                # (or lost with the kill); not asked for, not counted as gaps. Bounded.
+                room = MAX_SKIPPED - len(inc.skipped)
+                inc.skipped.update(range(a, min(b, a + room - 1) + 1))
 
     def tick(self, force: bool = False) -> None:
         now = self.clock.monotonic()
@@ -397,7 +414,7 @@ class BackfillManager:
         base = inc.log.path.with_suffix("")
         path = base.with_name(base.name + ".complete.mp4")
         manifest = base.with_name(base.name + ".complete.json")
-        gaps = inc.gaps()
+        gaps, skipped = inc.gaps(), inc.skipped_ranges()
         try:
             inc.log.sync()
             summary = _remux(inc.log, path, self.clock)
@@ -413,6 +430,7 @@ class BackfillManager:
             "video_packets": summary.video_packets, "audio_packets": summary.audio_packets,
             "last_seq": (inc.seq_count or 0) - 1, "gaps": [list(g) for g in gaps],
             "backfilled": inc.backfilled, "duration_s": round(summary.duration_s, 3),
+            "skipped": [list(r) for r in skipped],
             "packet_log": inc.log.path.name, "completed_at": iso8601(self.clock.wall()),
         }
         _write_atomic(manifest, json.dumps(doc, indent=1, sort_keys=True).encode())
@@ -421,13 +439,15 @@ class BackfillManager:
         self._done[inc.alert_id] = done
         while len(self._done) > 1000:
             self._done.popitem(last=False)
+        restart = (f"; kiosk restarted, seqs {_fmt(skipped)} unused or lost with it"
+                   if skipped else "")
         if not gaps:
             self.out(f"evidence for {inc.alert_id} complete: {len(inc.log)} packets, 0 gaps "
-                     f"(backfilled {inc.backfilled})  {path}")
+                     f"(backfilled {inc.backfilled}{restart})  {path}")
         else:
             self.out(f"evidence for {inc.alert_id} INCOMPLETE: {len(inc.log)} packets, "
                      f"{sum(b - a + 1 for a, b in gaps)} missing ({_fmt(gaps)}; backfilled "
-                     f"{inc.backfilled})  {path}")
+                     f"{inc.backfilled}{restart})  {path}")
         # The kiosk may drop its copy when there is nothing more it could send: every seq is
         # here, or the kiosk itself said it never recorded the rest.
         if not gaps or inc.all_given_up_are_unrecorded():
@@ -435,7 +455,7 @@ class BackfillManager:
         self.notify("evidence_complete", {
             "alert_id": inc.alert_id, "path": str(path), "manifest": str(manifest),
             "packets": len(inc.log), "gaps": gaps, "backfilled": inc.backfilled,
-            "sha256": digest,
+            "sha256": digest, "skipped": skipped,
         })
 
 
@@ -479,6 +499,15 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _pairs(value) -> Iterator[tuple[int, int]]:
+    """The well-formed [first, last] pairs of a report; anything else is ignored."""
+    for pair in value if isinstance(value, list) else []:
+        if (isinstance(pair, list) and len(pair) == 2
+                and all(type(x) is int and 0 <= x <= p.MAX_MEDIA_SEQ for x in pair)
+                and pair[0] <= pair[1]):
+            yield pair[0], pair[1]
 
 
 def _fmt(ranges) -> str:
