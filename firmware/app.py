@@ -193,34 +193,41 @@ class Kiosk:
         self._supervise()
 
     def _replay_outbox(self) -> None:
-        """Alerts still unconfirmed from before this start (crash, power loss): the newest,
-        if recent, becomes the incident again; all are re-announced until the room's receipt."""
+        """After a crash or power loss: alerts the room has not confirmed are re-announced
+        until its receipt, and the newest incident, if recent and never ended (confirmed or
+        not), becomes the running incident again, so its stream goes on."""
         try:
             pending = self.outbox.pending_with_boot()
+            open_incident = self.outbox.open_incident()
         except Exception as e:  # noqa: BLE001 - a damaged outbox must not stop the kiosk
             log.error("cannot read the outbox: %s", e)
             return
-        if not pending:
-            return
-        now, wall = self.clock.monotonic(), self.clock.wall()
+        now = self.clock.monotonic()
         for d, this_boot in pending:
-            if this_boot and d.pressed_mono <= now:
-                # Same boot (the process restarted): monotonic time is still valid and
-                # immune to wall-clock steps.
-                self._unconfirmed[d.alert_id] = d
-            else:
-                # An earlier boot: only the wall clock relates then and now.
-                age = max(0.0, wall - d.pressed_wall)
-                self._unconfirmed[d.alert_id] = replace(d, pressed_mono=now - age)
-        first = self._unconfirmed[pending[0][0].alert_id]
-        oldest = max(0.0, now - first.pressed_mono)
-        log.warning("replaying %d unconfirmed alert(s) from the outbox, oldest pressed %.0f s ago",
-                    len(pending), oldest)
-        self._notify("replay", {"count": len(pending), "oldest_age_s": round(oldest, 1)})
-        newest = self._unconfirmed[pending[-1][0].alert_id]
-        if now - newest.pressed_mono < self.state.settings.stream_s:
+            self._unconfirmed[d.alert_id] = self._on_this_clock(d, this_boot)
+        if pending:
+            first = self._unconfirmed[pending[0][0].alert_id]
+            oldest = max(0.0, now - first.pressed_mono)
+            log.warning("replaying %d unconfirmed alert(s) from the outbox, oldest pressed "
+                        "%.0f s ago", len(pending), oldest)
+            self._notify("replay", {"count": len(pending), "oldest_age_s": round(oldest, 1)})
+            self._redeliver_at = now
+        newest = self._unconfirmed[pending[-1][0].alert_id] if pending else None
+        if open_incident is not None and (newest is None or open_incident[0].seq > newest.seq):
+            newest = self._on_this_clock(*open_incident)
+            log.warning("alert %s was confirmed by the control room but its incident never "
+                        "ended (the kiosk stopped mid-incident)", newest.alert_id)
+        if newest is not None and now - newest.pressed_mono < self.state.settings.stream_s:
             self._dispatch(m.Resume(newest))
-        self._redeliver_at = now
+
+    def _on_this_clock(self, d: m.AlertDraft, this_boot: bool) -> m.AlertDraft:
+        now = self.clock.monotonic()
+        if this_boot and d.pressed_mono <= now:
+            # Same boot (the process restarted): monotonic time is still valid and immune
+            # to wall-clock steps.
+            return d
+        # An earlier boot: only the wall clock relates then and now.
+        return replace(d, pressed_mono=now - max(0.0, self.clock.wall() - d.pressed_wall))
 
     def _redeliver(self) -> None:
         """Re-announce unconfirmed alerts every retry_s until the room's receipt removes them.
@@ -388,6 +395,10 @@ class Kiosk:
                     self._watch_sender()
                 self._notify("stream_start", {"alert_id": alert_id})
             case m.StopStream(alert_id=alert_id):
+                try:  # over: a restart must not resume it
+                    self.outbox.mark_ended(alert_id)
+                except OutboxError as e:
+                    log.error("%s", e)
                 self.watchdog.unregister("media-sender")
                 if self.media is not None:
                     self.media.stop_stream(lambda aid, st: self._inbox.put(("stream_end", aid, st)))

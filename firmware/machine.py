@@ -529,7 +529,7 @@ def _on_resume(state: State, event: Resume, now: float) -> Result:
     if state.online:
         actions.append(PublishAlert(draft))
     actions += [PublishStatus(Mode.ALERTING), StartStream(draft.alert_id),
-                Log("warning", f"resuming undelivered alert {draft.alert_id} (seq {draft.seq})")]
+                Log("warning", f"resuming the incident of alert {draft.alert_id} (seq {draft.seq}) after a restart")]
     return new_state, actions
 
 

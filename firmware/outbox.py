@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     created_wall REAL NOT NULL,
     delivered    INTEGER NOT NULL DEFAULT 0,
     received     INTEGER NOT NULL DEFAULT 0,
-    boot_id      TEXT
+    boot_id      TEXT,
+    ended        INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -69,6 +70,8 @@ class Outbox:
                 self._db.execute("ALTER TABLE alerts ADD COLUMN received INTEGER NOT NULL DEFAULT 0")
             if "boot_id" not in columns:
                 self._db.execute("ALTER TABLE alerts ADD COLUMN boot_id TEXT")
+            if "ended" not in columns:
+                self._db.execute("ALTER TABLE alerts ADD COLUMN ended INTEGER NOT NULL DEFAULT 0")
         except (OSError, sqlite3.Error) as e:
             raise OutboxError(f"cannot open outbox {self.path}: {e}") from None
 
@@ -121,6 +124,24 @@ class Outbox:
         except sqlite3.Error as e:
             raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
         return cur.rowcount == 1
+
+    def mark_ended(self, alert_id: str) -> None:
+        """The incident is over (ended by the room, or its stream time ran out): a restart
+        must not resume it."""
+        try:
+            self._db.execute("UPDATE alerts SET ended=1 WHERE alert_id=?", (alert_id,))
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
+
+    def open_incident(self) -> tuple[AlertDraft, bool] | None:
+        """The newest alert, if the control room has it but its incident was never ended
+        (the kiosk died mid-incident), with whether it was pressed during this boot."""
+        row = self._db.execute(
+            "SELECT draft, boot_id, received, ended FROM alerts ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None or not row[2] or row[3]:
+            return None
+        return AlertDraft(**json.loads(row[0])), row[1] is not None and row[1] == BOOT_ID
 
     def pending(self) -> list[AlertDraft]:
         """Alerts the control room has not confirmed, oldest first."""

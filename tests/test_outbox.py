@@ -83,3 +83,22 @@ def test_alerts_remember_the_boot_they_were_pressed_in(tmp_path):
     box._db.execute("UPDATE alerts SET boot_id='an-earlier-boot'")
     assert box.pending_with_boot() == [(draft(1), False)]
     box.close()
+
+
+def test_open_incident_is_the_newest_confirmed_alert_never_ended(tmp_path):
+    box = Outbox(tmp_path / "outbox.db")
+    assert box.open_incident() is None
+    box.put(draft(1), 1.0)
+    assert box.open_incident() is None  # not confirmed: the pending replay handles it
+    box.mark_received(draft(1).alert_id)
+    got = box.open_incident()
+    assert got is not None and got[0] == draft(1)
+    box.close()
+    box = Outbox(tmp_path / "outbox.db")  # survives a restart
+    assert box.open_incident()[0] == draft(1)
+    box.mark_ended(draft(1).alert_id)
+    assert box.open_incident() is None
+    box.put(draft(2), 2.0)
+    box.mark_received(draft(2).alert_id)
+    assert box.open_incident()[0] == draft(2)
+    box.close()

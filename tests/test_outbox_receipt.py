@@ -84,3 +84,31 @@ def test_delivered_alert_without_receipt_is_reannounced_before_the_ack_timeout(
             assert not incident.escalated
             assert kiosk.kiosk.state.mode == "streaming"
     assert pending_ids(tmp_path, "pb-test-0003") == []
+
+
+def test_confirmed_incident_resumes_after_a_restart_until_the_room_ends_it(
+    tmp_path, pki_dir, broker
+):
+    """A kiosk that stops mid-incident (crash, power cut, restart) after the room confirmed
+    the alert takes the incident up again: the person is still there, the stream goes on."""
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0002")
+    with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=True) as room:
+        with RunningKiosk(cfg) as kiosk:
+            kiosk.events.wait_for("connected")
+            kiosk.press()
+            alert_id = kiosk.events.wait_for("receipt")["alert_id"]
+            kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming")
+        with RunningKiosk(cfg) as kiosk:
+            started = kiosk.events.wait_for("stream_start")
+            assert started["alert_id"] == alert_id
+            # The room answers the re-announcement with its ack again: "help is coming".
+            kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming")
+            room.receiver.command(f"end {alert_id}")
+            kiosk.events.wait_for("mode", lambda d: d["to"] == "cooldown")
+        with RunningKiosk(cfg) as kiosk:  # ended: nothing to resume
+            kiosk.events.wait_for("mode", lambda d: d["to"] == "idle")
+            assert kiosk.events.of("stream_start") == []
+        store = room.receiver.store
+        assert [i.alert_id for i in store.all_incidents() if i.device_id == "pb-test-0002"] == [
+            alert_id
+        ]

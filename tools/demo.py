@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     # anything) instead of running the whole demo.
     OneLineParser(prog="python -m tools.demo", description=__doc__.splitlines()[0]).parse_args(argv)
     DEMO.mkdir(exist_ok=True)
+    # A fresh simulated kiosk every run: an earlier run stopped mid-incident would otherwise
+    # be resumed by this one (as a real kiosk does after a crash), and absorb this press.
+    shutil.rmtree(DEMO / "state", ignore_errors=True)
     py = sys.executable
     env_note = f"(logs in {DEMO.relative_to(ROOT)}/)"
     say(f"1/5 development PKI in {DEMO.relative_to(ROOT)}/pki (CA, broker, control room, {DEVICE})")

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from firmware.clock import Clock, iso8601
+from firmware.durable import write_atomic
 from firmware.media.envelope import MediaError, decode_envelope
 
 log = logging.getLogger("pinkbutton.media.evidence")
@@ -451,12 +452,7 @@ class LocalStore:
         data = json.dumps(self._manifest_dict(inc), indent=1, sort_keys=True).encode()
         before = _size(directory / MANIFEST) + _size(tmp)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, directory / MANIFEST)
-            _fsync_dir(directory)
+            write_atomic(directory / MANIFEST, data)
         except OSError as e:
             if inc.state != "failed":
                 self._fail(inc, e)
@@ -603,9 +599,3 @@ def _tree_size(path: Path) -> int:
     return sum(_size(p) for p in path.rglob("*") if p.is_file())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

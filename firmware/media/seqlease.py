@@ -25,15 +25,14 @@ media sender's thread, never under the sender's lock (it may wait for the disk).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.clock import Clock
+from firmware.durable import write_atomic
 from firmware.outbox import BOOT_ID
 
 log = logging.getLogger("pinkbutton.media.seqlease")
@@ -152,15 +151,4 @@ class SeqLease:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    write_atomic(path, data)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from firmware import protocol as p
 from firmware.clock import Clock, iso8601
+from firmware.durable import replace_durably, write_atomic
 from firmware.media.envelope import MediaEnvelope, Reassembler, ReceivedPacket
 from firmware.media.packet import EncodedPacket, Stream
 from tools.controlroom.media import Evidence, EvidenceError
@@ -433,7 +434,7 @@ class BackfillManager:
             "skipped": [list(r) for r in skipped],
             "packet_log": inc.log.path.name, "completed_at": iso8601(self.clock.wall()),
         }
-        _write_atomic(manifest, json.dumps(doc, indent=1, sort_keys=True).encode())
+        write_atomic(manifest, json.dumps(doc, indent=1, sort_keys=True).encode())
         done = Completion(inc.alert_id, path, manifest, len(inc.log), gaps, inc.backfilled,
                           digest)
         self._done[inc.alert_id] = done
@@ -469,8 +470,7 @@ def _remux(packet_log: PacketLog, path: Path, clock: Clock):
         raise EvidenceError(f"no media to write for {path.name}")
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    replace_durably(tmp, path)
     return summary
 
 
@@ -481,24 +481,6 @@ def _sha256(path: Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pairs(value) -> Iterator[tuple[int, int]]:
