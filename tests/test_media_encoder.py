@@ -222,3 +222,22 @@ def test_opus_flush_pads_the_tail_and_capture_gap_resyncs():
 def test_opus_rejects_other_sample_rate():
     with pytest.raises(ValueError, match="16000 Hz, encoder expects 48000"):
         AudioEncoder().encode(AudioChunk(b"\x00\x00" * 320, 16000, 0))
+
+
+def test_opus_carries_the_captured_signal():
+    # What goes in comes out: the decoded audio has the input tone's pitch and loudness.
+    packets = encode_audio(1.0)
+    ctx = av.CodecContext.create("opus", "r")
+    ctx.sample_rate = 48000
+    ctx.layout = "mono"
+    pcm = np.concatenate([
+        f.to_ndarray().astype(np.float64).reshape(-1) for pkt in packets
+        for f in ctx.decode(av.Packet(pkt.data))
+    ])[4800:]  # past the codec's start-up
+    if np.abs(pcm).max() <= 1.0:  # a float decoder output: scale to s16
+        pcm = pcm * 32767
+    spectrum = np.abs(np.fft.rfft(pcm))
+    peak_hz = np.argmax(spectrum) * 48000 / len(pcm)
+    assert abs(peak_hz - 440) < 10, peak_hz
+    rms = np.sqrt(np.mean(pcm**2))
+    assert 0.5 < rms / (12000 / np.sqrt(2)) < 1.5, rms

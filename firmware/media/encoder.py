@@ -79,7 +79,22 @@ def _i420_frame(frame: VideoFrame) -> av.VideoFrame:
             f"needs {expected}"
         )
     plane = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height * 3 // 2, frame.width)
-    return av.VideoFrame.from_ndarray(plane, format="yuv420p")
+    try:
+        # No copy: the picture wraps the captured bytes (immutable, kept alive by the frame).
+        # A tenth of from_ndarray's cost, which was ~15% of the encode CPU at 640x480.
+        return av.VideoFrame.from_numpy_buffer(plane, format="yuv420p")
+    except ValueError:  # a layout PyAV cannot wrap as is: copy it
+        return av.VideoFrame.from_ndarray(plane, format="yuv420p")
+
+
+def _s16_mono_frame(pcm: bytes, samples: int) -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+    try:
+        frame.planes[0].update(pcm)  # one copy, no numpy round trip: ~15% of our Opus CPU
+    except ValueError:  # the plane is padded for alignment at this frame size
+        array = np.frombuffer(pcm, dtype=np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(array, format="s16", layout="mono")
+    return frame
 
 
 class VideoEncoder:
@@ -316,8 +331,7 @@ class AudioEncoder:
             assert self._buffer_pts_us is not None
             if self._ctx is None:
                 self._ctx = self._open()
-            pcm = np.frombuffer(bytes(self._buffer[:frame_bytes]), dtype=np.int16).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame = _s16_mono_frame(bytes(self._buffer[:frame_bytes]), self.frame_samples)
             frame.sample_rate = self.sample_rate
             frame.pts = self._fed
             self._fed += self.frame_samples
