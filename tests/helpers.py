@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,21 @@ from firmware.config import Config, load_config
 from firmware.transport import TlsFiles
 from hal.fake import FakeBackend
 from tools.pki import ca_paths, controlroom_paths, device_paths
+
+
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess, *words: str, code: int = 2
+) -> str:
+    """A command refused its input the way every Pink Button command must: exit `code`
+    (2: usage or config), one line on stderr naming the problem, no traceback. Returns the
+    line; each of `words` must be in it."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
 
 
 def write_kiosk_config(

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from firmware import protocol as p
 from firmware.clock import iso8601
-from tests.helpers import Recorder, room_tls
+from tests.helpers import Recorder, assert_one_line_error, room_tls
 from tools.controlroom.receiver import ControlRoomReceiver
 from tools.controlroom.store import IncidentStore
 from tools.pki import device_paths
@@ -171,19 +171,10 @@ def controlroom_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProc
     )
 
 
-def assert_one_line_usage_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-
-
 def test_run_with_missing_pki_dir_exits_2_naming_the_file(tmp_path):
     missing = tmp_path / "no-pki"
     proc = controlroom_cli("run", "--pki", str(missing), "--db", str(tmp_path / "db"))
-    assert_one_line_usage_error(proc, str(missing / "ca.pem"), "no such file")
+    assert_one_line_error(proc, str(missing / "ca.pem"), "no such file")
 
 
 def test_run_with_missing_ca_file_exits_2_naming_the_file(tmp_path, pki_dir):
@@ -191,19 +182,19 @@ def test_run_with_missing_ca_file_exits_2_naming_the_file(tmp_path, pki_dir):
     proc = controlroom_cli(
         "run", "--pki", str(pki_dir), "--ca", str(missing), "--db", str(tmp_path / "db")
     )
-    assert_one_line_usage_error(proc, "--ca", str(missing))
+    assert_one_line_error(proc, "--ca", str(missing))
 
 
 def test_run_with_port_out_of_range_exits_2(tmp_path, pki_dir):
     proc = controlroom_cli(
         "run", "--pki", str(pki_dir), "--port", "70000", "--db", str(tmp_path / "db")
     )
-    assert_one_line_usage_error(proc, "--port", "between 1 and 65535, not 70000")
+    assert_one_line_error(proc, "--port", "between 1 and 65535, not 70000")
 
 
 def test_report_on_missing_db_exits_2(tmp_path):
     proc = controlroom_cli("report", "--db", str(tmp_path / "missing.db"))
-    assert_one_line_usage_error(proc, "missing.db", "no such file")
+    assert_one_line_error(proc, "missing.db", "no such file")
     assert not (tmp_path / "missing.db").exists(), "report must not create a database"
 
 

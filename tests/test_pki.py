@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from tests.helpers import assert_one_line_error
 from tools.pki import (
     BROKER_CN,
     Issued,
@@ -199,13 +200,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> None:
-    assert result.returncode == code, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_cli_init_device_and_show(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     result = run_cli("init", str(pki), "--device", "pb-0001")
@@ -243,10 +237,10 @@ def test_cli_show_marks_expired_certificates(tmp_path: Path) -> None:
 def test_cli_bad_device_id_fails_with_one_line(tmp_path: Path) -> None:
     run_cli("init", str(tmp_path))
     result = run_cli("device", str(tmp_path), "Bad_Id")
-    assert_one_line_error(result, 2)  # a usage error, refused before touching any file
+    assert_one_line_error(result, code=2)  # a usage error, refused before touching any file
     assert "invalid device id" in result.stderr
     result = run_cli("init", str(tmp_path / "other"), "--device", "controlroom")
-    assert_one_line_error(result, 2)
+    assert_one_line_error(result, code=2)
     assert "reserved for the control room" in result.stderr
     assert not (tmp_path / "other").exists()
 
@@ -255,24 +249,24 @@ def test_cli_unwritable_directory_names_the_path(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = run_cli("init", str(blocker / "pki"))
-    assert_one_line_error(result, 1)
+    assert_one_line_error(result, code=1)
     assert "cannot write" in result.stderr and str(blocker) in result.stderr
     assert "[Errno" not in result.stderr
 
 
 def test_cli_device_without_ca_fails_with_one_line(tmp_path: Path) -> None:
     result = run_cli("device", str(tmp_path / "nothing"), "pb-0001")
-    assert_one_line_error(result, 1)
+    assert_one_line_error(result, code=1)
     assert "no CA" in result.stderr
 
 
 def test_cli_show_of_non_certificate_fails_with_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
-    assert_one_line_error(run_cli("show", str(junk)), 1)
-    assert_one_line_error(run_cli("show", str(tmp_path / "missing.pem")), 1)
+    assert_one_line_error(run_cli("show", str(junk)), code=1)
+    assert_one_line_error(run_cli("show", str(tmp_path / "missing.pem")), code=1)
 
 
 @pytest.mark.parametrize("args", [(), ("frobnicate",), ("init",), ("device", "dir-only")])
 def test_cli_usage_errors_exit_2_with_one_line(args: tuple[str, ...]) -> None:
-    assert_one_line_error(run_cli(*args), 2)
+    assert_one_line_error(run_cli(*args), code=2)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_kiosk_config
+from tests.helpers import assert_one_line_error, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
 from tools.broker import free_port
 
@@ -28,18 +28,9 @@ def sim(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     )
 
 
-def assert_one_line_usage_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-
-
 def test_missing_config_exits_2_with_one_line(tmp_path):
     missing = tmp_path / "nowhere.toml"
-    assert_one_line_usage_error(sim("--config", str(missing)), "nowhere.toml")
+    assert_one_line_error(sim("--config", str(missing)), "nowhere.toml")
 
 
 @pytest.mark.parametrize(
@@ -53,7 +44,7 @@ def test_missing_config_exits_2_with_one_line(tmp_path):
 def test_bad_config_exits_2_with_one_line(tmp_path, text):
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
-    assert_one_line_usage_error(sim("--config", str(bad)), "bad.toml")
+    assert_one_line_error(sim("--config", str(bad)), "bad.toml")
 
 
 def json_events(stdout: str) -> list[dict]:
