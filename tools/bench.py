@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from firmware.app import Kiosk
-from firmware.cliargs import OneLineParser, positive_int
+from firmware.cliargs import OneLineParser, positive_float, positive_int
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from firmware.machine import AlertDraft
@@ -519,6 +520,27 @@ def run_bench(
 # -- CLI ----------------------------------------------------------------------------------------
 
 
+def run_and_print(name: str, run: Callable[[Progress], Any], table: Callable[[Any], str]) -> int:
+    """What both benches do once their options are parsed: progress lines on stderr, the
+    table on stdout, exit 0 whether goals are met or not, 1 (one line) if setup fails."""
+    # Only real trouble on stderr; the kiosk's and room's info logs would drown the progress.
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+
+    def progress(line: str) -> None:
+        print(f"{name}: {line}", file=sys.stderr, flush=True)
+
+    try:
+        result = run(progress)
+    except BenchError as e:
+        print(f"{name}: setup failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 1
+    print(table(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -530,28 +552,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"same as --presses {QUICK_PRESSES}")
     parser.add_argument(
         "--deadline",
-        type=float,
+        type=positive_float,
         default=DEADLINE_S,
         help=f"overall time bound in seconds (default {DEADLINE_S:g})",
     )
     args = parser.parse_args(argv)
     presses = QUICK_PRESSES if args.quick else args.presses
-    # Only real trouble on stderr; the kiosk's and room's info logs would drown the progress.
-    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
-
-    def progress(line: str) -> None:
-        print(f"bench: {line}", file=sys.stderr, flush=True)
-
-    try:
-        result = run_bench(presses, deadline_s=args.deadline, progress=progress)
-    except BenchError as e:
-        print(f"bench: setup failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 1
-    print(format_table(result))
-    return 0
+    return run_and_print(
+        "bench",
+        lambda progress: run_bench(presses, deadline_s=args.deadline, progress=progress),
+        format_table,
+    )
 
 
 if __name__ == "__main__":

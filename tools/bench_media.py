@@ -47,7 +47,7 @@ from hal.fake import FakeBackend
 from hal.fake.camera import FakeCamera
 from hal.fake.microphone import FakeMicrophone
 from hal.stamp import read_stamp
-from tools.bench import BenchError, Rig, percentile, write_config
+from tools.bench import BenchError, Rig, percentile, run_and_print, write_config
 from tools.controlroom.receiver import ControlRoomReceiver
 from tools.pki import ca_paths, controlroom_paths
 
@@ -656,23 +656,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not 0.5 <= args.live <= 30:
         parser.error(f"--live must be between 0.5 and 30 seconds, not {args.live:g}")
-    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
-
-    def progress(line: str) -> None:
-        print(f"bench-media: {line}", file=sys.stderr, flush=True)
-
-    try:
-        result = run_media_bench(
+    return run_and_print(
+        "bench-media",
+        lambda progress: run_media_bench(
             args.incidents, live_s=args.live, cpu_frames=args.cpu_frames, progress=progress
-        )
-    except BenchError as e:
-        print(f"bench-media: setup failed: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench-media: interrupted", file=sys.stderr)
-        return 1
-    print(format_table(result))
-    return 0
+        ),
+        format_table,
+    )
 
 
 if __name__ == "__main__":
