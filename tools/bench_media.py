@@ -43,6 +43,7 @@ from firmware.media.encoder import AudioEncoder, VideoEncoder, libx264_options
 from firmware.media.envelope import ReceivedPacket
 from firmware.media.packet import Stream
 from firmware.transport import TlsFiles, TransportError
+from hal.base import AudioChunk, VideoFrame
 from hal.fake import FakeBackend
 from hal.fake.camera import FakeCamera
 from hal.fake.microphone import FakeMicrophone
@@ -493,22 +494,13 @@ def _encode_video(directory: Path, frames: int) -> tuple[float, int]:
         WIDTH, HEIGHT, FPS, bitrate_kbps=VIDEO_KBPS, keyframe_interval_s=KEYFRAME_INTERVAL_S,
         codec="libx264",  # what the ffmpeg CLI runs; "auto" would pick hardware on a Pi 4
     )
-    raw = directory / "in.yuv"
-    ours, ours_bytes = 0.0, 0
-    with raw.open("wb") as f:
-        for _ in range(frames):
-            frame = camera.capture_one()
-            f.write(frame.data)
-            clock.advance(1.0 / FPS)
-            t0 = time.process_time()
-            packets = encoder.encode(frame)
-            ours += time.process_time() - t0
-            ours_bytes += sum(len(p.data) for p in packets)
-        t0 = time.process_time()
-        packets = encoder.flush()
-        ours += time.process_time() - t0
-        ours_bytes += sum(len(p.data) for p in packets)
-    return ours, ours_bytes
+
+    def capture() -> tuple[VideoFrame, bytes]:
+        frame = camera.capture_one()
+        clock.advance(1.0 / FPS)
+        return frame, frame.data
+
+    return _timed_encode(encoder, capture, frames, directory / "in.yuv")
 
 
 def measure_video_cpu(directory: Path, frames: int) -> tuple[CpuPair, list[str]]:
@@ -540,15 +532,27 @@ def _encode_audio(directory: Path, chunks: int) -> tuple[float, int]:
     clock = FakeClock()
     mic = FakeMicrophone(clock, SAMPLE_RATE, chunk_ms=round(AUDIO_CHUNK_S * 1000))
     encoder = AudioEncoder(SAMPLE_RATE, bitrate_kbps=AUDIO_KBPS)
-    raw = directory / "in.s16"
+
+    def capture() -> tuple[AudioChunk, bytes]:
+        clock.advance(AUDIO_CHUNK_S)
+        chunk = mic.capture_one()
+        return chunk, chunk.samples
+
+    return _timed_encode(encoder, capture, chunks, directory / "in.s16")
+
+
+def _timed_encode(
+    encoder, capture: Callable[[], tuple], count: int, raw: Path
+) -> tuple[float, int]:
+    """Encode `count` captured items, writing their raw bytes to `raw` for the ffmpeg CLI;
+    (CPU seconds spent in the encoder only, encoded bytes)."""
     ours, ours_bytes = 0.0, 0
     with raw.open("wb") as f:
-        for _ in range(chunks):
-            clock.advance(AUDIO_CHUNK_S)
-            chunk = mic.capture_one()
-            f.write(chunk.samples)
+        for _ in range(count):
+            item, data = capture()
+            f.write(data)
             t0 = time.process_time()
-            packets = encoder.encode(chunk)
+            packets = encoder.encode(item)
             ours += time.process_time() - t0
             ours_bytes += sum(len(p.data) for p in packets)
         t0 = time.process_time()
