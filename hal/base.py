@@ -27,6 +27,12 @@ class DeviceFault(HalError):
     """A device that was working has failed (camera gone, mic dead...)."""
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type: first line` of an exception from a device library, for a one-line fault."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 class Pattern(enum.StrEnum):
     """Named indicator patterns; backends map them to LED/buzzer behaviour."""
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from firmware.clock import Clock
-from hal.base import BackendUnavailable, Camera, DeviceFault, HalError, VideoFrame
+from hal.base import BackendUnavailable, Camera, DeviceFault, HalError, VideoFrame, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class PiCamera(Camera):
                 self._failed = True
                 self._stopping.set()
                 if self.on_failure is not None:
-                    self.on_failure(f"camera capture failed: {_one_line(exc)}")
+                    self.on_failure(f"camera capture failed: {describe_error(exc)}")
                 return
             if self.on_frame is not None:
                 try:
@@ -159,9 +159,4 @@ def _close_quietly(picam2: Any) -> None:
         try:
             getattr(picam2, step)()
         except Exception as exc:
-            log.warning("camera %s failed: %s", step, _one_line(exc))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            log.warning("camera %s failed: %s", step, describe_error(exc))

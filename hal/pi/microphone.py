@@ -12,7 +12,14 @@ from types import ModuleType
 from typing import Any
 
 from firmware.clock import Clock
-from hal.base import AudioChunk, BackendUnavailable, DeviceFault, HalError, Microphone
+from hal.base import (
+    AudioChunk,
+    BackendUnavailable,
+    DeviceFault,
+    HalError,
+    Microphone,
+    describe_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,7 @@ class PyAudioMicrophone(Microphone):
             )
         except Exception as exc:
             pa.terminate()
-            raise DeviceFault(f"cannot open the microphone: {_one_line(exc)}") from None
+            raise DeviceFault(f"cannot open the microphone: {describe_error(exc)}") from None
         self._pa, self._stream = pa, stream
         self._stopping.clear()
         self._last_audio = self._clock.monotonic()
@@ -107,7 +114,7 @@ class PyAudioMicrophone(Microphone):
                 try:
                     step()
                 except Exception as exc:
-                    log.warning("microphone %s failed: %s", step.__name__, _one_line(exc))
+                    log.warning("microphone %s failed: %s", step.__name__, describe_error(exc))
         if pa is not None:
             pa.terminate()
 
@@ -135,7 +142,7 @@ class PyAudioMicrophone(Microphone):
             try:
                 active = stream.is_active()
             except Exception as exc:
-                self._fail(f"microphone stream error: {_one_line(exc)}")
+                self._fail(f"microphone stream error: {describe_error(exc)}")
                 return
             if not active:
                 self._fail("microphone stream stopped")
@@ -152,8 +159,3 @@ class PyAudioMicrophone(Microphone):
         self.stop()  # on the watchdog thread: closes the stream, skips joining itself
         if self.on_failure is not None:
             self.on_failure(reason)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from firmware.clock import Clock
-from hal.base import Camera, DeviceFault, HalError, VideoFrame
+from hal.base import Camera, DeviceFault, HalError, VideoFrame, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class V4l2Camera(Camera):
             container = av.open(self.device, format=self.input_format, options=self._options)
             stream = container.streams.video[0]
         except (av.FFmpegError, OSError, IndexError) as exc:
-            raise DeviceFault(f"cannot open camera {self.device}: {_one_line(exc)}") from None
+            raise DeviceFault(f"cannot open camera {self.device}: {describe_error(exc)}") from None
         stream.thread_type = "AUTO"
         self._container = container
         self._stopping.clear()
@@ -86,7 +86,7 @@ class V4l2Camera(Camera):
             try:
                 container.close()
             except Exception as exc:  # noqa: BLE001 - closing must not raise on the way out
-                log.warning("closing camera %s failed: %s", self.device, _one_line(exc))
+                log.warning("closing camera %s failed: %s", self.device, describe_error(exc))
 
     def _run(self, container: Any, stream: Any) -> None:
         try:
@@ -96,7 +96,7 @@ class V4l2Camera(Camera):
                 self._deliver(self._to_i420(frame))
         except Exception as exc:  # noqa: BLE001 - any capture error ends the camera, reported
             if not self._stopping.is_set():
-                self._fail(f"camera {self.device} capture failed: {_one_line(exc)}")
+                self._fail(f"camera {self.device} capture failed: {describe_error(exc)}")
             return
         if not self._stopping.is_set():
             self._fail(f"camera {self.device} stream ended")
@@ -132,8 +132,3 @@ class V4l2Camera(Camera):
         self._stopping.set()
         if self.on_failure is not None:
             self.on_failure(reason)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
