@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from firmware.clock import Clock
-from hal.base import BackendUnavailable, Camera, DeviceFault, HalError, VideoFrame, describe_error
+from hal.base import (
+    BackendUnavailable,
+    Camera,
+    DeviceFault,
+    HalError,
+    VideoFrame,
+    describe_error,
+)
 
 log = logging.getLogger(__name__)
 
