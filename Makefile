@@ -46,11 +46,14 @@ $(STAMP): pyproject.toml
 demo: deps
 	$(BIN)/python -m tools.demo
 
+# Tests mostly wait (broker round trips, timers, media in real time), so 4 workers beat 2 cores.
+TEST_WORKERS ?= 4
+
 test: deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: deps
-	$(BIN)/python -m pytest -q -m "not broker"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not broker"
 
 bench: deps
 	$(BIN)/python -m tools.bench
