@@ -103,9 +103,23 @@ def make_tls_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
+# OpenSSL verify results that mean "the chain does not lead to the CA we were given": the
+# broker's certificate was issued by another CA (a PKI made twice, or the wrong ca.pem).
+_OTHER_CA_CODES = frozenset({
+    18,  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    19,  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    20,  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21,  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+})
+
+
+def describe_connect_error(exc: BaseException, host: str, port: int,
+                           ca: Path | None = None) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"broker {host}:{port} certificate rejected: {exc.verify_message}"
+        why = f"broker {host}:{port} certificate rejected: {exc.verify_message}"
+        if exc.verify_code in _OTHER_CA_CODES and ca is not None:
+            why += f" (it is signed by a different CA than broker.ca {ca})"
+        return why
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -157,6 +171,7 @@ class MqttTransport:
         self._current = 0
         self._failed_in_round = 0  # consecutive failed attempts since the last connection
         self._on_event = on_event
+        self._ca = tls.ca
         self._subscriptions = list(subscriptions)
         self._keepalive = keepalive_s
         self._session_expiry = session_expiry_s
@@ -236,7 +251,8 @@ class MqttTransport:
                     properties=props,
                 )
             except (OSError, ValueError) as e:
-                self._fail(describe_connect_error(e, self.host, self.port), attempt_failed=True)
+                self._fail(describe_connect_error(e, self.host, self.port, self._ca),
+                           attempt_failed=True)
                 continue
             self._set_nodelay()
             while not self._stop.is_set():

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from firmware.cliargs import OneLineParser, seconds
+from firmware.cliargs import OneLineParser, add_version, seconds
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from hal.base import HalError
@@ -66,6 +66,8 @@ def _run(args) -> int:
     from firmware.app import Kiosk, open_media_devices
 
     config = load_config(args.config)
+    logging.basicConfig(level=(args.log_level or config.log.level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = Clock()
     backend = get_backend("fake")
     h = config.hal
@@ -122,6 +124,7 @@ def _run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-sim",
                                  description="Run the Pink Button firmware on simulated hardware")
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="one simulated button (Enter presses it)")
     run.add_argument("--config", required=True, help="kiosk TOML config (hal.backend is ignored)")
@@ -133,15 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a real V4L2 webcam (e.g. /dev/video0) instead of the simulated camera")
     run.add_argument("--stdin-presses", action="store_true",
                      help="each line on stdin presses the button, end of input stops (harnesses)")
-    run.add_argument("--log-level", default="warning",
-                     choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                     help="log level on stderr (default: the config's log.level)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
     except ConfigError as e:

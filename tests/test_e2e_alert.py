@@ -188,6 +188,7 @@ def test_kiosk_with_wrong_ca_refuses_broker_and_retries(tmp_path, pki_dir, broke
         kiosk.events.wait_for("connect_failed", lambda d: d is not first, timeout=5)
         fails = kiosk.events.of("connect_failed")
         assert "certificate rejected" in fails[0]["reason"]
+        assert f"signed by a different CA than broker.ca {ca.cert}" in fails[0]["reason"]
         assert all(f["retry_in"] > 0 for f in fails)
         assert kiosk.events.of("connected") == []
 

@@ -225,7 +225,7 @@ def print_evidence(room_lines: list[str]) -> int:
         return 1
     words = lines[-1].split()
     path = Path(words[1])
-    say(f"    evidence: {path}")
+    say(f"    evidence: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     say(f"    control room: {' '.join(words[2:])}")
     try:
         info = ffprobe_summary(path)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware.cliargs import OneLineParser
+from firmware.cliargs import OneLineParser, add_version
 
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"
@@ -340,16 +340,20 @@ def _device_id_arg(text: str) -> str:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_init = sub.add_parser("init", help="create CA, broker, control-room (and device) certs")
-    p_init.add_argument("dir", type=Path)
-    p_init.add_argument("--device", action="append", default=[], metavar="ID", type=_device_id_arg)
+    p_init.add_argument("dir", type=Path, metavar="DIR",
+                        help="directory to create the PKI in (ca.key stays there: keep it private)")
+    p_init.add_argument("--device", action="append", default=[], metavar="ID", type=_device_id_arg,
+                        help="also issue a certificate for device ID (repeatable)")
     p_dev = sub.add_parser("device", help="issue a device client certificate")
-    p_dev.add_argument("dir", type=Path)
-    p_dev.add_argument("id", type=_device_id_arg)
+    p_dev.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
+    p_dev.add_argument("id", type=_device_id_arg, metavar="ID",
+                       help="device id: the certificate CN and MQTT user name")
     p_dev.add_argument("--force", action="store_true", help="replace an existing certificate")
     p_show = sub.add_parser("show", help="print a certificate's subject, validity and SANs")
-    p_show.add_argument("file", type=Path)
+    p_show.add_argument("file", type=Path, metavar="FILE", help="a PEM certificate")
     return parser
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, int_in, seconds
+from firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from firmware.transport import TlsFiles, TransportError
 from tools.controlroom.store import IncidentStore, StoreError
 
@@ -100,15 +100,19 @@ def _report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-controlroom",
                                  description="Pink Button reference control-room receiver")
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="receive alerts, store incidents, send acknowledgements")
-    run.add_argument("--host", default="localhost")
-    run.add_argument("--port", type=int_in(1, 65535), default=8883)
+    run.add_argument("--host", default="localhost",
+                     help="broker host name; must match its certificate (default localhost)")
+    run.add_argument("--port", type=int_in(1, 65535), default=8883,
+                     help="broker MQTT-over-TLS port (default 8883)")
     run.add_argument("--pki", help="directory with ca.pem, controlroom.pem, controlroom.key")
-    run.add_argument("--ca")
-    run.add_argument("--cert")
-    run.add_argument("--key")
-    run.add_argument("--db", default="controlroom.db", help="SQLite incident database")
+    run.add_argument("--ca", help="CA certificate that signed the broker (default: --pki/ca.pem)")
+    run.add_argument("--cert", help="this receiver's certificate (default: --pki/controlroom.pem)")
+    run.add_argument("--key", help="its private key, 0600 (default: --pki/controlroom.key)")
+    run.add_argument("--db", default="controlroom.db",
+                     help="SQLite incident database, created if missing (default controlroom.db)")
     run.add_argument("--auto-ack", action="store_true", help="acknowledge every new alert")
     run.add_argument("--operator", default="control-room", help="name sent with acks")
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
@@ -123,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--view", action="store_true",
                      help="show the first incident's live video in ffplay (needs ffmpeg)")
     run.add_argument("--exit-after", type=seconds, metavar="S", help="stop after S seconds")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                     help="log level on stderr (default info)")
     rep = sub.add_parser("report", help="print incidents and their timelines")
-    rep.add_argument("--db", default="controlroom.db")
+    rep.add_argument("--db", default="controlroom.db",
+                     help="the incident database to report on (default controlroom.db)")
     return ap
 
 
