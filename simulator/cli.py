@@ -71,7 +71,7 @@ class Timeline:
         details = "  ".join(f"{k}={v}" for k, v in data.items() if k != "at")
         if self.live:
             line = (f"state {self.mode:<10} LED {self.pattern:<12} presses {self.presses}  "
-                    f"last [{stamp.replace(' ', '')}] {kind} {details}")
+                    f"last [{'' if rel is None else f'+{rel:.1f} ms'}] {kind} {details}")
             self.out.write("\r\x1b[K" + line[:200])
             self.out.flush()
         else:
