@@ -6,14 +6,13 @@ import logging
 import re
 import subprocess
 import sys
-import types
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
 from firmware import cli
-from firmware.config import Config
 from tests.helpers import assert_one_line_error
 from tools import pki
 
@@ -148,40 +147,26 @@ def assert_one_line_config_error(result: subprocess.CompletedProcess[str], patte
 
 
 # --- `run` hands the validated config to firmware.app.run_kiosk ---------------------------------------
-# firmware.app is the runtime (another module); these stand in for it at that one boundary.
-
-
-def _install_app(monkeypatch: pytest.MonkeyPatch, run_kiosk) -> None:
-    app = types.ModuleType("firmware.app")
-    app.run_kiosk = run_kiosk
-    monkeypatch.setitem(sys.modules, "firmware.app", app)
+# firmware.app is the runtime (another module); pytest-mock stands in for it at that one boundary.
 
 
 def test_run_passes_config_and_hal_override(
-    tmp_path: Path, pki_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pki_dir: Path, mocker: MockerFixture
 ) -> None:
-    received: list[tuple[Config, str | None]] = []
-
-    def run_kiosk(config: Config, *, hal_override: str | None) -> int:
-        received.append((config, hal_override))
-        return 0
-
-    _install_app(monkeypatch, run_kiosk)
+    run_kiosk = mocker.patch("firmware.app.run_kiosk", return_value=0)
     config_file = write_config(tmp_path, pki_dir, extra="[log]\nlevel = 'warning'")
     assert cli.main(["run", "--config", str(config_file), "--hal", "fake"]) == 0
     assert cli.main(["run", "--config", str(config_file)]) == 0
-    (first, first_hal), (_, second_hal) = received
+    (first_args, first_kw), (_, second_kw) = run_kiosk.call_args_list
+    first = first_args[0]
     assert (first.device.id, first.device.state_dir) == (DEVICE, tmp_path / "state")
-    assert (first_hal, second_hal) == ("fake", None)
+    assert (first_kw, second_kw) == ({"hal_override": "fake"}, {"hal_override": None})
 
 
 def test_run_unexpected_exception_logs_one_line_and_exits_1(
-    tmp_path: Path, pki_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, pki_dir: Path, mocker: MockerFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def run_kiosk(config: Config, *, hal_override: str | None) -> int:
-        raise RuntimeError("camera exploded")
-
-    _install_app(monkeypatch, run_kiosk)
+    mocker.patch("firmware.app.run_kiosk", side_effect=RuntimeError("camera exploded"))
     config_file = write_config(tmp_path, pki_dir)
     with caplog.at_level(logging.INFO, logger="pinkbutton"):
         assert cli.main(["run", "--config", str(config_file)]) == 1
