@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
     run.add_argument("--group", default="controlroom", help="shared-subscription group")
     run.add_argument("--device-certs", help="directory of <device_id>.pem to verify signatures")
-    run.add_argument("--session-expiry", type=int_in(1, 0xFFFFFFFF), default=60, metavar="S",
+    run.add_argument("--session-expiry", type=int_in(0, 0xFFFFFFFF), default=0, metavar="S",
                      help="broker keeps this receiver's queue S seconds while it is offline "
-                          "(default 60; kiosks re-announce unacknowledged alerts)")
+                          "(default 0: a dead receiver stops taking alerts at once; kiosks "
+                          "re-announce what no receiver stored)")
     run.add_argument("--evidence", metavar="DIR",
                      help="where evidence MP4s are written (default: evidence/ beside --db)")
     run.add_argument("--no-evidence", action="store_true", help="do not record media")
