@@ -369,9 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"key:  {issued.key}")
         else:
             print("\n".join(describe(args.file)))
-    except PkiError as exc:
+    except PkiError as exc:  # bad input or PKI state: no CA, not a certificate, missing file
         print(f"pinkbutton-pki: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as exc:  # "cannot write /proc/foo/ca.pem: No such file or directory"
         where = f" {exc.filename}" if exc.filename else ""
         print(f"pinkbutton-pki: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
