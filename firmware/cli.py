@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from firmware.cliargs import OneLineParser, add_version
-from firmware.config import ConfigError, load_config, verify_certificates
+from firmware.config import ConfigError, check_state_dir, load_config, verify_certificates
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check_config(file: Path) -> int:
     now = datetime.now(UTC)
     config = load_config(file, check_certificates=False)
+    check_state_dir(config)
     status = verify_certificates(config, now=now)
     print(
         f"{file}: ok — device {config.device.id} at {config.device.site_name}, "

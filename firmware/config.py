@@ -550,12 +550,8 @@ def verify_certificates(config: Config, *, now: datetime | None = None) -> Certi
     if _spki(key.public_key()) != _spki(cert.public_key()):
         raise ConfigError(f"{where} key: {broker.key} does not match certificate {broker.cert}")
     # Checked once the file is known to be the right key, so a wrong file says that first.
-    mode = broker.key.stat().st_mode
-    if mode & 0o007:  # group access is allowed: root:pinkbutton 0640 is a sound setup
-        raise ConfigError(
-            f"{where} key: {broker.key} is accessible to every user on this machine "
-            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {broker.key}"
-        )
+    if (problem := key_exposed(broker.key)) is not None:
+        raise ConfigError(f"{where} key: {problem}")
 
     issuers = [ca for ca in cas if ca.subject == cert.issuer]
     if not issuers:
@@ -587,6 +583,34 @@ def verify_certificates(config: Config, *, now: datetime | None = None) -> Certi
     return CertificateStatus(
         cn=cn, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc
     )
+
+
+def key_exposed(key: Path) -> str | None:
+    """Why a private key file must be refused (every local user can access it), or None.
+
+    Group access is allowed: root:pinkbutton 0640 is a sound setup. Shared by the kiosk
+    (`broker.key`) and the control room (`--key`)."""
+    mode = key.stat().st_mode
+    if mode & 0o007:
+        return (f"{key} is accessible to every user on this machine "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {key}")
+    return None
+
+
+def check_state_dir(config: Config) -> None:
+    """`device.state_dir` must be a directory, or not exist yet (the kiosk makes it): a file
+    there would leave the outbox in memory only. Raises ConfigError naming the key."""
+    directory = config.device.state_dir
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(
+            f"{config.path}: [device] state_dir: cannot use {directory}: {_os_reason(e)}"
+        ) from None
+    if not stat.S_ISDIR(mode):
+        raise ConfigError(f"{config.path}: [device] state_dir: {directory} is not a directory")
 
 
 def _read(path: Path, where: str) -> bytes:

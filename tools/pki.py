@@ -6,7 +6,8 @@ keys on it; that is why device ids are validated strictly here.
 
 Files are written atomically (temp file + rename) so an interrupted run never leaves a
 half-written key next to a cert that a broker would then fail to load. Private keys are
-created 0600 from the first byte; they never exist with wider permissions.
+created 0600 from the first byte; they never exist with wider permissions. Directories the
+tool creates are 0700 whatever the umask (an existing one is left as it is).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware.cliargs import OneLineParser, add_version
+from firmware.durable import private_dir
 
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"
@@ -90,7 +92,7 @@ def init_ca(
     if not force and paths.cert.exists() and paths.key.exists():
         _load_ca(paths)  # fail loudly now if the existing pair is unusable
         return paths
-    Path(pki_dir).mkdir(parents=True, exist_ok=True)
+    private_dir(Path(pki_dir), tighten=False)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     not_before = _now() - _CLOCK_SKEW
@@ -294,7 +296,7 @@ def _existing_pair_is_ours(paths: Issued, ca_cert: x509.Certificate) -> bool:
 
 
 def _write_pair(paths: Issued, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    paths.cert.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.cert.parent, tighten=False)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -373,9 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"key:  {issued.key}")
         else:
             print("\n".join(describe(args.file)))
-    except PkiError as exc:
+    except PkiError as exc:  # bad input or PKI state: no CA, not a certificate, missing file
         print(f"pinkbutton-pki: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as exc:  # "cannot write /proc/foo/ca.pem: No such file or directory"
         where = f" {exc.filename}" if exc.filename else ""
         print(f"pinkbutton-pki: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)

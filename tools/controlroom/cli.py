@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
+import stat
 import sys
 import threading
 from pathlib import Path
 
 from firmware.cliargs import OneLineParser, add_version, int_in, seconds
+from firmware.config import key_exposed
 from firmware.transport import TlsFiles, TransportError
 from tools.controlroom.store import IncidentStore, StoreError
 
@@ -30,15 +33,37 @@ def _tls(args) -> TlsFiles:
     for name, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
         if path is None:
             raise UsageError(f"{name} is required (or --pki DIR holding ca.pem, controlroom.pem/.key)")
-        if not path.is_file():
-            raise UsageError(f"{name} {path}: no such file")
+        if not stat.S_ISREG(_stat(name, path).st_mode):
+            raise UsageError(f"{name} {path}: not a regular file")
+    if (problem := key_exposed(key)) is not None:  # refused as the kiosk refuses its own
+        raise UsageError(f"--key {problem}")
     return TlsFiles(ca, cert, key)
+
+
+def _stat(name: str, path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{name} {path}: no such file") from None
+    except OSError as e:  # an unreadable --pki directory, a file where a directory should be
+        raise UsageError(f"{name} {path}: {(e.strerror or str(e)).lower()}") from None
+
+
+def _db(args) -> Path:
+    db = Path(args.db)
+    try:
+        if db.is_dir():
+            raise UsageError(f"--db {db}: is a directory; give the database file")
+    except OSError as e:
+        raise UsageError(f"--db {db}: {(e.strerror or str(e)).lower()}") from None
+    return db
 
 
 def _run(args) -> int:
     from tools.controlroom.receiver import ControlRoomReceiver
 
     tls = _tls(args)
+    _db(args)
     device_certs = Path(args.device_certs) if args.device_certs else None
     if device_certs is not None and not device_certs.is_dir():
         raise UsageError(f"--device-certs {device_certs}: no such directory")
@@ -78,7 +103,7 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    if not Path(args.db).is_file():
+    if not _db(args).is_file():
         raise UsageError(f"--db {args.db}: no such file")
     store = IncidentStore(args.db)
     try:
@@ -118,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
     run.add_argument("--group", default="controlroom", help="shared-subscription group")
     run.add_argument("--device-certs", help="directory of <device_id>.pem to verify signatures")
-    run.add_argument("--session-expiry", type=int_in(1, 0xFFFFFFFF), default=60, metavar="S",
+    run.add_argument("--session-expiry", type=int_in(0, 0xFFFFFFFF), default=0, metavar="S",
                      help="broker keeps this receiver's queue S seconds while it is offline "
-                          "(default 60; kiosks re-announce unacknowledged alerts)")
+                          "(default 0: a dead receiver stops taking alerts at once; kiosks "
+                          "re-announce what no receiver stored)")
     run.add_argument("--evidence", metavar="DIR",
                      help="where evidence MP4s are written (default: evidence/ beside --db)")
     run.add_argument("--no-evidence", action="store_true", help="do not record media")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import av
 
 from firmware.clock import Clock
+from firmware.durable import private_dir, private_file
 from firmware.media.packet import EncodedPacket, Stream
 
 if TYPE_CHECKING:
@@ -197,7 +198,8 @@ class Evidence:
         if not (has_video or has_audio):
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            private_file(self.path)  # evidence is 0600: FFmpeg truncates it, keeps the mode
             # flush_packets: every packet reaches the file at once, so a reader sees each
             # fragment as soon as the muxer completes it.
             self._container = av.open(

@@ -86,7 +86,7 @@ class ControlRoomReceiver:
         out: Callable[[str], None] = print,
         listeners: list[Listener] | None = None,
         backoff: Backoff | None = None,
-        session_expiry_s: int = 60,
+        session_expiry_s: int = 0,
         evidence_dir: Path | None = None,
         viewer=None,
     ) -> None:
@@ -130,10 +130,11 @@ class ControlRoomReceiver:
             client_id=client_id, host=host, port=port, tls=tls, on_event=self._inbox.put,
             subscriptions=subscriptions,
             backoff=backoff or Backoff(0.2, 5.0),
-            # Short on purpose: mosquitto keeps handing a shared-subscription share to a
-            # member that is offline but has a live session. A receiver that crashed would
-            # hold its share of alerts for the whole expiry; 60 s rides out a restart, and
-            # kiosks re-announce any alert nobody acknowledged.
+            # 0 on purpose: mosquitto keeps handing a shared-subscription share to a member
+            # that is offline but has a live session, so a receiver that crashed would hold
+            # its share of alerts for the whole expiry. With 0 the session ends with the
+            # connection and the survivors take every alert at once; what was in flight to
+            # the dead one is re-announced by the kiosks (every alert.retry_s until receipted).
             session_expiry_s=session_expiry_s,
         )
 

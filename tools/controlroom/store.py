@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.durable import private_dir, private_sqlite
 from firmware.protocol import Alert
 
 SCHEMA = """
@@ -92,7 +93,10 @@ class IncidentStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Incident data: the database files 0600; a directory made for them 0700 (an
+            # existing one, e.g. the operator's cwd, is left as it is).
+            private_dir(self.path.parent, tighten=False)
+            private_sqlite(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
