@@ -43,8 +43,8 @@ FOLD_BATCH = 50
 
 @dataclass(frozen=True, slots=True)
 class IntakeLimits:
-    rate_per_s: float = 1.0  # alert messages per second a device may send on the normal path
-    burst: int = 5  # ... and at once (a kiosk replaying its outbox after a restart)
+    rate_per_s: float = 2.0  # alert messages per second a device may send on the normal path
+    burst: int = 10  # ... and at once (a kiosk replaying its outbox after a restart)
     max_pending: int = 500  # over-budget alerts of one device waiting for the fold path
     summary_s: float = 10.0  # one summary line per flooding device per interval
 
