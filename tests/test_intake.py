@@ -12,7 +12,7 @@ import pytest
 
 from firmware import protocol as p
 from firmware import transport as t
-from firmware.clock import iso8601
+from firmware.clock import FakeClock, iso8601
 from tests.helpers import Recorder, room_tls
 from tools.controlroom.intake import (
     FOLD_TURN,
@@ -233,11 +233,11 @@ def test_a_database_of_the_previous_version_is_migrated(tmp_path):
 
 
 def test_receiver_folds_over_budget_alerts_receipts_them_and_summarises(tmp_path, pki_dir):
-    events, lines = Recorder(), []
+    events, lines, clock = Recorder(), [], FakeClock()
     room = ControlRoomReceiver(
         host="localhost", port=1, tls=room_tls(pki_dir), db_path=tmp_path / "room.db",
-        out=lines.append, listeners=[events],
-        limits=IntakeLimits(rate_per_s=0.001, burst=1, summary_s=0.2))
+        out=lines.append, listeners=[events], clock=clock,
+        limits=IntakeLimits(rate_per_s=1.0, burst=1, summary_s=10.0))
 
     def deliver(*alerts_or_bytes) -> None:
         for x in alerts_or_bytes:
@@ -267,15 +267,22 @@ def test_receiver_folds_over_budget_alerts_receipts_them_and_summarises(tmp_path
         assert room.store.folded_into(later[0].alert_id) == [a.alert_id for a in later[1:]]
         assert any(line.startswith(f"ALERT  {A}") and later[0].alert_id[:8] in line
                    for line in lines)
-        time.sleep(0.25)
+        room._flood_summary()
+        assert events.of("flood") == []  # once per interval
+        clock.advance(10.0)
         room._flood_summary()
         (flood,) = events.of("flood")
         assert (flood["over"], flood["folded"], flood["duplicates"], flood["dropped"]) == (
             127, 123, 2, 0)
         summary = [line for line in lines if line.startswith("alert flood from")]
         assert summary == [
-            f"alert flood from {A}: 127 alerts over its limit in 0 s: 123 folded into incident "
+            f"alert flood from {A}: 127 alerts over its limit in 10 s: 123 folded into incident "
             f"{later[0].alert_id[:8]}, 1 new incidents, 2 duplicates dropped, 1 rejected, "
             "0 dropped unread (queue full)"]
+        # Back within its budget, a folded alert that the kiosk still escalates (nobody
+        # acknowledged it on its own) becomes an incident of its own.
+        escalation = alert(alert_id=over[0].alert_id)
+        deliver(escalation)
+        assert room.store.incident(over[0].alert_id) is not None
     finally:
         room.store.close()
