@@ -298,9 +298,10 @@ class ControlRoomReceiver:
         receipt each; with no open incident the first becomes one, by the normal path."""
         left = list(alerts)
         try:
+            signed = {a.alert_id: self._verify(device_id, raw) for a, raw, _ in left}
             while left:
-                items = [(a, iso8601(at), self._verify(device_id, raw)) for a, raw, at in left]
-                into, folded = self.store.fold_alerts(device_id, items)
+                into, folded = self.store.fold_alerts(
+                    device_id, [(a, iso8601(at), signed[a.alert_id]) for a, _, at in left])
                 if into is not None:
                     break
                 a, raw, at = left.pop(0)
