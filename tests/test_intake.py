@@ -163,6 +163,25 @@ def test_intake_routes_alerts_through_the_limiter_and_everything_else_straight()
     assert inbox[-1] == FOLD_TURN and inbox.count(FOLD_TURN) == 2  # scheduled anew
 
 
+def test_fold_queue_serves_devices_in_turns():
+    inbox: list[object] = []
+    intake = AlertIntake(IntakeLimits(rate_per_s=1.0, burst=1), lambda: 0.0, lambda: 5.0,
+                         inbox.append)
+    for k in range(7):
+        intake.offer(t.Message(p.topic(A, "alert"), f"a{k}".encode(), False))
+    for k in range(3):
+        intake.offer(t.Message(p.topic(B, "alert"), f"b{k}".encode(), False))
+    turns = []
+    while True:
+        batch, more = intake.take(2)
+        turns.append(b" ".join(payload for _, payload, _ in batch).decode())
+        if not more:
+            break
+    # A's backlog came first, yet B's over-budget alerts wait for one batch of A's at a time.
+    assert turns == ["a1 a2", "b1 b2", "a3 a4", "a5 a6"]
+    assert intake.take(2) == ([], False)
+
+
 # -- IncidentStore.fold_alerts -------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from firmware.machine import AlertDraft
 from firmware.outbox import Outbox, OutboxError
 from firmware.transport import TransportError
 from hal.fake import FakeBackend
+from tools.bench_room import LIMITS as ROOM_LIMITS
 from tools.broker import BrokerError, Mosquitto
 from tools.controlroom.receiver import ControlRoomReceiver
 from tools.controlroom.store import IncidentStore, StoreError
@@ -570,7 +571,8 @@ def measure_presses_flooded(
     except StoreError as e:
         stored = f"room store unreadable: {e}"
     flood = (f"{flooder.sent} signed alerts ({flooder.distinct} distinct) from {FLOOD_DEVICE} "
-             f"in {flooder.elapsed_s:.1f} s ({rate:.0f}/s); room: {stored}")
+             f"in {flooder.elapsed_s:.1f} s ({rate:.0f}/s); room (limits {ROOM_LIMITS.rate_per_s:g}/s, "
+             f"burst {ROOM_LIMITS.burst} per device): {stored}")
     return alert, notes, flood
 
 

@@ -10,8 +10,8 @@ before anything is decoded, on the MQTT network thread (cheap: a dict look-up):
 
 - ACCEPT: within the device's budget: the normal alert path (decode, store, receipt, ack).
 - FOLD: over it: queued for the fold path, which the room's run thread serves a batch at a
-  time behind everything else it has to do, so another device's alert never waits for more
-  than one batch. There a new alert_id is folded into the device's open incident (its
+  time behind everything else it has to do, devices in turns, so another device's alert
+  never waits for more than one batch. There a new alert_id is folded into the device's open incident (its
   `presses` go up, the alert is kept in the `folded` table and receipted, so a kiosk stops
   re-announcing it), and a repeat of an alert_id the room already has is dropped.
 - DROP: over the budget with `max_pending` alerts of this device already waiting: not read
@@ -38,7 +38,7 @@ from firmware import protocol as p
 from firmware import transport as t
 
 FOLD_TURN = ("fold", None)  # inbox item: the run thread serves one batch of the fold path
-FOLD_BATCH = 50
+FOLD_BATCH = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,11 @@ class AlertIntake:
         self._wall = wall
         self._put = inbox_put
         self._lock = threading.Lock()
-        self._queue: deque[tuple[str, bytes, float]] = deque()
+        # Fold queue: one FIFO per device, served in turns (a device whose queue is not
+        # empty is in _turns once), so one flooding device's backlog never holds up another
+        # device's over-budget alerts for more than one batch.
+        self._queues: dict[str, deque[tuple[bytes, float]]] = {}
+        self._turns: deque[str] = deque()
         self._scheduled = False
 
     def offer(self, event: object) -> None:
@@ -196,7 +200,11 @@ class AlertIntake:
         with self._lock:
             decision = self.limiter.decide(device_id, self._monotonic())
             if decision is Decision.FOLD:
-                self._queue.append((device_id, event.payload, self._wall()))
+                q = self._queues.get(device_id)
+                if q is None:
+                    q = self._queues[device_id] = deque()
+                    self._turns.append(device_id)
+                q.append((event.payload, self._wall()))
                 schedule, self._scheduled = not self._scheduled, True
         if decision is Decision.ACCEPT:
             self._put(event)
@@ -204,11 +212,21 @@ class AlertIntake:
             self._put(FOLD_TURN)
 
     def take(self, n: int = FOLD_BATCH) -> tuple[list[tuple[str, bytes, float]], bool]:
-        """Run thread: up to n queued (device_id, payload, received wall time) and whether
-        more wait (then the caller puts FOLD_TURN back at the end of its inbox)."""
+        """Run thread: up to n queued (device_id, payload, received wall time) of the device
+        whose turn it is, and whether more wait (then the caller puts FOLD_TURN back at the
+        end of its inbox)."""
         with self._lock:
-            batch = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
-            more = bool(self._queue)
+            if not self._turns:
+                self._scheduled = False
+                return [], False
+            device_id = self._turns.popleft()
+            q = self._queues[device_id]
+            batch = [(device_id, *q.popleft()) for _ in range(min(n, len(q)))]
+            if q:
+                self._turns.append(device_id)  # its next batch after the other devices'
+            else:
+                del self._queues[device_id]
+            more = bool(self._turns)
             self._scheduled = more
         return batch, more
 
