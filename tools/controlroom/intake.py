@@ -11,15 +11,16 @@ before anything is decoded, on the MQTT network thread (cheap: a dict look-up):
 - ACCEPT: within the device's budget: the normal alert path (decode, store, receipt, ack).
 - FOLD: over it: queued for the fold path, which the room's run thread serves a batch at a
   time behind everything else it has to do, devices in turns, so another device's alert
-  never waits for more than one batch. There a new alert_id is folded into the device's open incident (its
-  `presses` go up, the alert is kept in the `folded` table and receipted, so a kiosk stops
-  re-announcing it), and a repeat of an alert_id the room already has is dropped.
+  never waits for more than one batch. There a new alert_id is folded into the device's
+  open incident (its `presses` go up, the alert is kept in the `folded` table and
+  receipted, so a kiosk stops re-announcing it), and a repeat of an alert_id the room
+  already has is dropped.
 - DROP: over the budget with `max_pending` alerts of this device already waiting: not read
   at all (a real kiosk re-announces what was not receipted).
 
-Once over its budget a device stays on the fold path until its bucket is full again
-(`burst / rate_per_s` seconds without alerts), so a steady flood never gets another
-incident through. Each interval (`summary_s`) the room writes one line per flooding device
+Once over its budget a device stays on the fold path until its bucket is full again and
+nothing of it waits to be folded (at most `2 * burst / rate_per_s` seconds without alerts:
+the debt is bounded), so a steady flood never gets another incident through. Each interval (`summary_s`) the room writes one line per flooding device
 with what was folded and dropped (`FloodReport.line()`, device text escaped).
 
 `DeviceLimiter` is pure (the caller passes `now`); `AlertIntake` is the thread-safe glue

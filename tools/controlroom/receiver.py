@@ -6,7 +6,8 @@ prints each alert with its site and latency, sends `cmd` messages (ack, end...)
 and tracks devices online/offline from their retained status.
 
 Note on threads: paho callbacks (network thread) and the operator's keyboard
-thread only enqueue; `run()` owns the store and all decisions.
+thread only enqueue (alerts after a per-device budget check: intake.py); `run()`
+owns the store and all decisions.
 """
 
 from __future__ import annotations
