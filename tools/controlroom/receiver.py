@@ -6,7 +6,8 @@ prints each alert with its site and latency, sends `cmd` messages (ack, end...)
 and tracks devices online/offline from their retained status.
 
 Note on threads: paho callbacks (network thread) and the operator's keyboard
-thread only enqueue; `run()` owns the store and all decisions.
+thread only enqueue (alerts after a per-device budget check: intake.py); `run()`
+owns the store and all decisions.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.connectlog import ConnectFailureLog
 from firmware.media.envelope import MediaError, Reassembler, decode_envelope
+from tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
 from tools.controlroom.store import IncidentStore
 from tools.controlroom.supervision import DeviceMonitor, Notice
 
@@ -89,6 +91,7 @@ class ControlRoomReceiver:
         session_expiry_s: int = 0,
         evidence_dir: Path | None = None,
         viewer=None,
+        limits: IntakeLimits | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.auto_ack = auto_ack
@@ -113,6 +116,9 @@ class ControlRoomReceiver:
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
         self._next_tick = 0.0
         self._connect_log = ConnectFailureLog(log, self.clock)
+        # Per-device alert limits, decided on the network thread before anything is decoded.
+        self.intake = AlertIntake(limits or IntakeLimits(), self.clock.monotonic,
+                                  self.clock.wall, self._inbox.put)
         if evidence_dir is not None:
             from tools.controlroom.backfill import BackfillManager  # PyAV only when recording
             from tools.controlroom.media import EvidenceRecorder
@@ -127,7 +133,7 @@ class ControlRoomReceiver:
             for pem in sorted(device_certs.glob("*.pem")):
                 self._load_key(pem.stem)
         self.transport = t.MqttTransport(
-            client_id=client_id, host=host, port=port, tls=tls, on_event=self._inbox.put,
+            client_id=client_id, host=host, port=port, tls=tls, on_event=self.intake.offer,
             subscriptions=subscriptions,
             backoff=backoff or Backoff(0.2, 5.0),
             # 0 on purpose: mosquitto keeps handing a shared-subscription share to a member
@@ -155,6 +161,7 @@ class ControlRoomReceiver:
         try:
             while not self._stop.is_set():
                 self._tick_devices()
+                self._flood_summary()
                 if self.backfill is not None:
                     self.backfill.tick()  # NACKs and completed evidence, a few times a second
                 try:
@@ -201,6 +208,8 @@ class ControlRoomReceiver:
                 self._pending.pop(mid, None)
             case ("operator", line):
                 self._operator(line)
+            case ("fold", None):
+                self._fold_turn()
             case _:
                 pass
 
@@ -257,6 +266,70 @@ class ControlRoomReceiver:
             # After the ack: opening the evidence file takes tens of milliseconds.
             if new and self.recorder is not None:
                 self._open_evidence(a.alert_id, a.device_id)
+
+    # -- devices over their alert budget (tools/controlroom/intake.py) ------------
+
+    def _fold_turn(self) -> None:
+        """One batch of the fold path; more batches go behind whatever arrived meanwhile,
+        so another device's alert waits for one batch at most."""
+        batch, more = self.intake.take()
+        if more:
+            self._inbox.put(FOLD_TURN)
+        groups: dict[str, list[tuple[p.Alert, bytes, float]]] = {}
+        for device_id, payload, received in batch:
+            try:
+                a = p.decode_alert(payload, topic_device=device_id)
+                known = self.store.known(a.alert_id)
+            except Exception as e:  # noqa: BLE001 - counted in the summary line, not one per alert
+                if not isinstance(e, p.ProtocolError):
+                    log.exception("internal error on the fold path")
+                self.intake.served(device_id, "rejected")
+                continue
+            if known:
+                self.intake.served(device_id, "duplicates")
+            else:
+                groups.setdefault(device_id, []).append((a, payload, received))
+        for device_id, alerts in groups.items():
+            try:
+                self._fold(device_id, alerts)
+            except Exception:  # one device's trouble must not stall the others' batches
+                log.exception("internal error while folding alerts of %s", device_id)
+
+    def _fold(self, device_id: str, alerts: list[tuple[p.Alert, bytes, float]]) -> None:
+        """Fold new alert_ids into the device's open incident (one transaction), then
+        receipt each; with no open incident the first becomes one, by the normal path."""
+        left = list(alerts)
+        try:
+            signed = {a.alert_id: self._verify(device_id, raw) for a, raw, _ in left}
+            while left:
+                into, folded = self.store.fold_alerts(
+                    device_id, [(a, iso8601(at), signed[a.alert_id]) for a, _, at in left])
+                if into is not None:
+                    break
+                a, raw, at = left.pop(0)
+                self.intake.served(device_id, "incidents", a.alert_id)
+                self._on_alert(a, raw, at)
+            else:
+                return
+            for alert_id in folded:
+                self._send("receipt", device_id, alert_id, None)
+                self.intake.served(device_id, "folded", into)
+            for _ in range(len(left) - len(folded)):
+                self.intake.served(device_id, "duplicates")  # repeated within the batch
+            left = []
+            self._notify("folded", {"device_id": device_id, "into": into, "alert_ids": folded})
+        finally:
+            for _ in left:  # an error above: still release their places in the queue
+                self.intake.served(device_id, "rejected")
+
+    def _flood_summary(self) -> None:
+        for report in self.intake.summary():
+            line = report.line()
+            log.warning("%s", line)
+            self.out(line)
+            self._notify("flood", {"device_id": report.device_id, "over": report.over,
+                                   "folded": report.folded, "dropped": report.dropped,
+                                   "duplicates": report.duplicates, "into": report.into})
 
     @staticmethod
     def _latency_ms(a: p.Alert, received: float) -> float:

@@ -39,7 +39,19 @@ CREATE TABLE IF NOT EXISTS incidents (
     acked_at      TEXT,
     acked_by      TEXT,
     dispatched_at TEXT,
-    ended_at      TEXT
+    ended_at      TEXT,
+    folded        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS incidents_device ON incidents(device_id, ended_at);
+CREATE TABLE IF NOT EXISTS folded (
+    alert_id     TEXT PRIMARY KEY,
+    into_id      TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    pressed_at   TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    signature_ok INTEGER
 );
 CREATE TABLE IF NOT EXISTS timeline (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,6 +95,7 @@ class Incident:
     acked_at: str | None
     acked_by: str | None
     ended_at: str | None
+    folded: int = 0  # other alert_ids of the device folded into it (counted in presses)
 
 
 class StoreError(Exception):
@@ -101,6 +114,7 @@ class IncidentStore:
                                        timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open incident database {self.path}: {e}") from None
@@ -121,7 +135,8 @@ class IncidentStore:
             new = cur.rowcount == 1
             if not new:
                 self._db.execute(
-                    "UPDATE incidents SET announces=MAX(announces, ?), presses=MAX(presses, ?), "
+                    "UPDATE incidents SET announces=MAX(announces, ?), "
+                    "presses=MAX(presses - folded, ?) + folded, "
                     "escalated=MAX(escalated, ?) WHERE alert_id=?",
                     (a.announce, a.presses, int(a.escalated), a.alert_id),
                 )
@@ -129,6 +144,51 @@ class IncidentStore:
             self._timeline(a.alert_id, received_at, what,
                            {"announce": a.announce, "latency_ms": latency_ms})
         return new
+
+    def fold_alerts(self, device_id: str,
+                    alerts: list[tuple[Alert, str, bool | None]]) -> tuple[str | None, list[str]]:
+        """Fold new alerts of a device into its newest open incident, in one transaction:
+        each is kept in `folded` (alert_id, seq, kind, press time, signature) and counts as a
+        press of the incident. Returns (that incident's alert_id, the alert_ids folded now);
+        alert_ids the room already has are skipped. (None, []) when the device has no open
+        incident: nothing is stored then."""
+        with self._tx():
+            row = self._db.execute(
+                "SELECT alert_id FROM incidents WHERE device_id=? AND ended_at IS NULL "
+                "ORDER BY received_at DESC, rowid DESC LIMIT 1", (device_id,)).fetchone()
+            if row is None:
+                return None, []
+            into, folded = row[0], []
+            for a, received_at, sig_ok in alerts:
+                if a.device_id != device_id or self._db.execute(
+                        "SELECT 1 FROM incidents WHERE alert_id=?", (a.alert_id,)).fetchone():
+                    continue
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO folded(alert_id, into_id, device_id, seq, kind, "
+                    "pressed_at, received_at, signature_ok) VALUES (?,?,?,?,?,?,?,?)",
+                    (a.alert_id, into, a.device_id, a.seq, a.kind, a.pressed_at, received_at,
+                     _tri(sig_ok)))
+                if cur.rowcount == 1:
+                    folded.append(a.alert_id)
+            if folded:
+                self._db.execute("UPDATE incidents SET presses=presses + ?, folded=folded + ? "
+                                 "WHERE alert_id=?", (len(folded), len(folded), into))
+                self._timeline(into, alerts[-1][1], "folded",
+                               {"alerts": len(folded), "first": folded[0], "last": folded[-1]})
+        return into, folded
+
+    def known(self, alert_id: str) -> bool:
+        """The room has this alert_id, as an incident or folded into one."""
+        return self._db.execute(
+            "SELECT 1 FROM incidents WHERE alert_id=? UNION ALL "
+            "SELECT 1 FROM folded WHERE alert_id=? LIMIT 1", (alert_id, alert_id)).fetchone() \
+            is not None
+
+    def folded_into(self, alert_id: str) -> list[str]:
+        """alert_ids folded into an incident, in the order they were folded."""
+        rows = self._db.execute("SELECT alert_id FROM folded WHERE into_id=? ORDER BY rowid",
+                                (alert_id,))
+        return [r[0] for r in rows]
 
     def mark(self, alert_id: str, what: str, at: str, by: str | None = None) -> bool:
         """Set acked/dispatched/ended once; True when it changed something."""
@@ -213,9 +273,17 @@ class IncidentStore:
     def _incidents(self, where: str, args: tuple) -> list[Incident]:
         rows = self._db.execute(
             "SELECT alert_id, device_id, seq, kind, site_name, pressed_at, received_at, "
-            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at "
+            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at, folded "
             f"FROM incidents {where}", args)
         return [Incident(*r[:10], bool(r[10]), *r[11:]) for r in rows]
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to this schema (columns that
+        CREATE TABLE IF NOT EXISTS cannot add)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(incidents)")}
+        if columns and "folded" not in columns:
+            self._db.execute(
+                "ALTER TABLE incidents ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
 
     def _timeline(self, alert_id: str, at: str, what: str, detail: dict) -> None:
         self._db.execute("INSERT INTO timeline(alert_id, at, what, detail) VALUES (?,?,?,?)",
