@@ -15,6 +15,7 @@ import pytest
 from firmware import protocol as p
 from tests.helpers import Recorder, RunningKiosk, room_tls, write_kiosk_config
 from tests.test_controlroom import ROOT, LineReader, make_alert
+from tools.controlroom.intake import IntakeLimits
 from tools.controlroom.receiver import ControlRoomReceiver
 from tools.controlroom.store import IncidentStore
 
@@ -36,6 +37,9 @@ def test_killed_receiver_stops_taking_alerts_at_once(tmp_path, pki_dir, broker, 
     survivor = ControlRoomReceiver(
         host="localhost", port=broker.port, tls=room_tls(pki_dir), db_path=tmp_path / "live.db",
         client_id=f"{group}-live", group=group, out=lambda _line: None, listeners=[events],
+        # One device id stands for the presses of many kiosks here: lift its flood limit
+        # (tests/test_flood.py covers that limit).
+        limits=IntakeLimits(rate_per_s=1000, burst=1000),
     )
     thread = threading.Thread(target=survivor.run, daemon=True)
     thread.start()
