@@ -23,12 +23,29 @@ from cryptography.hazmat.primitives.asymmetric import ec
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "pinkbutton/v1/dev"
 MAX_JSON_BYTES = 16 * 1024
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# \Z, not $: "$" also matches before a trailing newline, and a device id is printed.
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
 ALERT_KINDS = ("emergency", "test")
 CMD_KINDS = (
     "ack", "dispatched", "end", "selftest", "extend", "receipt", "nack", "evidence_complete",
 )
 MAX_EXTEND_S = 3600.0
+
+# The protocol's text limits, in characters (code points, as len() counts them). The codecs
+# check against these and firmware/config.py refuses a config value over them, so a kiosk
+# can never announce what the room would refuse.
+MAX_SITE_ID = 64
+MAX_SITE_NAME = 256
+MAX_KIND = 256  # alert kind, before it is checked against ALERT_KINDS
+MAX_FIRMWARE = 32
+MAX_TIMESTAMP = 40
+MAX_SIGNATURE = 200
+MAX_OPERATOR = 64
+MAX_STATE = 32
+MAX_EVENT_KIND = 64
+MAX_CMD_NAME = 24
+LAT_RANGE = (-90.0, 90.0)
+LON_RANGE = (-180.0, 180.0)
 
 
 class ProtocolError(ValueError):
@@ -216,7 +233,7 @@ def decode_alert(payload: bytes | str, *, topic_device: str | None = None) -> Al
     site = o.get("site")
     if not isinstance(site, dict):
         raise ProtocolError(f"field 'site' must be an object, got {_tname(site)}")
-    kind = _str(o, "kind")
+    kind = _str(o, "kind", max_len=MAX_KIND)
     if kind not in ALERT_KINDS:
         raise ProtocolError(f"field 'kind' must be one of {', '.join(ALERT_KINDS)}, got {kind!r}")
     alert = Alert(
@@ -224,22 +241,22 @@ def decode_alert(payload: bytes | str, *, topic_device: str | None = None) -> Al
         alert_id=_uuid(o, "alert_id"),
         seq=_int(o, "seq", lo=1),
         kind=kind,
-        pressed_at=_str(o, "pressed_at", max_len=40),
+        pressed_at=_str(o, "pressed_at", max_len=MAX_TIMESTAMP),
         pressed_mono=_num(o, "pressed_mono", lo=0, hi=1e12),
         age_ms=_int(o, "age_ms", lo=0),
         announce=_int(o, "announce", lo=1, hi=1_000_000),
         escalated=_bool(o, "escalated"),
         presses=_int(o, "presses", lo=1),
         site=Site(
-            id=_str(site, "id", max_len=64),
-            name=_str(site, "name"),
-            lat=_num(site, "lat", lo=-90, hi=90),
-            lon=_num(site, "lon", lo=-180, hi=180),
+            id=_str(site, "id", max_len=MAX_SITE_ID),
+            name=_str(site, "name", max_len=MAX_SITE_NAME),
+            lat=_num(site, "lat", lo=LAT_RANGE[0], hi=LAT_RANGE[1]),
+            lon=_num(site, "lon", lo=LON_RANGE[0], hi=LON_RANGE[1]),
         ),
-        firmware=_str(o, "firmware", max_len=32),
-        sent_at=_str(o, "sent_at", max_len=40),
+        firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
+        sent_at=_str(o, "sent_at", max_len=MAX_TIMESTAMP),
         follows=_uuid(o, "follows", optional=True),
-        signature=_str(o, "signature", optional=True, max_len=200),
+        signature=_str(o, "signature", optional=True, max_len=MAX_SIGNATURE),
     )
     return alert
 
@@ -289,15 +306,15 @@ def encode_cmd(c: Cmd) -> bytes:
 
 def decode_cmd(payload: bytes | str) -> Cmd:
     o = _load(payload, "cmd")
-    kind = _str(o, "cmd", max_len=24)
+    kind = _str(o, "cmd", max_len=MAX_CMD_NAME)
     if kind not in CMD_KINDS:
         raise ProtocolError(f"unknown cmd {kind!r} (expected one of {', '.join(CMD_KINDS)})")
     c = Cmd(
         cmd=kind,
         cmd_id=_uuid(o, "cmd_id"),
-        sent_at=_str(o, "sent_at", max_len=40),
+        sent_at=_str(o, "sent_at", max_len=MAX_TIMESTAMP),
         alert_id=_uuid(o, "alert_id", optional=True),
-        operator=_str(o, "operator", optional=True, max_len=64),
+        operator=_str(o, "operator", optional=True, max_len=MAX_OPERATOR),
         extend_s=_num(o, "extend_s", lo=0, hi=MAX_EXTEND_S, optional=True),
         ranges=_ranges(o, "ranges") if kind == "nack" else None,
     )
@@ -355,9 +372,9 @@ def decode_status(payload: bytes | str, *, topic_device: str | None = None) -> S
     return Status(
         device_id=_device_id(o, "device_id", topic_device),
         online=_bool(o, "online"),
-        state=_str(o, "state", max_len=32),
-        firmware=_str(o, "firmware", max_len=32),
-        at=_str(o, "at", optional=True, max_len=40),
+        state=_str(o, "state", max_len=MAX_STATE),
+        firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
+        at=_str(o, "at", optional=True, max_len=MAX_TIMESTAMP),
     )
 
 
@@ -380,8 +397,8 @@ def decode_event(payload: bytes | str, *, topic_device: str | None = None) -> De
         raise ProtocolError(f"field 'detail' must be an object, got {_tname(detail)}")
     return DeviceEvent(
         device_id=_device_id(o, "device_id", topic_device),
-        kind=_str(o, "kind", max_len=64),
-        at=_str(o, "at", max_len=40),
+        kind=_str(o, "kind", max_len=MAX_EVENT_KIND),
+        at=_str(o, "at", max_len=MAX_TIMESTAMP),
         detail=detail,
     )
 
@@ -438,7 +455,7 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         seq=_int(o, "seq", lo=1),
         uptime_s=_num(o, "uptime_s", lo=0, hi=1e12),
         interval_s=interval,
-        state=_str(o, "state", max_len=32),
+        state=_str(o, "state", max_len=MAX_STATE),
         online_since=_iso(o, "online_since", optional=True),
         queue_depth=_int(o, "queue_depth", lo=0),
         disk_free_mb=_num(o, "disk_free_mb", lo=0, hi=1e12, optional=True),
@@ -446,14 +463,14 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         last_selftest=_iso(o, "last_selftest", optional=True),
         selftest_ok=selftest_ok,
         faults=tuple(faults),
-        firmware=_str(o, "firmware", max_len=32),
+        firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
         at=_iso(o, "at"),
     )
 
 
 def _iso(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
     """An ISO 8601 timestamp string (checked by parsing it; `Z` accepted)."""
-    val = _str(obj, key, optional=optional, max_len=40)
+    val = _str(obj, key, optional=optional, max_len=MAX_TIMESTAMP)
     if val is None:
         return None
     try:
