@@ -16,16 +16,18 @@ from pathlib import Path
 
 from firmware.protocol import Alert
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
+# seq, lat and lon are NULL when a flagged alert's body did not give them; `problems` is
+# the JSON list of what was wrong with the body (NULL: nothing). See docs/protocol.md.
+INCIDENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     alert_id      TEXT PRIMARY KEY,
     device_id     TEXT NOT NULL,
-    seq           INTEGER NOT NULL,
+    seq           INTEGER,
     kind          TEXT NOT NULL,
     site_id       TEXT NOT NULL,
     site_name     TEXT NOT NULL,
-    lat           REAL NOT NULL,
-    lon           REAL NOT NULL,
+    lat           REAL,
+    lon           REAL,
     firmware      TEXT NOT NULL,
     follows       TEXT,
     pressed_at    TEXT NOT NULL,
@@ -38,8 +40,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     acked_at      TEXT,
     acked_by      TEXT,
     dispatched_at TEXT,
-    ended_at      TEXT
+    ended_at      TEXT,
+    problems      TEXT
 );
+"""
+SCHEMA = INCIDENTS_TABLE.format(name="incidents") + """
 CREATE TABLE IF NOT EXISTS timeline (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_id  TEXT NOT NULL,
@@ -70,7 +75,7 @@ CREATE INDEX IF NOT EXISTS device_log_device ON device_log(device_id, id);
 class Incident:
     alert_id: str
     device_id: str
-    seq: int
+    seq: int | None  # None: a flagged alert's body did not give it
     kind: str
     site_name: str
     pressed_at: str
@@ -82,6 +87,7 @@ class Incident:
     acked_at: str | None
     acked_by: str | None
     ended_at: str | None
+    problems: tuple[str, ...] = ()  # what was wrong with the alert's body; () when nothing
 
 
 class StoreError(Exception):
@@ -98,21 +104,40 @@ class IncidentStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open incident database {self.path}: {e}") from None
 
+    def _migrate(self) -> None:
+        """A database from before flagged incidents: rebuild `incidents` with the nullable
+        seq/lat/lon and the `problems` column (SQLite cannot drop NOT NULL in place)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(incidents)")]
+        if "problems" in columns:
+            return
+        names = ", ".join(columns)
+        with self._tx():
+            self._db.execute(INCIDENTS_TABLE.format(name="incidents_migrating"))
+            self._db.execute(f"INSERT INTO incidents_migrating({names}) "
+                             f"SELECT {names} FROM incidents")
+            self._db.execute("DROP TABLE incidents")
+            self._db.execute("ALTER TABLE incidents_migrating RENAME TO incidents")
+
     def record_alert(self, a: Alert, received_at: str, latency_ms: float | None,
-                     signature_ok: bool | None) -> bool:
-        """Store an announcement. True when this alert_id is new (a new incident)."""
+                     signature_ok: bool | None, problems: tuple[str, ...] = ()) -> bool:
+        """Store an announcement. True when this alert_id is new (a new incident).
+
+        `problems`: what was wrong with this announcement's body (a flagged alert, stored
+        all the same); the incident keeps every distinct problem of every announcement."""
         with self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO incidents(alert_id, device_id, seq, kind, site_id, "
                 "site_name, lat, lon, firmware, follows, pressed_at, received_at, latency_ms, "
-                "announces, presses, escalated, signature_ok) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "announces, presses, escalated, signature_ok, problems) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (a.alert_id, a.device_id, a.seq, a.kind, a.site.id, a.site.name, a.site.lat,
                  a.site.lon, a.firmware, a.follows, a.pressed_at, received_at, latency_ms,
-                 a.announce, a.presses, int(a.escalated), _tri(signature_ok)),
+                 a.announce, a.presses, int(a.escalated), _tri(signature_ok),
+                 json.dumps(list(problems)) if problems else None),
             )
             new = cur.rowcount == 1
             if not new:
@@ -121,9 +146,19 @@ class IncidentStore:
                     "escalated=MAX(escalated, ?) WHERE alert_id=?",
                     (a.announce, a.presses, int(a.escalated), a.alert_id),
                 )
+                if problems:
+                    row = self._db.execute("SELECT problems FROM incidents WHERE alert_id=?",
+                                           (a.alert_id,)).fetchone()
+                    known = _problems(row[0])
+                    merged = known + tuple(x for x in dict.fromkeys(problems) if x not in known)
+                    if merged != known:
+                        self._db.execute("UPDATE incidents SET problems=? WHERE alert_id=?",
+                                         (json.dumps(list(merged)), a.alert_id))
             what = "received" if new else ("escalated" if a.escalated else "duplicate")
-            self._timeline(a.alert_id, received_at, what,
-                           {"announce": a.announce, "latency_ms": latency_ms})
+            detail = {"announce": a.announce, "latency_ms": latency_ms}
+            if problems:
+                detail["problems"] = list(problems)
+            self._timeline(a.alert_id, received_at, what, detail)
         return new
 
     def mark(self, alert_id: str, what: str, at: str, by: str | None = None) -> bool:
@@ -209,13 +244,17 @@ class IncidentStore:
     def _incidents(self, where: str, args: tuple) -> list[Incident]:
         rows = self._db.execute(
             "SELECT alert_id, device_id, seq, kind, site_name, pressed_at, received_at, "
-            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at "
+            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at, problems "
             f"FROM incidents {where}", args)
-        return [Incident(*r[:10], bool(r[10]), *r[11:]) for r in rows]
+        return [Incident(*r[:10], bool(r[10]), *r[11:14], _problems(r[14])) for r in rows]
 
     def _timeline(self, alert_id: str, at: str, what: str, detail: dict) -> None:
         self._db.execute("INSERT INTO timeline(alert_id, at, what, detail) VALUES (?,?,?,?)",
                          (alert_id, at, what, json.dumps(detail)))
+
+
+def _problems(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text)) if text else ()
 
 
 def _tri(v: bool | None) -> int | None:
