@@ -178,3 +178,27 @@ def test_a_forged_line_in_device_text_stays_on_its_own_line(tmp_path, pki_dir, b
     # A valid body: not flagged, just shown safely.
     (alert_line,) = [x for x in room.lines if x.startswith("ALERT")]
     assert "FLAGGED" not in alert_line and "Bazaar\\nACK" in alert_line
+
+
+def test_an_alert_id_of_another_devices_incident_makes_its_own_incident(tmp_path, pki_dir,
+                                                                        broker, mqtt_client):
+    first = make_alert(DEVICE)
+    reuse = make_alert("pb-test-0002", first.alert_id)
+    with Room(pki_dir, broker, tmp_path / "room.db") as room:
+        a = Device(mqtt_client, pki_dir, broker)
+        b = Device(mqtt_client, pki_dir, broker, "pb-test-0002")
+        a.publish(p.encode_alert(first, device_key(pki_dir, DEVICE)))
+        a.cmds.wait_for("cmd", lambda d: d["cmd"] == "receipt")
+        for _ in range(2):  # a re-announcement folds into the same, second incident
+            b.publish(p.encode_alert(reuse, device_key(pki_dir, "pb-test-0002")))
+        wait_until(lambda: len(room.events.of("alert")) >= 3, what="all three handled")
+        # B's alert is stored, so B may drop it from its outbox: the receipt names its id.
+        b.cmds.wait_for("cmd", lambda d: d == {"cmd": "receipt", "alert_id": first.alert_id,
+                                               "operator": None})
+        incidents = {i.device_id: i for i in room.receiver.store.all_incidents()}
+    assert len(incidents) == 2, incidents
+    assert incidents[DEVICE].alert_id == first.alert_id and incidents[DEVICE].problems == ()
+    assert incidents[DEVICE].announces == 1
+    theirs = incidents["pb-test-0002"]
+    assert theirs.alert_id != first.alert_id and any(DEVICE in x for x in theirs.problems)
+    assert [x for x in room.lines if x.startswith("ALERT  pb-test-0002")][0].count("FLAGGED") == 1

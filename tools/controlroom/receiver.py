@@ -16,6 +16,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from tools.controlroom.supervision import DeviceMonitor, Notice
 log = logging.getLogger("pinkbutton.controlroom")
 
 SHARE_GROUP = "controlroom"
+# Incident ids for an alert_id already taken by another device's incident (see _on_alert_body).
+_FOREIGN_ID_NS = uuid.uuid5(uuid.NAMESPACE_URL, "pinkbutton:v1:alert-id-of-another-device")
 Listener = Callable[[str, dict], None]
 
 
@@ -246,10 +249,21 @@ class ControlRoomReceiver:
         if sig_ok is False:
             problems.append(self._signature_problem(device_id, a))
             log.warning("alert %s from %s: %s", a.alert_id, shown(device_id), problems[-1])
-        self._on_alert(a, received, sig_ok, tuple(problems), id_known)
+        receipt_id = a.alert_id if id_known else None
+        other = self.store.incident(a.alert_id)
+        if other is not None and other.device_id != device_id:
+            # Not folded into another device's incident (that would hide this one): its own
+            # incident, under an id derived from the device and the alert_id it used.
+            problems.append(f"alert_id {a.alert_id} is already an incident of device "
+                            f"{other.device_id}: stored under its own id")
+            a = replace(a, alert_id=str(uuid.uuid5(_FOREIGN_ID_NS, f"{device_id}\n{a.alert_id}")))
+        self._on_alert(a, received, sig_ok, tuple(problems), receipt_id)
 
     def _on_alert(self, a: p.Alert, received: float, sig_ok: bool | None,
-                  problems: tuple[str, ...] = (), id_known: bool = True) -> None:
+                  problems: tuple[str, ...], receipt_id: str | None) -> None:
+        """`receipt_id`: the alert_id the kiosk knows this alert by (None: the body gave no
+        readable one); usually the incident's own id."""
+        id_known = receipt_id == a.alert_id  # the device's media and commands use this id
         latency = self._latency_ms(a, received)
         # Show the operator first; the durable write follows at once, and the ack
         # (which tells the kiosk "we have it") only after that write. Device text only
@@ -276,8 +290,8 @@ class ControlRoomReceiver:
         # Stored durably: tell the kiosk it may drop the alert from its outbox. Sent for
         # every announcement, since an earlier receipt may have been lost. Not for an id
         # derived from an unreadable body: the kiosk knows no such alert.
-        if id_known:
-            self._send("receipt", a.device_id, a.alert_id, None)
+        if receipt_id is not None:
+            self._send("receipt", a.device_id, receipt_id, None)
         inc = self.store.incident(a.alert_id)
         try:
             self._answer(a, inc, new)
