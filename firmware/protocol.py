@@ -295,7 +295,8 @@ def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
     if isinstance(payload, str):
         payload = payload.encode("utf-8", "surrogatepass")
     problems: list[str] = []
-    obj: Any = None
+    unread = object()
+    obj: Any = unread
     if len(payload) > MAX_JSON_BYTES:
         problems.append(f"payload is {len(payload)} bytes, over the {MAX_JSON_BYTES} limit: "
                         "not read")
@@ -311,8 +312,8 @@ def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
             problems.append("not valid JSON: nested too deeply")
         except ValueError as e:
             problems.append(f"not valid JSON: {e}")
-    if obj is not None and not isinstance(obj, dict):
-        problems.append(f"payload must be a JSON object, got {type(obj).__name__}")
+    if obj is not unread and not isinstance(obj, dict):
+        problems.append(f"payload must be a JSON object, got {_tname(obj)}")
     is_object = isinstance(obj, dict)  # else every field is simply unknown: no list of them
     o: dict[str, Any] = obj if is_object else {}
     if is_object:
