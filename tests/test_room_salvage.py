@@ -202,3 +202,27 @@ def test_an_alert_id_of_another_devices_incident_makes_its_own_incident(tmp_path
     theirs = incidents["pb-test-0002"]
     assert theirs.alert_id != first.alert_id and any(DEVICE in x for x in theirs.problems)
     assert [x for x in room.lines if x.startswith("ALERT  pb-test-0002")][0].count("FLAGGED") == 1
+
+
+def test_device_text_in_the_room_log_is_escaped(tmp_path, pki_dir, broker, mqtt_client, caplog):
+    body = body_of(make_alert(DEVICE))
+    body["kind"] = "drill\n2026-11-23 ERROR forged log line\u202e"
+    caplog.set_level("WARNING", logger="pinkbutton.controlroom")
+    room = Room(pki_dir, broker, tmp_path / "room.db")
+    room.receiver = ControlRoomReceiver(  # recording evidence: subscribed to media/+ too
+        host="localhost", port=broker.port, tls=room_tls(pki_dir), db_path=tmp_path / "r.db",
+        client_id=f"salvage-{secrets.token_hex(4)}", group=f"salvage-{secrets.token_hex(4)}",
+        device_certs=pki_dir / "devices", out=room._print, listeners=[room.events],
+        evidence_dir=tmp_path / "evidence")
+    room.thread = threading.Thread(target=room.receiver.run, daemon=True)
+    with room:
+        device = Device(mqtt_client, pki_dir, broker)
+        device.publish(signed(body, device_key(pki_dir, DEVICE)))
+        device.publish(b"x", leaf="media/\u202eevil\u2066")  # not a media envelope: rejected
+        room.events.wait_for("alert")
+        room.events.wait_for("rejected", lambda d: "evil" in d["topic"])
+    messages = [r.getMessage() for r in caplog.records if r.name == "pinkbutton.controlroom"]
+    assert any("flagged alert" in m for m in messages), messages
+    assert any("rejected message" in m and "\\u202eevil\\u2066" in m for m in messages), messages
+    for m in messages:
+        assert "\n" not in m and "\u202e" not in m and "\u2066" not in m, m
