@@ -226,3 +226,37 @@ def test_device_text_in_the_room_log_is_escaped(tmp_path, pki_dir, broker, mqtt_
     assert any("rejected message" in m and "\\u202eevil\\u2066" in m for m in messages), messages
     for m in messages:
         assert "\n" not in m and "\u202e" not in m and "\u2066" not in m, m
+
+
+def test_a_kiosk_configured_before_the_limit_is_receipted_and_acknowledged(
+        tmp_path, pki_dir, broker, monkeypatch):
+    """Issue 9 item 1 as it happened: a kiosk whose site_name (300 characters) passed an older
+    check-config showed "delivered" while the room refused every announcement."""
+    from dataclasses import replace
+
+    from hal.base import Pattern
+    from tests import helpers
+    from tests.helpers import RunningKiosk, write_kiosk_config
+
+    real_load = helpers.load_config
+    long_name = "Qissa Khwani Bazaar " + "N" * 280
+
+    def load_unchecked(path, **kw):
+        config = real_load(path, **kw)
+        return replace(config, device=replace(config.device, site_name=long_name))
+
+    monkeypatch.setattr(helpers, "load_config", load_unchecked)
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0003")
+    room = Room(pki_dir, broker, tmp_path / "room.db")
+    room.receiver.auto_ack = True
+    with room, RunningKiosk(cfg) as kiosk:
+        assert kiosk.config.device.site_name == long_name
+        kiosk.events.wait_for("connected")
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("persisted")["alert_id"]
+        kiosk.events.wait_for("receipt", lambda d: d["alert_id"] == alert_id, timeout=15)
+        kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming", timeout=15)
+        assert kiosk.indicator.pattern == Pattern.HELP_COMING
+        inc = room.receiver.store.incident(alert_id)
+        assert inc.site_name == long_name[:p.MAX_SITE_NAME] and inc.acked_by == "officer-1"
+        assert inc.problems == ("field 'site.name' is longer than 256 characters",)
