@@ -182,3 +182,39 @@ def test_run_missing_certificate_exits_2(
     assert cli.main(["run", "--config", str(config_file)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"pinkbutton: {config_file}: [broker] cert: cannot read ")
+
+
+# --- the protocol's field limits are config limits (issue 9 item 1a) ------------------------------
+# A site name the room would refuse must be refused here, where a technician still reads it.
+
+
+def _with_site(pki_dir: Path, directory: Path, site_id: str, site_name: str) -> Path:
+    config_file = write_config(directory, pki_dir)
+    text = config_file.read_text()
+    text = text.replace('site_id = "psh-qk"', f'site_id = "{site_id}"')
+    text = text.replace('site_name = "Qissa Khwani Bazaar, Peshawar"', f'site_name = "{site_name}"')
+    config_file.write_text(text)
+    return config_file
+
+
+@pytest.mark.parametrize(
+    ("key", "site_id", "site_name", "limit"),
+    [("site_name", "psh-qk", "x" * 257, 256), ("site_id", "s" * 65, "Bazaar", 64)],
+)
+def test_check_config_refuses_a_site_over_the_protocol_limit(
+    tmp_path: Path, pki_dir: Path, key: str, site_id: str, site_name: str, limit: int
+) -> None:
+    config_file = _with_site(pki_dir, tmp_path, site_id, site_name)
+    result = pinkbutton("check-config", str(config_file))
+    assert_one_line_config_error(
+        result,
+        rf"{re.escape(str(config_file))}: \[device\] {key}: {limit + 1} characters, over the "
+        rf"protocol's limit of {limit}",
+    )
+
+
+def test_check_config_accepts_a_site_at_the_protocol_limit(tmp_path: Path, pki_dir: Path) -> None:
+    # 256 characters of a 4-byte script: the limit counts characters, as the codecs do.
+    config_file = _with_site(pki_dir, tmp_path, "s" * 64, "\U0001F6A8" * 256)
+    result = pinkbutton("check-config", str(config_file))
+    assert result.returncode == 0, result.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 from firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from firmware.config import key_exposed
 from firmware.transport import TlsFiles, TransportError
+from tools.controlroom.escape import shown
 from tools.controlroom.store import IncidentStore, StoreError
 
 
@@ -109,14 +110,16 @@ def _report(args) -> int:
     try:
         incidents = store.all_incidents()
         print(f"{len(incidents)} incident(s) in {args.db}")
-        for inc in incidents:
+        for inc in incidents:  # device-supplied text only through shown(): one safe line
             lat = f"{inc.latency_ms:.1f} ms" if inc.latency_ms is not None else "?"
-            print(f"{inc.alert_id}  {inc.device_id}  {inc.site_name}  {inc.kind}  "
-                  f"latency {lat}  announces {inc.announces}  presses {inc.presses}"
-                  f"{'  ESCALATED' if inc.escalated else ''}")
+            print(f"{inc.alert_id}  {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
+                  f"{inc.kind}  latency {lat}  announces {inc.announces}  presses {inc.presses}"
+                  f"{'  ESCALATED' if inc.escalated else ''}{'  FLAGGED' if inc.problems else ''}")
+            if inc.problems:
+                print(f"    flagged: {shown('; '.join(inc.problems), limit=2000)}")
             for at, what, detail in store.timeline(inc.alert_id):
                 extra = "  ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
-                print(f"    {at}  {what:<10} {extra}")
+                print(f"    {shown(at)}  {what:<10} {shown(extra, limit=2000)}")
     finally:
         store.close()
     return 0
@@ -162,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Device text is escaped before it is printed; should anything slip through, a terminal
+    # that cannot show it gets a backslash escape rather than a crash mid-incident.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

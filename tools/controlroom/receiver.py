@@ -17,6 +17,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.connectlog import ConnectFailureLog
 from firmware.media.envelope import MediaError, Reassembler, decode_envelope
+from tools.controlroom.escape import shown
 from tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
 from tools.controlroom.store import IncidentStore
 from tools.controlroom.supervision import DeviceMonitor, Notice
@@ -35,6 +37,8 @@ from tools.controlroom.supervision import DeviceMonitor, Notice
 log = logging.getLogger("pinkbutton.controlroom")
 
 SHARE_GROUP = "controlroom"
+# Incident ids for an alert_id already taken by another device's incident (see _on_alert_body).
+_FOREIGN_ID_NS = uuid.uuid5(uuid.NAMESPACE_URL, "pinkbutton:v1:alert-id-of-another-device")
 Listener = Callable[[str, dict], None]
 
 
@@ -218,11 +222,12 @@ class ControlRoomReceiver:
         try:
             parts = p.parse_topic(topic)
             if parts.leaf == "alert":
-                alert = p.decode_alert(payload, topic_device=parts.device_id)
-                self._on_alert(alert, payload, received)
+                self._on_alert_body(parts.device_id, payload, received)
             elif parts.leaf == "events":
                 ev = p.decode_event(payload, topic_device=parts.device_id)
-                self.out(f"EVENT  {ev.device_id}  {ev.kind}  {ev.detail}")
+                detail = "  ".join(f"{shown(k, 64)}={shown(v, 200)}"  # each part escaped
+                                   for k, v in list(ev.detail.items())[:16])
+                self.out(f"EVENT  {shown(ev.device_id)}  {shown(ev.kind)}  {detail}")
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind,
                                        "detail": dict(ev.detail)})
                 if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
@@ -232,39 +237,77 @@ class ControlRoomReceiver:
             elif parts.leaf == "media" and self.recorder is not None:
                 self._on_media(parts.device_id, parts.rest, payload)
         except (p.ProtocolError, MediaError) as e:
-            log.warning("rejected message on %s: %s", topic, e)
+            log.warning("rejected message on %s: %s", shown(topic), shown(str(e)))
             self._notify("rejected", {"topic": topic, "reason": str(e)})
 
-    def _on_alert(self, a: p.Alert, payload: bytes, received: float) -> None:
-        latency = self._latency_ms(a, received)
-        sig_ok = self._verify(a.device_id, payload)
+    def _on_alert_body(self, device_id: str, payload: bytes, received: float) -> None:
+        """Every body on an authenticated device's alert topic becomes an incident: the
+        broker's ACL ties the topic to the certificate, so the sender is known whatever the
+        body says. A body the strict decoder refuses is salvaged (what can be read is read)
+        and its incident flagged with what was wrong (docs/protocol.md)."""
+        problems: list[str] = []
+        id_known = True
+        try:
+            a = p.decode_alert(payload, topic_device=device_id)
+        except p.ProtocolError as e:
+            salvaged = p.salvage_alert(payload, topic_device=device_id)
+            a, id_known = salvaged.alert, salvaged.alert_id_known
+            problems += salvaged.problems
+            log.warning("flagged alert on %s: %s", shown(p.topic(device_id, "alert")),
+                        shown(str(e)))
+        sig_ok = self._verify(device_id, payload)
         if sig_ok is False:
-            log.warning("alert %s from %s has a bad or missing signature", a.alert_id, a.device_id)
+            problems.append(self._signature_problem(device_id, a))
+            log.warning("alert %s from %s: %s", a.alert_id, shown(device_id), problems[-1])
+        receipt_id = a.alert_id if id_known else None
+        other = self.store.incident(a.alert_id)
+        if other is not None and other.device_id != device_id:
+            # Not folded into another device's incident (that would hide this one): its own
+            # incident, under an id derived from the device and the alert_id it used.
+            problems.append(f"alert_id {a.alert_id} is already an incident of device "
+                            f"{other.device_id}: stored under its own id")
+            a = replace(a, alert_id=str(uuid.uuid5(_FOREIGN_ID_NS, f"{device_id}\n{a.alert_id}")))
+        self._on_alert(a, received, sig_ok, tuple(problems), receipt_id)
+
+    def _on_alert(self, a: p.Alert, received: float, sig_ok: bool | None,
+                  problems: tuple[str, ...], receipt_id: str | None) -> None:
+        """`receipt_id`: the alert_id the kiosk knows this alert by (None: the body gave no
+        readable one); usually the incident's own id."""
+        id_known = receipt_id == a.alert_id  # the device's media and commands use this id
+        latency = self._latency_ms(a, received)
         # Show the operator first; the durable write follows at once, and the ack
-        # (which tells the kiosk "we have it") only after that write.
+        # (which tells the kiosk "we have it") only after that write. Device text only
+        # through shown(): one line, nothing that steers the terminal.
         known = self.store.incident(a.alert_id)
+        device, site, aid = shown(a.device_id), shown(a.site.name) or "?", a.alert_id[:8]
+        flag = f"  FLAGGED: {shown('; '.join(problems), 1000)}" if problems else ""
         if known is None:
             lat = f"{latency:.1f} ms" if latency is not None else "unknown"
-            self.out(f"ALERT  {a.device_id}  {a.site.name}  {a.kind}  seq {a.seq}  "
-                     f"latency {lat}  id {a.alert_id[:8]}")
+            seq = "?" if a.seq is None else a.seq
+            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  "
+                     f"latency {lat}  id {aid}{flag}")
         elif a.escalated and known.acked_at is None:
-            self.out(f"ESCALATED  {a.device_id}  {a.site.name}  not acknowledged "
-                     f"(announce #{a.announce})  id {a.alert_id[:8]}")
+            self.out(f"ESCALATED  {device}  {site}  not acknowledged "
+                     f"(announce #{a.announce})  id {aid}{flag}")
+        elif problems and not set(problems) <= set(known.problems):
+            self.out(f"FLAGGED  {device}  {site}  announce #{a.announce}  id {aid}{flag}")
         self._notify("alert", {"alert_id": a.alert_id, "new": known is None,
                                "device_id": a.device_id, "announce": a.announce,
-                               "latency_ms": latency})
-        new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
-        if new and self.recorder is not None:
+                               "latency_ms": latency, "problems": list(problems)})
+        new = self.store.record_alert(a, iso8601(received), latency, sig_ok, problems)
+        if new and self.recorder is not None and id_known:
             self._received[a.alert_id] = received
         # Stored durably: tell the kiosk it may drop the alert from its outbox. Sent for
-        # every announcement, since an earlier receipt may have been lost.
-        self._send("receipt", a.device_id, a.alert_id, None)
+        # every announcement, since an earlier receipt may have been lost. Not for an id
+        # derived from an unreadable body: the kiosk knows no such alert.
+        if receipt_id is not None:
+            self._send("receipt", a.device_id, receipt_id, None)
         inc = self.store.incident(a.alert_id)
         try:
             self._answer(a, inc, new)
         finally:
             # After the ack: opening the evidence file takes tens of milliseconds.
-            if new and self.recorder is not None:
+            if new and self.recorder is not None and id_known:
                 self._open_evidence(a.alert_id, a.device_id)
 
     # -- devices over their alert budget (tools/controlroom/intake.py) ------------
@@ -308,7 +351,7 @@ class ControlRoomReceiver:
                     break
                 a, raw, at = left.pop(0)
                 self.intake.served(device_id, "incidents", a.alert_id)
-                self._on_alert(a, raw, at)
+                self._on_alert_body(device_id, raw, at)
             else:
                 return
             for alert_id in folded:
@@ -331,8 +374,15 @@ class ControlRoomReceiver:
                                    "folded": report.folded, "dropped": report.dropped,
                                    "duplicates": report.duplicates, "into": report.into})
 
+    def _signature_problem(self, device_id: str, a: p.Alert) -> str:
+        if a.signature is None:
+            return "signature missing"
+        if device_id not in self._keys:
+            return "signature not checked: no certificate of this device in --device-certs"
+        return "signature does not verify"
+
     @staticmethod
-    def _latency_ms(a: p.Alert, received: float) -> float:
+    def _latency_ms(a: p.Alert, received: float) -> float | None:
         """Press to arrival. From the device's wall clock when it agrees with ours (the
         announcement's sent_at is within a minute behind our clock); otherwise from the
         device's monotonic age of the press, which a skewed wall clock cannot distort
@@ -340,6 +390,8 @@ class ControlRoomReceiver:
         pressed, sent = parse_iso(a.pressed_at), parse_iso(a.sent_at)
         if pressed is not None and sent is not None and -1.0 <= received - sent <= 60.0:
             return round((received - pressed) * 1000, 2)
+        if a.age_ms is None:  # a flagged alert without a readable age: unknown
+            return None
         log.warning("device %s wall clock is off by %.0f s: latency from its monotonic age",
                     a.device_id, received - sent if sent else float("nan"))
         return float(a.age_ms)
@@ -390,7 +442,7 @@ class ControlRoomReceiver:
         try:
             summary = self.recorder.close(alert_id)
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the room
-            log.error("cannot finish evidence of %s: %s", alert_id, e)
+            log.error("cannot finish evidence of %s: %s", shown(alert_id), e)
             return
         self._reassemblers.pop(alert_id, None)
         self._report_evidence(summary)
@@ -461,7 +513,7 @@ class ControlRoomReceiver:
             else:
                 raise p.ProtocolError(f"unexpected topic {topic}")
         except p.ProtocolError as e:
-            log.warning("rejected message on %s: %s", topic, e)
+            log.warning("rejected message on %s: %s", shown(topic), shown(str(e)))
             self._notify("rejected", {"topic": topic, "reason": str(e)})
             return
         for notice in notices:
@@ -485,7 +537,7 @@ class ControlRoomReceiver:
         changed = self.store.set_device(n.device_id, online, state, firmware,
                                         iso8601(self.clock.wall()), n.reason)
         if changed or n.kind == "back":
-            self.out(f"DEVICE {n.text}")
+            self.out(f"DEVICE {shown(n.text)}")
         self._notify("device", {"device_id": n.device_id, "kind": n.kind, "text": n.text,
                                 "gone_s": n.gone_s})
 
@@ -513,7 +565,8 @@ class ControlRoomReceiver:
                                               operator):
             return False
         self._send("ack", inc.device_id, alert_id, operator)
-        self.out(f"ACK    {inc.device_id}  {inc.site_name}  by {operator}  id {alert_id[:8]}")
+        self.out(f"ACK    {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
+                 f"by {shown(operator)}  id {alert_id[:8]}")
         return True
 
     def end(self, alert_id: str, operator: str) -> bool:
@@ -521,7 +574,7 @@ class ControlRoomReceiver:
         if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall())):
             return False
         self._send("end", inc.device_id, alert_id, operator)
-        self.out(f"END    {inc.device_id}  id {alert_id[:8]}")
+        self.out(f"END    {shown(inc.device_id)}  id {alert_id[:8]}")
         self._close_evidence(alert_id)
         return True
 
@@ -546,11 +599,13 @@ class ControlRoomReceiver:
         if verb in ("list", "ls"):
             for inc in self.store.open_incidents():
                 state = "acked" if inc.acked_at else "WAITING"
-                self.out(f"  {inc.alert_id[:8]}  {inc.device_id}  {inc.site_name}  {state}  "
-                         f"received {inc.received_at}")
+                flagged = "  FLAGGED" if inc.problems else ""
+                self.out(f"  {inc.alert_id[:8]}  {shown(inc.device_id)}  "
+                         f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}"
+                         f"{flagged}")
             for dev, online, state, at in self.store.devices():
-                self.out(f"  device {dev}  {'online' if online else 'OFFLINE'}  {state}  "
-                         f"since {at}")
+                self.out(f"  device {shown(dev)}  {'online' if online else 'OFFLINE'}  "
+                         f"{shown(state)}  since {at}")
             return
         if verb in ("ack", "end", "extend") and args:
             matches = self.store.find(args[0])
