@@ -358,7 +358,9 @@ class Kiosk:
         if self.state.mode != before:
             log.info("state %s -> %s", before, self.state.mode)
             self._notify("mode", {"from": str(before), "to": str(self.state.mode)})
-        for action in _network_first(actions):
+        # In the machine's order: PersistAlert (the fsync) comes before PublishAlert, so the
+        # room never has an alert that a crash could take out of the outbox.
+        for action in actions:
             self._execute(action)
 
     def _execute(self, a) -> None:
@@ -618,20 +620,6 @@ def open_media_devices(backend, clock: Clock, config: Config):
     for name, why in faults:
         log.error("%s: %s (alerts still work)", name, why)
     return camera, microphone, faults
-
-
-def _network_first(actions) -> list:
-    """Start alert publishes before the durable write, so network and fsync overlap.
-
-    The machine orders PersistAlert before SetIndicator(SENDING) and that order is
-    kept: the light that promises "sending" still waits for the fsync. Only the
-    network write moves ahead of it (publishing need not wait for the disk; if we
-    crash in between, the outbox never had it and the light never said "sending").
-    """
-    publishes = [a for a in actions if isinstance(a, m.PublishAlert)]
-    if not publishes or not any(isinstance(a, m.PersistAlert) for a in actions):
-        return list(actions)
-    return publishes + [a for a in actions if not isinstance(a, m.PublishAlert)]
 
 
 def run_kiosk(config: Config, hal_override: str | None = None) -> int:
