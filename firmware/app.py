@@ -212,6 +212,7 @@ class Kiosk:
                         "%.0f s ago", len(pending), oldest)
             self._notify("replay", {"count": len(pending), "oldest_age_s": round(oldest, 1)})
             self._redeliver_at = now
+            self.transport.hurry(True)
         newest = self._unconfirmed[pending[-1][0].alert_id] if pending else None
         if open_incident is not None and (newest is None or open_incident[0].seq > newest.seq):
             newest = self._on_this_clock(*open_incident)
@@ -259,6 +260,8 @@ class Kiosk:
             # Re-announcing it every retry_s while the disk is full would be worse.
             log.error("%s", e)
         del self._unconfirmed[alert_id]
+        if not self._unconfirmed:
+            self.transport.hurry(False)
         self._notify("receipt", {"alert_id": alert_id})
 
     def _handle(self, item) -> None:
@@ -370,6 +373,7 @@ class Kiosk:
                 self._notify("indicator", {"pattern": str(pat)})
             case m.PersistAlert(draft=d):
                 self._unconfirmed[d.alert_id] = d
+                self.transport.hurry(True)  # offline: reconnect now, not after the backoff
                 if self._redeliver_at is None:
                     self._redeliver_at = self.clock.monotonic() + self.state.settings.retry_s
                 try:

@@ -12,9 +12,13 @@ import time
 
 import pytest
 
+from firmware.backoff import Backoff
+from firmware.transport import URGENT_RETRY_S, MqttTransport, TlsFiles
 from tests.fault_helpers import REPO
-from tests.helpers import RunningKiosk, write_kiosk_config
+from tests.helpers import Recorder, RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
+from tools.broker import free_port
+from tools.pki import ca_paths, device_paths
 
 pytestmark = [pytest.mark.broker]
 
@@ -69,3 +73,66 @@ def test_kill_sweep_0_to_100_ms_after_press(tmp_path, pki_dir, fresh_broker):
     print(f"kill sweep: {len(runs)} runs in {took:.0f} s, {helped} help_coming, "
           f"{len(runs) - helped - len(bad)} idle, {len(bad)} bad")
     assert bad == [], (bad, done.stderr[-2000:])
+
+
+def shipped_backoff(cfg):
+    """The test config's fast backoff lines removed: the shipped defaults (0.5 s .. 30 s)."""
+    text = "\n".join(line for line in cfg.read_text().splitlines()
+                     if not line.startswith(("backoff_min_s", "backoff_max_s")))
+    cfg.write_text(text + "\n")
+    return cfg
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(90)
+def test_press_during_outage_reconnects_at_once_with_shipped_defaults(
+        tmp_path, pki_dir, fresh_broker):
+    """Broker down long enough for the backoff to reach >= 4 s between attempts; a press
+    then makes the kiosk try at once and every <= 0.5 s: once the broker is back, the
+    alert is at the broker (PUBACK) in well under 2 s, not after the backoff's 4-8 s."""
+    cfg = shipped_backoff(write_kiosk_config(tmp_path, pki_dir, fresh_broker.port))
+    with RunningKiosk(cfg) as kiosk:
+        assert kiosk.kiosk.transport._backoff.max_s == 30.0
+        kiosk.events.wait_for("connected")
+        fresh_broker.kill()
+        kiosk.events.wait_for("connect_failed", lambda d: d["retry_in"] >= 4.0, timeout=40)
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("persisted")["alert_id"]
+        time.sleep(1.0)  # the press's immediate attempt failed: the broker is still down
+        fresh_broker.start()
+        back = time.monotonic()
+        kiosk.events.wait_for("delivered", lambda d: d["alert_id"] == alert_id, timeout=40)
+        recovery = time.monotonic() - back
+        kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "delivered", timeout=5)
+    print(f"press during an outage, shipped backoff: broker back -> PUBACK {recovery:.2f} s")
+    assert recovery < 2.0, f"{recovery:.2f} s from broker back to the alert at the broker"
+
+
+def test_hurry_cuts_the_backoff_wait_short_and_retries_on_a_short_cadence(pki_dir):
+    """Nothing listens: with a 10 s backoff the transport waits 5-10 s between attempts;
+    hurry(True) ends that wait at once and keeps attempts <= URGENT_RETRY_S apart;
+    hurry(False) goes back to the backoff."""
+    dev = device_paths(pki_dir, "pb-test-0001")
+    events = Recorder()
+    transport = MqttTransport(
+        client_id="pb-test-0001", host="localhost", port=free_port(),
+        tls=TlsFiles(ca_paths(pki_dir).cert, dev.cert, dev.key),
+        on_event=lambda ev: events(type(ev).__name__, {"ev": ev, "at": time.monotonic()}),
+        backoff=Backoff(10.0, 10.0),
+    )
+    transport.start()
+    try:
+        first = events.wait_for("ConnectFailed", timeout=10)
+        assert first["ev"].retry_in >= 5.0
+        hurried_at = time.monotonic()
+        transport.hurry(True)
+        wait_until(lambda: len(events.of("ConnectFailed")) >= 5, timeout=10, what="5 attempts")
+        hurried = events.of("ConnectFailed")[1:5]
+        assert hurried[0]["at"] - hurried_at < 1.0, "hurry() must end the backoff wait at once"
+        assert all(0 < d["ev"].retry_in <= URGENT_RETRY_S for d in hurried), hurried
+        transport.hurry(False)
+        n = len(events.of("ConnectFailed"))
+        wait_until(lambda: len(events.of("ConnectFailed")) > n, timeout=5, what="one more")
+        assert events.of("ConnectFailed")[n]["ev"].retry_in >= 5.0
+    finally:
+        transport.stop()
