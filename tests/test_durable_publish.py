@@ -9,12 +9,15 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
+from firmware.alertid import AlertIds
 from firmware.backoff import Backoff
+from firmware.outbox import Outbox, OutboxError
 from firmware.transport import URGENT_RETRY_S, MqttTransport, TlsFiles
-from tests.fault_helpers import REPO
+from tests.fault_helpers import REPO, pending_ids, state_dir
 from tests.helpers import Recorder, RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
 from tools.broker import free_port
@@ -136,3 +139,51 @@ def test_hurry_cuts_the_backoff_wait_short_and_retries_on_a_short_cadence(pki_di
         assert events.of("ConnectFailed")[n]["ev"].retry_in >= 5.0
     finally:
         transport.stop()
+
+
+def test_restarted_kiosk_adopts_the_ack_for_an_alert_its_outbox_lost(tmp_path, pki_dir, broker):
+    """The one way left for the room to have an alert the outbox lacks: the commit failed
+    (disk full) and the alert went out anyway. The kiosk restarts before the operator's ack;
+    the restarted kiosk must recognise the alert as its own, take the incident back and show
+    help_coming, not ignore the ack ("no incident")."""
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port)
+    with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=False) as room:
+        with RunningKiosk(cfg) as first:
+            first.events.wait_for("connected")
+
+            def disk_full(draft, wall):
+                raise OutboxError(f"cannot write alert {draft.alert_id}: database or disk is full")
+
+            first.kiosk.outbox.put = disk_full
+            first.press()
+            alert_id = first.events.wait_for("alert_sent")["alert_id"]
+            room.events.wait_for("alert", lambda d: d["alert_id"] == alert_id)
+        assert pending_ids(state_dir(tmp_path, "pb-test-0001") / "outbox.db") == []
+        room.receiver.command(f"ack {alert_id}")  # queued in the kiosk's persistent session
+        time.sleep(0.3)
+        with RunningKiosk(cfg) as second:
+            second.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming")
+            assert second.kiosk.state.incident.draft.alert_id == alert_id
+            adopted = second.events.wait_for("adopted")
+            # Re-announced (the room folds it into the same incident) and now on disk.
+            room.events.wait_for("alert", lambda d: d["alert_id"] == alert_id and not d["new"])
+        assert [i.alert_id for i in room.receiver.store.all_incidents()] == [alert_id]
+    assert adopted["alert_id"] == alert_id
+    box = Outbox(state_dir(tmp_path, "pb-test-0001") / "outbox.db")
+    try:
+        assert box.knows(alert_id)
+    finally:
+        box.close()
+
+
+def test_an_ack_for_someone_elses_or_an_old_alert_is_not_adopted(tmp_path):
+    ids = AlertIds.open(tmp_path / "a", "boot-1")
+    mine = ids.new(1234.5678)
+    assert ids.pressed_mono(mine) == pytest.approx(1234.567)
+    assert AlertIds.open(tmp_path / "a", "boot-1").pressed_mono(mine) is not None, "same key"
+    assert AlertIds.open(tmp_path / "b", "boot-1").pressed_mono(mine) is None, "other kiosk"
+    assert AlertIds.open(tmp_path / "a", "boot-2").pressed_mono(mine) is None, "other boot"
+    assert ids.pressed_mono(str(uuid.uuid4())) is None
+    tampered = mine[:-1] + ("0" if mine[-1] != "0" else "1")
+    assert ids.pressed_mono(tampered) is None
+    assert uuid.UUID(mine).version == 8 and len({ids.new(1.0) for _ in range(10000)}) == 10000
