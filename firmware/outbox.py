@@ -135,6 +135,11 @@ class Outbox:
         except sqlite3.Error as e:
             raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
 
+    def knows(self, alert_id: str) -> bool:
+        """Whether this alert was ever committed here (pending, received or ended)."""
+        row = self._db.execute("SELECT 1 FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
+        return row is not None
+
     def open_incident(self) -> tuple[AlertDraft, bool] | None:
         """The newest alert, if the control room has it but its incident was never ended
         (the kiosk died mid-incident), with whether it was pressed during this boot."""

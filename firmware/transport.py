@@ -10,6 +10,7 @@ network thread: that thread alone touches the TLS socket (see `_run`).
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 import threading
@@ -24,6 +25,10 @@ from paho.mqtt.properties import Properties
 from firmware.backoff import Backoff
 
 log = logging.getLogger("pinkbutton.transport")
+
+#: While `hurry()` is on (an alert is waiting), a failed connect is retried after at most
+#: this long (equal jitter: half to all of it), whatever the backoff has grown to.
+URGENT_RETRY_S = 0.5
 
 
 # -- events handed to the owner ---------------------------------------------
@@ -144,6 +149,10 @@ class MqttTransport:
     failed. A connection that was up and then dropped is retried on the same broker first
     (the usual cause is the link, not the broker). `host`/`port` name the current broker.
 
+    Urgency: `hurry(True)` (the kiosk has an alert waiting) makes a disconnected transport try
+    at once and then every <= URGENT_RETRY_S, not after the backoff's current delay (up to
+    `max_s`, 30 s by default); `hurry(False)` returns to the backoff.
+
     Dead links: paho sends PINGREQ after `keepalive_s` of silence and drops the connection
     when no PINGRESP comes back within another `keepalive_s`, also when the socket is
     stalled (nothing can be written): a dead link is noticed within ~2x keepalive.
@@ -177,6 +186,8 @@ class MqttTransport:
         self._session_expiry = session_expiry_s
         self._backoff = backoff or Backoff()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # stop() or hurry(): end the wait between attempts
+        self._urgent = False  # set by the owner thread, read by the network thread
         self._thread: threading.Thread | None = None
         self._connack = threading.Event()
         self._last_error = ""  # last socket error paho logged (loop thread only)
@@ -218,8 +229,16 @@ class MqttTransport:
     def stop(self, timeout: float = 5.0) -> None:
         """The network thread says DISCONNECT (no will) within one loop turn, then exits."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def hurry(self, urgent: bool) -> None:
+        """Something must go out (an alert): while disconnected, try to connect now and then
+        every <= URGENT_RETRY_S until connected. False: back to the plain backoff."""
+        self._urgent = urgent
+        if urgent:
+            self._wake.set()
 
     @property
     def connected(self) -> bool:
@@ -305,9 +324,13 @@ class MqttTransport:
                 delay = 0.0  # brokers left to try in this round: no reason to wait
         if delay is None:
             delay = self._backoff.next_delay()
+        if self._urgent:
+            delay = min(delay, URGENT_RETRY_S / 2 + random.uniform(0, URGENT_RETRY_S / 2))
         if reason is not None:
             self._on_event(ConnectFailed(reason, delay))
-        self._stop.wait(delay)
+        # hurry(True) during the attempt or the wait: try again at once.
+        self._wake.wait(delay)
+        self._wake.clear()
 
     # -- paho callbacks (network thread: only enqueue) ----------------------
 
@@ -317,6 +340,7 @@ class MqttTransport:
             client.disconnect()
             return
         self._connack.set()
+        self._wake.clear()  # a hurry() from before this connection is served
         self._backoff.reset()
         self._failed_in_round = 0
         # Subscribing is transport bookkeeping, not application state, so it is
