@@ -35,6 +35,9 @@ from firmware.watchdog import StageWatchdog
 from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern
 
 log = logging.getLogger("pinkbutton.kiosk")
+# An alert PUBACKed with "No matching subscribers" is announced again after this long (the
+# room is reconnecting), then every retry_s as usual while no receipt comes.
+NO_LISTENER_RETRY_S = 0.5
 
 Listener = Callable[[str, dict], None]
 
@@ -332,6 +335,14 @@ class Kiosk:
         if pending.what == "alert":
             if r.ok:
                 self._mark_delivered(pending.alert_id)
+            if r.no_subscribers:
+                # No control room was subscribed (it is reconnecting, e.g. after a broker
+                # restart): that copy reached nobody. Announce again soon, not after retry_s.
+                log.warning("alert %s reached the broker but no control room is subscribed; "
+                            "re-announcing in %.1f s", pending.alert_id, NO_LISTENER_RETRY_S)
+                soon = self.clock.monotonic() + NO_LISTENER_RETRY_S
+                if self._redeliver_at is None or soon < self._redeliver_at:
+                    self._redeliver_at = soon
             self._dispatch(m.AlertPublished(pending.alert_id, r.ok, r.reason))
 
     def _on_message(self, topic: str, payload: bytes) -> None:

@@ -25,6 +25,7 @@ from paho.mqtt.properties import Properties
 from firmware.backoff import Backoff
 
 log = logging.getLogger("pinkbutton.transport")
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code: the broker has it, nobody subscribed
 
 #: While `hurry()` is on (an alert is waiting), a failed connect is retried after at most
 #: this long (equal jitter: half to all of it), whatever the backoff has grown to.
@@ -59,6 +60,9 @@ class PublishResult:
     mid: int
     ok: bool
     reason: str
+    # PUBACK reason 16 "No matching subscribers": the broker has it, but nobody (no control
+    # room) was subscribed, so nobody will ever get this copy.
+    no_subscribers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +362,8 @@ class MqttTransport:
             self._on_event(Disconnected(reason))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._on_event(PublishResult(mid, not reason_code.is_failure, str(reason_code)))
+        self._on_event(PublishResult(mid, not reason_code.is_failure, str(reason_code),
+                                     reason_code.value == NO_MATCHING_SUBSCRIBERS))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         for topic, rc in zip(self._sub_mids.pop(mid, ["?"]), reason_codes, strict=False):

@@ -139,7 +139,9 @@ class ControlRoomReceiver:
         self.transport = t.MqttTransport(
             client_id=client_id, host=host, port=port, tls=tls, on_event=self.intake.offer,
             subscriptions=subscriptions,
-            backoff=backoff or Backoff(0.2, 5.0),
+            # One server reconnecting to its own broker: never wait long (kiosks are held
+            # back while it is away: their alerts reach no subscriber).
+            backoff=backoff or Backoff(0.2, 1.0),
             # 0 on purpose: mosquitto keeps handing a shared-subscription share to a member
             # that is offline but has a live session, so a receiver that crashed would hold
             # its share of alerts for the whole expiry. With 0 the session ends with the
