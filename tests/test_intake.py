@@ -305,3 +305,42 @@ def test_receiver_folds_over_budget_alerts_receipts_them_and_summarises(tmp_path
         assert room.store.incident(over[0].alert_id) is not None
     finally:
         room.store.close()
+
+
+def test_a_folded_alert_is_acknowledged_with_the_incident_it_was_folded_into(tmp_path, pki_dir):
+    """The kiosk shows its newest alert; if that one was folded, 'help is coming' must still
+    reach it: the ack of the incident goes to every alert folded into it, an alert folded into
+    an acknowledged incident is acked at once, and a re-announced folded alert is answered,
+    not made a second incident."""
+    events, clock = Recorder(), FakeClock()
+    room = ControlRoomReceiver(
+        host="localhost", port=1, tls=room_tls(pki_dir), db_path=tmp_path / "room.db",
+        out=lambda _line: None, listeners=[events], clock=clock,
+        limits=IntakeLimits(rate_per_s=1.0, burst=1, summary_s=10.0))
+
+    def deliver(*alerts) -> None:
+        for a in alerts:
+            room.intake.offer(t.Message(p.topic(a.device_id, "alert"), p.encode_alert(a), False))
+        while not room._inbox.empty():
+            room._handle(room._inbox.get())
+
+    def sent(cmd: str) -> list[str]:
+        return [d["alert_id"] for d in events.of("cmd_sent") if d["cmd"] == cmd]
+
+    try:
+        first, before_ack, after_ack = alert(), alert(), alert()
+        deliver(first, before_ack)
+        assert room.store.folded_into(first.alert_id) == [before_ack.alert_id]
+        assert sent("ack") == []
+        assert room.acknowledge(first.alert_id, "officer-1")
+        assert sent("ack") == [first.alert_id, before_ack.alert_id]
+        deliver(after_ack)  # still over budget: folded into the acknowledged incident
+        assert sent("ack") == [first.alert_id, before_ack.alert_id, after_ack.alert_id]
+        clock.advance(30.0)  # back within budget: an escalation of a folded alert ...
+        deliver(alert(alert_id=before_ack.alert_id))
+        assert [i.alert_id for i in room.store.all_incidents()] == [first.alert_id]
+        assert sent("ack")[-1] == before_ack.alert_id  # ... is answered with the ack again
+        assert room.end(first.alert_id, "officer-1")
+        assert sent("end") == [first.alert_id, before_ack.alert_id, after_ack.alert_id]
+    finally:
+        room.store.close()

@@ -257,6 +257,15 @@ class ControlRoomReceiver:
             problems += salvaged.problems
             log.warning("flagged alert on %s: %s", shown(p.topic(device_id, "alert")),
                         shown(str(e)))
+        parent = self.store.folded_parent(a.alert_id) if id_known else None
+        parent_inc = None if parent is None else self.store.incident(parent)
+        if parent_inc is not None and parent_inc.ended_at is None:
+            # Folded into an incident that is still open while the device was over its
+            # budget: stored already; answer the re-announcement (receipt, and the ack if the
+            # incident has one) instead of opening a second incident. Once that incident is
+            # ended, an alert the kiosk still escalates becomes an incident of its own.
+            self._reanswer(device_id, a.alert_id)
+            return
         sig_ok = self._verify(device_id, payload)
         if sig_ok is False:
             problems.append(self._signature_problem(device_id, a))
@@ -331,6 +340,7 @@ class ControlRoomReceiver:
                 self.intake.served(device_id, "rejected")
                 continue
             if known:
+                self._reanswer(device_id, a.alert_id)  # its receipt (or ack) was lost
                 self.intake.served(device_id, "duplicates")
             else:
                 groups.setdefault(device_id, []).append((a, payload, received))
@@ -356,8 +366,12 @@ class ControlRoomReceiver:
                 self._on_alert_body(device_id, raw, at)
             else:
                 return
+            acked = self.store.incident(into)
             for alert_id in folded:
                 self._send("receipt", device_id, alert_id, None)
+                if acked is not None and acked.acked_at is not None:
+                    # The kiosk shows its own newest alert: help is coming for it too.
+                    self._send("ack", device_id, alert_id, acked.acked_by)
                 self.intake.served(device_id, "folded", into)
             for _ in range(len(left) - len(folded)):
                 self.intake.served(device_id, "duplicates")  # repeated within the batch
@@ -366,6 +380,16 @@ class ControlRoomReceiver:
         finally:
             for _ in left:  # an error above: still release their places in the queue
                 self.intake.served(device_id, "rejected")
+
+    def _reanswer(self, device_id: str, alert_id: str) -> None:
+        """An alert the room already has, announced again: its receipt, and its ack if its
+        incident (its own, or the one it was folded into) is acknowledged."""
+        inc = self.store.incident(self.store.folded_parent(alert_id) or alert_id)
+        if inc is None or inc.device_id != device_id:
+            return
+        self._send("receipt", device_id, alert_id, None)
+        if inc.acked_at is not None and inc.ended_at is None:
+            self._send("ack", device_id, alert_id, inc.acked_by)
 
     def _flood_summary(self) -> None:
         for report in self.intake.summary():
@@ -567,6 +591,8 @@ class ControlRoomReceiver:
                                               operator):
             return False
         self._send("ack", inc.device_id, alert_id, operator)
+        for folded in self.store.folded_into(alert_id):  # the kiosk may show one of these
+            self._send("ack", inc.device_id, folded, operator)
         self.out(f"ACK    {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
                  f"by {shown(operator)}  id {alert_id[:8]}")
         return True
@@ -576,6 +602,8 @@ class ControlRoomReceiver:
         if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall())):
             return False
         self._send("end", inc.device_id, alert_id, operator)
+        for folded in self.store.folded_into(alert_id):
+            self._send("end", inc.device_id, folded, operator)
         self.out(f"END    {shown(inc.device_id)}  id {alert_id[:8]}")
         self._close_evidence(alert_id)
         return True

@@ -223,6 +223,12 @@ class IncidentStore:
             "SELECT 1 FROM folded WHERE alert_id=? LIMIT 1", (alert_id, alert_id)).fetchone() \
             is not None
 
+    def folded_parent(self, alert_id: str) -> str | None:
+        """The incident an alert_id was folded into (None: it was not folded)."""
+        row = self._db.execute("SELECT into_id FROM folded WHERE alert_id=?",
+                               (alert_id,)).fetchone()
+        return None if row is None else row[0]
+
     def folded_into(self, alert_id: str) -> list[str]:
         """alert_ids folded into an incident, in the order they were folded."""
         rows = self._db.execute("SELECT alert_id FROM folded WHERE into_id=? ORDER BY rowid",
