@@ -22,7 +22,7 @@ pytestmark = pytest.mark.broker
 
 class RunningRoom:
     def __init__(self, pki_dir, broker, db, *, auto_ack=True, client_id=None,
-                 device_certs=None, evidence_dir=None, group=None):
+                 device_certs=None, evidence_dir=None, group=None, limits=None):
         self.events = Recorder()
         self.lines: list[str] = []
         self.receiver = ControlRoomReceiver(
@@ -36,6 +36,7 @@ class RunningRoom:
             # Own share group: rooms of earlier tests keep a live session for a while and
             # mosquitto would hand them a share of this test's alerts.
             group=group or f"room-{secrets.token_hex(4)}",
+            limits=limits,
         )
         self.thread = threading.Thread(target=self.receiver.run, daemon=True)
 
