@@ -50,6 +50,10 @@ log = logging.getLogger("pinkbutton.media")
 Publish = Callable[[str, bytes, int], int]
 LEASE_FILE = "stream-seq.json"  # in the evidence directory; LocalStore only reads directories
 FaultSink = Callable[[str, str], None]
+# Step video down once the PUBACK round trip (bytes waiting in the network) passes this: the
+# live picture should reach the room within about a second, and on a slow link each message's
+# MQTT/TLS overhead alone fills it at the top level (150 kbit/s: 600 ms reacted ~5 s late).
+RTT_HIGH_MS, RTT_LOW_MS = 400.0, 200.0
 
 
 class MediaService:
@@ -132,7 +136,9 @@ class MediaService:
         self.sender = MediaSender(
             self._publish, p.media_topic(self.device_id, alert_id),
             max_queue_bytes=self.config.max_queue_kb * 1024, clock=self.clock,
-            controller=AdaptationController(ladder_for(self.config)), on_level=self._on_level,
+            controller=AdaptationController(ladder_for(self.config), rtt_high_ms=RTT_HIGH_MS,
+                                            rtt_low_ms=RTT_LOW_MS),
+            on_level=self._on_level,
             recorder=recorder, first_seq=start.first_seq, resumed=start.resumed,
             origin_for=lambda capture_us: start.origin_for(capture_us, self.clock),
             reserve=None if lease is None else lease.reserve,
