@@ -590,3 +590,22 @@ def test_live_goes_ahead_of_the_preroll_and_the_whole_preroll_follows() -> None:
     stats = sender.stats()
     assert stats.dropped_video == stats.dropped_audio == 0
     assert stats.behind_packets == 0 and stats.sent_behind == n_pre
+
+
+def test_a_preroll_bigger_than_the_send_queue_keeps_every_delta() -> None:
+    """A busy picture at a high bitrate: 5 s of pre-roll (~360 kB) over a 100 kB queue
+    budget. Before, the budget dropped every pre-roll delta (keyframes only); now the
+    pre-roll waits behind live media, whole, and live media keeps its own budget."""
+    link, clock = FakeLink(), FakeClock()
+    sender = make(link, clock, max_queue_bytes=100_000)
+    preroll = [video(i * 66_666, i % 15 == 0, size=20_000 if i % 15 == 0 else 4_000)
+               for i in range(75)]
+    for pkt in preroll:
+        sender.submit(pkt, preroll=True)
+    sender.submit(video(5_000_000, True), preroll=False)  # live starts at its keyframe
+    sender.submit(audio(5_000_000), preroll=False)
+    drain(sender, link)
+    envs = link.envelopes()
+    assert {e.seq for e in envs} == set(range(77)), "every pre-roll packet was sent"
+    assert sender.stats().dropped_video == 0
+    assert [e.seq for e in envs[:2]] == [75, 76], "live first"
