@@ -533,17 +533,18 @@ class SlowLink(FakeLink):
 
 
 def test_live_goes_ahead_of_the_preroll_and_the_whole_preroll_follows() -> None:
-    """5 s of pre-roll (~125 kB) handed over at the press, then live media at ~85 kbit/s
-    on a 150 kbit/s link: live packets cross within a fraction of a second from the start
-    (before the fix they waited ~7 s behind the pre-roll), the live lane starts at a
-    keyframe, and every pre-roll seq is sent, whole, behind the live media."""
+    """5 s of pre-roll (~240 kB, 30 kB keyframes) handed over at the press, then live media
+    at ~85 kbit/s on a 150 kbit/s link: live packets cross within a fraction of a second from
+    the start (before the fix they waited seconds behind the pre-roll; a pre-roll keyframe
+    sent in one piece alone holds a live packet 1.6 s), the live lane starts at a keyframe,
+    and every pre-roll seq is sent, whole, behind the live media."""
     clock = FakeClock()
     link = SlowLink(clock, rate=150_000 / 8)
     sender = make(link, clock)
     preroll = []
     for i in range(75):  # 5 s at 15 fps, a keyframe each second, with its audio
         t = i * 66_666
-        preroll.append(video(t, i % 15 == 0, size=8_000 if i % 15 == 0 else 1_000))
+        preroll.append(video(t, i % 15 == 0, size=30_000 if i % 15 == 0 else 1_000))
         preroll += [audio(t + k * 20_000) for k in range(4) if t + k * 20_000 < (i + 1) * 66_666]
     for pkt in preroll:
         sender.submit(pkt, preroll=True)
@@ -551,7 +552,7 @@ def test_live_goes_ahead_of_the_preroll_and_the_whole_preroll_follows() -> None:
     live_seq: dict[int, float] = {}  # seq -> submitted at
     start_us, step = 5_000_000, 0.010
     frame = 0
-    for tick in range(int(20 / step)):  # 20 s: live for 10 s, then the pre-roll's tail
+    for tick in range(int(40 / step)):  # 40 s: live for 10 s, then the pre-roll's tail
         now_us = start_us + round(tick * step * 1e6)
         if tick < int(10 / step):
             if tick % 2 == 0:  # audio every 20 ms
@@ -576,7 +577,7 @@ def test_live_goes_ahead_of_the_preroll_and_the_whole_preroll_follows() -> None:
                     if seq in mids_of)
     assert len(delays) == len(live_seq), "live packets were dropped on a link that has room"
     p95 = delays[int(0.95 * len(delays))]
-    assert p95 <= 0.5 and delays[-1] <= 1.0, (p95, delays[-1])
+    assert p95 <= 0.5 and delays[-1] <= 0.8, (p95, delays[-1])
     first_live_video = next(e for e in envs if e.seq >= n_pre and e.stream is Stream.VIDEO)
     assert first_live_video.keyframe, "the live lane must start at a keyframe"
     # Pre-roll: every seq went, each in its chunks, flagged, and mostly after live ones.

@@ -73,6 +73,7 @@ class _Item:
     messages: list[bytes]
     size: int
     submitted: float  # clock.monotonic()
+    last: bool = True  # the behind lane queues each chunk alone: False for all but the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +203,12 @@ class MediaSender:
                 pkt.stream, pkt.keyframe, self._gop, seq, messages, sum(map(len, messages)), now
             )
             if behind:
-                self._behind.append(item)
+                # One entry per chunk: live media can go between the chunks of a big keyframe.
+                for n, message in enumerate(messages):
+                    self._behind.append(_Item(
+                        pkt.stream, pkt.keyframe, self._gop, seq, [message], len(message), now,
+                        last=n == len(messages) - 1,
+                    ))
                 self._cv.notify_all()
                 return
             if pkt.is_video and not pkt.keyframe:
@@ -251,7 +257,8 @@ class MediaSender:
                 bytes_sent=c["bytes_sent"], inflight=len(self._inflight),
                 rtt_ms=None if self._rtt_ewma is None else self._rtt_ewma * 1000,
                 level=self.level, publish_errors=c["publish_errors"], seq_count=self._seq,
-                sent_behind=c["sent_behind"], behind_packets=len(self._behind),
+                sent_behind=c["sent_behind"],
+                behind_packets=sum(1 for i in self._behind if i.last),
             )  # fmt: skip
 
     def backlogged(self) -> bool:
@@ -280,7 +287,7 @@ class MediaSender:
             for item in taken:
                 self._behind.remove(item)
             self._cv.notify_all()
-            return [i.seq for i in taken]
+            return sorted({i.seq for i in taken})
 
     def behind_seqs(self) -> set[int]:
         with self._cv:
@@ -310,7 +317,8 @@ class MediaSender:
             self.adapt()
 
     def pump(self) -> int:
-        """Publish queued packets while the window has room; returns how many.
+        """Publish queued packets while the window has room; returns how many (a packet of
+        the behind lane counts when its last chunk went).
         (The sender thread's step; tests without the thread call it directly.)"""
         done = 0
         while True:
@@ -346,9 +354,11 @@ class MediaSender:
                         self._inflight_bytes += len(message)
                 self._counts["bytes_sent"] += sum(len(m) for m in item.messages[: len(mids)])
                 if error is None:
-                    self._counts["sent_audio" if item.stream is Stream.AUDIO else "sent_video"] += 1
-                    self._counts["sent_behind"] += lane is self._behind
-                    done += 1
+                    if item.last:  # a packet counts once, with its last chunk
+                        kind = "sent_audio" if item.stream is Stream.AUDIO else "sent_video"
+                        self._counts[kind] += 1
+                        self._counts["sent_behind"] += lane is self._behind
+                        done += 1
                 else:
                     self._counts["publish_errors"] += 1
                     if lane is self._behind:
