@@ -136,7 +136,8 @@ class MediaPipeline:
     # -- control (any thread; executed on the encoder thread) --------------------------------
 
     def start_stream(self, sink: PacketSink) -> None:
-        """Send the pre-roll snapshot to `sink` (flag True), then every later packet (False)."""
+        """Send the pre-roll snapshot to `sink` (flag True), then every later packet (False),
+        starting with a keyframe."""
         self._enqueue_control("start_stream", sink)
 
     def stop_stream(self) -> None:
@@ -253,6 +254,10 @@ class MediaPipeline:
             self._sink = arg
             for pkt in self.preroll.snapshot():
                 self._send(pkt, True)
+            # Live starts at a keyframe: a room that shows live media before the pre-roll
+            # has crossed a slow link (the sender sends live first) decodes it at once.
+            if self.video is not None:
+                self.video.force_keyframe()
         elif kind == "stop_stream":
             self._sink = None
         elif kind == "keyframe":

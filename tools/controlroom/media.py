@@ -5,6 +5,14 @@ the Reassembler turns envelopes back into `ReceivedPacket`s. Here they are put b
 order (a small reorder window), missing seqs are recorded as gaps, and the packets are muxed
 without re-encoding into `<directory>/<device_id>-<alert_id>.mp4`.
 
+The kiosk sends live media ahead of the pre-roll, so on a slow link pre-roll packets arrive
+after live ones with higher seqs: this file (written as media arrives) then shows the live
+part and leaves out the pre-roll that came too late for it (or only after the file was
+closed); those seqs — every seq below the first live packet, and pre-roll that came late —
+are counted in `preroll_behind`, not as gaps: the complete evidence in seq order has them
+(tools/controlroom/backfill.py). The reorder window counts packets waiting, not seqs: on a
+fast link the pre-roll still catches up with the first live packets and the file is whole.
+
 Fragmented MP4 (empty moov, one fragment per keyframe, packets flushed as written) is used so
 that the file on disk is a valid, playable recording at every moment: if the control room dies
 mid-incident the evidence up to the last fragment survives, and an operator (or ffprobe) can
@@ -71,6 +79,7 @@ class EvidenceSummary:
     width: int | None
     height: int | None
     dropped_packets: int = 0  # video before the first keyframe, duplicates, too late, bad
+    preroll_behind: int = 0  # pre-roll seqs not in this file: they came behind live media
     closed: bool = False
     alert_id: str = ""
 
@@ -117,6 +126,8 @@ class Evidence:
         self._next_seq = 0
         self._pending: dict[int, ReceivedPacket] = {}
         self._gaps: list[tuple[int, int]] = []
+        self._preroll_behind: set[int] = set()  # seqs in a gap that came late, as pre-roll
+        self._first_live_seq: int | None = None  # lowest seq of media not flagged pre-roll
         self._startup: list[ReceivedPacket] = []  # waiting for the stream-set decision
         self._container: Any = None
         self._video: Any = None
@@ -144,13 +155,19 @@ class Evidence:
             return
         if self._first_media_at is None:
             self._first_media_at = self.clock.wall()
+        if not rp.preroll and (self._first_live_seq is None or rp.seq < self._first_live_seq):
+            self._first_live_seq = rp.seq
         if rp.seq < self._next_seq or rp.seq in self._pending:
+            if rp.preroll and rp.seq not in self._preroll_behind and self._in_gap(rp.seq):
+                self._preroll_behind.add(rp.seq)  # sent behind live media: not lost
+                return
             self._dropped += 1  # duplicate (QoS 1 redelivery) or later than the window
             return
         self._pending[rp.seq] = rp
         self._drain()
-        # A seq still missing once the window has moved past it is not coming: a gap.
-        while self._pending and max(self._pending) - self._next_seq >= self.reorder_window:
+        # A seq still missing while `reorder_window` later packets wait is not coming in
+        # time: a gap (unless it turns out to be pre-roll that was sent behind live media).
+        while len(self._pending) >= self.reorder_window:
             self._skip_to(min(self._pending))
             self._drain()
 
@@ -162,6 +179,29 @@ class Evidence:
     def _skip_to(self, seq: int) -> None:
         self._gaps.append((self._next_seq, seq - 1))
         self._next_seq = seq
+
+    def _in_gap(self, seq: int) -> bool:
+        return any(a <= seq <= b for a, b in reversed(self._gaps))
+
+    def _lost(self) -> tuple[list[tuple[int, int]], int]:
+        """(the gaps without the pre-roll seqs, how many pre-roll seqs were taken out): the
+        pre-roll is every seq below the first live one, and what came late flagged so."""
+        live_from = self._first_live_seq if self._first_live_seq is not None else -1
+        if not self._preroll_behind and (not self._gaps or self._gaps[0][0] >= live_from):
+            return list(self._gaps), 0
+        out: list[tuple[int, int]] = []
+        behind = 0
+        for a, b in self._gaps:
+            start = None
+            for seq in range(a, b + 2):
+                missing = seq <= b and seq >= live_from and seq not in self._preroll_behind
+                behind += seq <= b and not missing
+                if missing and start is None:
+                    start = seq
+                elif not missing and start is not None:
+                    out.append((start, seq - 1))
+                    start = None
+        return out, behind
 
     # ---- media -----------------------------------------------------------------------------
 
@@ -291,11 +331,12 @@ class Evidence:
         return self.summary()
 
     def summary(self) -> EvidenceSummary:
+        gaps, preroll_behind = self._lost()
         return EvidenceSummary(
             path=self.path,
             video_packets=self._video_packets,
             audio_packets=self._audio_packets,
-            gaps=list(self._gaps),
+            gaps=gaps,
             first_media_at=self._first_media_at,
             first_keyframe_at=self._first_keyframe_at,
             preroll_s=self._preroll.seconds,
@@ -303,6 +344,7 @@ class Evidence:
             width=self._width,
             height=self._height,
             dropped_packets=self._dropped,
+            preroll_behind=preroll_behind,
             closed=self._closed,
             alert_id=self.alert_id,
         )

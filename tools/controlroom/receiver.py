@@ -436,7 +436,10 @@ class ControlRoomReceiver:
         env = decode_envelope(payload)
         if self.backfill.claims(alert_id, env):
             return  # a copy of a packet we have, or a resent one we asked for
-        rp = self._reassemblers.setdefault(alert_id, Reassembler()).add(env)
+        # Wide seq window: the kiosk sends live media ahead of the pre-roll, so on a slow
+        # link pre-roll seqs arrive thousands of seqs late (memory stays bounded by bytes).
+        rp = self._reassemblers.setdefault(
+            alert_id, Reassembler(max_seq_window=1 << 16)).add(env)
         if rp is None:
             return
         if alert_id not in self._media_seen:
@@ -513,10 +516,13 @@ class ControlRoomReceiver:
                           for what, ms in timings.items())
         self.out(f"EVIDENCE  {summary.path}  video {summary.video_packets}  audio "
                  f"{summary.audio_packets}  {summary.duration_s:.1f} s (pre-roll "
-                 f"{summary.preroll_s:.1f} s)  {shown}  gaps {gaps}")
+                 f"{summary.preroll_s:.1f} s)  {shown}  gaps {gaps}"
+                 + (f"  (pre-roll behind live: {summary.preroll_behind} packets, in the "
+                    "complete evidence)" if summary.preroll_behind else ""))
         self._notify("evidence", {"path": str(summary.path), "gaps": summary.gaps,
                                   "duration_s": summary.duration_s,
                                   "preroll_s": summary.preroll_s,
+                                  "preroll_behind": summary.preroll_behind,
                                   "first_media_ms": timings["first_media"],
                                   "first_keyframe_ms": timings["first_keyframe"]})
 
