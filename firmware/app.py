@@ -325,6 +325,7 @@ class Kiosk:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
             self._notify("publish_denied", {"topic": pending.topic, "reason": r.reason})
         if pending.what == "alert":
+            assert pending.alert_id is not None  # _publish_alert always gives it
             if r.ok:
                 self._mark_delivered(pending.alert_id)
             self._dispatch(m.AlertPublished(pending.alert_id, r.ok, r.reason))
@@ -434,7 +435,7 @@ class Kiosk:
             return
         self._pending[mid] = _Pending(what, topic, alert_id)
 
-    def _mark_delivered(self, alert_id: str | None) -> None:
+    def _mark_delivered(self, alert_id: str) -> None:
         try:
             self.outbox.mark_delivered(alert_id)
         except OutboxError as e:
@@ -550,6 +551,7 @@ class Kiosk:
                                          "restarting it")
 
     def _restart_encoder(self) -> None:
+        assert self.media is not None  # registered with the watchdog only when there is media
         pipeline = self.media.pipeline
 
         def restart() -> None:
