@@ -542,7 +542,7 @@ def run_and_print(name: str, run: Callable[[Progress], Any], table: Callable[[An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tools.bench", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument(
         "--presses",
         type=positive_int,

@@ -636,7 +636,7 @@ def run_media_bench(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m tools.bench_media", description=__doc__.splitlines()[0]
+        prog="python -m tools.bench_media", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument(
         "--incidents", type=positive_int, default=DEFAULT_INCIDENTS,

@@ -100,7 +100,7 @@ backend = "fake"
 def main(argv: list[str] | None = None) -> int:
     # No options; the parser gives --help and refuses stray arguments (before starting
     # anything) instead of running the whole demo.
-    OneLineParser(prog="python -m tools.demo", description=__doc__.splitlines()[0]).parse_args(argv)
+    OneLineParser(prog="python -m tools.demo", description=(__doc__ or "").partition("\n")[0]).parse_args(argv)
     DEMO.mkdir(exist_ok=True)
     # A fresh simulated kiosk every run: an earlier run stopped mid-incident would otherwise
     # be resumed by this one (as a real kiosk does after a crash), and absorb this press.

@@ -339,7 +339,7 @@ def _device_id_arg(text: str) -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="pinkbutton-pki", description=(__doc__ or "").partition("\n")[0])
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_init = sub.add_parser("init", help="create CA, broker, control-room (and device) certs")
