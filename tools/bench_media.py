@@ -31,8 +31,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import av
+import av.error
 import numpy as np
 
 from firmware.app import Kiosk
@@ -196,7 +198,8 @@ class ViewTap:
                     tap.first_decoded = now
                     self._cv.notify_all()
             plane = frame.planes[0]
-            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            # A VideoPlane has the buffer protocol; PyAV's stubs do not say so.
+            y = np.frombuffer(cast(Any, plane), np.uint8).reshape(frame.height, plane.line_size)
             stamp = read_stamp(y[:, : frame.width])
             if stamp is None:
                 self.unreadable_stamps += 1

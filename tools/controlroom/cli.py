@@ -32,6 +32,7 @@ def _tls(args) -> TlsFiles:
             raise UsageError(f"{name} is required (or --pki DIR holding ca.pem, controlroom.pem/.key)")
         if not path.is_file():
             raise UsageError(f"{name} {path}: no such file")
+    assert ca is not None and cert is not None and key is not None  # the loop raised otherwise
     return TlsFiles(ca, cert, key)
 
 

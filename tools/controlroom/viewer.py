@@ -54,6 +54,7 @@ class LiveViewer:
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         self._started = True
+        assert self._proc.stdin is not None  # stdin=PIPE
         try:
             self._proc.stdin.write(rp.packet.data)
             self._proc.stdin.flush()
@@ -70,6 +71,7 @@ class LiveViewer:
         proc, self._proc, self._started = self._proc, None, False
         if proc is None:
             return
+        assert proc.stdin is not None  # stdin=PIPE
         try:
             proc.stdin.close()
         except OSError:
