@@ -324,8 +324,8 @@ class Kiosk:
         if not r.ok:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
             self._notify("publish_denied", {"topic": pending.topic, "reason": r.reason})
-        if pending.what == "alert":
-            assert pending.alert_id is not None  # _publish_alert always gives it
+        # Only our own alerts (from _publish_alert) carry an id; nothing else is an alert result.
+        if pending.what == "alert" and pending.alert_id is not None:
             if r.ok:
                 self._mark_delivered(pending.alert_id)
             self._dispatch(m.AlertPublished(pending.alert_id, r.ok, r.reason))
