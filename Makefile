@@ -63,8 +63,10 @@ bench: deps
 soak: deps
 	$(BIN)/python -m tools.soak
 
+# ruff, then pyright (configured in pyproject.toml: hal firmware simulator tools); any error fails.
 lint: deps
 	$(BIN)/ruff check hal firmware simulator tools tests
+	$(BIN)/pyright
 
 clean:
 	rm -rf .demo .pytest_cache .ruff_cache .hypothesis

@@ -332,7 +332,8 @@ class Kiosk:
         if not r.ok:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
             self._notify("publish_denied", {"topic": pending.topic, "reason": r.reason})
-        if pending.what == "alert":
+        # Only our own alerts (from _publish_alert) carry an id; nothing else is an alert result.
+        if pending.what == "alert" and pending.alert_id is not None:
             if r.ok:
                 self._mark_delivered(pending.alert_id)
             if r.no_subscribers:
@@ -492,7 +493,7 @@ class Kiosk:
             return
         self._pending[mid] = _Pending(what, topic, alert_id)
 
-    def _mark_delivered(self, alert_id: str | None) -> None:
+    def _mark_delivered(self, alert_id: str) -> None:
         try:
             self.outbox.mark_delivered(alert_id)
         except OutboxError as e:
@@ -608,6 +609,7 @@ class Kiosk:
                                          "restarting it")
 
     def _restart_encoder(self) -> None:
+        assert self.media is not None  # registered with the watchdog only when there is media
         pipeline = self.media.pipeline
 
         def restart() -> None:

@@ -650,7 +650,7 @@ def _os_reason(e: OSError) -> str:
         errno.EISDIR: "is a directory",
         errno.ENOTDIR: "a parent is not a directory",
     }
-    return reasons.get(e.errno, (e.strerror or str(e)).lower())
+    return reasons.get(e.errno or 0, (e.strerror or str(e)).lower())
 
 
 def _spki(public_key: Any) -> bytes:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -111,6 +111,11 @@ def _load(payload: bytes | str, expected_type: str) -> dict[str, Any]:
     return obj
 
 
+# The overloads say what the checks guarantee: a field that is not optional is never None.
+@overload
+def _str(obj: Mapping, key: str, *, optional: Literal[False] = False, max_len: int = 256) -> str: ...
+@overload
+def _str(obj: Mapping, key: str, *, optional: bool, max_len: int = 256) -> str | None: ...
 def _str(obj: Mapping, key: str, *, optional: bool = False, max_len: int = 256) -> str | None:
     val = obj.get(key)
     if val is None and optional:
@@ -136,12 +141,17 @@ def _int(obj: Mapping, key: str, *, lo: int = 0, hi: int = 2**53) -> int:
     return val
 
 
+@overload
+def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: Literal[False] = False) -> float: ...
+@overload
+def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: bool) -> float | None: ...
 def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: bool = False) -> float | None:
     val = obj.get(key)
     if val is None and optional:
         return None
     # abs() first: math.isfinite() raises OverflowError on an int too large for a float.
-    if type(val) not in (int, float) or abs(val) > 1e300 or not math.isfinite(val):
+    # (the isinstance() adds nothing at run time; it tells the type checker what type() found)
+    if type(val) not in (int, float) or not isinstance(val, int | float) or abs(val) > 1e300 or not math.isfinite(val):
         raise ProtocolError(f"field {key!r} must be a finite number, got {_tname(val)}")
     if not lo <= val <= hi:
         raise ProtocolError(f"field {key!r} = {val} is out of range {lo}..{hi}")
@@ -155,6 +165,10 @@ def _bool(obj: Mapping, key: str) -> bool:
     return val
 
 
+@overload
+def _uuid(obj: Mapping, key: str, *, optional: Literal[False] = False) -> str: ...
+@overload
+def _uuid(obj: Mapping, key: str, *, optional: bool) -> str | None: ...
 def _uuid(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
     val = _str(obj, key, optional=optional, max_len=36)
     if val is None:
@@ -608,6 +622,10 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
     )
 
 
+@overload
+def _iso(obj: Mapping, key: str, *, optional: Literal[False] = False) -> str: ...
+@overload
+def _iso(obj: Mapping, key: str, *, optional: bool) -> str | None: ...
 def _iso(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
     """An ISO 8601 timestamp string (checked by parsing it; `Z` accepted)."""
     val = _str(obj, key, optional=optional, max_len=MAX_TIMESTAMP)

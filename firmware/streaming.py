@@ -116,7 +116,7 @@ class MediaService:
         if self.alert_id == alert_id:
             return
         self.stop_stream()
-        recorder = None
+        recorder: Callable[[int, int, list[bytes]], None] | None = None
         lease, start = None, ResumePoint(0, False, None, None)
         if self.lease_path is not None:
             # A stream of an alert that already streamed (the kiosk restarted mid-incident)
@@ -130,8 +130,9 @@ class MediaService:
             store = self.store
             store.begin(alert_id)
 
-            def recorder(seq: int, capture_us: int, messages: list[bytes]) -> None:
+            def record(seq: int, capture_us: int, messages: list[bytes]) -> None:
                 store.append(alert_id, seq, capture_us, messages)
+            recorder = record
 
         self.sender = MediaSender(
             self._publish, p.media_topic(self.device_id, alert_id),
@@ -166,6 +167,7 @@ class MediaService:
         sender, alert_id = self.sender, self.alert_id
         if sender is None:
             return
+        assert alert_id is not None  # start_stream sets both
         self.pipeline.stop_stream()
         self.sender, self.alert_id = None, None
         self._seq_after = {alert_id: sender.stats().seq_count}  # a restart of this stream

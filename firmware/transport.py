@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -198,7 +199,7 @@ class MqttTransport:
         self._sub_mids: dict[int, list[str]] = {}
 
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,  # we own the reconnect policy (jitter)
@@ -312,7 +313,7 @@ class MqttTransport:
         # command) would wait ~40 ms for the peer's delayed ACK.
         sock = self._client.socket()
         try:
-            if sock is not None:
+            if isinstance(sock, socket.socket):  # TLS over TCP: an ssl.SSLSocket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass

@@ -21,7 +21,7 @@ from firmware.cliargs import OneLineParser, add_version, seconds
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from hal.base import HalError
-from hal.registry import get_backend
+from hal.fake import FakeBackend
 
 PRESS_HOLD_S = 0.15  # a person's press: well past the 50 ms debounce
 
@@ -94,7 +94,7 @@ def _run(args) -> int:
     logging.basicConfig(level=(args.log_level or config.log.level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = Clock()
-    backend = get_backend("fake")
+    backend = FakeBackend()  # always fake hardware: PINKBUTTON_HAL is the kiosk's choice, not ours
     h = config.hal
     button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)

@@ -57,3 +57,13 @@ def test_version_comes_from_package_metadata() -> None:
     from importlib.metadata import version
 
     assert FIRMWARE_VERSION == version("pinkbutton")
+
+
+@pytest.mark.parametrize("module", ["tools.bench", "tools.bench_media", "tools.bench_room",
+                                    "tools.broker", "tools.demo", "tools.pki"])
+def test_help_works_with_docstrings_stripped(module: str) -> None:
+    # python -OO (PYTHONOPTIMIZE=2) drops docstrings: __doc__ is None, the parser still builds.
+    out = subprocess.run([sys.executable, "-OO", "-m", module, "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout.startswith("usage: ")

@@ -134,3 +134,15 @@ def test_off_a_terminal_the_timeline_prints_one_line_per_event() -> None:
     timeline("indicator", {"pattern": "sending"})
     assert [line.split()[-1] for line in out.getvalue().splitlines()] == [
         "to=alerting", "pattern=sending"]
+
+
+def test_the_simulator_presses_a_fake_button_whatever_pinkbutton_hal_says(
+        tmp_path, pki_dir, monkeypatch):
+    # PINKBUTTON_HAL picks the kiosk's backend; the simulator is fake hardware by definition.
+    monkeypatch.setenv("PINKBUTTON_HAL", "pi")
+    cfg = write_kiosk_config(tmp_path, pki_dir, free_port(), "pb-test-0001")
+    proc = sim("--config", str(cfg), "--press-after", "0.2", "--exit-after", "1.5", "--json")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)  # no broker: kept in the outbox
+    events = json_events(proc.stdout)
+    assert [e["event"] for e in events].count("persisted") == 1

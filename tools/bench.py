@@ -14,6 +14,7 @@ when the setup itself fails (one line on stderr).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import select
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from firmware.app import Kiosk
 from firmware.cliargs import OneLineParser, positive_float, positive_int
@@ -324,7 +325,7 @@ class Rig:
         if self.broker is not None:
             self.broker.stop()
 
-    def __enter__(self) -> Rig:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -356,6 +357,7 @@ def measure_presses(
             notes.append(f"stopped after {alert.n} presses: press {i} was never persisted")
             break
         alert_id = t.last_persisted
+        assert alert_id is not None  # the wait above saw it change from `before`
         if not t.wait(lambda a=alert_id: a in t.alert and a in t.ack, STEP_TIMEOUT_S):
             what = "alert at room" if alert_id not in t.alert else "ack at kiosk"
             notes.append(f"stopped after {alert.n} presses: no {what} within {STEP_TIMEOUT_S} s")
@@ -431,6 +433,8 @@ def measure_floor(
         stderr=subprocess.PIPE,
     )
     assert pub.stdin is not None and sub.stdout is not None
+    # Pipes with the default bufsize are BufferedReaders (typeshed says IO[bytes]): read1() is there.
+    assert isinstance(pub.stderr, io.BufferedReader) and isinstance(sub.stderr, io.BufferedReader)
     reader = _LineReader(sub.stdout)
     try:
         # mosquitto_sub says nothing when its subscription is active: knock until heard.
@@ -664,7 +668,7 @@ def run_and_print(name: str, run: Callable[[Progress], Any], table: Callable[[An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tools.bench", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument(
         "--presses",
         type=positive_int,

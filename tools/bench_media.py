@@ -37,8 +37,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import av
+import av.error
 import numpy as np
 
 from firmware.app import Kiosk
@@ -222,7 +224,8 @@ class ViewTap:
                     tap.first_decoded = now
                     self._cv.notify_all()
             plane = frame.planes[0]
-            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            # A VideoPlane has the buffer protocol; PyAV's stubs do not say so.
+            y = np.frombuffer(cast(Any, plane), np.uint8).reshape(frame.height, plane.line_size)
             stamp = read_stamp(y[:, : frame.width])
             if stamp is None:
                 self.unreadable_stamps += 1
@@ -812,7 +815,7 @@ def run_media_bench(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m tools.bench_media", description=__doc__.splitlines()[0]
+        prog="python -m tools.bench_media", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument(
         "--incidents", type=positive_int, default=DEFAULT_INCIDENTS,

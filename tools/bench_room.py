@@ -32,7 +32,7 @@ LIMITS = IntakeLimits(rate_per_s=100.0, burst=20)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tools.bench_room", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tools.bench_room", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--port", type=positive_int, required=True)
     parser.add_argument("--pki", type=Path, required=True)
     parser.add_argument("--db", type=Path, required=True)

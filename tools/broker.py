@@ -333,7 +333,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m tools.broker", description=__doc__.splitlines()[0],
+        prog="python -m tools.broker", description=(__doc__ or "").partition("\n")[0],
         epilog="run prints the port it listens on alone on stdout (for scripts), then one line "
                "on stderr with host, port and log file; it runs until Ctrl-C or SIGTERM.")
     add_version(parser)

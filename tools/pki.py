@@ -181,7 +181,8 @@ def issue(
         .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+            # ca_key's public half is ca_cert's key (_load_ca checked), typed as EC.
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
     )
@@ -341,7 +342,7 @@ def _device_id_arg(text: str) -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="pinkbutton-pki", description=(__doc__ or "").partition("\n")[0])
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_init = sub.add_parser("init", help="create CA, broker, control-room (and device) certs")

@@ -255,6 +255,7 @@ class DeviceProcess:
         ).start()
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None  # stdout=PIPE
         for raw in proc.stdout:  # reader thread
             try:
                 ev = json.loads(raw)
@@ -289,6 +290,8 @@ class DeviceProcess:
 
     def press(self) -> bool:
         """Soak thread, with `lock` held."""
+        if self.proc is None or self.proc.stdin is None:
+            return False
         try:
             self.proc.stdin.write(b"\n")
             self.proc.stdin.flush()
@@ -312,6 +315,7 @@ class DeviceProcess:
         with self.lock:
             proc = self.proc
         if proc is not None:
+            assert proc.stdin is not None  # stdin=PIPE
             try:
                 proc.stdin.close()
             except OSError:
@@ -407,6 +411,7 @@ class Soak:
             d.stop()
         if self.room is not None:
             self.room.stop()
+            assert self.room_thread is not None  # made with the room
             self.room_thread.join(STOP_TIMEOUT_S)
         if self.broker is not None:
             self.broker.resume()
@@ -439,6 +444,7 @@ class Soak:
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> SoakResult:
+        assert self.broker is not None  # setup() made it
         o = self.opts
         t0 = time.monotonic()
         hard_end = t0 + o.max_minutes * 60
@@ -532,6 +538,7 @@ class Soak:
         with self.lock:
             due = [a for at, a in self.to_end if at <= now]
             self.to_end = [(at, a) for at, a in self.to_end if at > now]
+        assert self.room is not None  # setup() made it
         for alert_id in due:
             self.room.command(f"end {alert_id}")
 
@@ -555,6 +562,7 @@ class Soak:
             d.start()
 
     def _broker_back(self) -> None:
+        assert self.broker is not None  # setup() made it
         try:
             self.broker.start()
         except BrokerError as e:
@@ -646,7 +654,7 @@ class Soak:
 def run_soak(opts: SoakOptions, progress: Progress = lambda _m: None) -> SoakResult:
     """Set up, soak, tear down. Raises SoakError when the rig cannot be built."""
     own_dir = opts.work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="pinkbutton-soak-")) if own_dir else Path(opts.work_dir)
+    work = Path(tempfile.mkdtemp(prefix="pinkbutton-soak-")) if opts.work_dir is None else Path(opts.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     soak = Soak(opts, work, progress)
     # The room's reconnect errors are expected here (we kill its broker): keep them in a file.

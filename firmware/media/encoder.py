@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from fractions import Fraction
+from typing import cast
 
 import av
+import av.video.frame
 import numpy as np
 
 from firmware.media.packet import EncodedPacket, Stream
@@ -169,7 +171,8 @@ class VideoEncoder:
         return None
 
     def _open(self, codec: str) -> av.VideoCodecContext:
-        ctx = av.CodecContext.create(codec, "w")
+        # The codec name is only known at run time, so PyAV's stubs cannot pick the video overload.
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec, "w"))
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         # Frame-index time base: x264's rate control sees exactly the configured rate.
         rate = Fraction(self.fps).limit_denominator(1001)
@@ -245,7 +248,7 @@ class VideoEncoder:
         out = []
         frame_us = round(1e6 / self.fps)
         for packet in packets:
-            pts_us = self._pts_by_index.pop(packet.pts, None)
+            pts_us = self._pts_by_index.pop(packet.pts, None) if packet.pts is not None else None
             if pts_us is None:
                 log.warning("video encoder returned a packet for an unknown frame; dropped")
                 continue

@@ -45,6 +45,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from firmware.clock import Clock, iso8601
 from firmware.durable import open_private, private_dir, write_atomic
@@ -81,8 +82,8 @@ class _Open:
     """The segment being written."""
 
     file: str
-    handle: object
-    hasher: object
+    handle: BinaryIO
+    hasher: hashlib._Hash  # hashlib.sha256()'s type (typeshed's name; annotations are not evaluated)
     first_seq: int
     first_capture_us: int
     last_seq: int = -1

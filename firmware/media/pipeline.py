@@ -102,10 +102,12 @@ class MediaPipeline:
         self._thread = threading.Thread(target=self._run, name="media-encoder", daemon=True)
         self._thread.start()
         if self._video_on:
+            assert self.camera is not None  # _video_on needs a camera
             self.camera.on_frame = self._on_frame
             self.camera.on_failure = self._on_camera_failure
             self._start_device(self.camera, "camera_failed")
         if self._audio_on:
+            assert self.microphone is not None  # _audio_on needs a microphone
             self.microphone.on_audio = self._on_audio
             self.microphone.on_failure = self._on_mic_failure
             self._start_device(self.microphone, "mic_failed")
@@ -241,6 +243,7 @@ class MediaPipeline:
             elif isinstance(item, _Failure):
                 self._device_failed(item)
             elif kind == "raw":
+                assert item is not None  # "raw" always comes with its item
                 self._encode(item)
             else:
                 try:
@@ -297,6 +300,7 @@ class MediaPipeline:
 
     def _frame_due(self, pts_us: int) -> bool:
         # Drop frames when the camera runs faster than the encoder's (adapted) frame rate.
+        assert self.video is not None  # _encode checked
         interval = round(1e6 / self.video.fps)
         due = self._next_frame_due_us
         if due is not None and pts_us < due - interval // 4:
@@ -324,6 +328,7 @@ class MediaPipeline:
 
     def _send(self, pkt: EncodedPacket, preroll: bool) -> None:
         try:
+            assert self._sink is not None  # callers check; inside the try as a None sink always was
             self._sink(pkt, preroll)
         except Exception:
             log.exception("media sink raised; packet dropped")

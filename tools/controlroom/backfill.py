@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +108,7 @@ class PacketLog:
         return len(self._offsets)
 
     @property
-    def seqs(self) -> Container[int]:
+    def seqs(self) -> Collection[int]:
         return self._offsets
 
     def add(self, rp: ReceivedPacket) -> bool:

@@ -38,6 +38,7 @@ def _tls(args) -> TlsFiles:
             raise UsageError(f"{name} {path}: not a regular file")
     if (problem := key_exposed(key)) is not None:  # refused as the kiosk refuses its own
         raise UsageError(f"--key {problem}")
+    assert ca is not None and cert is not None and key is not None  # the loop raised otherwise
     return TlsFiles(ca, cert, key)
 
 

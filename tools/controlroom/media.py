@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
+import av.error
 
 from firmware.clock import Clock
 from firmware.durable import private_dir, private_file
@@ -107,7 +108,7 @@ def frame_size(keyframe: bytes) -> tuple[int, int]:
     ctx = av.CodecContext.create("h264", "r")
     try:
         frames = ctx.decode(av.Packet(keyframe)) + ctx.decode(None)
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         raise EvidenceError(f"first keyframe does not decode: {e}") from None
     if not frames:
         raise EvidenceError("first keyframe does not decode to a picture")
@@ -257,7 +258,7 @@ class Evidence:
                 # An encoder-backed stream, never used to encode: opening it gives the muxer
                 # the Opus header (dOps) that a bare mux stream would lack.
                 self._audio = self._container.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
-        except (OSError, av.FFmpegError, ValueError) as e:
+        except (OSError, av.error.FFmpegError, ValueError) as e:
             # One line, then this incident's media is refused: retrying per packet would only
             # repeat the error 60 times a second.
             log.error("cannot create evidence file %s: %s", self.path, e)
@@ -295,7 +296,7 @@ class Evidence:
         out.is_keyframe = pkt.keyframe
         try:
             self._container.mux(out)
-        except av.FFmpegError as e:
+        except av.error.FFmpegError as e:
             self._dropped += 1
             log.warning("%s: packet seq %d not written: %s", self.path.name, rp.seq, e)
             return
@@ -325,7 +326,7 @@ class Evidence:
         if self._container is not None:
             try:
                 self._container.close()
-            except av.FFmpegError as e:
+            except av.error.FFmpegError as e:
                 log.warning("%s: closing failed: %s", self.path.name, e)
             self._container = None
         return self.summary()

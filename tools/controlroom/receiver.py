@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware import protocol as p
 from firmware import transport as t
@@ -107,13 +108,13 @@ class ControlRoomReceiver:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._pending: dict[int, str] = {}
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self.recorder = None
         self.backfill = None  # BackfillManager when recording evidence
         self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
-        self._received: dict[str, float] = {}  # wall time each recorded incident's alert came
+        self._received: dict[str, float | None] = {}  # wall time each recorded incident's alert came
         self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
                          (status_subscription(), 1), (health_subscription(), 0)]
@@ -187,6 +188,7 @@ class ControlRoomReceiver:
             if self.recorder is not None:
                 for summary in self.recorder.close_all():
                     self._report_evidence(summary)
+                assert self.backfill is not None  # made with the recorder
                 self.backfill.close_all()
             self.store.close()
 
@@ -433,6 +435,7 @@ class ControlRoomReceiver:
             self.acknowledge(a.alert_id, self.operator)
 
     def _on_media(self, device_id: str, alert_id: str, payload: bytes) -> None:
+        assert self.recorder is not None and self.backfill is not None  # only when recording
         env = decode_envelope(payload)
         if self.backfill.claims(alert_id, env):
             return  # a copy of a packet we have, or a resent one we asked for
@@ -459,6 +462,7 @@ class ControlRoomReceiver:
                                "capture_us": rp.packet.pts_us})
 
     def _open_evidence(self, alert_id: str, device_id: str) -> None:
+        assert self.recorder is not None and self.backfill is not None  # callers check
         self.recorder.open(alert_id, device_id)
         packets = self.recorder.path_for(alert_id, device_id).with_suffix(".packets")
         self.backfill.open(alert_id, device_id, packets.name)
@@ -497,6 +501,7 @@ class ControlRoomReceiver:
         noted = self._timed.setdefault(alert_id, set())
         if len(noted) == 2:
             return
+        assert self.recorder is not None  # _on_media checked
         try:
             summary = self.recorder.summary(alert_id)
         except EvidenceError:
@@ -504,6 +509,7 @@ class ControlRoomReceiver:
         for what, ms in self._timings_ms(summary).items():
             at = summary.first_media_at if what == "first_media" else summary.first_keyframe_at
             if ms is not None and what not in noted:
+                assert at is not None  # a timing is known only with its time
                 noted.add(what)
                 self.store.note(alert_id, iso8601(at), what, {"ms": ms})
 
@@ -579,15 +585,21 @@ class ControlRoomReceiver:
         key = self._keys.get(device_id) or self._load_key(device_id)
         return False if key is None else p.verify_alert(payload, key)
 
-    def _load_key(self, device_id: str):
+    def _load_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        assert self.device_certs is not None  # callers check
         try:
             cert = x509.load_pem_x509_certificate(
                 (self.device_certs / f"{device_id}.pem").read_bytes())
         except (OSError, ValueError) as e:
             log.warning("cannot load certificate of %s to check its signature: %s", device_id, e)
             return None
-        self._keys[device_id] = cert.public_key()
-        return self._keys[device_id]
+        key = cert.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):  # alerts are signed with P-256
+            log.warning("certificate of %s has no EC key: its alert signatures cannot be checked",
+                        device_id)
+            return None
+        self._keys[device_id] = key
+        return key
 
     # -- operator actions -----------------------------------------------------
 

@@ -58,6 +58,7 @@ class LiveViewer:
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         self._started = True
+        assert self._proc.stdin is not None  # stdin=PIPE
         try:
             self._proc.stdin.write(rp.packet.data)
             self._proc.stdin.flush()
@@ -75,6 +76,7 @@ class LiveViewer:
         self._last_seq = -1
         if proc is None:
             return
+        assert proc.stdin is not None  # stdin=PIPE
         try:
             proc.stdin.close()
         except OSError:
