@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import BinaryIO, cast
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -62,7 +63,7 @@ def private_dir(path: Path, *, tighten: bool = True) -> Path:
     return path
 
 
-def open_private(path: Path, mode: str = "wb"):
+def open_private(path: Path, mode: str = "wb") -> BinaryIO:
     """`open(path, mode)` for "wb", "ab" or "a+b", the file 0600 (also an existing one)."""
     flags = {"wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
              "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
@@ -70,7 +71,7 @@ def open_private(path: Path, mode: str = "wb"):
     fd = os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         os.fchmod(fd, PRIVATE_FILE)
-        return os.fdopen(fd, mode)
+        return cast(BinaryIO, os.fdopen(fd, mode))  # binary modes only (the table above)
     except BaseException:
         os.close(fd)
         raise

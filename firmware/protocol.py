@@ -316,12 +316,12 @@ def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
                         "not read")
     else:
         try:
-            text = payload.decode("utf-8")
+            body = payload.decode("utf-8")
         except UnicodeDecodeError as e:
             problems.append(f"not valid UTF-8 (byte {e.start}): read with replacements")
-            text = payload.decode("utf-8", "replace")
+            body = payload.decode("utf-8", "replace")
         try:
-            obj = json.loads(text)
+            obj = json.loads(body)
         except RecursionError:
             problems.append("not valid JSON: nested too deeply")
         except ValueError as e:
@@ -340,7 +340,9 @@ def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
         if o.get("type") != "alert":
             problems.append(f"field 'type' must be 'alert', got {_short(o.get('type'))}")
 
-    def read(check, fallback, where: Mapping = o, prefix: str = ""):
+    # Any: a salvaged Alert carries None where the body gave nothing readable (the room's
+    # store keeps those columns nullable); its fields are typed for a valid alert.
+    def read(check, fallback, where: Mapping = o, prefix: str = "") -> Any:
         try:
             return check(where)
         except ProtocolError as e:
@@ -349,7 +351,7 @@ def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
             return fallback
 
     def text(key: str, max_len: int, where: Mapping = o, prefix: str = "",
-             optional: bool = False) -> str | None:
+             optional: bool = False) -> Any:
         val = where.get(key)
         repaired = (_SURROGATE.sub("\ufffd", val[:max_len]) if isinstance(val, str)
                     else (None if optional else ""))

@@ -494,6 +494,7 @@ class Flooder:
     def __init__(self, broker: Mosquitto, pki: Path, rate: int = FLOOD_RATE,
                  pool: int = FLOOD_POOL) -> None:
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
 
         from firmware import protocol as p
         from firmware.clock import iso8601
@@ -503,6 +504,7 @@ class Flooder:
             raise BenchError("mosquitto_pub not found: apt-get install mosquitto-clients")
         dev = device_paths(pki, FLOOD_DEVICE)
         key = serialization.load_pem_private_key(dev.key.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)  # the dev PKI issues EC keys
         now = iso8601(time.time())
         site = p.Site("bench-flood", "Flooding kiosk", 34.0, 71.5)
         self._lines = [p.encode_alert(p.Alert(

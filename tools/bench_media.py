@@ -601,7 +601,7 @@ def _first_stamp(path: Path) -> int | None:
                 stamp = read_stamp(frame.to_ndarray(format="gray"))
                 if stamp is not None:
                     return stamp
-    except (OSError, av.FFmpegError):
+    except (OSError, av.error.FFmpegError):
         return None
     return None
 

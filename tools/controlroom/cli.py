@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failure, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import signal
@@ -36,9 +37,9 @@ def _tls(args) -> TlsFiles:
             raise UsageError(f"{name} is required (or --pki DIR holding ca.pem, controlroom.pem/.key)")
         if not stat.S_ISREG(_stat(name, path).st_mode):
             raise UsageError(f"{name} {path}: not a regular file")
+    assert ca is not None and cert is not None and key is not None  # the loop raised otherwise
     if (problem := key_exposed(key)) is not None:  # refused as the kiosk refuses its own
         raise UsageError(f"--key {problem}")
-    assert ca is not None and cert is not None and key is not None  # the loop raised otherwise
     return TlsFiles(ca, cert, key)
 
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     # Device text is escaped before it is printed; should anything slip through, a terminal
     # that cannot show it gets a backslash escape rather than a crash mid-incident.
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
+        if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),

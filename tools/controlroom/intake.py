@@ -198,6 +198,7 @@ class AlertIntake:
         except p.ProtocolError:
             self._put(event)  # the normal path rejects it, with the reason
             return
+        schedule = False
         with self._lock:
             decision = self.limiter.decide(device_id, self._monotonic())
             if decision is Decision.FOLD:

@@ -320,7 +320,9 @@ class IncidentStore:
             "SELECT alert_id, device_id, seq, kind, site_name, pressed_at, received_at, "
             f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at, folded, "
             f"problems FROM incidents {where}", args)
-        return [Incident(*r[:10], bool(r[10]), *r[11:15], _problems(r[15])) for r in rows]
+        # pyright cannot count the positions after an unpacked row slice of unknown length.
+        return [Incident(*r[:10], bool(r[10]), *r[11:15], _problems(r[15]))  # pyright: ignore[reportCallIssue]
+                for r in rows]
 
     def _timeline(self, alert_id: str, at: str, what: str, detail: dict) -> None:
         self._db.execute("INSERT INTO timeline(alert_id, at, what, detail) VALUES (?,?,?,?)",
