@@ -32,7 +32,7 @@ from firmware.sdnotify import SdNotifier
 from firmware.streaming import MediaService
 from firmware.version import FIRMWARE_VERSION
 from firmware.watchdog import StageWatchdog
-from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern
+from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern, describe_error
 
 log = logging.getLogger("pinkbutton.kiosk")
 # An alert PUBACKed with "No matching subscribers" is announced again after this long (the
@@ -665,19 +665,31 @@ def open_media_devices(backend, clock: Clock, config: Config):
     media = config.media
     camera = microphone = None
     faults: list[tuple[str, str]] = []
+    # Any exception, not only HalError: a vendor library can fail at import with anything
+    # ("ValueError: numpy.dtype size changed"), and the button must keep working.
     if media.video:
         try:
             camera = backend.camera(clock, media.width, media.height, media.fps)
-        except HalError as e:
-            faults.append(("camera_failed", str(e)))
+        except Exception as e:  # noqa: BLE001
+            faults.append(("camera_failed", _one_line(e)))
     if media.audio:
         try:
-            microphone = backend.microphone(clock, 48000)
-        except HalError as e:
-            faults.append(("mic_failed", str(e)))
+            if media.mic_device is None:
+                microphone = backend.microphone(clock, 48000)
+            else:
+                microphone = backend.microphone(clock, 48000, device=media.mic_device)
+        except Exception as e:  # noqa: BLE001
+            faults.append(("mic_failed", _one_line(e)))
     for name, why in faults:
         log.error("%s: %s (alerts still work)", name, why)
     return camera, microphone, faults
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    if isinstance(e, HalError) and text:
+        return text[0]
+    return describe_error(e)
 
 
 def run_kiosk(config: Config, hal_override: str | None = None) -> int:

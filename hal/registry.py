@@ -38,7 +38,9 @@ class Backend:
     ) -> Camera:
         raise NotImplementedError(f"HAL backend {self.name!r} has no camera")
 
-    def microphone(self, clock: Clock, sample_rate: int = 48000) -> Microphone:
+    def microphone(
+        self, clock: Clock, sample_rate: int = 48000, device: int | str | None = None
+    ) -> Microphone:
         raise NotImplementedError(f"HAL backend {self.name!r} has no microphone")
 
 

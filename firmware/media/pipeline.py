@@ -24,7 +24,7 @@ from firmware.clock import Clock
 from firmware.media.encoder import AudioEncoder, VideoEncoder
 from firmware.media.packet import EncodedPacket
 from firmware.media.preroll import PreRollBuffer
-from hal.base import AudioChunk, Camera, HalError, Microphone, VideoFrame
+from hal.base import AudioChunk, Camera, HalError, Microphone, VideoFrame, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,10 @@ class MediaPipeline:
     def _start_device(self, device: Camera | Microphone, fault: str) -> None:
         try:
             device.start()
-        except HalError as exc:
+        except Exception as exc:  # noqa: BLE001 - any library failure, not only HalError
             # Degrade, never block the alert: the other stream goes on.
-            self._enqueue_failure(fault, str(exc).splitlines()[0] if str(exc) else fault)
+            why = str(exc) if isinstance(exc, HalError) else describe_error(exc)
+            self._enqueue_failure(fault, why.splitlines()[0] if why else fault)
 
     def stop(self) -> None:
         """Stop capture, encode what is queued, flush the encoders (to the sink if streaming)."""

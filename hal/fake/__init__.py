@@ -60,7 +60,9 @@ class FakeBackend(Backend):
         self.cameras.append(camera)
         return camera
 
-    def microphone(self, clock: Clock, sample_rate: int = 48000) -> FakeMicrophone:
+    def microphone(
+        self, clock: Clock, sample_rate: int = 48000, device: int | str | None = None
+    ) -> FakeMicrophone:  # one fake microphone: `device` is accepted and ignored
         from hal.fake.microphone import FakeMicrophone
 
         microphone = FakeMicrophone(clock, sample_rate)

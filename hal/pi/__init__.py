@@ -42,7 +42,7 @@ def gpio_error(what: str, exc: Exception) -> HalError:
 
 class PiBackend(Backend):
     """Buttons and indicators on real GPIO (or gpiozero's MockFactory in tests), the camera
-    through picamera2, the microphone through PyAudio (the ALSA default input).
+    through picamera2, the microphone through PyAudio (the ALSA default input, or `device`).
 
     `pin_factory=None` lets gpiozero choose (GPIOZERO_PIN_FACTORY or its default).
     """
@@ -72,7 +72,9 @@ class PiBackend(Backend):
 
         return PiCamera(clock, width, height, fps)
 
-    def microphone(self, clock: Clock, sample_rate: int = 48000) -> Microphone:
+    def microphone(
+        self, clock: Clock, sample_rate: int = 48000, device: int | str | None = None
+    ) -> Microphone:
         from hal.pi.microphone import PyAudioMicrophone
 
-        return PyAudioMicrophone(clock, sample_rate)
+        return PyAudioMicrophone(clock, sample_rate, device=device)

@@ -27,6 +27,7 @@ from hal.base import (
 log = logging.getLogger(__name__)
 
 _HINT = "apt install python3-picamera2 and a venv with --system-site-packages"
+_BROKEN_HINT = "is a pip-installed numpy newer than python3-numpy? pip uninstall numpy in the venv"
 
 
 def require_picamera2() -> ModuleType:
@@ -36,6 +37,11 @@ def require_picamera2() -> ModuleType:
     except ImportError as exc:
         raise BackendUnavailable(
             f"camera needs picamera2: {_HINT} (import failed: {exc})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a broken install must not stop the kiosk
+        # e.g. "ValueError: numpy.dtype size changed": a pip numpy newer than the apt one.
+        raise BackendUnavailable(
+            f"camera library picamera2 is broken: {describe_error(exc)} ({_BROKEN_HINT})"
         ) from None
     return picamera2
 
