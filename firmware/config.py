@@ -111,6 +111,7 @@ class MediaConfig:
     preroll_s: float = 5.0
     max_queue_kb: int = 512
     evidence_budget_mb: int = 512  # local incident evidence on disk; 0: not recorded
+    mic_device: int | str | None = None  # None: the system default input
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -326,6 +327,22 @@ def _broker_list(value: object) -> tuple[tuple[str, int | None], ...]:
     return tuple(out)
 
 
+def _mic_device(value: object) -> int | str:
+    """A PortAudio input: its index (an integer), or its ALSA name or a part of it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 255:
+            raise _Problem(f"device index must be between 0 and 255, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise _Problem(f"expected a device name (string) or index (integer), got {_show(value)}")
+    text = value.strip()
+    if not text:
+        raise _Problem("must not be empty (leave the key out for the system default)")
+    if len(text) > 128 or not text.isprintable():
+        raise _Problem(f"{value[:40]!r} is not a device name: printable, at most 128 characters")
+    return text
+
+
 def _path(value: object) -> str:
     text = _expect_str(value)
     if "\x00" in text:
@@ -405,6 +422,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "preroll_s": _Field(_number_in(0, 30), 5.0),
             "max_queue_kb": _Field(_int_in(64, 65536), 512),
             "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),
+            # TOML has no null: leaving the key out means the system's default input.
+            "mic_device": _Field(_mic_device, None),
         },
     ),
     "health": (

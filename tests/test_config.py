@@ -800,3 +800,30 @@ def test_a_config_is_accepted_exactly_when_the_room_accepts_its_alert(site_id, s
     except p.ProtocolError:
         room_accepts = False
     assert (config is not None) == room_accepts
+
+
+# --- media.mic_device -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("USB", "USB"), (" hw:1,0 ", "hw:1,0"), (2, 2)])
+def test_mic_device_takes_a_name_or_an_index(value: object, expected: object) -> None:
+    config = parse_config(with_value("media", "mic_device", value), CONFIG_PATH,
+                          check_certificates=False)
+    assert config.media.mic_device == expected
+    default = parse_config(MINIMAL, CONFIG_PATH, check_certificates=False)
+    assert default.media.mic_device is None  # the system's default input
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "must not be empty (leave the key out for the system default)"),
+        (-1, "device index must be between 0 and 255, got -1"),
+        (True, "expected a device name (string) or index (integer), got boolean true"),
+        (1.5, "expected a device name (string) or index (integer), got float 1.5"),
+        ("usb\nmic", "'usb\\nmic' is not a device name: printable, at most 128 characters"),
+    ],
+)
+def test_mic_device_errors_are_one_line(value: object, problem: str) -> None:
+    assert error_of(with_value("media", "mic_device", value)) == (
+        f"{CONFIG_PATH}: [media] mic_device: {problem}")

@@ -34,7 +34,8 @@ CAPTURE = textwrap.dedent(
     from hal.pi.microphone import PyAudioMicrophone
 
     mode, out = sys.argv[1], sys.argv[2]
-    mic = PyAudioMicrophone(Clock(), 48000, chunk_ms=20, stall_s=0.3)
+    device = sys.argv[3] if len(sys.argv) > 3 else None
+    mic = PyAudioMicrophone(Clock(), 48000, chunk_ms=20, stall_s=0.3, device=device)
     chunks, threads, failures = [], set(), []
     enough = threading.Event()
     blocked = threading.Event()
@@ -75,26 +76,30 @@ def _known_signal() -> np.ndarray:
     return np.random.default_rng(4).integers(-20000, 20000, 12000).astype("<i2")
 
 
-def _run_capture(tmp_path: Path, mode: str) -> tuple[dict, bytes]:
+def _run_capture(tmp_path: Path, mode: str, device: str | None = None) -> tuple[dict, bytes]:
     pytest.importorskip("pyaudio", reason="pyaudio not installed (pip install pyaudio)")
     infile = tmp_path / "in.raw"
     infile.write_bytes(_known_signal().tobytes())
     home = tmp_path / "home"
     home.mkdir()
+    # With a device name, the known signal is on that named PCM and the default is silence.
+    pcm = f"pcm.{device}" if device else "pcm.!default"
     (home / ".asoundrc").write_text(
-        "pcm.!default {\n"
+        f"{pcm} {{\n"
         "  type file\n"
         '  slave.pcm "null"\n'
         '  file "/dev/null"\n'
         f'  infile "{infile}"\n'
         '  format "raw"\n'
         "}\n"
+        + ('pcm.!default {\n  type file\n  slave.pcm "null"\n  file "/dev/null"\n'
+           '  infile "/dev/zero"\n  format "raw"\n}\n' if device else "")
     )
     out = tmp_path / "result.json"
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
     env.pop("ALSA_CONFIG_PATH", None)
     proc = subprocess.run(
-        [sys.executable, "-c", CAPTURE, mode, str(out)],
+        [sys.executable, "-c", CAPTURE, mode, str(out), *([device] if device else [])],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -119,6 +124,13 @@ def test_pyaudio_captures_the_known_signal_through_alsa(tmp_path: Path) -> None:
     assert result["threads"] and result["main"] not in result["threads"]
 
 
+def test_pyaudio_mic_device_by_name_captures_that_device(tmp_path: Path) -> None:
+    # media.mic_device = "pinkbutton_usb": the named input, not the (silent) default.
+    result, captured = _run_capture(tmp_path, "normal", device="pinkbutton_usb")
+    assert result["failures"] == []
+    assert _known_signal().tobytes() in captured
+
+
 def test_pyaudio_mic_that_goes_quiet_is_reported_once(tmp_path: Path) -> None:
     result, _ = _run_capture(tmp_path, "stall")
     assert len(result["failures"]) == 1
@@ -133,3 +145,38 @@ def test_pyaudio_missing_names_both_installs(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "pyaudio", None)
     with pytest.raises(BackendUnavailable, match="pip install pyaudio.*portaudio19-dev"):
         PyAudioMicrophone(Clock())
+
+
+NOISY = textwrap.dedent(
+    """
+    import sys
+    import pyaudio
+    from firmware.clock import Clock
+    from hal.base import DeviceFault
+    from hal.pi.microphone import PyAudioMicrophone
+
+    pyaudio.PyAudio().terminate()  # unguarded: ALSA/JACK print their probing noise
+    print("=== PyAudioMicrophone from here", file=sys.stderr, flush=True)
+    try:
+        PyAudioMicrophone(Clock()).start()
+    except DeviceFault as exc:
+        print(f"fault: {exc}", file=sys.stderr, flush=True)
+    """
+)
+
+
+def test_pyaudio_alsa_jack_noise_stays_out_of_the_log(tmp_path: Path) -> None:
+    pytest.importorskip("pyaudio", reason="pyaudio not installed (pip install pyaudio)")
+    home = tmp_path / "home"
+    home.mkdir()
+    # A default input on a sound card that does not exist: ALSA complains on every probe.
+    (home / ".asoundrc").write_text("pcm.!default {\n  type hw\n  card 9\n}\n")
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("ALSA_CONFIG_PATH", None)
+    proc = subprocess.run([sys.executable, "-c", NOISY], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    before, _, after = proc.stderr.partition("=== PyAudioMicrophone from here\n")
+    assert "ALSA lib" in before  # the library does chatter here...
+    assert "ALSA lib" not in after and "jack server" not in after  # ...but not through us
+    assert after.startswith("fault: cannot open the microphone: ")  # the fault itself is kept
