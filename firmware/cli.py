@@ -34,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE", type=Path, help="the kiosk TOML config to check")
 
+    enroll = commands.add_parser(
+        "enroll", help="make this kiosk's private key (kept here) and a CSR for the control room"
+    )
+    enroll.add_argument("--config", required=True, metavar="FILE", type=Path,
+                        help="the kiosk TOML config: the key goes to [broker] key, the CSR "
+                             "next to [broker] cert (same name, .csr)")
+    enroll.add_argument("--new-key", action="store_true",
+                        help="replace an existing key (default: keep it, as for a renewal)")
+
     run = commands.add_parser("run", help="run the kiosk")
     run.add_argument("--config", required=True, metavar="FILE", type=Path,
                      help="the kiosk TOML config (see examples/kiosk.toml)")
@@ -56,6 +65,27 @@ def _check_config(file: Path) -> int:
         f"broker {config.broker.host}:{config.broker.port}, certificate valid until "
         f"{status.not_after:%Y-%m-%d} ({status.days_left(now)} days)"
     )
+    return EXIT_OK
+
+
+def _enroll(file: Path, new_key: bool) -> int:
+    from firmware.enroll import EnrollError, enroll
+
+    config = load_config(file, check_certificates=False)  # no certificate yet: that is the point
+    broker = config.broker
+    csr_path = broker.cert.with_suffix(".csr")
+    try:
+        done = enroll(config.device.id, broker.key, csr_path, new_key=new_key)
+    except EnrollError as e:
+        raise ConfigError(f"{file}: [broker] key: {e}") from None
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        print(f"pinkbutton: cannot write{where}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"key:  {done.key} ({'new' if done.new_key else 'kept'}, 0600: it never leaves this kiosk)")
+    print(f"csr:  {done.csr} (CN {config.device.id})")
+    print(f"next: at the control room, pinkbutton-pki sign PKI_DIR {done.csr.name}; copy the "
+          f"certificate back to {broker.cert}; then pinkbutton check-config {file}")
     return EXIT_OK
 
 
@@ -93,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return _check_config(args.file)
+        if args.command == "enroll":
+            return _enroll(args.config, args.new_key)
         return _run(args.config, args.hal)
     except ConfigError as e:
         print(f"pinkbutton: {e}", file=sys.stderr)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from firmware.cliargs import OneLineParser, add_version, int_in
-from tools.pki import broker_paths, ca_paths, controlroom_paths
+from tools.pki import broker_paths, ca_paths, controlroom_paths, crl_path
 
 HOST = "127.0.0.1"
 CONFIG_NAME = "mosquitto.conf"
@@ -121,6 +121,7 @@ def write_broker_config(
         f"cafile {ca.cert}",
         f"certfile {server.cert}",
         f"keyfile {server.key}",
+        *_crl_lines(pki_dir),
         "require_certificate true",
         "use_identity_as_username true",
         # Minimum version; clients negotiate 1.3 when they can.
@@ -155,6 +156,13 @@ def write_broker_config(
     config = work_dir / CONFIG_NAME
     config.write_text("\n".join(lines) + "\n")
     return config
+
+
+def _crl_lines(pki_dir: Path) -> list[str]:
+    """`crlfile` once `pinkbutton-pki revoke` has made a CRL: a revoked (stolen) kiosk's
+    certificate is then refused at the TLS handshake. mosquitto reads it at start."""
+    crl = crl_path(pki_dir)
+    return [f"crlfile {crl}"] if crl.exists() else []
 
 
 class Mosquitto:

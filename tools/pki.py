@@ -8,6 +8,11 @@ Files are written atomically (temp file + rename) so an interrupted run never le
 half-written key next to a cert that a broker would then fail to load. Private keys are
 created 0600 from the first byte; they never exist with wider permissions. Directories the
 tool creates are 0700 whatever the umask (an existing one is left as it is).
+
+For a deployment, a kiosk's key never leaves the kiosk: `pinkbutton enroll` makes the key and
+a CSR there, `sign` turns the CSR into its certificate here, `broker --host` issues the broker
+certificate for its real names, and `revoke` puts a stolen kiosk's certificates on the CRL
+(`DIR/crl.pem`) that the broker config (tools/broker.py) then uses.
 """
 
 from __future__ import annotations
@@ -30,12 +35,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware.cliargs import OneLineParser, add_version
+from firmware.cliargs import OneLineParser, add_version, int_in
 from firmware.durable import private_dir
+from firmware.enroll import EnrollError, enroll
 
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"
 BROKER_SANS = ("localhost", "127.0.0.1")
+DEVICE_DAYS = 365  # a kiosk certificate: renewed yearly (docs/deploy.md), revocable any time
+MAX_DEVICE_DAYS = 825
+_HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 # CNs become file names, so keep them to a portable, path-free alphabet.
 _FILE_SAFE_CN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -207,7 +216,109 @@ def init_dev_pki(pki_dir: Path, device_ids: Sequence[str] = ()) -> None:
 
 def issue_device(pki_dir: Path, device_id: str, *, force: bool = False) -> Issued:
     validate_device_id(device_id)
-    return issue(pki_dir, device_id, kind="client", out_dir=Path(pki_dir) / "devices", force=force)
+    issued = issue(pki_dir, device_id, kind="client", out_dir=Path(pki_dir) / "devices",
+                   force=force)
+    _record_issued(Path(pki_dir), _read_cert(issued.cert))
+    return issued
+
+
+def crl_path(pki_dir: Path) -> Path:
+    """The certificate revocation list; the broker config uses it once it exists."""
+    return Path(pki_dir) / "crl.pem"
+
+
+def sign_csr(pki_dir: Path, csr_file: Path, *, days: int = DEVICE_DAYS,
+             out: Path | None = None) -> Path:
+    """Sign a kiosk's CSR (made by `pinkbutton enroll`): a client certificate, CN = device id.
+
+    The private key stayed on the kiosk; only the CSR came here, only the certificate goes back.
+    Written to `out`, default `DIR/devices/<id>.pem` (where the control room's --device-certs
+    looks), and recorded under `DIR/issued/` so `revoke` finds every certificate of a device."""
+    if not 1 <= days <= MAX_DEVICE_DAYS:
+        raise PkiError(f"--days must be between 1 and {MAX_DEVICE_DAYS}, got {days}")
+    csr_file = Path(csr_file)
+    try:
+        csr = x509.load_pem_x509_csr(csr_file.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"no such CSR: {csr_file}") from None
+    except IsADirectoryError:
+        raise PkiError(f"{csr_file} is a directory, not a CSR") from None
+    except OSError as exc:
+        raise PkiError(f"cannot read {csr_file}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise PkiError(f"not a PEM certificate signing request: {csr_file}") from None
+    if not csr.is_signature_valid:
+        raise PkiError(f"{csr_file}: the CSR's signature does not match its key")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise PkiError(f"{csr_file}: the CSR must have exactly one CN, the device id")
+    device_id = names[0].value
+    try:
+        validate_device_id(device_id)
+    except PkiError as exc:
+        raise PkiError(f"{csr_file}: CN: {exc}") from None
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or \
+            public_key.curve.name != "secp256r1":
+        raise PkiError(f"{csr_file}: only EC P-256 keys are signed (make one with "
+                       "'pinkbutton enroll')")
+    ca_cert, ca_key = _load_ca(ca_paths(pki_dir))
+    start = _now() - _CLOCK_SKEW
+    end = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    cert = _leaf_builder(device_id, public_key, ca_cert, ca_key, "client", start, end) \
+        .sign(ca_key, hashes.SHA256())
+    target = Path(out) if out is not None else device_paths(pki_dir, device_id).cert
+    private_dir(target.parent, tighten=False)
+    _atomic_write(target, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _record_issued(Path(pki_dir), cert)
+    return target
+
+
+def issue_broker(pki_dir: Path, hosts: Sequence[str], *, days: int = 825) -> Issued:
+    """The broker's server certificate for its real host names/addresses (SANs); replaces
+    the development one (localhost). Kiosks check `broker.host` against these names."""
+    if not hosts:
+        raise PkiError("give at least one --host: the name kiosks use in broker.host")
+    for host in hosts:
+        _check_host(host)
+    return issue(pki_dir, BROKER_CN, kind="server", sans=list(dict.fromkeys(hosts)),
+                 days=days, force=True)
+
+
+def revoke_device(pki_dir: Path, device_id: str, *, now: dt.datetime | None = None) -> list[int]:
+    """Add every certificate issued to `device_id` to `DIR/crl.pem` (made if missing).
+
+    Returns the serial numbers newly revoked. The broker must be restarted to read the CRL."""
+    validate_device_id(device_id)
+    pki_dir = Path(pki_dir)
+    ca_cert, ca_key = _load_ca(ca_paths(pki_dir))
+    now = _as_utc(now) if now else _now()
+    found = {c.serial_number: c for c in _certificates_of(pki_dir, device_id, ca_cert)}
+    if not found:
+        raise PkiError(f"no certificate of device {device_id!r} issued by the CA in {pki_dir}")
+    revoked = _load_crl(pki_dir, ca_cert)
+    already = {r.serial_number for r in revoked}
+    new = sorted(serial for serial in found if serial not in already)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - _CLOCK_SKEW)
+        # OpenSSL refuses every client once a CRL's nextUpdate has passed, so the list is
+        # valid as long as the CA is; revoking again re-issues it.
+        .next_update(ca_cert.not_valid_after_utc)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False)
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
+    for serial in new:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    # World-readable like the certificates: mosquitto reads it as its own user.
+    _atomic_write(crl_path(pki_dir), crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    return new
 
 
 def describe(cert_file: Path, *, now: dt.datetime | None = None) -> list[str]:
@@ -237,6 +348,94 @@ def describe(cert_file: Path, *, now: dt.datetime | None = None) -> list[str]:
 
 
 # --- internals ---------------------------------------------------------------------------------
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL_RE.match(label) for label in labels):
+        raise PkiError(f"invalid --host {host!r}: a DNS name (letters, digits, '-', '.') or "
+                       "an IP address")
+
+
+def _leaf_builder(common_name: str, public_key: ec.EllipticCurvePublicKey,
+                  ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+                  kind: Literal["server", "client"], start: dt.datetime,
+                  end: dt.datetime) -> x509.CertificateBuilder:
+    eku = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+
+
+def _record_issued(pki_dir: Path, cert: x509.Certificate) -> None:
+    """Keep a copy of every device certificate by serial: `revoke` must find old ones too."""
+    directory = private_dir(pki_dir / "issued", tighten=False)
+    _atomic_write(directory / f"{cert.serial_number:x}.pem",
+                  cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _certificates_of(pki_dir: Path, device_id: str,
+                     ca_cert: x509.Certificate) -> list[x509.Certificate]:
+    candidates = [device_paths(pki_dir, device_id).cert]
+    issued = pki_dir / "issued"
+    if issued.is_dir():
+        candidates += sorted(issued.glob("*.pem"))
+    found = []
+    for path in candidates:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            cert.verify_directly_issued_by(ca_cert)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            continue
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if names and names[0].value == device_id:
+            found.append(cert)
+    return found
+
+
+def _load_crl(pki_dir: Path, ca_cert: x509.Certificate) -> list[x509.RevokedCertificate]:
+    path = crl_path(pki_dir)
+    if not path.exists():
+        return []
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except ValueError:
+        raise PkiError(f"{path} is not a PEM CRL; move it away to start a new one") from None
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+        raise PkiError(f"{path} was not signed by the CA in {pki_dir}")
+    return list(crl)
 
 
 def _paths(directory: Path, name: str) -> Issued:
@@ -355,6 +554,32 @@ def _build_parser() -> argparse.ArgumentParser:
     p_dev.add_argument("id", type=_device_id_arg, metavar="ID",
                        help="device id: the certificate CN and MQTT user name")
     p_dev.add_argument("--force", action="store_true", help="replace an existing certificate")
+    p_csr = sub.add_parser(
+        "csr", help="make a device key and CSR (what 'pinkbutton enroll' does on a kiosk)")
+    p_csr.add_argument("--id", required=True, type=_device_id_arg, metavar="ID",
+                       help="device id: the CSR's CN")
+    p_csr.add_argument("--out", required=True, type=Path, metavar="DIR",
+                       help="where ID.key (0600, keep it on the kiosk) and ID.csr are written")
+    p_csr.add_argument("--new-key", action="store_true",
+                       help="replace an existing DIR/ID.key (default: reuse it, for a renewal)")
+    p_sign = sub.add_parser("sign", help="sign a kiosk's CSR: its certificate (CN = device id)")
+    p_sign.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
+    p_sign.add_argument("csr", type=Path, metavar="CSR",
+                        help="the CSR from 'pinkbutton enroll' (EC P-256, CN = a device id)")
+    p_sign.add_argument("--days", type=int_in(1, MAX_DEVICE_DAYS), default=DEVICE_DAYS,
+                        help=f"validity in days (default {DEVICE_DAYS}; renew before it ends)")
+    p_sign.add_argument("--out", type=Path, metavar="FILE", default=None,
+                        help="certificate file to write (default DIR/devices/ID.pem)")
+    p_broker = sub.add_parser("broker", help="issue the broker certificate for its real host names")
+    p_broker.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
+    p_broker.add_argument("--host", action="append", required=True, metavar="NAME",
+                          help="DNS name or IP address kiosks use as broker.host (repeatable)")
+    p_broker.add_argument("--days", type=int_in(1, 3650), default=825,
+                          help="validity in days (default 825)")
+    p_revoke = sub.add_parser("revoke", help="revoke a device's certificates (DIR/crl.pem)")
+    p_revoke.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
+    p_revoke.add_argument("id", type=_device_id_arg, metavar="ID",
+                          help="the device to cut off (every certificate issued to it)")
     p_show = sub.add_parser("show", help="print a certificate's subject, validity and SANs")
     p_show.add_argument("file", type=Path, metavar="FILE", help="a PEM certificate")
     return parser
@@ -374,9 +599,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             issued = issue_device(args.dir, args.id, force=args.force)
             print(f"cert: {issued.cert}")
             print(f"key:  {issued.key}")
+        elif args.command == "csr":
+            out = Path(args.out)
+            done = enroll(args.id, out / f"{args.id}.key", out / f"{args.id}.csr",
+                          new_key=args.new_key)
+            print(f"key: {done.key} ({'new' if done.new_key else 'kept'})")
+            print(f"csr: {done.csr}")
+        elif args.command == "sign":
+            cert = sign_csr(args.dir, args.csr, days=args.days, out=args.out)
+            print(f"cert: {cert}")
+            print("\n".join(describe(cert)))
+        elif args.command == "broker":
+            issued = issue_broker(args.dir, args.host, days=args.days)
+            print(f"cert: {issued.cert}")
+            print(f"key:  {issued.key}")
+            print("\n".join(describe(issued.cert)))
+        elif args.command == "revoke":
+            serials = revoke_device(args.dir, args.id)
+            done = ", ".join(f"{s:x}" for s in serials) or "none new (already revoked)"
+            print(f"revoked {args.id}: serials {done}")
+            print(f"crl: {crl_path(args.dir)} (restart the broker to apply it)")
         else:
             print("\n".join(describe(args.file)))
-    except PkiError as exc:  # bad input or PKI state: no CA, not a certificate, missing file
+    except (PkiError, EnrollError) as exc:  # bad input or PKI state: no CA, not a certificate, missing file
         print(f"pinkbutton-pki: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # "cannot write /proc/foo/ca.pem: No such file or directory"
