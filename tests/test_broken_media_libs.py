@@ -108,7 +108,7 @@ def test_pyaudio_open_error_and_unknown_device_name_are_device_faults(
 
     from hal.pi.microphone import PyAudioMicrophone
 
-    pyaudio.START_FAILS = False
+    pyaudio.START_FAILS = False  # pyright: ignore[reportAttributeAccessIssue]  # the broken stand-in
     with pytest.raises(DeviceFault, match=r"cannot open the microphone: OSError: .*Invalid input"):
         PyAudioMicrophone(Clock(), device="usb").start()  # found by part of its name
     with pytest.raises(DeviceFault, match=r"no input device named 'webcam' \(inputs: 'USB PnP"):

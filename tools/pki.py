@@ -296,7 +296,7 @@ def revoke_device(pki_dir: Path, device_id: str, *, now: dt.datetime | None = No
     found = {c.serial_number: c for c in _certificates_of(pki_dir, device_id, ca_cert)}
     if not found:
         raise PkiError(f"no certificate of device {device_id!r} issued by the CA in {pki_dir}")
-    revoked = _load_crl(pki_dir, ca_cert)
+    revoked = _load_crl(pki_dir, ca_cert, ca_key)
     already = {r.serial_number for r in revoked}
     new = sorted(serial for serial in found if serial not in already)
     builder = (
@@ -425,7 +425,8 @@ def _certificates_of(pki_dir: Path, device_id: str,
     return found
 
 
-def _load_crl(pki_dir: Path, ca_cert: x509.Certificate) -> list[x509.RevokedCertificate]:
+def _load_crl(pki_dir: Path, ca_cert: x509.Certificate,
+              ca_key: ec.EllipticCurvePrivateKey) -> list[x509.RevokedCertificate]:
     path = crl_path(pki_dir)
     if not path.exists():
         return []
@@ -433,7 +434,7 @@ def _load_crl(pki_dir: Path, ca_cert: x509.Certificate) -> list[x509.RevokedCert
         crl = x509.load_pem_x509_crl(path.read_bytes())
     except ValueError:
         raise PkiError(f"{path} is not a PEM CRL; move it away to start a new one") from None
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_key.public_key()):
         raise PkiError(f"{path} was not signed by the CA in {pki_dir}")
     return list(crl)
 
