@@ -180,3 +180,41 @@ def test_kiosk_with_broken_picamera2_and_pyaudio_still_alerts_end_to_end(
             kiosk.stop()
             thread.join(10)
     assert not thread.is_alive()
+
+
+@pytest.mark.broker
+def test_pinkbutton_run_with_broken_media_libraries_keeps_running(
+        tmp_path, pki_dir, broker, broken_libs) -> None:
+    """The real entry point (`pinkbutton run`, pi backend on gpiozero's mock pins): it comes
+    up, reports both faults to the room, stays up, and stops cleanly on SIGTERM; no traceback."""
+    import os
+    import signal
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0002")
+    env = {**os.environ, "PYTHONPATH": f"{broken_libs}{os.pathsep}{repo}",
+           "GPIOZERO_PIN_FACTORY": "mock"}
+    env.pop("NOTIFY_SOCKET", None)
+    with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=True) as room:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg), "--hal", "pi"],
+            cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            for name in ("camera_failed", "mic_failed"):
+                room.events.wait_for(
+                    "event", lambda d, n=name: d["kind"] == "fault"
+                    and d["device_id"] == "pb-test-0002"
+                    and d["detail"].get("name") == n, timeout=30)
+            assert proc.poll() is None  # still running: the button is still served
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read() if proc.stderr else ""
+    assert code == 0, err
+    assert "Traceback" not in err and "ALSA lib" not in err
+    assert "camera_failed: camera library picamera2 is broken: ValueError: numpy.dtype" in err
