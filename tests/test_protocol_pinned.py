@@ -1,0 +1,276 @@
+"""Protocol v1 limits pinned at their boundaries (issue 15): exactly at a limit accepted, one
+past it rejected with the field named, and property tests that compare what a decoder accepts
+with what the documented rule says (docs/protocol.md), not only that errors are well formed."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware import protocol as p
+from tests.test_protocol import ALERT_ID, CMD_ID, DEVICE, alert_dict, cmd_dict, make_alert, raw
+from tests.test_protocol_health import health_dict
+
+
+def refused(decode, obj: dict, reason: str, **kw) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        decode(raw(obj), **kw)
+    assert str(info.value) == reason
+
+
+# --- alert -------------------------------------------------------------------------------------
+
+
+def test_a_kiosks_first_alert_has_seq_1_and_seq_0_is_refused() -> None:
+    assert p.decode_alert(raw(alert_dict(seq=1))).seq == 1
+    assert p.decode_alert(raw(alert_dict(seq=2**53))).seq == 2**53
+    refused(p.decode_alert, alert_dict(seq=0), "field 'seq' = 0 is out of range 1..9007199254740992")
+    refused(p.decode_alert, alert_dict(seq=2**53 + 1),
+            "field 'seq' = 9007199254740993 is out of range 1..9007199254740992")
+
+
+@pytest.mark.parametrize("field,lo,hi", [
+    ("age_ms", 0, 2**53), ("announce", 1, 1_000_000), ("presses", 1, 2**53),
+])
+def test_alert_integer_fields_are_inclusive_at_both_ends(field, lo, hi) -> None:
+    assert getattr(p.decode_alert(raw(alert_dict(**{field: lo}))), field) == lo
+    assert getattr(p.decode_alert(raw(alert_dict(**{field: hi}))), field) == hi
+    for bad in (lo - 1, hi + 1):
+        refused(p.decode_alert, alert_dict(**{field: bad}),
+                f"field {field!r} = {bad} is out of range {lo}..{hi}")
+
+
+@pytest.mark.parametrize("where,field,lo,hi", [
+    ("site", "lat", -90, 90), ("site", "lon", -180, 180), (None, "pressed_mono", 0, 1e12),
+])
+def test_alert_number_fields_are_inclusive_at_both_ends(where, field, lo, hi) -> None:
+    def with_value(value) -> dict:
+        d = alert_dict()
+        (d[where] if where else d)[field] = value
+        return d
+
+    for ok in (lo, hi):
+        alert = p.decode_alert(raw(with_value(ok)))
+        assert getattr(alert.site if where else alert, field) == ok
+    for bad in (lo - 0.5, hi + 0.5):
+        refused(p.decode_alert, with_value(bad), f"field {field!r} = {bad} is out of range {lo}..{hi}")
+
+
+@pytest.mark.parametrize("where,field,limit", [
+    (None, "pressed_at", 40), (None, "sent_at", 40), (None, "firmware", 32),
+    ("site", "id", 64), ("site", "name", 256), (None, "signature", 200),
+])
+def test_alert_strings_are_taken_up_to_their_limit(where, field, limit) -> None:
+    def with_value(value) -> dict:
+        d = alert_dict()
+        (d[where] if where else d)[field] = value
+        return d
+
+    alert = p.decode_alert(raw(with_value("x" * limit)))
+    assert getattr(alert.site if where else alert, field) == "x" * limit
+    refused(p.decode_alert, with_value("x" * (limit + 1)),
+            f"field {field!r} is longer than {limit} characters")
+
+
+@pytest.mark.parametrize("field", ["alert_id", "device_id", "pressed_at", "sent_at", "firmware"])
+def test_alert_required_strings_are_required(field) -> None:
+    d = alert_dict()
+    del d[field]
+    refused(p.decode_alert, d, f"field {field!r} must be a string, got null")
+    refused(p.decode_alert, alert_dict(**{field: None}), f"field {field!r} must be a string, got null")
+
+
+def test_alert_optional_fields_may_be_null_or_absent() -> None:
+    d = alert_dict()
+    d.pop("follows", None)
+    d.pop("signature", None)
+    alert = p.decode_alert(raw(d))
+    assert (alert.follows, alert.signature) == (None, None)
+    alert = p.decode_alert(raw(alert_dict(follows=ALERT_ID.upper(), signature="c2ln")))
+    assert (alert.follows, alert.signature) == (ALERT_ID, "c2ln")
+
+
+def test_decoded_alert_carries_every_value_sent() -> None:
+    assert p.decode_alert(p.encode_alert(make_alert())) == make_alert()
+    assert p.decode_alert(p.encode_alert(make_alert()), topic_device=DEVICE) == make_alert()
+
+
+# --- the signed canonical form ---------------------------------------------------------------
+
+
+def documented_canonical(obj: dict) -> bytes:
+    """docs/protocol.md: keys sorted, separators "," and ":", UTF-8 without \\u escapes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_non_ascii_text_is_signed_as_raw_utf8_as_documented() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    alert = make_alert(site=p.Site("psh-qk", "قصہ خوانی بازار — Qissa Khwāni", 34.0, 71.5))
+    payload = p.encode_alert(alert, key)
+    assert "قصہ خوانی".encode() in payload and b"\\u" not in payload
+    body = json.loads(payload)
+    signature = base64.b64decode(body.pop("signature"))
+    assert payload == documented_canonical({**body, "signature": base64.b64encode(signature)
+                                            .decode()})
+    # An independent verifier following the document accepts it ...
+    key.public_key().verify(signature, documented_canonical(body), ec.ECDSA(hashes.SHA256()))
+    assert p.verify_alert(payload, key.public_key())
+    # ... and so does ours when the same alert arrives with \u escapes (another JSON writer).
+    escaped = json.dumps({**body, "signature": base64.b64encode(signature).decode()})
+    assert "\\u" in escaped and p.verify_alert(escaped.encode(), key.public_key())
+    assert p.decode_alert(payload).site.name == "قصہ خوانی بازار — Qissa Khwāni"
+
+
+# --- cmd --------------------------------------------------------------------------------------
+
+
+def test_cmd_id_is_required() -> None:
+    d = cmd_dict()
+    del d["cmd_id"]
+    refused(p.decode_cmd, d, "field 'cmd_id' must be a string, got null")
+    refused(p.decode_cmd, cmd_dict(cmd_id="nope"), "field 'cmd_id' is not a UUID: 'nope'")
+    assert p.decode_cmd(raw(cmd_dict())).cmd_id == CMD_ID
+
+
+def test_cmd_values_are_carried_and_limits_are_inclusive() -> None:
+    c = p.decode_cmd(raw(cmd_dict(cmd="extend", extend_s=p.MAX_EXTEND_S, operator="o" * 64)))
+    assert (c.cmd, c.cmd_id, c.alert_id, c.operator, c.extend_s, c.ranges) == (
+        "extend", CMD_ID, ALERT_ID, "o" * 64, 3600.0, None)
+    refused(p.decode_cmd, cmd_dict(cmd="extend", extend_s=3600.5),
+            "field 'extend_s' = 3600.5 is out of range 0..3600.0")
+    refused(p.decode_cmd, cmd_dict(operator="o" * 65), "field 'operator' is longer than 64 characters")
+    refused(p.decode_cmd, cmd_dict(cmd="extend", extend_s=0), "cmd 'extend' needs extend_s > 0")
+    refused(p.decode_cmd, cmd_dict(cmd="ack", alert_id=None), "cmd 'ack' needs an alert_id")
+    c = p.decode_cmd(raw(cmd_dict(cmd="selftest", alert_id=None, operator=None)))
+    assert (c.cmd, c.alert_id, c.operator, c.extend_s) == ("selftest", None, None, None)
+
+
+def nack(ranges) -> dict:
+    return cmd_dict(cmd="nack", ranges=ranges)
+
+
+def test_a_nack_may_ask_for_exactly_4096_seqs_in_all_not_4097() -> None:
+    assert p.decode_cmd(raw(nack([[0, 4095]]))).ranges == ((0, 4095),)
+    split = [[0, 2047], [3000, 5047]]  # 2048 + 2048: each range small, the total at the limit
+    assert p.decode_cmd(raw(nack(split))).ranges == ((0, 2047), (3000, 5047))
+    refused(p.decode_cmd, nack([[0, 4096]]), "field 'ranges' asks for more than 4096 seqs")
+    refused(p.decode_cmd, nack([[0, 2047], [3000, 5048]]),
+            "field 'ranges' asks for more than 4096 seqs")
+
+
+def test_a_nack_may_hold_64_ranges_not_65() -> None:
+    ranges = [[2 * i, 2 * i] for i in range(64)]
+    assert len(p.decode_cmd(raw(nack(ranges))).ranges) == 64
+    refused(p.decode_cmd, nack(ranges + [[500, 500]]), "field 'ranges' has 65 ranges, over 64")
+
+
+def test_nack_seqs_span_the_32_bit_envelope_seq() -> None:
+    top = p.MAX_MEDIA_SEQ
+    assert p.decode_cmd(raw(nack([[0, 0], [top, top]]))).ranges == ((0, 0), (top, top))
+    refused(p.decode_cmd, nack([[top, top + 1]]), "field 'ranges'[0] must be [first, last] media seqs")
+    refused(p.decode_cmd, nack([[-1, 0]]), "field 'ranges'[0] must be [first, last] media seqs")
+    refused(p.decode_cmd, nack([[0, 1], [1, 2]]), "field 'ranges'[1] is not after the range before it")
+    assert p.decode_cmd(raw(nack([[0, 1], [2, 3]]))).ranges == ((0, 1), (2, 3))
+    refused(p.decode_cmd, nack([[5, 4]]), "field 'ranges'[0] has first 5 > last 4")
+    refused(p.decode_cmd, nack([]), "field 'ranges' must be a non-empty list, got list")
+    refused(p.decode_cmd, nack([[1, 2, 3]]), "field 'ranges'[0] must be [first, last] media seqs")
+
+
+def model_nack(ranges: list[list[int]]) -> bool:
+    """docs/protocol.md's rule for `ranges`, written independently of the decoder."""
+    if not 1 <= len(ranges) <= 64:
+        return False
+    previous_last = -1
+    for first, last in ranges:
+        if not (0 <= first <= last <= 2**32 - 1) or first <= previous_last:
+            return False
+        previous_last = last
+    return sum(last - first + 1 for first, last in ranges) <= 4096
+
+
+seq = st.integers(0, 6000) | st.sampled_from([2**32 - 2, 2**32 - 1, 2**32, -1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(seq, min_size=2, max_size=2).map(sorted), min_size=0, max_size=66)
+       | st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3000)), min_size=1, max_size=8)
+       .map(lambda steps: _ascending(steps)))
+def test_nack_accepts_exactly_what_the_documented_rule_allows(ranges) -> None:
+    try:
+        got = p.decode_cmd(raw(nack(ranges)))
+    except p.ProtocolError:
+        assert not model_nack(ranges), ranges
+    else:
+        assert model_nack(ranges), ranges
+        assert got.ranges == tuple(tuple(r) for r in ranges)
+
+
+def _ascending(steps: list[tuple[int, int]]) -> list[list[int]]:
+    out, at = [], 0
+    for gap, length in steps:
+        out.append([at + gap, at + gap + length])
+        at += gap + length + 1
+    return out
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def test_status_at_is_optional_and_carried_when_given() -> None:
+    d = {"v": 1, "type": "status", "device_id": DEVICE, "online": False, "state": "offline",
+         "firmware": "0.1.0"}
+    assert p.decode_status(raw(d)) == p.Status(DEVICE, False, "offline", "0.1.0", None)
+    assert p.decode_status(raw({**d, "at": None})).at is None
+    s = p.decode_status(raw({**d, "at": "2026-11-23T09:00:00.000Z", "online": True}))
+    assert s == p.Status(DEVICE, True, "offline", "0.1.0", "2026-11-23T09:00:00.000Z")
+    refused(p.decode_status, {**d, "at": "x" * 41}, "field 'at' is longer than 40 characters")
+    refused(p.decode_status, {**d, "state": "s" * 33}, "field 'state' is longer than 32 characters")
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_reporting_0_mb_free_is_a_valid_heartbeat() -> None:
+    assert p.decode_health(raw(health_dict(disk_free_mb=0))).disk_free_mb == 0.0
+    assert p.decode_health(raw(health_dict(disk_free_mb=None))).disk_free_mb is None
+    refused(p.decode_health, health_dict(disk_free_mb=-0.5),
+            "field 'disk_free_mb' = -0.5 is out of range 0..1000000000000.0")
+
+
+@pytest.mark.parametrize("field,lo,hi", [
+    ("uptime_s", 0, 1e12), ("temperature_c", -273.15, 1000), ("interval_s", None, 86400.0),
+])
+def test_heartbeat_numbers_are_inclusive_at_their_limits(field, lo, hi) -> None:
+    assert getattr(p.decode_health(raw(health_dict(**{field: hi}))), field) == hi
+    if lo is not None:
+        assert getattr(p.decode_health(raw(health_dict(**{field: lo}))), field) == lo
+        refused(p.decode_health, health_dict(**{field: lo - 0.5}),
+                f"field {field!r} = {lo - 0.5} is out of range {lo}..{hi}")
+    refused(p.decode_health, health_dict(**{field: hi + 0.5}),
+            f"field {field!r} = {hi + 0.5} is out of range {0 if lo is None else lo}..{hi}")
+
+
+def test_heartbeat_interval_must_be_above_zero_and_seq_starts_at_1() -> None:
+    assert p.decode_health(raw(health_dict(interval_s=0.001))).interval_s == 0.001
+    refused(p.decode_health, health_dict(interval_s=0), "field 'interval_s' must be > 0")
+    assert p.decode_health(raw(health_dict(seq=1))).seq == 1
+    refused(p.decode_health, health_dict(seq=0), "field 'seq' = 0 is out of range 1..9007199254740992")
+    assert p.decode_health(raw(health_dict(queue_depth=0))).queue_depth == 0
+
+
+def test_heartbeat_faults_limits() -> None:
+    names = tuple(f"f{i}" for i in range(32))
+    assert p.decode_health(raw(health_dict(faults=list(names)))).faults == names
+    refused(p.decode_health, health_dict(faults=[*names, "x"]),
+            "field 'faults' has 33 entries, over 32")
+    assert p.decode_health(raw(health_dict(faults=["x" * 64]))).faults == ("x" * 64,)
+    refused(p.decode_health, health_dict(faults=["x" * 65]),
+            "field 'faults'[0] must be a string of 1..64 characters")
+    refused(p.decode_health, health_dict(faults=["ok", ""]),
+            "field 'faults'[1] must be a string of 1..64 characters")
