@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate
 
 all: test
 
@@ -59,6 +59,12 @@ bench: deps
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps
 	$(BIN)/python -m tools.soak
+
+# Mutation testing of the pure modules against their own tests: a table of mutants / killed /
+# survived / score per module (tools/mutate.py; equivalents in tests/mutation-equivalents.txt).
+# Not part of `make test`.
+mutate: deps
+	$(BIN)/python -m tools.mutate
 
 lint: deps
 	$(BIN)/ruff check hal firmware simulator tools tests
