@@ -274,3 +274,104 @@ def test_heartbeat_faults_limits() -> None:
             "field 'faults'[0] must be a string of 1..64 characters")
     refused(p.decode_health, health_dict(faults=["ok", ""]),
             "field 'faults'[1] must be a string of 1..64 characters")
+
+
+# --- every refusal names its problem in one exact line ------------------------------------------
+
+
+def _alert(**kw) -> bytes:
+    return raw(alert_dict(**kw))
+
+
+EXACT = [
+    (p.decode_alert, b"x" * (p.MAX_JSON_BYTES + 1), "payload is 16385 bytes, over the 16384 limit"),
+    (p.decode_alert, b"[" * 16_000, "not valid JSON: nested too deeply"),
+    (p.decode_alert, b"[1, 2]", "payload must be a JSON object, got list"),
+    (p.decode_alert, b'{"type": "alert"}', "field 'v' (protocol version) missing or not an integer"),
+    (p.decode_alert, b'{"v": true}', "field 'v' (protocol version) missing or not an integer"),
+    (p.decode_alert, b'{"v": 2}', "unsupported protocol version 2 (this side speaks 1)"),
+    (p.decode_alert, b'{"v": 1, "type": "cmd"}', "field 'type' must be 'alert', got 'cmd'"),
+    (p.decode_alert, b'{"v": 1}', "field 'type' must be 'alert', got None"),
+    (p.decode_alert, _alert(site=[1]), "field 'site' must be an object, got list"),
+    (p.decode_alert, _alert(kind="drill"), "field 'kind' must be one of emergency, test, got 'drill'"),
+    (p.decode_alert, _alert(kind=None), "field 'kind' must be a string, got null"),
+    (p.decode_alert, _alert(seq=7.0), "field 'seq' must be an integer, got float"),
+    (p.decode_alert, _alert(seq=True), "field 'seq' must be an integer, got bool"),
+    (p.decode_alert, _alert(pressed_mono="1"), "field 'pressed_mono' must be a finite number, got str"),
+    (p.decode_alert, _alert(pressed_mono=True), "field 'pressed_mono' must be a finite number, got bool"),
+    (p.decode_alert, _alert(pressed_mono=10**301), "field 'pressed_mono' must be a finite number, got int"),
+    (p.decode_alert, _alert(escalated=1), "field 'escalated' must be true or false, got int"),
+    (p.decode_alert, _alert(alert_id="x"), "field 'alert_id' is not a UUID: 'x'"),
+    (p.decode_alert, _alert(device_id="PB-X"), "field 'device_id' is not a valid device id: 'PB-X'"),
+    (p.decode_alert, _alert(device_id=5), "field 'device_id' must be a string, got int"),
+    (p.decode_cmd, raw(cmd_dict(cmd="explode")),
+     "unknown cmd 'explode' (expected one of ack, dispatched, end, selftest, extend, receipt, "
+     "nack, evidence_complete)"),
+    (p.decode_cmd, raw(cmd_dict(cmd="c" * 25)), "field 'cmd' is longer than 24 characters"),
+    (p.decode_cmd, raw(cmd_dict(cmd="nack", ranges="0-9")),
+     "field 'ranges' must be a non-empty list, got str"),
+    (p.decode_cmd, raw(cmd_dict(cmd="nack", ranges=[[True, 1]])),
+     "field 'ranges'[0] must be [first, last] media seqs"),
+    (p.decode_cmd, raw(cmd_dict(cmd="nack", ranges=[[0, 1.0]])),
+     "field 'ranges'[0] must be [first, last] media seqs"),
+    (p.decode_cmd, raw(cmd_dict(cmd="nack", ranges=[0, 1])),
+     "field 'ranges'[0] must be [first, last] media seqs"),
+    (p.decode_event, raw({"v": 1, "type": "event", "device_id": DEVICE, "kind": "k", "at": "t",
+                          "detail": []}), "field 'detail' must be an object, got list"),
+    (p.decode_health, raw(health_dict(faults="camera")), "field 'faults' must be a list, got str"),
+    (p.decode_health, raw(health_dict(selftest_ok=1)),
+     "field 'selftest_ok' must be true, false or null, got int"),
+    (p.decode_health, raw(health_dict(at="yesterday")),
+     "field 'at' is not an ISO 8601 timestamp: 'yesterday'"),
+    (p.decode_health, raw(health_dict(online_since="soon")),
+     "field 'online_since' is not an ISO 8601 timestamp: 'soon'"),
+    (p.decode_health, raw(health_dict(last_selftest="x" * 41)),
+     "field 'last_selftest' is longer than 40 characters"),
+]
+
+
+@pytest.mark.parametrize("decode,payload,reason", EXACT)
+def test_each_refusal_is_one_exact_line(decode, payload, reason) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        decode(payload)
+    assert str(info.value) == reason
+
+
+def test_a_payload_of_exactly_16_kib_is_read() -> None:
+    d = alert_dict()
+    base = len(raw(d))
+    d["pad"] = "x" * (p.MAX_JSON_BYTES - base - len(', "pad": ""'))
+    payload = raw(d)
+    assert len(payload) == p.MAX_JSON_BYTES
+    assert p.decode_alert(payload) == make_alert()
+    assert p.decode_alert(payload.decode()) == make_alert(), "str payloads are taken as UTF-8"
+
+
+def test_a_payload_must_come_from_the_device_of_its_topic() -> None:
+    refused(p.decode_alert, alert_dict(), f"device id {DEVICE!r} in payload does not match topic "
+            "device 'pb-other'", topic_device="pb-other")
+
+
+def test_invalid_json_says_where() -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_status(b"{nope")
+    assert str(info.value).startswith("not valid JSON: Expecting property name")
+
+
+def test_topics_are_built_and_parsed_exactly() -> None:
+    assert p.topic(DEVICE, "alert") == f"pinkbutton/v1/dev/{DEVICE}/alert"
+    assert p.media_topic(DEVICE, ALERT_ID) == f"pinkbutton/v1/dev/{DEVICE}/media/{ALERT_ID}"
+    assert p.parse_topic(f"pinkbutton/v1/dev/{DEVICE}/media/{ALERT_ID}").rest == ALERT_ID
+    assert p.parse_topic(f"pinkbutton/v1/dev/{DEVICE}/cmd").rest == ""
+    for name, reason in [
+        ("x/alert", "topic 'x/alert' is not under pinkbutton/v1/dev/"),
+        ("pinkbutton/v1/dev/A/alert", "topic 'pinkbutton/v1/dev/A/alert' has no valid device id"),
+        ("pinkbutton/v1/dev/pb-1", "topic 'pinkbutton/v1/dev/pb-1' has no valid device id"),
+        (f"pinkbutton/v1/dev/{DEVICE}/media",
+         f"topic 'pinkbutton/v1/dev/{DEVICE}/media' is not a protocol v1 topic"),
+        (f"pinkbutton/v1/dev/{DEVICE}/alert/x",
+         f"topic 'pinkbutton/v1/dev/{DEVICE}/alert/x' is not a protocol v1 topic"),
+    ]:
+        with pytest.raises(p.ProtocolError) as info:
+            p.parse_topic(name)
+        assert str(info.value) == reason
