@@ -375,3 +375,68 @@ def test_topics_are_built_and_parsed_exactly() -> None:
         with pytest.raises(p.ProtocolError) as info:
             p.parse_topic(name)
         assert str(info.value) == reason
+
+
+# --- more limits at their edges ---------------------------------------------------------------
+
+
+def test_a_huge_number_is_out_of_range_and_only_a_non_float_one_is_not_a_number() -> None:
+    refused(p.decode_alert, alert_dict(pressed_mono=1e300),
+            "field 'pressed_mono' = 1e+300 is out of range 0..1000000000000.0")
+    refused(p.decode_alert, alert_dict(pressed_mono=10**300),
+            f"field 'pressed_mono' = {10**300} is out of range 0..1000000000000.0")
+
+
+def test_a_uuid_is_at_most_36_characters_even_in_a_form_python_would_parse() -> None:
+    refused(p.decode_alert, alert_dict(alert_id="{" + ALERT_ID),
+            "field 'alert_id' is longer than 36 characters")
+    refused(p.decode_alert, alert_dict(alert_id="urn:uuid:" + ALERT_ID),
+            "field 'alert_id' is longer than 36 characters")
+
+
+def test_a_device_id_is_at_most_63_characters() -> None:
+    longest = "pb" + "x" * 61
+    assert p.decode_alert(raw(alert_dict(device_id=longest))).device_id == longest
+    refused(p.decode_alert, alert_dict(device_id=longest + "x"),
+            "field 'device_id' is longer than 63 characters")
+
+
+def test_a_signature_with_a_character_outside_base64_does_not_verify() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    body = json.loads(p.encode_alert(make_alert(), key))
+    assert p.verify_alert(raw(body), key.public_key())
+    body["signature"] = body["signature"][:8] + "!" + body["signature"][8:]
+    assert not p.verify_alert(raw(body), key.public_key())
+
+
+def test_a_nack_survives_encoding_and_other_cmds_carry_no_ranges() -> None:
+    c = p.Cmd("nack", CMD_ID, "t", ALERT_ID, ranges=((1, 5), (9, 9)))
+    assert json.loads(p.encode_cmd(c))["ranges"] == [[1, 5], [9, 9]]
+    assert p.decode_cmd(p.encode_cmd(c)) == c
+    assert "ranges" not in json.loads(p.encode_cmd(p.Cmd("ack", CMD_ID, "t", ALERT_ID)))
+
+
+@pytest.mark.parametrize("decode,make,field,limit", [
+    (p.decode_cmd, cmd_dict, "sent_at", 40),
+    (p.decode_status, lambda **kw: {"v": 1, "type": "status", "device_id": DEVICE,
+                                    "online": True, "state": "idle", "firmware": "f", **kw},
+     "firmware", 32),
+    (p.decode_event, lambda **kw: {"v": 1, "type": "event", "device_id": DEVICE, "kind": "k",
+                                   "at": "t", **kw}, "kind", 64),
+    (p.decode_event, lambda **kw: {"v": 1, "type": "event", "device_id": DEVICE, "kind": "k",
+                                   "at": "t", **kw}, "at", 40),
+    (p.decode_health, health_dict, "firmware", 32),
+])
+def test_strings_are_taken_up_to_their_limit(decode, make, field, limit) -> None:
+    assert getattr(decode(raw(make(**{field: "x" * limit}))), field) == "x" * limit
+    refused(decode, make(**{field: "x" * (limit + 1)}),
+            f"field {field!r} is longer than {limit} characters")
+
+
+def test_an_event_without_detail_has_an_empty_one() -> None:
+    e = p.decode_event(raw({"v": 1, "type": "event", "device_id": DEVICE, "kind": "k", "at": "t"}))
+    assert e == p.DeviceEvent(DEVICE, "k", "t", {})
+
+
+def test_a_one_character_fault_name_is_valid() -> None:
+    assert p.decode_health(raw(health_dict(faults=["x"]))).faults == ("x",)
