@@ -46,11 +46,14 @@ $(STAMP): pyproject.toml
 demo: deps
 	$(BIN)/python -m tools.demo
 
+# Tests mostly wait (broker round trips, timers, media in real time), so 4 workers beat 2 cores.
+TEST_WORKERS ?= 4
+
 test: deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: deps
-	$(BIN)/python -m pytest -q -m "not broker"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not broker"
 
 bench: deps
 	$(BIN)/python -m tools.bench
@@ -66,8 +69,10 @@ soak: deps
 mutate: deps
 	$(BIN)/python -m tools.mutate
 
+# ruff, then pyright (configured in pyproject.toml: hal firmware simulator tools); any error fails.
 lint: deps
 	$(BIN)/ruff check hal firmware simulator tools tests
+	$(BIN)/pyright
 
 clean:
 	rm -rf .demo .pytest_cache .ruff_cache .hypothesis

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,12 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from firmware import machine as m
 from firmware import protocol as p
 from firmware import transport as t
+from firmware.alertid import AlertIds
 from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.config import Config
 from firmware.connectlog import ConnectFailureLog
 from firmware.health import HealthReporter
-from firmware.outbox import Outbox, OutboxError
+from firmware.outbox import BOOT_ID, Outbox, OutboxError
 from firmware.sdnotify import SdNotifier
 from firmware.streaming import MediaService
 from firmware.version import FIRMWARE_VERSION
@@ -35,6 +35,9 @@ from firmware.watchdog import StageWatchdog
 from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern
 
 log = logging.getLogger("pinkbutton.kiosk")
+# An alert PUBACKed with "No matching subscribers" is announced again after this long (the
+# room is reconnecting), then every retry_s as usual while no receipt comes.
+NO_LISTENER_RETRY_S = 0.5
 
 Listener = Callable[[str, dict], None]
 
@@ -97,6 +100,8 @@ class Kiosk:
             log.error("%s", outbox_fault)
             self._inbox.put(m.FaultRaised("outbox_damaged", outbox_fault))
         self.state = m.initial_state(settings_from(config), next_seq=self.outbox.next_seq())
+        self._started_mono = self.clock.monotonic()
+        self._ids = AlertIds.open(config.device.state_dir, BOOT_ID)
         # Alerts the control room has not confirmed (mirror of the outbox's pending rows).
         self._unconfirmed: dict[str, m.AlertDraft] = {}
         self._redeliver_at: float | None = None
@@ -212,6 +217,7 @@ class Kiosk:
                         "%.0f s ago", len(pending), oldest)
             self._notify("replay", {"count": len(pending), "oldest_age_s": round(oldest, 1)})
             self._redeliver_at = now
+            self.transport.hurry(True)
         newest = self._unconfirmed[pending[-1][0].alert_id] if pending else None
         if open_incident is not None and (newest is None or open_incident[0].seq > newest.seq):
             newest = self._on_this_clock(*open_incident)
@@ -259,6 +265,8 @@ class Kiosk:
             # Re-announcing it every retry_s while the disk is full would be worse.
             log.error("%s", e)
         del self._unconfirmed[alert_id]
+        if not self._unconfirmed:
+            self.transport.hurry(False)
         self._notify("receipt", {"alert_id": alert_id})
 
     def _handle(self, item) -> None:
@@ -312,7 +320,7 @@ class Kiosk:
         # Wall time of the contact itself, not of the debounce confirmation.
         wall = self.clock.wall() - max(0.0, now - at)
         self._notify("pressed", {"at": at, "confirmed_after_ms": round((now - at) * 1000, 1)})
-        ev = m.Pressed(str(uuid.uuid4()), wall, kind or self.config.alert.kind)
+        ev = m.Pressed(self._ids.new(at), wall, kind or self.config.alert.kind)
         self._dispatch(ev, now=at)
 
     def _on_publish_result(self, r: t.PublishResult) -> None:
@@ -324,9 +332,18 @@ class Kiosk:
         if not r.ok:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
             self._notify("publish_denied", {"topic": pending.topic, "reason": r.reason})
-        if pending.what == "alert":
+        # Only our own alerts (from _publish_alert) carry an id; nothing else is an alert result.
+        if pending.what == "alert" and pending.alert_id is not None:
             if r.ok:
                 self._mark_delivered(pending.alert_id)
+            if r.no_subscribers:
+                # No control room was subscribed (it is reconnecting, e.g. after a broker
+                # restart): that copy reached nobody. Announce again soon, not after retry_s.
+                log.warning("alert %s reached the broker but no control room is subscribed; "
+                            "re-announcing in %.1f s", pending.alert_id, NO_LISTENER_RETRY_S)
+                soon = self.clock.monotonic() + NO_LISTENER_RETRY_S
+                if self._redeliver_at is None or soon < self._redeliver_at:
+                    self._redeliver_at = soon
             self._dispatch(m.AlertPublished(pending.alert_id, r.ok, r.reason))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -339,6 +356,8 @@ class Kiosk:
             log.warning("rejected cmd: %s", e)
             self._notify("cmd_rejected", {"reason": str(e)})
             return
+        if cmd.cmd in ("receipt", "ack", "dispatched"):
+            self._adopt_if_lost(cmd.alert_id)
         if cmd.cmd == "receipt":  # the room has stored it: it may leave the outbox
             self._confirmed(cmd.alert_id)
             return
@@ -352,13 +371,52 @@ class Kiosk:
             self._confirmed(cmd.alert_id)  # the room only acts on what it has stored
         self._dispatch(m.Command(cmd.cmd, cmd.alert_id, cmd.extend_s, cmd.operator))
 
+    def _adopt_if_lost(self, alert_id: str | None) -> None:
+        """The room has an alert this kiosk published but never committed (the commit failed,
+        then the process restarted): if the id is this kiosk's own from this boot (see
+        firmware/alertid.py), pressed before this process started and less than stream_s
+        ago, commit it now and resume its incident, as a replay from the outbox would."""
+        if alert_id is None or alert_id in self._unconfirmed:
+            return
+        incident = self.state.incident
+        if incident is not None and incident.draft.alert_id == alert_id:
+            return
+        pressed = self._ids.pressed_mono(alert_id)
+        now = self.clock.monotonic()
+        if pressed is None or not (now - self.state.settings.stream_s < pressed
+                                   < self._started_mono):
+            return
+        try:
+            if self.outbox.knows(alert_id):
+                return
+        except Exception as e:  # noqa: BLE001 - a damaged outbox must not stop the kiosk
+            log.error("cannot read the outbox: %s", e)
+        wall = self.clock.wall()
+        draft = m.AlertDraft(
+            alert_id=alert_id, seq=self.state.next_seq, kind=self.config.alert.kind,
+            pressed_wall=wall - (now - pressed), pressed_mono=pressed, presses=1, announce=1,
+            escalated=False, follows=None,
+        )
+        log.warning("alert %s is at the control room but not in the outbox (published, then "
+                    "the kiosk restarted before it was committed): taking its incident back",
+                    alert_id)
+        try:
+            self.outbox.put(draft, wall)
+        except OutboxError as e:
+            log.error("%s", e)
+        self._unconfirmed[alert_id] = draft
+        self._notify("adopted", {"alert_id": alert_id, "age_s": round(now - pressed, 3)})
+        self._dispatch(m.Resume(draft))
+
     def _dispatch(self, event: m.Event, now: float | None = None) -> None:
         before = self.state.mode
         self.state, actions = m.step(self.state, event, self.clock.monotonic() if now is None else now)
         if self.state.mode != before:
             log.info("state %s -> %s", before, self.state.mode)
             self._notify("mode", {"from": str(before), "to": str(self.state.mode)})
-        for action in _network_first(actions):
+        # In the machine's order: PersistAlert (the fsync) comes before PublishAlert, so the
+        # room never has an alert that a crash could take out of the outbox.
+        for action in actions:
             self._execute(action)
 
     def _execute(self, a) -> None:
@@ -368,6 +426,7 @@ class Kiosk:
                 self._notify("indicator", {"pattern": str(pat)})
             case m.PersistAlert(draft=d):
                 self._unconfirmed[d.alert_id] = d
+                self.transport.hurry(True)  # offline: reconnect now, not after the backoff
                 if self._redeliver_at is None:
                     self._redeliver_at = self.clock.monotonic() + self.state.settings.retry_s
                 try:
@@ -434,7 +493,7 @@ class Kiosk:
             return
         self._pending[mid] = _Pending(what, topic, alert_id)
 
-    def _mark_delivered(self, alert_id: str | None) -> None:
+    def _mark_delivered(self, alert_id: str) -> None:
         try:
             self.outbox.mark_delivered(alert_id)
         except OutboxError as e:
@@ -550,6 +609,7 @@ class Kiosk:
                                          "restarting it")
 
     def _restart_encoder(self) -> None:
+        assert self.media is not None  # registered with the watchdog only when there is media
         pipeline = self.media.pipeline
 
         def restart() -> None:
@@ -618,20 +678,6 @@ def open_media_devices(backend, clock: Clock, config: Config):
     for name, why in faults:
         log.error("%s: %s (alerts still work)", name, why)
     return camera, microphone, faults
-
-
-def _network_first(actions) -> list:
-    """Start alert publishes before the durable write, so network and fsync overlap.
-
-    The machine orders PersistAlert before SetIndicator(SENDING) and that order is
-    kept: the light that promises "sending" still waits for the fsync. Only the
-    network write moves ahead of it (publishing need not wait for the disk; if we
-    crash in between, the outbox never had it and the light never said "sending").
-    """
-    publishes = [a for a in actions if isinstance(a, m.PublishAlert)]
-    if not publishes or not any(isinstance(a, m.PersistAlert) for a in actions):
-        return list(actions)
-    return publishes + [a for a in actions if not isinstance(a, m.PublishAlert)]
 
 
 def run_kiosk(config: Config, hal_override: str | None = None) -> int:

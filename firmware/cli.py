@@ -12,8 +12,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser
-from firmware.config import ConfigError, load_config, verify_certificates
+from firmware.cliargs import OneLineParser, add_version
+from firmware.config import ConfigError, check_state_dir, load_config, verify_certificates
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -22,17 +22,9 @@ EXIT_BAD_CONFIG = 2
 log = logging.getLogger("pinkbutton")
 
 
-def _version() -> str:
-    try:
-        from firmware.version import FIRMWARE_VERSION
-    except ImportError:
-        return "unknown"
-    return FIRMWARE_VERSION
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pinkbutton", description="Pink Button kiosk firmware.")
-    parser.add_argument("--version", action="version", version=f"pinkbutton {_version()}")
+    add_version(parser)
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
@@ -40,10 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config", help="validate a config file and its certificates, then exit"
     )
-    check.add_argument("file", metavar="FILE", type=Path)
+    check.add_argument("file", metavar="FILE", type=Path, help="the kiosk TOML config to check")
 
     run = commands.add_parser("run", help="run the kiosk")
-    run.add_argument("--config", required=True, metavar="FILE", type=Path)
+    run.add_argument("--config", required=True, metavar="FILE", type=Path,
+                     help="the kiosk TOML config (see examples/kiosk.toml)")
     run.add_argument(
         "--hal",
         choices=("fake", "pi"),
@@ -56,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check_config(file: Path) -> int:
     now = datetime.now(UTC)
     config = load_config(file, check_certificates=False)
+    check_state_dir(config)
     status = verify_certificates(config, now=now)
     print(
         f"{file}: ok — device {config.device.id} at {config.device.site_name}, "

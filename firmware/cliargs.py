@@ -15,6 +15,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
 
 
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """`--version` on a command's top-level parser: '<prog> <installed version>'."""
+    from firmware.version import FIRMWARE_VERSION
+
+    parser.add_argument("--version", action="version", version=f"{parser.prog} {FIRMWARE_VERSION}",
+                        help="print the version and exit")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

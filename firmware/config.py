@@ -26,6 +26,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from firmware import protocol
+
 __all__ = [
     "AlertConfig",
     "BrokerConfig",
@@ -150,7 +152,7 @@ class CertificateStatus:
 # Field rules. Each rule turns a raw TOML value into the typed value or returns a problem string.
 
 _REQUIRED = object()
-_DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+_DEVICE_ID = protocol.DEVICE_ID_RE  # what the codecs accept, one definition
 # The control room's own client identity; a device with this id could publish as the room.
 _RESERVED_IDS = frozenset({"controlroom"})
 _MAX_GPIO = 27  # BCM numbering on the 40-pin header
@@ -260,6 +262,19 @@ def _positive_number(value: object) -> float:
     return number
 
 
+def _protocol_text(limit: int) -> Callable[[object], str]:
+    """A string the kiosk sends in its alerts: at most `limit` characters, the protocol's
+    limit (firmware/protocol.py), so the room can never refuse what this config makes."""
+
+    def rule(value: object) -> str:
+        text = _expect_str(value)
+        if len(text) > limit:
+            raise _Problem(f"{len(text)} characters, over the protocol's limit of {limit}")
+        return text
+
+    return rule
+
+
 def _one_of(*choices: str) -> Callable[[object], str]:
     def rule(value: object) -> str:
         text = _expect_str(value)
@@ -330,10 +345,10 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
         DeviceConfig,
         {
             "id": _Field(_device_id),
-            "site_id": _Field(_expect_str),
-            "site_name": _Field(_expect_str),
-            "lat": _Field(_number_in(-90, 90)),
-            "lon": _Field(_number_in(-180, 180)),
+            "site_id": _Field(_protocol_text(protocol.MAX_SITE_ID)),
+            "site_name": _Field(_protocol_text(protocol.MAX_SITE_NAME)),
+            "lat": _Field(_number_in(*protocol.LAT_RANGE)),
+            "lon": _Field(_number_in(*protocol.LON_RANGE)),
             "state_dir": _Field(_path, is_path=True),
         },
     ),
@@ -372,7 +387,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "stream_s": _Field(_positive_number, 120.0),
             "cooldown_s": _Field(_positive_number, 10.0),
             "retry_s": _Field(_positive_number, 5.0),
-            "kind": _Field(_one_of("emergency", "test"), "emergency"),
+            "kind": _Field(_one_of(*protocol.ALERT_KINDS), "emergency"),
         },
     ),
     "media": (
@@ -550,12 +565,8 @@ def verify_certificates(config: Config, *, now: datetime | None = None) -> Certi
     if _spki(key.public_key()) != _spki(cert.public_key()):
         raise ConfigError(f"{where} key: {broker.key} does not match certificate {broker.cert}")
     # Checked once the file is known to be the right key, so a wrong file says that first.
-    mode = broker.key.stat().st_mode
-    if mode & 0o007:  # group access is allowed: root:pinkbutton 0640 is a sound setup
-        raise ConfigError(
-            f"{where} key: {broker.key} is accessible to every user on this machine "
-            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {broker.key}"
-        )
+    if (problem := key_exposed(broker.key)) is not None:
+        raise ConfigError(f"{where} key: {problem}")
 
     issuers = [ca for ca in cas if ca.subject == cert.issuer]
     if not issuers:
@@ -589,6 +600,34 @@ def verify_certificates(config: Config, *, now: datetime | None = None) -> Certi
     )
 
 
+def key_exposed(key: Path) -> str | None:
+    """Why a private key file must be refused (every local user can access it), or None.
+
+    Group access is allowed: root:pinkbutton 0640 is a sound setup. Shared by the kiosk
+    (`broker.key`) and the control room (`--key`)."""
+    mode = key.stat().st_mode
+    if mode & 0o007:
+        return (f"{key} is accessible to every user on this machine "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {key}")
+    return None
+
+
+def check_state_dir(config: Config) -> None:
+    """`device.state_dir` must be a directory, or not exist yet (the kiosk makes it): a file
+    there would leave the outbox in memory only. Raises ConfigError naming the key."""
+    directory = config.device.state_dir
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigError(
+            f"{config.path}: [device] state_dir: cannot use {directory}: {_os_reason(e)}"
+        ) from None
+    if not stat.S_ISDIR(mode):
+        raise ConfigError(f"{config.path}: [device] state_dir: {directory} is not a directory")
+
+
 def _read(path: Path, where: str) -> bytes:
     try:
         # stat first: opening a FIFO (or reading /dev/zero) would hang the boot instead of failing.
@@ -611,7 +650,7 @@ def _os_reason(e: OSError) -> str:
         errno.EISDIR: "is a directory",
         errno.ENOTDIR: "a parent is not a directory",
     }
-    return reasons.get(e.errno, (e.strerror or str(e)).lower())
+    return reasons.get(e.errno or 0, (e.strerror or str(e)).lower())
 
 
 def _spki(public_key: Any) -> bytes:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any, TypeGuard
 
 from hal.base import Pattern
 
@@ -50,7 +51,7 @@ class TransitionTableError(ValueError):
     """The transition table is inconsistent (checked at import, and by tests on bad tables)."""
 
 
-def _is_seconds(value: object) -> bool:
+def _is_seconds(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -269,7 +270,8 @@ class PublishEvent:
     """
 
     kind: str
-    detail: tuple[tuple[str, Scalar], ...] = ()
+    # What the constructor takes; always the sorted tuple once built (__post_init__).
+    detail: tuple[tuple[str, Scalar], ...] | Mapping[str, Scalar] = ()
 
     def __post_init__(self) -> None:
         pairs = list(self.detail.items() if isinstance(self.detail, Mapping) else self.detail)
@@ -535,6 +537,7 @@ def _on_resume(state: State, event: Resume, now: float) -> Result:
 
 def _press_again(state: State, now: float) -> Result:
     incident = state.incident
+    assert incident is not None  # _on_pressed comes here only during an incident
     draft = replace(incident.draft, presses=incident.draft.presses + 1)
     stream_deadline = max(incident.stream_deadline, now + state.settings.stream_s)
     incident = replace(incident, draft=draft, stream_deadline=stream_deadline)
@@ -550,6 +553,7 @@ def _on_connected(state: State, event: Connected, now: float) -> Result:
     state = replace(state, online=True)
     actions: list[Action] = [PublishStatus(state.mode)]
     if state.mode is Mode.ALERTING:
+        assert state.incident is not None  # ALERTING always has an incident
         actions.append(PublishAlert(state.incident.draft))
         incident = replace(state.incident, retry_at=now + state.settings.retry_s)
         state = replace(state, incident=incident)
@@ -622,13 +626,16 @@ def _by(event: Command) -> str:
 
 
 def _cmd_ack(state: State, event: Command, now: float) -> Result:
+    assert state.incident is not None  # _on_command checked there is an incident
     if state.incident.acked:
         return state, [Log("debug", f"alert {state.incident.draft.alert_id} already acknowledged")]
     return _acknowledge(state, event)
 
 
 def _cmd_dispatched(state: State, event: Command, now: float) -> Result:
+    assert state.incident is not None  # _on_command checked there is an incident
     state = replace(state, incident=replace(state.incident, dispatched=True))
+    assert state.incident is not None
     if not state.incident.acked:
         return _acknowledge(state, event)
     return state, [
@@ -638,6 +645,7 @@ def _cmd_dispatched(state: State, event: Command, now: float) -> Result:
 
 def _acknowledge(state: State, event: Command) -> Result:
     # The room can only acknowledge what it received, so the alert counts as delivered.
+    assert state.incident is not None  # _on_command checked there is an incident
     incident = replace(state.incident, acked=True, delivered=True, retry_at=None)
     state = replace(state, mode=Mode.ACKNOWLEDGED, incident=incident)
     return state, [
@@ -652,6 +660,7 @@ def _cmd_extend(state: State, event: Command, now: float) -> Result:
     if not (_is_seconds(extend_s) and extend_s > 0):
         return state, [Log("warning", f"extend ignored: extend_s must be > 0, not {extend_s!r}")]
     added = min(extend_s, state.settings.max_extend_s)
+    assert state.incident is not None  # _on_command checked there is an incident
     incident = replace(state.incident, stream_deadline=state.incident.stream_deadline + added)
     message = f"stream for alert {incident.draft.alert_id} extended by {added:g} s{_by(event)}"
     return replace(state, incident=incident), [Log("info", message)]
@@ -670,6 +679,7 @@ _INCIDENT_COMMANDS: dict[str, Callable[[State, Command, float], Result]] = {
 
 
 def _end_incident(state: State, now: float, why: str) -> Result:
+    assert state.incident is not None  # called only during an incident
     alert_id = state.incident.draft.alert_id
     state = replace(
         state,
@@ -710,6 +720,7 @@ def _on_fault_cleared(state: State, event: FaultCleared, now: float) -> Result:
 
 def _on_tick(state: State, event: Tick, now: float) -> Result:
     if state.mode is Mode.COOLDOWN:
+        assert state.cooldown_until is not None  # State checks COOLDOWN has it
         if now >= state.cooldown_until:
             return _enter_rest_mode(state)
         return state, []
@@ -720,15 +731,18 @@ def _on_tick(state: State, event: Tick, now: float) -> Result:
 
 def _tick_incident(state: State, now: float) -> Result:
     incident = state.incident
+    assert incident is not None  # _on_tick checked; _escalate and _retry keep it
     if incident.acked and now >= incident.stream_deadline:
         return _end_incident(state, now, "ended: stream time is up")
     actions: list[Action] = []
     if not incident.acked and now >= incident.ack_deadline:
         state, actions = _escalate(state, now)
+    assert state.incident is not None
     retry_at = state.incident.retry_at
     if state.mode is Mode.ALERTING and retry_at is not None and now >= retry_at:
         state, more = _retry(state, now)
         actions += more
+        assert state.incident is not None
     if now >= state.incident.stream_deadline:
         # Not acknowledged (acked ended above): an unacknowledged alert is never silently ended.
         incident = replace(state.incident, stream_deadline=now + state.settings.stream_s)
@@ -739,6 +753,7 @@ def _tick_incident(state: State, now: float) -> Result:
 
 def _escalate(state: State, now: float) -> Result:
     settings, incident = state.settings, state.incident
+    assert incident is not None  # called only during an incident
     draft = replace(incident.draft, announce=incident.draft.announce + 1, escalated=True)
     incident = replace(incident, draft=draft, ack_deadline=now + settings.ack_timeout_s)
     actions: list[Action] = []
@@ -753,13 +768,15 @@ def _escalate(state: State, now: float) -> Result:
 
 
 def _retry(state: State, now: float) -> Result:
+    assert state.incident is not None  # called only during an incident
     incident = replace(state.incident, retry_at=now + state.settings.retry_s)
     if not state.online:  # Connected will publish it
         return replace(state, incident=incident), []
     return replace(state, incident=incident), [PublishAlert(incident.draft)]
 
 
-_HANDLERS: dict[type, Callable[[State, object, float], Result]] = {
+# Each handler takes its own event type (the key), so the value type cannot name it: Any.
+_HANDLERS: dict[type, Callable[[State, Any, float], Result]] = {
     Boot: _on_boot,
     SelftestDone: _on_selftest_done,
     Pressed: _on_pressed,

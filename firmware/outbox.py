@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from firmware.durable import private_dir, private_sqlite
 from firmware.machine import AlertDraft
 
 SCHEMA = """
@@ -56,8 +57,9 @@ class Outbox:
         self.path = Path(path)
         memory = str(path) == ":memory:"
         try:
-            if not memory:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not memory:  # incident data: state_dir 0700, database files 0600
+                private_dir(self.path.parent)
+                private_sqlite(self.path)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -132,6 +134,11 @@ class Outbox:
             self._db.execute("UPDATE alerts SET ended=1 WHERE alert_id=?", (alert_id,))
         except sqlite3.Error as e:
             raise OutboxError(f"cannot update outbox {self.path}: {e}") from None
+
+    def knows(self, alert_id: str) -> bool:
+        """Whether this alert was ever committed here (pending, received or ended)."""
+        row = self._db.execute("SELECT 1 FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
+        return row is not None
 
     def open_incident(self) -> tuple[AlertDraft, bool] | None:
         """The newest alert, if the control room has it but its incident was never ended

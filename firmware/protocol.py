@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -23,12 +23,29 @@ from cryptography.hazmat.primitives.asymmetric import ec
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "pinkbutton/v1/dev"
 MAX_JSON_BYTES = 16 * 1024
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# \Z, not $: "$" also matches before a trailing newline, and a device id is printed.
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
 ALERT_KINDS = ("emergency", "test")
 CMD_KINDS = (
     "ack", "dispatched", "end", "selftest", "extend", "receipt", "nack", "evidence_complete",
 )
 MAX_EXTEND_S = 3600.0
+
+# The protocol's text limits, in characters (code points, as len() counts them). The codecs
+# check against these and firmware/config.py refuses a config value over them, so a kiosk
+# can never announce what the room would refuse.
+MAX_SITE_ID = 64
+MAX_SITE_NAME = 256
+MAX_KIND = 256  # alert kind, before it is checked against ALERT_KINDS
+MAX_FIRMWARE = 32
+MAX_TIMESTAMP = 40
+MAX_SIGNATURE = 200
+MAX_OPERATOR = 64
+MAX_STATE = 32
+MAX_EVENT_KIND = 64
+MAX_CMD_NAME = 24
+LAT_RANGE = (-90.0, 90.0)
+LON_RANGE = (-180.0, 180.0)
 
 
 class ProtocolError(ValueError):
@@ -94,6 +111,11 @@ def _load(payload: bytes | str, expected_type: str) -> dict[str, Any]:
     return obj
 
 
+# The overloads say what the checks guarantee: a field that is not optional is never None.
+@overload
+def _str(obj: Mapping, key: str, *, optional: Literal[False] = False, max_len: int = 256) -> str: ...
+@overload
+def _str(obj: Mapping, key: str, *, optional: bool, max_len: int = 256) -> str | None: ...
 def _str(obj: Mapping, key: str, *, optional: bool = False, max_len: int = 256) -> str | None:
     val = obj.get(key)
     if val is None and optional:
@@ -102,7 +124,12 @@ def _str(obj: Mapping, key: str, *, optional: bool = False, max_len: int = 256) 
         raise ProtocolError(f"field {key!r} must be a string, got {_tname(val)}")
     if len(val) > max_len:
         raise ProtocolError(f"field {key!r} is longer than {max_len} characters")
+    if _SURROGATE.search(val):  # only a crafted \ud800 escape makes one; no UTF-8 can hold it
+        raise ProtocolError(f"field {key!r} contains a lone surrogate, which is not text")
     return val
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _int(obj: Mapping, key: str, *, lo: int = 0, hi: int = 2**53) -> int:
@@ -114,12 +141,17 @@ def _int(obj: Mapping, key: str, *, lo: int = 0, hi: int = 2**53) -> int:
     return val
 
 
+@overload
+def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: Literal[False] = False) -> float: ...
+@overload
+def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: bool) -> float | None: ...
 def _num(obj: Mapping, key: str, *, lo: float, hi: float, optional: bool = False) -> float | None:
     val = obj.get(key)
     if val is None and optional:
         return None
     # abs() first: math.isfinite() raises OverflowError on an int too large for a float.
-    if type(val) not in (int, float) or abs(val) > 1e300 or not math.isfinite(val):
+    # (the isinstance() adds nothing at run time; it tells the type checker what type() found)
+    if type(val) not in (int, float) or not isinstance(val, int | float) or abs(val) > 1e300 or not math.isfinite(val):
         raise ProtocolError(f"field {key!r} must be a finite number, got {_tname(val)}")
     if not lo <= val <= hi:
         raise ProtocolError(f"field {key!r} = {val} is out of range {lo}..{hi}")
@@ -133,6 +165,10 @@ def _bool(obj: Mapping, key: str) -> bool:
     return val
 
 
+@overload
+def _uuid(obj: Mapping, key: str, *, optional: Literal[False] = False) -> str: ...
+@overload
+def _uuid(obj: Mapping, key: str, *, optional: bool) -> str | None: ...
 def _uuid(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
     val = _str(obj, key, optional=optional, max_len=36)
     if val is None:
@@ -216,7 +252,7 @@ def decode_alert(payload: bytes | str, *, topic_device: str | None = None) -> Al
     site = o.get("site")
     if not isinstance(site, dict):
         raise ProtocolError(f"field 'site' must be an object, got {_tname(site)}")
-    kind = _str(o, "kind")
+    kind = _str(o, "kind", max_len=MAX_KIND)
     if kind not in ALERT_KINDS:
         raise ProtocolError(f"field 'kind' must be one of {', '.join(ALERT_KINDS)}, got {kind!r}")
     alert = Alert(
@@ -224,24 +260,159 @@ def decode_alert(payload: bytes | str, *, topic_device: str | None = None) -> Al
         alert_id=_uuid(o, "alert_id"),
         seq=_int(o, "seq", lo=1),
         kind=kind,
-        pressed_at=_str(o, "pressed_at", max_len=40),
+        pressed_at=_str(o, "pressed_at", max_len=MAX_TIMESTAMP),
         pressed_mono=_num(o, "pressed_mono", lo=0, hi=1e12),
         age_ms=_int(o, "age_ms", lo=0),
         announce=_int(o, "announce", lo=1, hi=1_000_000),
         escalated=_bool(o, "escalated"),
         presses=_int(o, "presses", lo=1),
         site=Site(
-            id=_str(site, "id", max_len=64),
-            name=_str(site, "name"),
-            lat=_num(site, "lat", lo=-90, hi=90),
-            lon=_num(site, "lon", lo=-180, hi=180),
+            id=_str(site, "id", max_len=MAX_SITE_ID),
+            name=_str(site, "name", max_len=MAX_SITE_NAME),
+            lat=_num(site, "lat", lo=LAT_RANGE[0], hi=LAT_RANGE[1]),
+            lon=_num(site, "lon", lo=LON_RANGE[0], hi=LON_RANGE[1]),
         ),
-        firmware=_str(o, "firmware", max_len=32),
-        sent_at=_str(o, "sent_at", max_len=40),
+        firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
+        sent_at=_str(o, "sent_at", max_len=MAX_TIMESTAMP),
         follows=_uuid(o, "follows", optional=True),
-        signature=_str(o, "signature", optional=True, max_len=200),
+        signature=_str(o, "signature", optional=True, max_len=MAX_SIGNATURE),
     )
     return alert
+
+
+@dataclass(frozen=True, slots=True)
+class SalvagedAlert:
+    """What the room could read of an alert body that decode_alert refused.
+
+    The topic (the sender's certificate) is the one authoritative part: `alert.device_id`
+    is always the topic's device. A field that could not be read is None (a number) or ""
+    (text); too-long text is cut to its limit and lone surrogates are replaced by U+FFFD;
+    an unreadable `kind` counts as "emergency" (never suppress a dispatch), an unreadable
+    `announce` and `presses` as 1. When no alert_id could be read, `alert.alert_id` is a
+    UUID derived from the device and the body, so retries of one bad body fold into one
+    incident, and `alert_id_known` is False (the device cannot be sent a receipt for it).
+    """
+
+    alert: Alert
+    problems: tuple[str, ...]  # one line each: what was wrong with the body
+    alert_id_known: bool
+
+
+_SALVAGE_NS = uuid.uuid5(uuid.NAMESPACE_URL, "pinkbutton:v1:salvaged-alert")
+# Left out of the derived id: these change between announcements of one incident.
+_VOLATILE = ("announce", "escalated", "age_ms", "sent_at", "presses", "signature")
+
+
+def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
+    """Read what can be read of an alert body, field by field, with the strict rules of
+    decode_alert; never raises. See SalvagedAlert and docs/protocol.md."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogatepass")
+    problems: list[str] = []
+    unread = object()
+    obj: Any = unread
+    if len(payload) > MAX_JSON_BYTES:
+        problems.append(f"payload is {len(payload)} bytes, over the {MAX_JSON_BYTES} limit: "
+                        "not read")
+    else:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problems.append(f"not valid UTF-8 (byte {e.start}): read with replacements")
+            text = payload.decode("utf-8", "replace")
+        try:
+            obj = json.loads(text)
+        except RecursionError:
+            problems.append("not valid JSON: nested too deeply")
+        except ValueError as e:
+            problems.append(f"not valid JSON: {e}")
+    if obj is not unread and not isinstance(obj, dict):
+        problems.append(f"payload must be a JSON object, got {_tname(obj)}")
+    is_object = isinstance(obj, dict)  # else every field is simply unknown: no list of them
+    o: dict[str, Any] = obj if is_object else {}
+    if is_object:
+        v = o.get("v")
+        if type(v) is not int:
+            problems.append("field 'v' (protocol version) missing or not an integer")
+        elif v != PROTOCOL_VERSION:
+            problems.append(f"unsupported protocol version {v} "
+                            f"(this side speaks {PROTOCOL_VERSION}): read as {PROTOCOL_VERSION}")
+        if o.get("type") != "alert":
+            problems.append(f"field 'type' must be 'alert', got {_short(o.get('type'))}")
+
+    def read(check, fallback, where: Mapping = o, prefix: str = ""):
+        try:
+            return check(where)
+        except ProtocolError as e:
+            if is_object:
+                problems.append(str(e).replace("field '", f"field '{prefix}", 1))
+            return fallback
+
+    def text(key: str, max_len: int, where: Mapping = o, prefix: str = "",
+             optional: bool = False) -> str | None:
+        val = where.get(key)
+        repaired = (_SURROGATE.sub("\ufffd", val[:max_len]) if isinstance(val, str)
+                    else (None if optional else ""))
+        return read(lambda w: _str(w, key, max_len=max_len, optional=optional), repaired,
+                    where, prefix)
+
+    device_id = topic_device
+    read(lambda w: _device_id(w, "device_id", topic_device), None)
+    alert_id = read(lambda w: _uuid(w, "alert_id"), None)
+    kind = text("kind", MAX_KIND)
+    if kind not in ALERT_KINDS:
+        if kind:
+            problems.append(f"field 'kind' must be one of {', '.join(ALERT_KINDS)}, got "
+                            f"{_short(kind)}: taken as emergency")
+        kind = "emergency"
+    site = o.get("site")
+    if not isinstance(site, dict):
+        if is_object:
+            problems.append(f"field 'site' must be an object, got {_tname(site)}")
+        site = {}
+    alert = Alert(
+        device_id=device_id,
+        alert_id=alert_id or _derived_alert_id(topic_device, o, payload),
+        seq=read(lambda w: _int(w, "seq", lo=1), None),
+        kind=kind,
+        pressed_at=text("pressed_at", MAX_TIMESTAMP),
+        pressed_mono=read(lambda w: _num(w, "pressed_mono", lo=0, hi=1e12), None),
+        age_ms=read(lambda w: _int(w, "age_ms", lo=0), None),
+        announce=read(lambda w: _int(w, "announce", lo=1, hi=1_000_000), 1),
+        escalated=read(lambda w: _bool(w, "escalated"), False),
+        presses=read(lambda w: _int(w, "presses", lo=1), 1),
+        site=Site(
+            id=text("id", MAX_SITE_ID, site, "site."),
+            name=text("name", MAX_SITE_NAME, site, "site."),
+            lat=read(lambda w: _num(w, "lat", lo=LAT_RANGE[0], hi=LAT_RANGE[1]), None,
+                     site, "site."),
+            lon=read(lambda w: _num(w, "lon", lo=LON_RANGE[0], hi=LON_RANGE[1]), None,
+                     site, "site."),
+        ),
+        firmware=text("firmware", MAX_FIRMWARE),
+        sent_at=text("sent_at", MAX_TIMESTAMP),
+        follows=read(lambda w: _uuid(w, "follows", optional=True), None),
+        signature=text("signature", MAX_SIGNATURE, optional=True),
+    )
+    if alert_id is None:
+        problems.append("no readable alert_id: incident id derived from the body")
+    return SalvagedAlert(alert, tuple(problems), alert_id is not None)
+
+
+def _derived_alert_id(device_id: str, obj: dict[str, Any], payload: bytes) -> str:
+    try:
+        basis = json.dumps({k: v for k, v in obj.items() if k not in _VOLATILE},
+                           sort_keys=True, ensure_ascii=True, default=str) if obj else None
+    except (ValueError, RecursionError):
+        basis = None
+    if basis is None:
+        basis = payload.hex()
+    return str(uuid.uuid5(_SALVAGE_NS, f"{device_id}\n{basis}"))
+
+
+def _short(val: Any) -> str:
+    text = repr(val)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def verify_alert(payload: bytes | str, public_key: ec.EllipticCurvePublicKey) -> bool:
@@ -289,15 +460,15 @@ def encode_cmd(c: Cmd) -> bytes:
 
 def decode_cmd(payload: bytes | str) -> Cmd:
     o = _load(payload, "cmd")
-    kind = _str(o, "cmd", max_len=24)
+    kind = _str(o, "cmd", max_len=MAX_CMD_NAME)
     if kind not in CMD_KINDS:
         raise ProtocolError(f"unknown cmd {kind!r} (expected one of {', '.join(CMD_KINDS)})")
     c = Cmd(
         cmd=kind,
         cmd_id=_uuid(o, "cmd_id"),
-        sent_at=_str(o, "sent_at", max_len=40),
+        sent_at=_str(o, "sent_at", max_len=MAX_TIMESTAMP),
         alert_id=_uuid(o, "alert_id", optional=True),
-        operator=_str(o, "operator", optional=True, max_len=64),
+        operator=_str(o, "operator", optional=True, max_len=MAX_OPERATOR),
         extend_s=_num(o, "extend_s", lo=0, hi=MAX_EXTEND_S, optional=True),
         ranges=_ranges(o, "ranges") if kind == "nack" else None,
     )
@@ -355,9 +526,9 @@ def decode_status(payload: bytes | str, *, topic_device: str | None = None) -> S
     return Status(
         device_id=_device_id(o, "device_id", topic_device),
         online=_bool(o, "online"),
-        state=_str(o, "state", max_len=32),
-        firmware=_str(o, "firmware", max_len=32),
-        at=_str(o, "at", optional=True, max_len=40),
+        state=_str(o, "state", max_len=MAX_STATE),
+        firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
+        at=_str(o, "at", optional=True, max_len=MAX_TIMESTAMP),
     )
 
 
@@ -380,8 +551,8 @@ def decode_event(payload: bytes | str, *, topic_device: str | None = None) -> De
         raise ProtocolError(f"field 'detail' must be an object, got {_tname(detail)}")
     return DeviceEvent(
         device_id=_device_id(o, "device_id", topic_device),
-        kind=_str(o, "kind", max_len=64),
-        at=_str(o, "at", max_len=40),
+        kind=_str(o, "kind", max_len=MAX_EVENT_KIND),
+        at=_str(o, "at", max_len=MAX_TIMESTAMP),
         detail=detail,
     )
 
@@ -438,7 +609,7 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         seq=_int(o, "seq", lo=1),
         uptime_s=_num(o, "uptime_s", lo=0, hi=1e12),
         interval_s=interval,
-        state=_str(o, "state", max_len=32),
+        state=_str(o, "state", max_len=MAX_STATE),
         online_since=_iso(o, "online_since", optional=True),
         queue_depth=_int(o, "queue_depth", lo=0),
         disk_free_mb=_num(o, "disk_free_mb", lo=0, hi=1e12, optional=True),
@@ -446,14 +617,18 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         last_selftest=_iso(o, "last_selftest", optional=True),
         selftest_ok=selftest_ok,
         faults=tuple(faults),
-        firmware=_str(o, "firmware", max_len=32),
+        firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
         at=_iso(o, "at"),
     )
 
 
+@overload
+def _iso(obj: Mapping, key: str, *, optional: Literal[False] = False) -> str: ...
+@overload
+def _iso(obj: Mapping, key: str, *, optional: bool) -> str | None: ...
 def _iso(obj: Mapping, key: str, *, optional: bool = False) -> str | None:
     """An ISO 8601 timestamp string (checked by parsing it; `Z` accepted)."""
-    val = _str(obj, key, optional=optional, max_len=40)
+    val = _str(obj, key, optional=optional, max_len=MAX_TIMESTAMP)
     if val is None:
         return None
     try:

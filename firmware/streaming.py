@@ -10,6 +10,11 @@ Backfill: while an incident streams, every packet is also recorded on the kiosk'
 `nack` cmd and a Resender publishes it again from disk; `evidence_complete` lets the
 recording go. See docs/protocol.md "Evidence backfill".
 
+Live first: the sender publishes live media ahead of the pre-roll (its behind lane, docs/
+architecture.md "Media path"). A `nack` for pre-roll seqs still waiting there is not
+answered from disk (they are on their way); what is left of them when the stream stops goes
+to the Resender, from the local recording.
+
 Restart mid-incident: the kiosk resumes the alert and streams it again; a SeqLease record
 makes the new run go on after the earlier run's seqs and on its media timeline, and the
 LocalStore continues the same recording, so the room merges both runs into one evidence.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from firmware import protocol as p
@@ -45,6 +50,10 @@ log = logging.getLogger("pinkbutton.media")
 Publish = Callable[[str, bytes, int], int]
 LEASE_FILE = "stream-seq.json"  # in the evidence directory; LocalStore only reads directories
 FaultSink = Callable[[str, str], None]
+# Step video down once the PUBACK round trip (bytes waiting in the network) passes this: the
+# live picture should reach the room within about a second, and on a slow link each message's
+# MQTT/TLS overhead alone fills it at the top level (150 kbit/s: 600 ms reacted ~5 s late).
+RTT_HIGH_MS, RTT_LOW_MS = 400.0, 200.0
 
 
 class MediaService:
@@ -107,7 +116,7 @@ class MediaService:
         if self.alert_id == alert_id:
             return
         self.stop_stream()
-        recorder = None
+        recorder: Callable[[int, int, list[bytes]], None] | None = None
         lease, start = None, ResumePoint(0, False, None, None)
         if self.lease_path is not None:
             # A stream of an alert that already streamed (the kiosk restarted mid-incident)
@@ -121,13 +130,16 @@ class MediaService:
             store = self.store
             store.begin(alert_id)
 
-            def recorder(seq: int, capture_us: int, messages: list[bytes]) -> None:
+            def record(seq: int, capture_us: int, messages: list[bytes]) -> None:
                 store.append(alert_id, seq, capture_us, messages)
+            recorder = record
 
         self.sender = MediaSender(
             self._publish, p.media_topic(self.device_id, alert_id),
             max_queue_bytes=self.config.max_queue_kb * 1024, clock=self.clock,
-            controller=AdaptationController(ladder_for(self.config)), on_level=self._on_level,
+            controller=AdaptationController(ladder_for(self.config), rtt_high_ms=RTT_HIGH_MS,
+                                            rtt_low_ms=RTT_LOW_MS),
+            on_level=self._on_level,
             recorder=recorder, first_seq=start.first_seq, resumed=start.resumed,
             origin_for=lambda capture_us: start.origin_for(capture_us, self.clock),
             reserve=None if lease is None else lease.reserve,
@@ -155,6 +167,7 @@ class MediaService:
         sender, alert_id = self.sender, self.alert_id
         if sender is None:
             return
+        assert alert_id is not None  # start_stream sets both
         self.pipeline.stop_stream()
         self.sender, self.alert_id = None, None
         self._seq_after = {alert_id: sender.stats().seq_count}  # a restart of this stream
@@ -165,11 +178,20 @@ class MediaService:
 
         store = self.store
 
+        resender = self.resender
+
         def drain() -> None:
             sender.wait_idle(2.0)
+            rest = sender.take_behind()  # pre-roll the link had no room for yet
             sender.close()
             if store is not None:
                 store.finish(alert_id)
+            if rest and resender is not None:
+                # From the local recording, byte-identical, behind any later live media.
+                resender.request(alert_id, tuple(seq_ranges(rest)))
+            elif rest:
+                log.warning("media for alert %s: %d pre-roll packets not sent (no local "
+                            "recording to send them from)", alert_id, len(rest))
             stats = sender.stats()
             log.info("media for alert %s ended: %s", alert_id, stats)
             if on_done is not None:
@@ -188,7 +210,17 @@ class MediaService:
         if self.store is None or cmd.alert_id is None:
             log.info("cmd %s for %s ignored: no local evidence", cmd.cmd, cmd.alert_id)
         elif cmd.cmd == "nack" and cmd.ranges and self.resender is not None:
-            self.resender.request(cmd.alert_id, cmd.ranges)
+            ranges = cmd.ranges
+            sender = self.sender
+            if sender is not None and self.alert_id == cmd.alert_id:
+                # Pre-roll still in the sender's behind lane is on its way: sending it from
+                # disk too would only take the slow link's room twice.
+                coming = sender.behind_seqs()
+                if coming:
+                    ranges = tuple(seq_ranges(
+                        s for a, b in ranges for s in range(a, b + 1) if s not in coming))
+            if ranges:
+                self.resender.request(cmd.alert_id, ranges)
         elif cmd.cmd == "evidence_complete":
             self.store.confirm(cmd.alert_id)
 
@@ -217,6 +249,17 @@ class MediaService:
         log.info("link adaptation: video now %s", level)
         self.pipeline.set_video_level(width=level.width, height=level.height, fps=level.fps,
                                       bitrate_kbps=level.bitrate_kbps)
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Seqs as ascending inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
 
 
 def ladder_for(c: MediaConfig) -> list[VideoLevel]:

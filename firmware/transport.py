@@ -10,6 +10,7 @@ network thread: that thread alone touches the TLS socket (see `_run`).
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import ssl
 import threading
@@ -18,12 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from firmware.backoff import Backoff
 
 log = logging.getLogger("pinkbutton.transport")
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code: the broker has it, nobody subscribed
+
+#: While `hurry()` is on (an alert is waiting), a failed connect is retried after at most
+#: this long (equal jitter: half to all of it), whatever the backoff has grown to.
+URGENT_RETRY_S = 0.5
 
 
 # -- events handed to the owner ---------------------------------------------
@@ -54,6 +61,9 @@ class PublishResult:
     mid: int
     ok: bool
     reason: str
+    # PUBACK reason 16 "No matching subscribers": the broker has it, but nobody (no control
+    # room) was subscribed, so nobody will ever get this copy.
+    no_subscribers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +113,23 @@ def make_tls_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-def describe_connect_error(exc: BaseException, host: str, port: int) -> str:
+# OpenSSL verify results that mean "the chain does not lead to the CA we were given": the
+# broker's certificate was issued by another CA (a PKI made twice, or the wrong ca.pem).
+_OTHER_CA_CODES = frozenset({
+    18,  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    19,  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    20,  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21,  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+})
+
+
+def describe_connect_error(exc: BaseException, host: str, port: int,
+                           ca: Path | None = None) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"broker {host}:{port} certificate rejected: {exc.verify_message}"
+        why = f"broker {host}:{port} certificate rejected: {exc.verify_message}"
+        if exc.verify_code in _OTHER_CA_CODES and ca is not None:
+            why += f" (it is signed by a different CA than broker.ca {ca})"
+        return why
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
@@ -129,6 +153,10 @@ class MqttTransport:
     [primary, *fallbacks] at once; the backoff delay applies only after a whole round has
     failed. A connection that was up and then dropped is retried on the same broker first
     (the usual cause is the link, not the broker). `host`/`port` name the current broker.
+
+    Urgency: `hurry(True)` (the kiosk has an alert waiting) makes a disconnected transport try
+    at once and then every <= URGENT_RETRY_S, not after the backoff's current delay (up to
+    `max_s`, 30 s by default); `hurry(False)` returns to the backoff.
 
     Dead links: paho sends PINGREQ after `keepalive_s` of silence and drops the connection
     when no PINGRESP comes back within another `keepalive_s`, also when the socket is
@@ -157,18 +185,21 @@ class MqttTransport:
         self._current = 0
         self._failed_in_round = 0  # consecutive failed attempts since the last connection
         self._on_event = on_event
+        self._ca = tls.ca
         self._subscriptions = list(subscriptions)
         self._keepalive = keepalive_s
         self._session_expiry = session_expiry_s
         self._backoff = backoff or Backoff()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # stop() or hurry(): end the wait between attempts
+        self._urgent = False  # set by the owner thread, read by the network thread
         self._thread: threading.Thread | None = None
         self._connack = threading.Event()
         self._last_error = ""  # last socket error paho logged (loop thread only)
         self._sub_mids: dict[int, list[str]] = {}
 
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,  # we own the reconnect policy (jitter)
@@ -203,8 +234,16 @@ class MqttTransport:
     def stop(self, timeout: float = 5.0) -> None:
         """The network thread says DISCONNECT (no will) within one loop turn, then exits."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def hurry(self, urgent: bool) -> None:
+        """Something must go out (an alert): while disconnected, try to connect now and then
+        every <= URGENT_RETRY_S until connected. False: back to the plain backoff."""
+        self._urgent = urgent
+        if urgent:
+            self._wake.set()
 
     @property
     def connected(self) -> bool:
@@ -236,7 +275,8 @@ class MqttTransport:
                     properties=props,
                 )
             except (OSError, ValueError) as e:
-                self._fail(describe_connect_error(e, self.host, self.port), attempt_failed=True)
+                self._fail(describe_connect_error(e, self.host, self.port, self._ca),
+                           attempt_failed=True)
                 continue
             self._set_nodelay()
             while not self._stop.is_set():
@@ -273,7 +313,7 @@ class MqttTransport:
         # command) would wait ~40 ms for the peer's delayed ACK.
         sock = self._client.socket()
         try:
-            if sock is not None:
+            if isinstance(sock, socket.socket):  # TLS over TCP: an ssl.SSLSocket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
@@ -289,9 +329,13 @@ class MqttTransport:
                 delay = 0.0  # brokers left to try in this round: no reason to wait
         if delay is None:
             delay = self._backoff.next_delay()
+        if self._urgent:
+            delay = min(delay, URGENT_RETRY_S / 2 + random.uniform(0, URGENT_RETRY_S / 2))
         if reason is not None:
             self._on_event(ConnectFailed(reason, delay))
-        self._stop.wait(delay)
+        # hurry(True) during the attempt or the wait: try again at once.
+        self._wake.wait(delay)
+        self._wake.clear()
 
     # -- paho callbacks (network thread: only enqueue) ----------------------
 
@@ -301,6 +345,7 @@ class MqttTransport:
             client.disconnect()
             return
         self._connack.set()
+        self._wake.clear()  # a hurry() from before this connection is served
         self._backoff.reset()
         self._failed_in_round = 0
         # Subscribing is transport bookkeeping, not application state, so it is
@@ -318,7 +363,8 @@ class MqttTransport:
             self._on_event(Disconnected(reason))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._on_event(PublishResult(mid, not reason_code.is_failure, str(reason_code)))
+        self._on_event(PublishResult(mid, not reason_code.is_failure, str(reason_code),
+                                     reason_code.value == NO_MATCHING_SUBSCRIBERS))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         for topic, rc in zip(self._sub_mids.pop(mid, ["?"]), reason_codes, strict=False):

@@ -15,12 +15,13 @@ import logging
 import signal
 import sys
 import threading
+from typing import TextIO
 
-from firmware.cliargs import OneLineParser, seconds
+from firmware.cliargs import OneLineParser, add_version, seconds
 from firmware.clock import Clock
 from firmware.config import ConfigError, load_config
 from hal.base import HalError
-from hal.registry import get_backend
+from hal.fake import FakeBackend
 
 PRESS_HOLD_S = 0.15  # a person's press: well past the 50 ms debounce
 
@@ -28,16 +29,25 @@ PRESS_HOLD_S = 0.15  # a person's press: well past the 50 ms debounce
 class Timeline:
     """Prints what the kiosk does, with times relative to the first press.
 
+    On a terminal it is one steady status line, redrawn in place (state, LED pattern, last
+    event), as a trainer watches a kiosk; otherwise (a pipe, a harness, `--json`) one line per
+    event.
+
     Note on threads: called from the kiosk's state thread only.
     """
 
-    def __init__(self, clock: Clock, as_json: bool) -> None:
+    def __init__(self, clock: Clock, as_json: bool, live: bool = False,
+                 out: TextIO | None = None) -> None:
         self.clock = clock
         self.as_json = as_json
+        self.live = live and not as_json
+        self.out = out or sys.stdout
         self.t0: float | None = None
         self.presses = 0
         self.delivered: set[str] = set()
         self.persisted: set[str] = set()
+        self.mode = "starting"
+        self.pattern = "off"
 
     def __call__(self, kind: str, data: dict) -> None:
         now = self.clock.monotonic()
@@ -49,13 +59,28 @@ class Timeline:
             self.persisted.add(data["alert_id"])
         elif kind == "delivered":
             self.delivered.add(data["alert_id"])
+        elif kind == "mode":
+            self.mode = str(data["to"])
+        elif kind == "indicator":
+            self.pattern = str(data["pattern"])
         rel = None if self.t0 is None else round((now - self.t0) * 1000, 1)
         if self.as_json:
-            print(json.dumps({"event": kind, "t_ms": rel, **data}), flush=True)
+            print(json.dumps({"event": kind, "t_ms": rel, **data}), file=self.out, flush=True)
+            return
+        stamp = f"+{rel:8.1f} ms" if rel is not None else " " * 11 + "  "
+        details = "  ".join(f"{k}={v}" for k, v in data.items() if k != "at")
+        if self.live:
+            line = (f"state {self.mode:<10} LED {self.pattern:<12} presses {self.presses}  "
+                    f"last [{'' if rel is None else f'+{rel:.1f} ms'}] {kind} {details}")
+            self.out.write("\r\x1b[K" + line[:200])
+            self.out.flush()
         else:
-            stamp = f"+{rel:8.1f} ms" if rel is not None else " " * 11 + "  "
-            details = "  ".join(f"{k}={v}" for k, v in data.items() if k != "at")
-            print(f"[{stamp}] {kind:<14} {details}", flush=True)
+            print(f"[{stamp}] {kind:<14} {details}", file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            self.out.write("\n")
+            self.out.flush()
 
     @property
     def undelivered(self) -> set[str]:
@@ -66,12 +91,15 @@ def _run(args) -> int:
     from firmware.app import Kiosk, open_media_devices
 
     config = load_config(args.config)
+    logging.basicConfig(level=(args.log_level or config.log.level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = Clock()
-    backend = get_backend("fake")
+    backend = FakeBackend()  # always fake hardware: PINKBUTTON_HAL is the kiosk's choice, not ours
     h = config.hal
     button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
-    timeline = Timeline(clock, args.json)
+    interactive = sys.stdin is not None and sys.stdin.isatty() and not args.stdin_presses
+    timeline = Timeline(clock, args.json, live=interactive and sys.stdout.isatty())
     camera, microphone, faults = (None, None, []) if args.no_media else \
         open_media_devices(backend, clock, config)
     if args.webcam and not args.no_media and config.media.video:
@@ -112,6 +140,7 @@ def _run(args) -> int:
         print(f"simulated button {config.device.id} at {config.device.site_name}: "
               "press Enter to press the button, Ctrl-C to quit", flush=True)
     kiosk.run()
+    timeline.close()
     if timeline.undelivered:
         print(f"pinkbutton-sim: {len(timeline.undelivered)} alert(s) not delivered before exit "
               "(kept in the outbox)", file=sys.stderr)
@@ -122,6 +151,7 @@ def _run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-sim",
                                  description="Run the Pink Button firmware on simulated hardware")
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="one simulated button (Enter presses it)")
     run.add_argument("--config", required=True, help="kiosk TOML config (hal.backend is ignored)")
@@ -133,15 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a real V4L2 webcam (e.g. /dev/video0) instead of the simulated camera")
     run.add_argument("--stdin-presses", action="store_true",
                      help="each line on stdin presses the button, end of input stops (harnesses)")
-    run.add_argument("--log-level", default="warning",
-                     choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                     help="log level on stderr (default: the config's log.level)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
     except ConfigError as e:

@@ -76,6 +76,24 @@ def test_table_has_one_aligned_row_per_metric_and_the_verdict():
     assert lines[8] == "note: deadline reached: 3 of 3 presses measured"
 
 
+def test_table_has_the_flooded_row_beside_the_normal_one_and_its_own_goal():
+    result = _result([0.2, 0.3, 0.4], [0.5, 0.6, 1.2])
+    result.press_alert_flood = bench.Series(
+        "press -> alert at room, another device flooding", [3.0, 4.0, 60.0])
+    result.flood = "3000 signed alerts (5000 distinct) from pb-bench-flood in 3.0 s (1000/s)"
+    lines = bench.format_table(result).splitlines()
+    assert [r.split("  ")[0] for r in lines[2:5]] == [
+        "floor: mosquitto_pub -> mosquitto_sub",
+        "press -> alert at control room",
+        "press -> alert at room, another device flooding",
+    ]
+    assert lines[4].split()[-5:] == ["4.000", "60.000", "60.000", "60.000", "3"]
+    assert lines[9] == "goal: press->alert p99 while another device floods <= 50 ms (60.000 ms): MISS"
+    assert lines[10] == f"flood: {result.flood}"
+    result.press_alert_flood.samples_ms[-1] = 50.0
+    assert bench.format_table(result).splitlines()[9].endswith("(50.000 ms): PASS")
+
+
 def test_table_says_miss_when_press_path_is_too_slow():
     text = bench.format_table(_result([0.2, 0.3, 0.4], [5.0, 6.0, 12.0]))
     assert text.splitlines()[7].endswith("(12.000 ms): MISS")
@@ -108,10 +126,13 @@ def test_tiny_real_run_fills_every_row_in_causal_order():
         result.press_ack.samples_ms,
         strict=True,
     ):
-        # The publish overlaps the outbox fsync, so the room may see the alert before the
-        # kiosk's commit returns; both come before the ack is back at the kiosk.
+        # The outbox commit and the room's copy of the alert both come before the ack is
+        # back at the kiosk.
         assert durable < ack and alert < ack
     assert any(line.startswith("presses:") for line in lines)
+    assert result.flood is not None and f"from {bench.FLOOD_DEVICE}" in result.flood
     table = bench.format_table(result)
-    assert table.splitlines()[-1].startswith("goal: press->alert p99")
-    assert table.rstrip().endswith(("PASS", "MISS"))
+    assert table.splitlines()[-2].startswith("goal: press->alert p99 while another device")
+    goals = [line for line in table.splitlines() if line.startswith("goal: ")]
+    assert len(goals) == 2 and all(g.endswith(("PASS", "MISS")) for g in goals)
+    assert table.splitlines()[-1] == f"flood: {result.flood}"

@@ -21,6 +21,9 @@ def _result(**kw) -> bm.MediaResult:
     r.video_kbps, r.audio_kbps = 300.0, 20.0
     r.video_cpu = bm.CpuPair(1.0, 1.0, 60.0)
     r.audio_cpu = bm.CpuPair(0.5, 0.5, 60.0)
+    r.links = [bm.LinkResult(kbps, 10.0, g2g_ms=[100.0, 200.0], voice_frames=425,
+                             voice_missing=0, preroll_s=5.2, complete_gaps=[])
+               for kbps in bm.LINKS_KBPS]
     for k, v in kw.items():
         setattr(r, k, v)
     return r
@@ -28,8 +31,30 @@ def _result(**kw) -> bm.MediaResult:
 
 def test_every_goal_met_reads_pass_on_each_row():
     rows = bm.table_rows(_result())
-    assert len(rows) == 6
-    assert [row[3] for row in rows] == ["PASS"] * 6
+    assert len(rows) == 6 + 3 * len(bm.LINKS_KBPS)
+    assert [row[3] for row in rows] == ["PASS"] * len(rows)
+
+
+def _link(kbps: int, **kw) -> list:
+    lr = bm.LinkResult(kbps, 10.0, g2g_ms=[100.0, 200.0], voice_frames=425, voice_missing=0,
+                       preroll_s=5.2, complete_gaps=[])
+    for k, v in kw.items():
+        setattr(lr, k, v)
+    return [lr if x.kbps == kbps else x for x in _result().links]
+
+
+@pytest.mark.parametrize(("kbps", "change", "row"), [
+    (1000, {"g2g_ms": [100.0, 501.0]}, 6),  # p95 over 500 ms at 1 Mbit/s
+    (150, {"g2g_ms": [100.0, 1001.0]}, 9),  # over 1 s at 150 kbit/s
+    (150, {"voice_missing": 1}, 10),  # voice not gap-free
+    (1000, {"preroll_s": 4.0}, 8),  # complete evidence lacks part of the pre-roll
+    (150, {"complete_gaps": [[3, 4]]}, 11),
+    (150, {"complete_gaps": None}, 11),  # no complete evidence at all
+])
+def test_live_first_rows_miss_on_their_own_goal(kbps, change, row):
+    verdicts = [r[3] for r in bm.table_rows(_result(links=_link(kbps, **change)))]
+    assert verdicts[row] == "MISS"
+    assert verdicts.count("MISS") == 1
 
 
 @pytest.mark.parametrize(
@@ -85,7 +110,8 @@ def test_tiny_real_run_measures_every_row():
         pytest.skip(f"real-broker test skipped: {exc}")
     lines: list[str] = []
     r = bm.run_media_bench(
-        1, live_s=1.5, preroll_wait_s=1.5, cpu_frames=30, deadline_s=90, progress=lines.append
+        1, live_s=1.5, preroll_wait_s=1.5, cpu_frames=30, deadline_s=150, link_live_s=3.0,
+        progress=lines.append,
     )
     # Only informational notes (what the CPU rows compared); no failure notes.
     assert all(n.startswith(("H.264 CPU over", "Opus CPU over")) for n in r.notes), r.notes
@@ -97,5 +123,11 @@ def test_tiny_real_run_measures_every_row():
     for pair in (r.video_cpu, r.audio_cpu):
         assert pair.ours_s > 0 and pair.ffmpeg_s > 0
     assert any(line.startswith("done in") for line in lines)
+    # Both throttled links measured: live frames, live voice, a complete evidence file.
+    assert [lr.kbps for lr in r.links] == list(bm.LINKS_KBPS)
+    for lr in r.links:
+        assert lr.g2g_ms and all(math.isfinite(v) and v >= 0 for v in lr.g2g_ms), lr
+        assert lr.voice_missing is not None and lr.voice_frames > 0, lr
+        assert lr.complete_gaps is not None and lr.preroll_s > 1.0, lr
     table = bm.format_table(r)
-    assert len(table.splitlines()) >= 8
+    assert len(table.splitlines()) >= 8 + 3 * len(bm.LINKS_KBPS)

@@ -6,14 +6,13 @@ import logging
 import re
 import subprocess
 import sys
-import types
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
 from firmware import cli
-from firmware.config import Config
 from tests.helpers import assert_one_line_error
 from tools import pki
 
@@ -148,40 +147,26 @@ def assert_one_line_config_error(result: subprocess.CompletedProcess[str], patte
 
 
 # --- `run` hands the validated config to firmware.app.run_kiosk ---------------------------------------
-# firmware.app is the runtime (another module); these stand in for it at that one boundary.
-
-
-def _install_app(monkeypatch: pytest.MonkeyPatch, run_kiosk) -> None:
-    app = types.ModuleType("firmware.app")
-    app.run_kiosk = run_kiosk
-    monkeypatch.setitem(sys.modules, "firmware.app", app)
+# firmware.app is the runtime (another module); pytest-mock stands in for it at that one boundary.
 
 
 def test_run_passes_config_and_hal_override(
-    tmp_path: Path, pki_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pki_dir: Path, mocker: MockerFixture
 ) -> None:
-    received: list[tuple[Config, str | None]] = []
-
-    def run_kiosk(config: Config, *, hal_override: str | None) -> int:
-        received.append((config, hal_override))
-        return 0
-
-    _install_app(monkeypatch, run_kiosk)
+    run_kiosk = mocker.patch("firmware.app.run_kiosk", return_value=0)
     config_file = write_config(tmp_path, pki_dir, extra="[log]\nlevel = 'warning'")
     assert cli.main(["run", "--config", str(config_file), "--hal", "fake"]) == 0
     assert cli.main(["run", "--config", str(config_file)]) == 0
-    (first, first_hal), (_, second_hal) = received
+    (first_args, first_kw), (_, second_kw) = run_kiosk.call_args_list
+    first = first_args[0]
     assert (first.device.id, first.device.state_dir) == (DEVICE, tmp_path / "state")
-    assert (first_hal, second_hal) == ("fake", None)
+    assert (first_kw, second_kw) == ({"hal_override": "fake"}, {"hal_override": None})
 
 
 def test_run_unexpected_exception_logs_one_line_and_exits_1(
-    tmp_path: Path, pki_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, pki_dir: Path, mocker: MockerFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def run_kiosk(config: Config, *, hal_override: str | None) -> int:
-        raise RuntimeError("camera exploded")
-
-    _install_app(monkeypatch, run_kiosk)
+    mocker.patch("firmware.app.run_kiosk", side_effect=RuntimeError("camera exploded"))
     config_file = write_config(tmp_path, pki_dir)
     with caplog.at_level(logging.INFO, logger="pinkbutton"):
         assert cli.main(["run", "--config", str(config_file)]) == 1
@@ -197,3 +182,39 @@ def test_run_missing_certificate_exits_2(
     assert cli.main(["run", "--config", str(config_file)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"pinkbutton: {config_file}: [broker] cert: cannot read ")
+
+
+# --- the protocol's field limits are config limits (issue 9 item 1a) ------------------------------
+# A site name the room would refuse must be refused here, where a technician still reads it.
+
+
+def _with_site(pki_dir: Path, directory: Path, site_id: str, site_name: str) -> Path:
+    config_file = write_config(directory, pki_dir)
+    text = config_file.read_text()
+    text = text.replace('site_id = "psh-qk"', f'site_id = "{site_id}"')
+    text = text.replace('site_name = "Qissa Khwani Bazaar, Peshawar"', f'site_name = "{site_name}"')
+    config_file.write_text(text)
+    return config_file
+
+
+@pytest.mark.parametrize(
+    ("key", "site_id", "site_name", "limit"),
+    [("site_name", "psh-qk", "x" * 257, 256), ("site_id", "s" * 65, "Bazaar", 64)],
+)
+def test_check_config_refuses_a_site_over_the_protocol_limit(
+    tmp_path: Path, pki_dir: Path, key: str, site_id: str, site_name: str, limit: int
+) -> None:
+    config_file = _with_site(pki_dir, tmp_path, site_id, site_name)
+    result = pinkbutton("check-config", str(config_file))
+    assert_one_line_config_error(
+        result,
+        rf"{re.escape(str(config_file))}: \[device\] {key}: {limit + 1} characters, over the "
+        rf"protocol's limit of {limit}",
+    )
+
+
+def test_check_config_accepts_a_site_at_the_protocol_limit(tmp_path: Path, pki_dir: Path) -> None:
+    # 256 characters of a 4-byte script: the limit counts characters, as the codecs do.
+    config_file = _with_site(pki_dir, tmp_path, "s" * 64, "\U0001F6A8" * 256)
+    result = pinkbutton("check-config", str(config_file))
+    assert result.returncode == 0, result.stderr

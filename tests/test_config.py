@@ -193,7 +193,9 @@ def test_example_configs_parse(name: str) -> None:
     else:
         assert config.hal.backend == "fake"
         assert config.broker.host == "localhost"
-        assert config.broker.ca == REPO / ".demo/pki/ca.pem"
+        # README's "by hand" steps create pki/ in the top folder; the sim has its own state dir
+        assert config.broker.ca == REPO / "pki/ca.pem"
+        assert config.device.state_dir == REPO / ".sim/pb-sim-0001"
 
 
 def test_every_key_in_kiosk_example_is_commented_with_its_default() -> None:
@@ -755,3 +757,46 @@ def test_key_readable_by_every_user_is_refused(tmp_path: Path, pki_dir: Path, mo
             f"{config_file}: [broker] key: {key} is accessible to every user on this machine "
             f"(mode {mode:04o}); run: chmod 600 {key}"
         )
+
+
+# --- the protocol's limits are the config's limits (one definition, firmware/protocol.py) -------
+
+
+_TOML_TEXT = st.characters(blacklist_categories=("Cs",))  # TOML holds no lone surrogate
+
+
+def _near(limit: int):
+    """Short text, or text of a length right around `limit`."""
+    return st.one_of(
+        st.text(_TOML_TEXT, min_size=1, max_size=8),
+        st.integers(limit - 2, limit + 2).flatmap(
+            lambda n: st.text(_TOML_TEXT, min_size=n, max_size=n)),
+    ).filter(str.strip)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    site_id=_near(64), site_name=_near(256),
+    lat=st.floats(-100, 100), lon=st.floats(-200, 200),
+)
+def test_a_config_is_accepted_exactly_when_the_room_accepts_its_alert(site_id, site_name, lat, lon):
+    from firmware import protocol as p
+    from firmware.version import FIRMWARE_VERSION
+
+    device = dict(MINIMAL["device"], site_id=site_id, site_name=site_name, lat=lat, lon=lon)
+    try:
+        config = parse_config({**MINIMAL, "device": device}, CONFIG_PATH, check_certificates=False)
+    except ConfigError:
+        config = None
+    alert = p.Alert(
+        device_id="pb-test-0001", alert_id="3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b", seq=1,
+        kind="emergency", pressed_at="2026-11-23T09:31:54.123Z", pressed_mono=1.0, age_ms=1,
+        announce=1, escalated=False, presses=1, site=p.Site(site_id, site_name, lat, lon),
+        firmware=FIRMWARE_VERSION, sent_at="2026-11-23T09:31:54.135Z",
+    )
+    try:
+        p.decode_alert(p.encode_alert(alert))
+        room_accepts = True
+    except p.ProtocolError:
+        room_accepts = False
+    assert (config is not None) == room_accepts

@@ -379,3 +379,79 @@ def test_two_receivers_in_one_share_group_split_alerts_without_loss_or_overlap(
         s.close()
     assert len(stored) == 10 and set(stored) == {a.alert_id for a in sent}
     assert json.dumps(sorted(stored)) == json.dumps(sorted(by_room[1] | by_room[2]))
+
+
+# -- flagged incidents: what was wrong with an alert body is stored with it (issue 9) -------------
+
+OLD_INCIDENTS_SCHEMA = """
+CREATE TABLE incidents (
+    alert_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    kind TEXT NOT NULL, site_id TEXT NOT NULL, site_name TEXT NOT NULL, lat REAL NOT NULL,
+    lon REAL NOT NULL, firmware TEXT NOT NULL, follows TEXT, pressed_at TEXT NOT NULL,
+    received_at TEXT NOT NULL, latency_ms REAL, announces INTEGER NOT NULL DEFAULT 1,
+    presses INTEGER NOT NULL DEFAULT 1, escalated INTEGER NOT NULL DEFAULT 0,
+    signature_ok INTEGER, acked_at TEXT, acked_by TEXT, dispatched_at TEXT, ended_at TEXT
+);
+"""
+
+
+def salvaged(payload: bytes, device: str = "pb-test-0001") -> p.SalvagedAlert:
+    return p.salvage_alert(payload, topic_device=device)
+
+
+def test_store_migrates_a_database_from_before_flagged_incidents(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(OLD_INCIDENTS_SCHEMA)
+    a = make_alert()
+    old.execute("INSERT INTO incidents(alert_id, device_id, seq, kind, site_id, site_name, lat, "
+                "lon, firmware, pressed_at, received_at, acked_at, acked_by) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (a.alert_id, a.device_id, 3, "emergency", "s", "Old Bazaar", 34.0, 71.5, "0.1.0",
+                 a.pressed_at, "2026-11-23T10:00:00Z", "2026-11-23T10:00:05Z", "officer-1"))
+    old.commit()
+    old.close()
+    for _ in range(2):  # a second open finds nothing left to migrate
+        s = IncidentStore(path)
+        try:
+            inc = s.incident(a.alert_id)
+            assert (inc.seq, inc.site_name, inc.acked_by, inc.problems) == (
+                3, "Old Bazaar", "officer-1", ())
+            bad = salvaged(b"not json at all")
+            s.record_alert(bad.alert, "2026-11-23T10:01:00Z", None, None, bad.problems)
+            got = s.incident(bad.alert.alert_id)
+            assert got.seq is None and got.problems == bad.problems
+        finally:
+            s.close()
+
+
+def test_problems_of_every_announcement_are_kept_once(store):
+    a = make_alert()
+    assert store.record_alert(a, "2026-11-23T10:00:00Z", 1.0, None) is True
+    assert store.incident(a.alert_id).problems == ()
+    store.record_alert(a, "2026-11-23T10:00:01Z", 1.0, False, ("signature invalid",))
+    store.record_alert(a, "2026-11-23T10:00:02Z", 1.0, False, ("signature invalid", "x"))
+    assert store.incident(a.alert_id).problems == ("signature invalid", "x")
+    timeline = store.timeline(a.alert_id)
+    assert timeline[1][2]["problems"] == ["signature invalid"] and "problems" not in timeline[0][2]
+
+
+def test_report_shows_flagged_incidents_escaped_one_line_each(tmp_path):
+    db = tmp_path / "room.db"
+    body = json.loads(p.encode_alert(make_alert("pb-test-0002")))
+    body["site"]["name"] = "Bazaar\nACK    pb-test-0002  Bazaar  by officer-x\x1b[2J\u202e" + "x" * 300
+    bad = salvaged(json.dumps(body).encode(), "pb-test-0002")
+    s = IncidentStore(db)
+    s.record_alert(bad.alert, "2026-11-23T10:00:00Z", None, None, bad.problems)
+    s.close()
+    proc = controlroom_cli("report", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert len(out) == 4, out  # header, the incident, its flags, one timeline entry
+    assert out[1].startswith(f"{bad.alert.alert_id}  pb-test-0002  Bazaar\\nACK    pb-test")
+    assert "\\x1b[2J\\u202e" in out[1] and "FLAGGED" in out[1]
+    assert "field 'site.name' is longer than 256 characters" in out[2]
+    assert not any(line.startswith("ACK") for line in out)
+    assert "\x1b" not in proc.stdout and "\u202e" not in proc.stdout

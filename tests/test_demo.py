@@ -51,3 +51,31 @@ def test_help_and_stray_arguments_do_not_run_the_demo(capsys):
         demo.main(["--fast"])
     assert exc.value.code == 2
     assert "usage error: unrecognized arguments: --fast" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("drop", ["pressed", "help_coming"])
+def test_a_missing_step_is_named_even_when_the_room_has_the_alert(tmp_path, capsys, drop):
+    from tests.test_protocol import make_alert
+    from tools.controlroom.store import IncidentStore
+
+    store = IncidentStore(tmp_path / "room.db")
+    store.record_alert(make_alert(alert_id=NEW), "2026-11-23T09:31:54.140Z", 12.5, True)
+    store.close()
+    kept = [e for e in events() if drop not in (e["event"], e.get("pattern"))]
+    status = demo.print_timeline(kept, tmp_path / "room.db")
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "missing: " + {"pressed": "press confirmed",
+                          "help_coming": "indicator help_coming"}[drop] in out
+
+
+def test_a_complete_run_prints_ok(tmp_path, capsys):
+    from tests.test_protocol import make_alert
+    from tools.controlroom.store import IncidentStore
+
+    store = IncidentStore(tmp_path / "room.db")
+    store.record_alert(make_alert(alert_id=NEW), "2026-11-23T09:31:54.140Z", 12.5, True)
+    store.close()
+    assert demo.print_timeline(events(), tmp_path / "room.db") == 0
+    assert "demo: ok — press to alert at control room 12.5 ms (includes 50.1 ms debounce)" in (
+        capsys.readouterr().out)

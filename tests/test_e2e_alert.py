@@ -22,7 +22,7 @@ pytestmark = pytest.mark.broker
 
 class RunningRoom:
     def __init__(self, pki_dir, broker, db, *, auto_ack=True, client_id=None,
-                 device_certs=None, evidence_dir=None, group=None):
+                 device_certs=None, evidence_dir=None, group=None, limits=None):
         self.events = Recorder()
         self.lines: list[str] = []
         self.receiver = ControlRoomReceiver(
@@ -36,6 +36,7 @@ class RunningRoom:
             # Own share group: rooms of earlier tests keep a live session for a while and
             # mosquitto would hand them a share of this test's alerts.
             group=group or f"room-{secrets.token_hex(4)}",
+            limits=limits,
         )
         self.thread = threading.Thread(target=self.receiver.run, daemon=True)
 
@@ -188,6 +189,7 @@ def test_kiosk_with_wrong_ca_refuses_broker_and_retries(tmp_path, pki_dir, broke
         kiosk.events.wait_for("connect_failed", lambda d: d is not first, timeout=5)
         fails = kiosk.events.of("connect_failed")
         assert "certificate rejected" in fails[0]["reason"]
+        assert f"signed by a different CA than broker.ca {ca.cert}" in fails[0]["reason"]
         assert all(f["retry_in"] > 0 for f in fails)
         assert kiosk.events.of("connected") == []
 

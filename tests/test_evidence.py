@@ -224,11 +224,34 @@ def test_out_of_order_arrivals_within_the_window_are_reordered(tmp_path, inciden
 
 def test_arrival_later_than_the_window_is_a_gap_and_dropped(tmp_path, incident):
     short = [rp for rp in incident if rp.pts_us < 2_000_000]
-    late = short[10]
+    late = replace(short[10], preroll=False)  # live media that was simply late
     arrivals = short[:10] + short[11:30] + [late] + short[30:]
     _, s = record(tmp_path, arrivals, reorder_window=8)
     assert s.gaps == [(10, 10)]
     assert s.dropped_packets == 1
+
+
+def test_preroll_sent_behind_live_media_is_left_out_but_is_no_gap(tmp_path, incident):
+    """Issue 9 item 7: on a slow link the kiosk sends live media ahead of the pre-roll. The
+    live file shows the live part at once; the pre-roll that comes after it is not lost
+    (the complete evidence has it), so it is neither a gap nor a drop here."""
+    preroll = [rp for rp in incident if rp.preroll]
+    live = [rp for rp in incident if not rp.preroll and rp.pts_us < 7_000_000]
+    head = 12  # the first pre-roll packets crossed before the first live ones
+    arrivals = preroll[:head] + live[:40] + preroll[head:] + live[40:]
+    _, s = record(tmp_path, arrivals)
+    assert s.gaps == [] and s.dropped_packets == 0, s
+    assert s.preroll_behind == len(preroll) - head
+    # Pre-roll that never reached the live file (it came only after the file was closed,
+    # through backfill) is not a gap of the live part either.
+    _, early = record(tmp_path / "c", preroll[:head] + live)
+    assert early.gaps == [] and early.preroll_behind == len(preroll) - head
+    assert s.video_packets + s.audio_packets == head + len(live)
+    frames = decoded_video(s.path)
+    assert frames and frames[0].key_frame
+    # A copy of a late pre-roll packet (QoS 1 redelivery) is a duplicate, not more pre-roll.
+    _, twice = record(tmp_path / "b", arrivals + preroll[head:head + 3])
+    assert twice.preroll_behind == s.preroll_behind and twice.dropped_packets == 3
 
 
 def test_duplicates_are_written_once(tmp_path, incident):

@@ -197,6 +197,10 @@ def test_seam_preroll_then_live_no_gap_no_duplicate():
     assert [p.pts_us for p in video] == expected, "video gap or duplicate across the seam"
     preroll_video = [p for p, flag in items if flag and p.is_video]
     assert preroll_video[-1].pts_us - first.pts_us >= 5_000_000 - 70_000, "pre-roll too short"
+    # Live first (issue 9 item 7): the live part starts with a fresh keyframe, so a viewer
+    # shows the present before the pre-roll has crossed a slow link.
+    first_live_video = next(p for p, flag in items if not flag and p.is_video)
+    assert first_live_video.keyframe, "live video must start at a keyframe"
 
     audio = [p for p, _ in items if not p.is_video]
     assert_audio_contiguous(audio)

@@ -66,6 +66,18 @@ def video(t_us: int, key: bool, size: int | None = None) -> EncodedPacket:
     )
 
 
+def drain(sender: MediaSender, link: FakeLink, rounds: int = 100) -> int:
+    """Pump and acknowledge until nothing more goes; how many packets went."""
+    done = 0
+    for _ in range(rounds):
+        n = sender.pump()
+        link.ack_all()
+        if not n and not link.unacked:
+            return done
+        done += n
+    return done
+
+
 def video_ok(envs: list[MediaEnvelope], submitted: list[EncodedPacket]) -> None:
     """Every delivered delta's chain back to its keyframe is complete."""
     delivered = {e.capture_us for e in envs if e.stream is Stream.VIDEO}
@@ -83,10 +95,10 @@ def video_ok(envs: list[MediaEnvelope], submitted: list[EncodedPacket]) -> None:
 def test_envelopes_share_one_seq_counter_and_the_first_packet_is_the_origin() -> None:
     link, clock = FakeLink(), FakeClock()
     sender = make(link, clock)
-    sender.submit(video(5_000_000, True), preroll=True)
+    sender.submit(video(5_000_000, True, size=3_000), preroll=True)
     sender.submit(audio(5_010_000), preroll=True)
     sender.submit(video(5_066_666, False), preroll=False)
-    assert sender.pump() == 3
+    assert drain(sender, link) == 3
     envs = link.envelopes()
     assert [e.seq for e in envs] == [0, 1, 2]
     assert [e.pts_us for e in envs] == [0, 10_000, 66_666]
@@ -487,3 +499,114 @@ def test_end_to_end_through_a_throttled_link(broker, pki_dir, mqtt_client) -> No
     assert downs and LADDER.index(downs[-1]) > 0, "no step down under 200/100 kbit/s"
     floor_reached = max(LADDER.index(lv) for lv in downs)
     assert ups and LADDER.index(ups[-1]) < floor_reached, "no step up after recovery"
+
+
+# -- issue 9 item 7: live media ahead of the pre-roll ------------------------------------------
+
+
+class SlowLink(FakeLink):
+    """A FIFO link of `rate` bytes/s on the fake clock: a message is acknowledged when its
+    last byte has crossed; `done[mid]` is that time."""
+
+    def __init__(self, clock: FakeClock, rate: float) -> None:
+        super().__init__()
+        self.clock, self.rate = clock, rate
+        self.wire: list[tuple[int, int]] = []  # (mid, bytes left)
+        self.done: dict[int, float] = {}
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> int:
+        mid = super().publish(topic, payload, qos)
+        self.wire.append((mid, len(payload) + 60))  # + MQTT/TLS/TCP overhead, roughly
+        return mid
+
+    def run(self, dt: float) -> None:
+        budget = self.rate * dt
+        while self.wire and budget > 0:
+            mid, left = self.wire[0]
+            if left > budget:
+                self.wire[0] = (mid, left - budget)
+                return
+            budget -= left
+            self.wire.pop(0)
+            self.done[mid] = self.clock.monotonic()
+            self.sender.acked(mid)
+
+
+def test_live_goes_ahead_of_the_preroll_and_the_whole_preroll_follows() -> None:
+    """5 s of pre-roll (~240 kB, 30 kB keyframes) handed over at the press, then live media
+    at ~85 kbit/s on a 150 kbit/s link: live packets cross within a fraction of a second from
+    the start (before the fix they waited seconds behind the pre-roll; a pre-roll keyframe
+    sent in one piece alone holds a live packet 1.6 s), the live lane starts at a keyframe,
+    and every pre-roll seq is sent, whole, behind the live media."""
+    clock = FakeClock()
+    link = SlowLink(clock, rate=150_000 / 8)
+    sender = make(link, clock)
+    preroll = []
+    for i in range(75):  # 5 s at 15 fps, a keyframe each second, with its audio
+        t = i * 66_666
+        preroll.append(video(t, i % 15 == 0, size=30_000 if i % 15 == 0 else 1_000))
+        preroll += [audio(t + k * 20_000) for k in range(4) if t + k * 20_000 < (i + 1) * 66_666]
+    for pkt in preroll:
+        sender.submit(pkt, preroll=True)
+    n_pre = len(preroll)
+    live_seq: dict[int, float] = {}  # seq -> submitted at
+    start_us, step = 5_000_000, 0.010
+    frame = 0
+    for tick in range(int(40 / step)):  # 40 s: live for 10 s, then the pre-roll's tail
+        now_us = start_us + round(tick * step * 1e6)
+        if tick < int(10 / step):
+            if tick % 2 == 0:  # audio every 20 ms
+                live_seq[sender.stats().seq_count] = clock.monotonic()
+                sender.submit(audio(now_us), preroll=False)
+            if now_us >= start_us + frame * 66_666:  # video at 15 fps; the forced keyframe first
+                key = frame % 15 == 0
+                live_seq[sender.stats().seq_count] = clock.monotonic()
+                sender.submit(video(now_us, key, size=3_000 if key else 300), preroll=False)
+                frame += 1
+        sender.pump()
+        clock.advance(step)
+        link.run(step)
+        sender.pump()
+
+    envs = link.envelopes()
+    mids_of: dict[int, list[int]] = {}
+    for mid, env in enumerate(envs, start=1):
+        mids_of.setdefault(env.seq, []).append(mid)
+    # Live: every packet crossed the link soon after it was submitted.
+    delays = sorted(max(link.done[m] for m in mids_of[seq]) - at for seq, at in live_seq.items()
+                    if seq in mids_of)
+    assert len(delays) == len(live_seq), "live packets were dropped on a link that has room"
+    p95 = delays[int(0.95 * len(delays))]
+    assert p95 <= 0.5 and delays[-1] <= 0.8, (p95, delays[-1])
+    first_live_video = next(e for e in envs if e.seq >= n_pre and e.stream is Stream.VIDEO)
+    assert first_live_video.keyframe, "the live lane must start at a keyframe"
+    # Pre-roll: every seq went, each in its chunks, flagged, and mostly after live ones.
+    pre = [e for e in envs if e.seq < n_pre]
+    assert {e.seq for e in pre} == set(range(n_pre))
+    assert all(e.preroll for e in pre)
+    for seq in range(n_pre):
+        chunks = [e for e in pre if e.seq == seq]
+        assert sorted(e.chunk_index for e in chunks) == list(range(chunks[0].chunk_count))
+    assert envs.index(first_live_video) < max(i for i, e in enumerate(envs) if e.seq < n_pre)
+    stats = sender.stats()
+    assert stats.dropped_video == stats.dropped_audio == 0
+    assert stats.behind_packets == 0 and stats.sent_behind == n_pre
+
+
+def test_a_preroll_bigger_than_the_send_queue_keeps_every_delta() -> None:
+    """A busy picture at a high bitrate: 5 s of pre-roll (~360 kB) over a 100 kB queue
+    budget. Before, the budget dropped every pre-roll delta (keyframes only); now the
+    pre-roll waits behind live media, whole, and live media keeps its own budget."""
+    link, clock = FakeLink(), FakeClock()
+    sender = make(link, clock, max_queue_bytes=100_000)
+    preroll = [video(i * 66_666, i % 15 == 0, size=20_000 if i % 15 == 0 else 4_000)
+               for i in range(75)]
+    for pkt in preroll:
+        sender.submit(pkt, preroll=True)
+    sender.submit(video(5_000_000, True), preroll=False)  # live starts at its keyframe
+    sender.submit(audio(5_000_000), preroll=False)
+    drain(sender, link)
+    envs = link.envelopes()
+    assert {e.seq for e in envs} == set(range(77)), "every pre-roll packet was sent"
+    assert sender.stats().dropped_video == 0
+    assert [e.seq for e in envs[:2]] == [75, 76], "live first"

@@ -256,15 +256,15 @@ def test_cli_unwritable_directory_names_the_path(tmp_path: Path) -> None:
 
 def test_cli_device_without_ca_fails_with_one_line(tmp_path: Path) -> None:
     result = run_cli("device", str(tmp_path / "nothing"), "pb-0001")
-    assert_one_line_error(result, code=1)
+    assert_one_line_error(result, code=2)
     assert "no CA" in result.stderr
 
 
 def test_cli_show_of_non_certificate_fails_with_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
-    assert_one_line_error(run_cli("show", str(junk)), code=1)
-    assert_one_line_error(run_cli("show", str(tmp_path / "missing.pem")), code=1)
+    assert_one_line_error(run_cli("show", str(junk)), "not a PEM certificate", code=2)
+    assert_one_line_error(run_cli("show", str(tmp_path / "missing.pem")), "missing.pem", code=2)
 
 
 @pytest.mark.parametrize("args", [(), ("frobnicate",), ("init",), ("device", "dir-only")])

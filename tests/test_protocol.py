@@ -484,3 +484,96 @@ def test_signed_fields_are_every_alert_field_but_the_signature():
     expected = asdict(a)
     del expected["signature"]
     assert a.signed_fields() == {**expected, "v": p.PROTOCOL_VERSION, "type": "alert"}
+
+
+# -- lone surrogates, device ids, and salvaging what the strict decoder refuses (issue 9) ---------
+
+
+def test_rejects_a_lone_surrogate_in_any_text_field():
+    reject(p.decode_alert, raw(alert_dict(site={**alert_dict()["site"], "name": "a\ud800b"})),
+           "'name'", "lone surrogate")
+    reject(p.decode_alert, raw(alert_dict(firmware="\udfff")), "'firmware'", "lone surrogate")
+    reject(p.decode_status, raw(status_dict(state="idle\udc00")), "'state'", "lone surrogate")
+    reject(p.decode_event, raw(event_dict(kind="\ud83d")), "'kind'", "lone surrogate")
+    reject(p.decode_cmd, raw(cmd_dict(operator="op\ud800")), "'operator'", "lone surrogate")
+    # A proper pair, escaped or raw, is one character and fine.
+    name = json.loads('"\\ud83d\\udea8 Bazaar"')
+    got = p.decode_alert(raw(alert_dict(site={**alert_dict()["site"], "name": name})))
+    assert got.site.name == "\U0001F6A8 Bazaar"
+
+
+def test_device_id_with_a_trailing_newline_is_not_a_device_id():
+    with pytest.raises(p.ProtocolError):
+        p.parse_topic(f"{p.TOPIC_ROOT}/pb-test-0001\n/alert")
+    reject(p.decode_alert, raw(alert_dict(device_id=DEVICE + "\n")), "not a valid device id")
+
+
+def salvage(payload: bytes, device: str = DEVICE) -> p.SalvagedAlert:
+    s = p.salvage_alert(payload, topic_device=device)
+    assert all("\n" not in problem for problem in s.problems)
+    return s
+
+
+def test_salvage_of_a_good_alert_reads_it_all_and_finds_nothing_wrong():
+    s = salvage(p.encode_alert(make_alert()))
+    assert s.alert == make_alert() and s.problems == () and s.alert_id_known
+
+
+def test_salvage_keeps_an_over_long_site_name_cut_to_the_limit():
+    long = "N" * 300
+    s = salvage(raw(alert_dict(site={**alert_dict()["site"], "name": long})))
+    assert s.alert.site.name == "N" * p.MAX_SITE_NAME
+    assert s.alert.alert_id == ALERT_ID and s.alert_id_known
+    assert s.alert.seq == 7 and s.alert.site.lat == 34.0079 and s.alert.kind == "emergency"
+    assert s.problems == ("field 'site.name' is longer than 256 characters",)
+
+
+def test_salvage_replaces_a_lone_surrogate_and_says_so():
+    s = salvage(raw(alert_dict(site={**alert_dict()["site"], "name": "Ba\ud800zaar"})))
+    assert s.alert.site.name == "Ba\ufffdzaar"
+    assert len(s.problems) == 1 and "'site.name'" in s.problems[0]
+
+
+def test_salvage_reads_an_unknown_version_and_bad_fields_with_placeholders():
+    s = salvage(raw(alert_dict(v=2, seq="7", kind="drill", device_id="pb-other-0002",
+                               site={"name": "X", "lat": 999, "lon": "east"})))
+    assert s.alert.device_id == DEVICE  # the topic, never the body, says who sent it
+    assert s.alert.seq is None and s.alert.kind == "emergency"
+    assert s.alert.site.name == "X" and s.alert.site.lat is None and s.alert.site.lon is None
+    text = " | ".join(s.problems)
+    for word in ("unsupported protocol version 2", "'seq'", "'kind'", "does not match topic",
+                 "'site.id'", "'site.lat'", "'site.lon'"):
+        assert word in text, (word, text)
+
+
+@pytest.mark.parametrize("payload", [b"\x00\xffnot json", b"[1, 2]", b"null", b'{"v": 1, "type": "alert"}',
+                                     b"{" * 20000, b"x" * (p.MAX_JSON_BYTES + 1)])
+def test_salvage_of_unreadable_bodies_derives_a_stable_id(payload):
+    s = salvage(payload)
+    assert not s.alert_id_known and len(s.problems) >= 2  # what was wrong, and the derived id
+    assert str(uuid.UUID(s.alert.alert_id)) == s.alert.alert_id
+    assert salvage(payload).alert.alert_id == s.alert.alert_id  # a retry folds into it
+    assert salvage(payload, "pb-test-0002").alert.alert_id != s.alert.alert_id
+    assert s.alert.device_id == DEVICE and s.alert.kind == "emergency"
+
+
+def test_salvage_id_ignores_what_changes_between_announcements():
+    first = alert_dict(alert_id="nope")
+    again = alert_dict(alert_id="nope", announce=2, escalated=True, age_ms=30000,
+                       sent_at="2026-11-23T09:32:24.132Z", presses=2)
+    assert salvage(raw(first)).alert.alert_id == salvage(raw(again)).alert.alert_id
+    other = alert_dict(alert_id="nope", seq=8)
+    assert salvage(raw(first)).alert.alert_id != salvage(raw(other)).alert.alert_id
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300) | st.builds(lambda d: raw(d), st.dictionaries(
+    st.sampled_from(["v", "type", "alert_id", "seq", "site", "kind", "signature", "x"]),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=4),
+    max_size=8)))
+def test_salvage_never_raises(payload):
+    s = p.salvage_alert(payload, topic_device=DEVICE)
+    assert s.alert.device_id == DEVICE and uuid.UUID(s.alert.alert_id)
+    for text in (s.alert.site.name, s.alert.site.id, s.alert.firmware, s.alert.pressed_at):
+        text.encode("utf-8")  # storable: no lone surrogate left

@@ -47,7 +47,7 @@ def test_alert_integer_fields_are_inclusive_at_both_ends(field, lo, hi) -> None:
 
 
 @pytest.mark.parametrize("where,field,lo,hi", [
-    ("site", "lat", -90, 90), ("site", "lon", -180, 180), (None, "pressed_mono", 0, 1e12),
+    ("site", "lat", *p.LAT_RANGE), ("site", "lon", *p.LON_RANGE), (None, "pressed_mono", 0, 1e12),
 ])
 def test_alert_number_fields_are_inclusive_at_both_ends(where, field, lo, hi) -> None:
     def with_value(value) -> dict:

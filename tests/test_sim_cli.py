@@ -97,3 +97,52 @@ def test_missing_webcam_is_a_named_fault_and_the_press_still_alerts(tmp_path, pk
     assert "fault camera_failed: cannot open camera" in proc.stderr and "video9" in proc.stderr
     events = json_events(proc.stdout)
     assert [e["event"] for e in events].count("persisted") == 1  # media never holds it back
+
+
+def test_on_a_terminal_the_timeline_is_one_steady_status_line() -> None:
+    import io
+
+    from firmware.clock import FakeClock
+    from simulator.cli import Timeline
+
+    out = io.StringIO()
+    clock = FakeClock()
+    timeline = Timeline(clock, as_json=False, live=True, out=out)
+    timeline("mode", {"from": "idle", "to": "alerting"})
+    clock.advance(0.01)
+    timeline("pressed", {"at": clock.monotonic(), "confirmed_after_ms": 50.0})
+    timeline("indicator", {"pattern": "sending"})
+    clock.advance(0.05)
+    timeline("indicator", {"pattern": "help_coming"})
+    assert "\n" not in out.getvalue()  # redrawn in place, never scrolled
+    shown = out.getvalue().split("\r\x1b[K")[-1]
+    assert shown.startswith("state alerting   LED help_coming  presses 1")
+    assert "last [+50.0 ms] indicator pattern=help_coming" in shown
+    timeline.close()
+    assert out.getvalue().endswith("\n")
+
+
+def test_off_a_terminal_the_timeline_prints_one_line_per_event() -> None:
+    import io
+
+    from firmware.clock import FakeClock
+    from simulator.cli import Timeline
+
+    out = io.StringIO()
+    timeline = Timeline(FakeClock(), as_json=False, live=False, out=out)
+    timeline("mode", {"from": "idle", "to": "alerting"})
+    timeline("indicator", {"pattern": "sending"})
+    assert [line.split()[-1] for line in out.getvalue().splitlines()] == [
+        "to=alerting", "pattern=sending"]
+
+
+def test_the_simulator_presses_a_fake_button_whatever_pinkbutton_hal_says(
+        tmp_path, pki_dir, monkeypatch):
+    # PINKBUTTON_HAL picks the kiosk's backend; the simulator is fake hardware by definition.
+    monkeypatch.setenv("PINKBUTTON_HAL", "pi")
+    cfg = write_kiosk_config(tmp_path, pki_dir, free_port(), "pb-test-0001")
+    proc = sim("--config", str(cfg), "--press-after", "0.2", "--exit-after", "1.5", "--json")
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)  # no broker: kept in the outbox
+    events = json_events(proc.stdout)
+    assert [e["event"] for e in events].count("persisted") == 1

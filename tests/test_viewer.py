@@ -53,3 +53,23 @@ def test_view_without_ffplay_is_a_usage_error(tmp_path, pki_dir):
         timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip() == "pinkbutton-controlroom: --view needs ffplay (apt-get install ffmpeg)"
+
+
+def test_viewer_never_goes_back_to_preroll_that_came_behind_live(tmp_path):
+    """Live first (issue 9 item 7): on a slow link the pre-roll arrives after live media with
+    higher seqs; the viewer shows the present and does not jump back into the past."""
+    out = tmp_path / "seen.h264"
+    fake = tmp_path / "ffplay"
+    fake.write_text(f"#!/bin/sh\ncat > {out}\n")
+    fake.chmod(0o755)
+    enc = VideoEncoder(320, 240, 15, bitrate_kbps=300, keyframe_interval_s=1.0, codec="libx264")
+    packets = [p for f in frames(45) for p in enc.encode(f)]
+    viewer = LiveViewer(player=str(fake))
+    received = [ReceivedPacket(seq, pkt, pkt.pts_us, seq < 15) for seq, pkt in enumerate(packets)]
+    for rp in received[15:] + received[:15]:  # live (from its keyframe) first, pre-roll after
+        viewer.feed("a" * 8, rp)
+    viewer.close()
+    info = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(out)],
+        capture_output=True, text=True, check=True).stdout)["streams"][0]
+    assert int(info["nb_read_frames"]) == 30, "live only: the late pre-roll is not shown"

@@ -8,6 +8,12 @@ recorder) and decodes the video with PyAV on a thread of its own, so what it mea
 frame a control-room viewer could actually show. Kiosk, room and bench share one machine and
 one CLOCK_MONOTONIC, so `now - drawn capture time` is glass-to-glass (minus the display).
 
+Live first (issue 9 item 7): one more kiosk + room pair reaches the broker through
+tools/netproxy.ThrottleProxy; one incident per link rate (1 Mbit/s, 150 kbit/s) measures live
+glass-to-glass in its first seconds, holes in the live voice, and whether the complete
+evidence (complete.mp4, remuxed in seq order after backfill) holds the whole pre-roll,
+read from the capture times drawn into its frames.
+
 The encode-CPU rows run our encoders and the ffmpeg CLI with the same settings on the same
 raw input, after the incident part has shut down (process CPU time counts every thread).
 
@@ -31,8 +37,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import av
+import av.error
 import numpy as np
 
 from firmware.app import Kiosk
@@ -50,6 +58,7 @@ from hal.fake.microphone import FakeMicrophone
 from hal.stamp import read_stamp
 from tools.bench import BenchError, Rig, percentile, run_and_print, write_config
 from tools.controlroom.receiver import ControlRoomReceiver
+from tools.netproxy import ThrottleProxy
 from tools.pki import ca_paths, controlroom_paths
 
 WIDTH, HEIGHT, FPS = 640, 480, 15
@@ -62,12 +71,17 @@ AUDIO_CHUNK_S = 0.020
 DEFAULT_INCIDENTS = 5
 DEFAULT_LIVE_S = 4.0
 DEFAULT_CPU_FRAMES = 900  # one minute at 15 fps
-DEADLINE_S = 110.0
+DEADLINE_S = 200.0
 STEP_TIMEOUT_S = 5.0
+LINKS_KBPS = (1000, 150)  # the live-first incidents, through the throttling proxy
+DEFAULT_LINK_LIVE_S = 10.0
+LINK_TIME_S = 45.0  # what the live-first part may take at most (setup, fill, 2 incidents)
+COMPLETE_TIMEOUT_S = 30.0  # stream end -> complete evidence, on the slow link
 
 GOAL_FIRST_FRAME_MS = 300.0
 GOAL_G2G_P50_MS = 150.0
 GOAL_CPU_RATIO = 1.2
+GOAL_LINK_G2G_P95_MS = {1000: 500.0, 150: 1000.0}
 
 Progress = Callable[[str], None]
 
@@ -84,6 +98,9 @@ class _AlertTap:
     # Live part: payload bytes and the capture-time span each stream covers.
     live_bytes: dict[Stream, int] = field(default_factory=lambda: {s: 0 for s in Stream})
     live_span: dict[Stream, list[int]] = field(default_factory=dict)
+    g2g_ms: list[float] = field(default_factory=list)
+    live_audio_us: list[int] = field(default_factory=list)  # capture times, arrival order
+    last_video_seq: int = -1  # the live view never goes back (pre-roll behind live)
 
 
 class ViewTap:
@@ -143,6 +160,12 @@ class ViewTap:
                 out[stream] = bits / (span_us / 1e6) / 1000 if span_us > 0 else float("nan")
             return out
 
+    def of_alert(self, alert_id: str) -> tuple[list[float], list[int]]:
+        """(glass-to-glass ms of its live frames, capture times of its live audio)."""
+        with self._cv:
+            tap = self._alerts.get(alert_id)
+            return ([], []) if tap is None else (list(tap.g2g_ms), list(tap.live_audio_us))
+
     def drain(self, timeout: float) -> None:
         """Wait until everything fed so far has been decoded."""
         done = threading.Event()
@@ -174,12 +197,17 @@ class ViewTap:
         pkt = rp.packet
         if not rp.preroll:
             with self._cv:
+                if pkt.stream is Stream.AUDIO:
+                    tap.live_audio_us.append(pkt.pts_us)
                 tap.live_bytes[pkt.stream] += len(pkt.data)
                 span = tap.live_span.setdefault(pkt.stream, [pkt.pts_us, pkt.pts_us])
                 span[0] = min(span[0], pkt.pts_us)
                 span[1] = max(span[1], pkt.pts_us + pkt.duration_us)
         if pkt.stream is not Stream.VIDEO:
             return
+        if rp.seq <= tap.last_video_seq:
+            return  # pre-roll that came behind live media: a viewer shows the present
+        tap.last_video_seq = rp.seq
         if pkt.keyframe and tap.first_keyframe_arrived is None:
             tap.first_keyframe_arrived = arrived
         if not rp.preroll:
@@ -196,13 +224,16 @@ class ViewTap:
                     tap.first_decoded = now
                     self._cv.notify_all()
             plane = frame.planes[0]
-            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            # A VideoPlane has the buffer protocol; PyAV's stubs do not say so.
+            y = np.frombuffer(cast(Any, plane), np.uint8).reshape(frame.height, plane.line_size)
             stamp = read_stamp(y[:, : frame.width])
             if stamp is None:
                 self.unreadable_stamps += 1
             elif stamp in tap.live_capture_us:
                 tap.live_capture_us.discard(stamp)
                 self.g2g_ms.append((now * 1e6 - stamp) / 1000)
+                with self._cv:
+                    tap.g2g_ms.append(self.g2g_ms[-1])
 
 
 # -- the rig ------------------------------------------------------------------------------------
@@ -211,12 +242,16 @@ class ViewTap:
 class MediaRig(Rig):
     """tools.bench's rig with a camera and mic on the kiosk and evidence recording at the room."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, *, throttled: bool = False) -> None:
+        """`throttled`: the kiosk reaches the broker through a ThrottleProxy (`self.proxy`)."""
         super().__init__(work_dir)
         self.tap = ViewTap()
         self._lock = threading.Condition()
         self.evidence: dict[str, dict] = {}
+        self.complete: dict[str, dict] = {}  # alert_id -> the room's evidence_complete
         self.stream_ends = 0
+        self.throttled = throttled
+        self.proxy: ThrottleProxy | None = None
 
     def _on_kiosk(self, kind: str, data: dict) -> None:
         if kind == "stream_end":
@@ -230,6 +265,10 @@ class MediaRig(Rig):
                 # Named <device_id>-<alert_id>[.partN].mp4; the event carries no alert_id.
                 self.evidence[Path(data["path"]).name] = dict(data)
                 self._lock.notify_all()
+        elif kind == "evidence_complete":
+            with self._lock:
+                self.complete[data["alert_id"]] = dict(data)
+                self._lock.notify_all()
 
     def evidence_of(self, alert_id: str) -> dict | None:
         with self._lock:
@@ -242,7 +281,11 @@ class MediaRig(Rig):
     def start_clients(self) -> None:
         assert self.broker is not None
         try:
-            config = load_config(write_config(self.dir, self.pki, self.broker.port))
+            port = self.broker.port
+            if self.throttled:
+                self.proxy = ThrottleProxy("127.0.0.1", self.broker.port).start()
+                port = self.proxy.port
+            config = load_config(write_config(self.dir, self.pki, port))
             clock = Clock()
             backend = FakeBackend()
             camera = backend.camera(clock, WIDTH, HEIGHT, FPS)
@@ -283,6 +326,8 @@ class MediaRig(Rig):
 
     def close(self) -> None:
         super().close()
+        if self.proxy is not None:
+            self.proxy.close()
         self.tap.stop()
 
 
@@ -306,6 +351,19 @@ class CpuPair:
 
 
 @dataclass
+class LinkResult:
+    """One incident over a throttled link (issue 9 item 7: live first, pre-roll behind)."""
+
+    kbps: int
+    live_s: float
+    g2g_ms: list[float] = field(default_factory=list)  # live frames of the incident
+    voice_frames: int = 0  # live 20 ms audio frames expected over the measured span
+    voice_missing: int | None = None  # of those, never arrived live (None: not measured)
+    preroll_s: float = float("nan")  # seconds before the press in the complete evidence
+    complete_gaps: list | None = None  # None: no complete evidence came
+
+
+@dataclass
 class MediaResult:
     incidents: int  # requested
     first_frame_ms: list[float] = field(default_factory=list)
@@ -314,6 +372,7 @@ class MediaResult:
     audio_kbps: float = float("nan")
     video_cpu: CpuPair = field(default_factory=lambda: CpuPair(math.nan, math.nan, 0.0))
     audio_cpu: CpuPair = field(default_factory=lambda: CpuPair(math.nan, math.nan, 0.0))
+    links: list[LinkResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -366,6 +425,40 @@ def table_rows(r: MediaResult) -> list[tuple[str, str, str, str]]:
             f"{a.per_minute(a.ours_s):.2f} / {a.per_minute(a.ffmpeg_s):.2f} ({a.ratio:.2f}x)",
             f"<= {GOAL_CPU_RATIO:g}x",
             _verdict(_le(a.ratio, GOAL_CPU_RATIO)),
+        ),
+        *(row for kbps in LINKS_KBPS for row in link_rows(r, kbps)),
+    ]
+
+
+def link_rows(r: MediaResult, kbps: int) -> list[tuple[str, str, str, str]]:
+    """Three rows per throttled link; a link not measured reads MISS."""
+    lr = next((x for x in r.links if x.kbps == kbps), None) or LinkResult(kbps, math.nan)
+    where = f"{kbps / 1000:g} Mbit/s" if kbps >= 1000 else f"{kbps} kbit/s"
+    p95 = percentile(lr.g2g_ms, 95)
+    goal = GOAL_LINK_G2G_P95_MS.get(kbps, math.nan)
+    missing = lr.voice_missing
+    gaps = lr.complete_gaps
+    preroll_goal = PREROLL_S - 0.1
+    return [
+        (
+            f"{where}: live glass-to-glass p95, first {lr.live_s:g} s (n={len(lr.g2g_ms)})",
+            f"{p95:.0f} ms",
+            f"<= {goal:g} ms",
+            _verdict(_le(p95, goal)),
+        ),
+        (
+            f"{where}: live voice, 20 ms frames missing",
+            "-" if missing is None else f"{missing} of {lr.voice_frames}",
+            "0",
+            _verdict(missing == 0 and lr.voice_frames > 0),
+        ),
+        (
+            f"{where}: complete evidence: pre-roll / gaps",
+            f"{lr.preroll_s:.1f} s / "
+            + ("none" if gaps == [] else "no complete file" if gaps is None else str(gaps)),
+            f">= {preroll_goal:g} s / none",
+            _verdict(gaps == [] and not math.isnan(lr.preroll_s)
+                     and lr.preroll_s >= preroll_goal),
         ),
     ]
 
@@ -434,6 +527,83 @@ def measure_incidents(
         shown = f"{first_ms[-1]:.0f} ms" if first is not None else "none"
         progress(f"incident {i + 1}/{incidents}: first decodable frame {shown}")
     return first_ms, notes
+
+
+# -- live first over throttled links ------------------------------------------------------------
+
+
+def measure_links(
+    work: Path, links: Sequence[int], live_s: float, preroll_wait_s: float, deadline: float,
+    progress: Progress,
+) -> tuple[list[LinkResult], list[str]]:
+    """One incident per link rate through the throttling proxy (the kiosk's side only)."""
+    results: list[LinkResult] = []
+    notes: list[str] = []
+    work.mkdir(parents=True, exist_ok=True)
+    with MediaRig(work, throttled=True) as rig:
+        rig.start_broker()
+        rig.start_clients()
+        assert rig.kiosk is not None and rig.room is not None and rig.proxy is not None
+        t = rig.timings
+        for kbps in links:
+            if time.monotonic() + preroll_wait_s + live_s + 5 > deadline:
+                notes.append(f"deadline reached: {kbps} kbit/s link not measured")
+                break
+            rig.proxy.set_rate(kbps)
+            progress(f"{kbps} kbit/s link: filling the pre-roll for {preroll_wait_s:.1f} s")
+            time.sleep(preroll_wait_s)
+            lr = LinkResult(kbps, live_s)
+            results.append(lr)
+            before, idle_before = t.last_persisted, t.idle
+            press_us = time.monotonic() * 1e6
+            rig.kiosk.press()
+            if not t.wait(lambda b=before: t.last_persisted != b, STEP_TIMEOUT_S):
+                notes.append(f"{kbps} kbit/s: the press was never persisted")
+                break
+            alert_id = t.last_persisted
+            assert alert_id is not None
+            time.sleep(max(0.0, press_us / 1e6 + live_s - time.monotonic()))
+            rig.room.command(f"end {alert_id}")
+            if not t.wait(lambda n=idle_before: t.idle > n, STEP_TIMEOUT_S * 2):
+                notes.append(f"{kbps} kbit/s: the kiosk did not return to idle")
+                break
+            left = max(1.0, min(COMPLETE_TIMEOUT_S, deadline - time.monotonic()))
+            rig.wait(lambda a=alert_id: a in rig.complete, left)
+            rig.tap.drain(STEP_TIMEOUT_S)
+            g2g, audio = rig.tap.of_alert(alert_id)
+            lr.g2g_ms = g2g
+            # Live voice from its first frame (what came before is pre-roll) to 1.5 s before
+            # the end (the tail may be cut by the end and go as backfill).
+            if audio:
+                first_us, span_us = min(audio), (live_s - 1.5) * 1e6
+                lr.voice_frames = round(span_us / 20_000)
+                got = {a for a in audio if first_us <= a < first_us + span_us}
+                lr.voice_missing = max(0, lr.voice_frames - len(got))
+            done = rig.complete.get(alert_id)
+            if done is None:
+                notes.append(f"{kbps} kbit/s: no complete evidence within {left:.0f} s")
+            else:
+                lr.complete_gaps = [list(g) for g in done["gaps"]]
+                first = _first_stamp(Path(done["path"]))
+                if first is not None:
+                    lr.preroll_s = (press_us - first) / 1e6
+            progress(f"{kbps} kbit/s link: live p95 {percentile(lr.g2g_ms, 95):.0f} ms, "
+                     f"voice missing {lr.voice_missing}, pre-roll {lr.preroll_s:.1f} s")
+        rig.proxy.set_rate(None)
+    return results, notes
+
+
+def _first_stamp(path: Path) -> int | None:
+    """Capture time drawn into the first decodable frame of `path`."""
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                stamp = read_stamp(frame.to_ndarray(format="gray"))
+                if stamp is not None:
+                    return stamp
+    except (OSError, av.FFmpegError):
+        return None
+    return None
 
 
 # -- encode CPU ---------------------------------------------------------------------------------
@@ -593,6 +763,8 @@ def run_media_bench(
     preroll_wait_s: float = PREROLL_S + 0.7,
     cpu_frames: int = DEFAULT_CPU_FRAMES,
     deadline_s: float = DEADLINE_S,
+    links: Sequence[int] = LINKS_KBPS,
+    link_live_s: float = DEFAULT_LINK_LIVE_S,
     progress: Progress = lambda line: None,
 ) -> MediaResult:
     start = time.monotonic()
@@ -607,7 +779,8 @@ def run_media_bench(
             progress(f"filling the pre-roll for {preroll_wait_s:.1f} s")
             time.sleep(preroll_wait_s)
             # The CPU part needs time too; the incidents get what it leaves.
-            incident_deadline = start + deadline_s - 25.0 * cpu_frames / DEFAULT_CPU_FRAMES
+            incident_deadline = (start + deadline_s - 25.0 * cpu_frames / DEFAULT_CPU_FRAMES
+                                 - (LINK_TIME_S + len(links) * link_live_s if links else 0.0))
             progress(f"incidents: {incidents} x {live_s:g} s live")
             first, notes = measure_incidents(rig, incidents, live_s, incident_deadline, progress)
             rig.tap.drain(STEP_TIMEOUT_S)
@@ -621,6 +794,12 @@ def run_media_bench(
                     f"{rig.tap.decode_errors} packets failed to decode, "
                     f"{rig.tap.unreadable_stamps} decoded frames had no readable stamp"
                 )
+        if links:
+            progress(f"live first: {', '.join(map(str, links))} kbit/s links through a proxy")
+            link_deadline = time.monotonic() + LINK_TIME_S + len(links) * link_live_s
+            result.links, notes = measure_links(work / "links", links, link_live_s,
+                                                preroll_wait_s, link_deadline, progress)
+            result.notes += notes
         progress(f"encode CPU: {cpu_frames} frames, ours and the ffmpeg CLI")
         result.video_cpu, notes = measure_video_cpu(work, cpu_frames)
         result.notes += notes
@@ -636,7 +815,7 @@ def run_media_bench(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m tools.bench_media", description=__doc__.splitlines()[0]
+        prog="python -m tools.bench_media", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument(
         "--incidents", type=positive_int, default=DEFAULT_INCIDENTS,

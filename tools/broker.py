@@ -9,6 +9,7 @@ touching anyone else's broker.
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -22,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser
+from firmware.cliargs import OneLineParser, add_version, int_in
 from tools.pki import broker_paths, ca_paths, controlroom_paths
 
 HOST = "127.0.0.1"
@@ -330,14 +331,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tools.broker", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m tools.broker", description=(__doc__ or "").partition("\n")[0],
+        epilog="run prints the port it listens on alone on stdout (for scripts), then one line "
+               "on stderr with host, port and log file; it runs until Ctrl-C or SIGTERM.")
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="run mosquitto in the foreground until Ctrl-C")
     run.add_argument("--pki", type=Path, required=True, help="dir made by 'pinkbutton-pki init'")
     run.add_argument("--dir", type=Path, required=True, help="work dir: config, ACL, data, log")
-    run.add_argument("--port", type=int, default=None, help="default: a free ephemeral port")
-    args = parser.parse_args(argv)
+    run.add_argument("--port", type=int_in(1, 65535), default=None,
+                     help="listening port (default: a free ephemeral port)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     broker = Mosquitto(args.dir, args.pki, args.port)
     # SIGTERM from a Makefile or supervisor should stop mosquitto as cleanly as Ctrl-C does.

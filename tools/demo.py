@@ -47,6 +47,7 @@ class Proc:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        assert self.p.stdout is not None  # stdout=PIPE
         for line in self.p.stdout:
             self.lines.append(line.rstrip("\n"))
             self._log.write(line)
@@ -100,7 +101,7 @@ backend = "fake"
 def main(argv: list[str] | None = None) -> int:
     # No options; the parser gives --help and refuses stray arguments (before starting
     # anything) instead of running the whole demo.
-    OneLineParser(prog="python -m tools.demo", description=__doc__.splitlines()[0]).parse_args(argv)
+    OneLineParser(prog="python -m tools.demo", description=(__doc__ or "").partition("\n")[0]).parse_args(argv)
     DEMO.mkdir(exist_ok=True)
     # A fresh simulated kiosk every run: an earlier run stopped mid-incident would otherwise
     # be resumed by this one (as a real kiosk does after a crash), and absorb this press.
@@ -203,12 +204,14 @@ def print_timeline(events: list[dict], db: Path) -> int:
     say(f"    alert {alert_id}")
     for t_ms, what, where in sorted(rows, key=lambda r: r[0]):
         say(f"    +{t_ms:8.1f} ms  {what:<58} [{where}]")
-    missing = [name for name, ok in (("alert at control room", incident is not None),
+    missing = [name for name, ok in (("press confirmed", pressed),
+                                     ("alert at control room", incident is not None),
                                      ("delivery (PUBACK)", delivered), ("operator ack", cmd),
                                      ("indicator help_coming", help_coming)) if not ok]
     if missing:
         say(f"demo: FAILED, missing: {', '.join(missing)} (logs in .demo/)")
         return 1
+    assert incident is not None and pressed is not None and help_coming is not None  # not missing
     say(f"demo: ok — press to alert at control room {incident.latency_ms:.1f} ms "
         f"(includes {pressed['confirmed_after_ms']} ms debounce), press to 'help is coming' "
         f"{help_coming['t_ms']:.1f} ms")
@@ -225,7 +228,7 @@ def print_evidence(room_lines: list[str]) -> int:
         return 1
     words = lines[-1].split()
     path = Path(words[1])
-    say(f"    evidence: {path}")
+    say(f"    evidence: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     say(f"    control room: {' '.join(words[2:])}")
     try:
         info = ffprobe_summary(path)

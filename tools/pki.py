@@ -6,7 +6,8 @@ keys on it; that is why device ids are validated strictly here.
 
 Files are written atomically (temp file + rename) so an interrupted run never leaves a
 half-written key next to a cert that a broker would then fail to load. Private keys are
-created 0600 from the first byte; they never exist with wider permissions.
+created 0600 from the first byte; they never exist with wider permissions. Directories the
+tool creates are 0700 whatever the umask (an existing one is left as it is).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from firmware.cliargs import OneLineParser
+from firmware.cliargs import OneLineParser, add_version
+from firmware.durable import private_dir
 
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"
@@ -90,7 +92,7 @@ def init_ca(
     if not force and paths.cert.exists() and paths.key.exists():
         _load_ca(paths)  # fail loudly now if the existing pair is unusable
         return paths
-    Path(pki_dir).mkdir(parents=True, exist_ok=True)
+    private_dir(Path(pki_dir), tighten=False)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     not_before = _now() - _CLOCK_SKEW
@@ -179,7 +181,8 @@ def issue(
         .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+            # ca_key's public half is ca_cert's key (_load_ca checked), typed as EC.
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
     )
@@ -294,7 +297,7 @@ def _existing_pair_is_ours(paths: Issued, ca_cert: x509.Certificate) -> bool:
 
 
 def _write_pair(paths: Issued, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    paths.cert.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.cert.parent, tighten=False)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -339,17 +342,21 @@ def _device_id_arg(text: str) -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="pinkbutton-pki", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="pinkbutton-pki", description=(__doc__ or "").partition("\n")[0])
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     p_init = sub.add_parser("init", help="create CA, broker, control-room (and device) certs")
-    p_init.add_argument("dir", type=Path)
-    p_init.add_argument("--device", action="append", default=[], metavar="ID", type=_device_id_arg)
+    p_init.add_argument("dir", type=Path, metavar="DIR",
+                        help="directory to create the PKI in (ca.key stays there: keep it private)")
+    p_init.add_argument("--device", action="append", default=[], metavar="ID", type=_device_id_arg,
+                        help="also issue a certificate for device ID (repeatable)")
     p_dev = sub.add_parser("device", help="issue a device client certificate")
-    p_dev.add_argument("dir", type=Path)
-    p_dev.add_argument("id", type=_device_id_arg)
+    p_dev.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
+    p_dev.add_argument("id", type=_device_id_arg, metavar="ID",
+                       help="device id: the certificate CN and MQTT user name")
     p_dev.add_argument("--force", action="store_true", help="replace an existing certificate")
     p_show = sub.add_parser("show", help="print a certificate's subject, validity and SANs")
-    p_show.add_argument("file", type=Path)
+    p_show.add_argument("file", type=Path, metavar="FILE", help="a PEM certificate")
     return parser
 
 
@@ -369,9 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"key:  {issued.key}")
         else:
             print("\n".join(describe(args.file)))
-    except PkiError as exc:
+    except PkiError as exc:  # bad input or PKI state: no CA, not a certificate, missing file
         print(f"pinkbutton-pki: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as exc:  # "cannot write /proc/foo/ca.pem: No such file or directory"
         where = f" {exc.filename}" if exc.filename else ""
         print(f"pinkbutton-pki: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from fractions import Fraction
+from typing import cast
 
 import av
+import av.video.frame
 import numpy as np
 
 from firmware.media.packet import EncodedPacket, Stream
@@ -24,6 +26,11 @@ _OPUS_FRAME_S = 0.020
 # x264's constant-quality target; the VBV cap below is what bounds the bitrate. Constant
 # quality spends almost nothing on a still scene, which matters on metered mobile links.
 _X264_CRF = 26
+# The VBV buffer (1 s of the cap) starts nearly empty, not x264's default 90% full: a full
+# buffer lets the first second after every (re)open spend almost twice the cap (857 kbit/s
+# measured for 500). Every (re)open then starts with a small keyframe that later ones refine.
+_VBV_INIT = 0.1
+_VBV_MAXRATE_SHARE = 0.9
 
 
 class EncoderUnavailable(RuntimeError):
@@ -66,9 +73,16 @@ def libx264_options(keyint: int, bitrate_kbps: int) -> dict[str, str]:
         "crf": str(_X264_CRF),
         "x264-params": (
             f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes=0:"
-            f"repeat-headers=1:vbv-maxrate={bitrate_kbps}:vbv-bufsize={bitrate_kbps}"
+            f"repeat-headers=1:vbv-maxrate={vbv_maxrate_kbps(bitrate_kbps)}:"
+            f"vbv-bufsize={bitrate_kbps}:vbv-init={_VBV_INIT}"
         ),
     }
+
+
+def vbv_maxrate_kbps(bitrate_kbps: int) -> int:
+    """x264's VBV rate for a cap: a little under it, so that every 1 s window stays under
+    the cap (x264's rate control overshoots its model by a few percent on a busy picture)."""
+    return max(1, round(bitrate_kbps * _VBV_MAXRATE_SHARE))
 
 
 def _i420_frame(frame: VideoFrame) -> av.VideoFrame:
@@ -157,7 +171,8 @@ class VideoEncoder:
         return None
 
     def _open(self, codec: str) -> av.VideoCodecContext:
-        ctx = av.CodecContext.create(codec, "w")
+        # The codec name is only known at run time, so PyAV's stubs cannot pick the video overload.
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec, "w"))
         ctx.width, ctx.height, ctx.pix_fmt = self.width, self.height, "yuv420p"
         # Frame-index time base: x264's rate control sees exactly the configured rate.
         rate = Fraction(self.fps).limit_denominator(1001)
@@ -233,7 +248,7 @@ class VideoEncoder:
         out = []
         frame_us = round(1e6 / self.fps)
         for packet in packets:
-            pts_us = self._pts_by_index.pop(packet.pts, None)
+            pts_us = self._pts_by_index.pop(packet.pts, None) if packet.pts is not None else None
             if pts_us is None:
                 log.warning("video encoder returned a packet for an unknown frame; dropped")
                 continue

@@ -57,17 +57,20 @@ class ReceivedPacket:
 
 
 def encode_packet(
-    pkt: EncodedPacket, seq: int, origin_us: int, preroll: bool = False
+    pkt: EncodedPacket, seq: int, origin_us: int, preroll: bool = False,
+    chunk_payload: int | None = None,
 ) -> list[bytes]:
-    """The messages carrying `pkt` (one, or several chunks when it exceeds MAX_MESSAGE)."""
+    """The messages carrying `pkt` (one, or several chunks when it exceeds MAX_MESSAGE, or
+    `chunk_payload` bytes when given)."""
     data = pkt.data
-    count = max(1, -(-len(data) // MAX_CHUNK_PAYLOAD))
+    size = min(chunk_payload or MAX_CHUNK_PAYLOAD, MAX_CHUNK_PAYLOAD)
+    count = max(1, -(-len(data) // size))
     if count > 0xFFFF:
         raise ValueError(f"media packet of {len(data)} bytes is too big to envelope")
     flags = (FLAG_KEYFRAME if pkt.keyframe else 0) | (FLAG_PREROLL if preroll else 0)
     messages = []
     for index in range(count):
-        chunk = data[index * MAX_CHUNK_PAYLOAD : (index + 1) * MAX_CHUNK_PAYLOAD]
+        chunk = data[index * size : (index + 1) * size]
         header = HEADER.pack(
             MEDIA_MAGIC,
             MEDIA_VERSION,

@@ -45,9 +45,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from firmware.clock import Clock, iso8601
-from firmware.durable import write_atomic
+from firmware.durable import open_private, private_dir, write_atomic
 from firmware.media.envelope import MediaError, decode_envelope
 
 log = logging.getLogger("pinkbutton.media.evidence")
@@ -81,8 +82,8 @@ class _Open:
     """The segment being written."""
 
     file: str
-    handle: object
-    hasher: object
+    handle: BinaryIO
+    hasher: hashlib._Hash  # hashlib.sha256()'s type (typeshed's name; annotations are not evaluated)
     first_seq: int
     first_capture_us: int
     last_seq: int = -1
@@ -129,7 +130,7 @@ class LocalStore:
         self._used = 0
         self._faulted: set[tuple[str, str]] = set()
         self._closed = False
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)  # incident media: 0700 directories, 0600 files
         self._load()
         self._thread: threading.Thread | None = None
         if start_thread:
@@ -322,7 +323,7 @@ class LocalStore:
                     self._incidents[renamed.name] = old
         inc = _Incident(alert_id, alert_id, iso8601(self.clock.wall()))
         try:
-            path.mkdir(parents=True)
+            private_dir(path)
         except OSError as e:
             self._fault(alert_id, "evidence_write_failed", f"cannot record {alert_id}: {e}")
             return
@@ -357,7 +358,7 @@ class LocalStore:
             if seg is None:
                 name = f"seg-{inc.next_index:06d}.bin"
                 inc.next_index += 1
-                handle = open(self.directory / alert_id / f"{name}.part", "wb")  # noqa: SIM115
+                handle = open_private(self.directory / alert_id / f"{name}.part", "wb")
                 seg = inc.open = _Open(name, handle, hashlib.sha256(), seq, capture_us)
             for message in messages:
                 record = RECORD.pack(len(message)) + message

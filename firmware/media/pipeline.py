@@ -102,10 +102,12 @@ class MediaPipeline:
         self._thread = threading.Thread(target=self._run, name="media-encoder", daemon=True)
         self._thread.start()
         if self._video_on:
+            assert self.camera is not None  # _video_on needs a camera
             self.camera.on_frame = self._on_frame
             self.camera.on_failure = self._on_camera_failure
             self._start_device(self.camera, "camera_failed")
         if self._audio_on:
+            assert self.microphone is not None  # _audio_on needs a microphone
             self.microphone.on_audio = self._on_audio
             self.microphone.on_failure = self._on_mic_failure
             self._start_device(self.microphone, "mic_failed")
@@ -136,7 +138,8 @@ class MediaPipeline:
     # -- control (any thread; executed on the encoder thread) --------------------------------
 
     def start_stream(self, sink: PacketSink) -> None:
-        """Send the pre-roll snapshot to `sink` (flag True), then every later packet (False)."""
+        """Send the pre-roll snapshot to `sink` (flag True), then every later packet (False),
+        starting with a keyframe."""
         self._enqueue_control("start_stream", sink)
 
     def stop_stream(self) -> None:
@@ -240,6 +243,7 @@ class MediaPipeline:
             elif isinstance(item, _Failure):
                 self._device_failed(item)
             elif kind == "raw":
+                assert item is not None  # "raw" always comes with its item
                 self._encode(item)
             else:
                 try:
@@ -253,6 +257,10 @@ class MediaPipeline:
             self._sink = arg
             for pkt in self.preroll.snapshot():
                 self._send(pkt, True)
+            # Live starts at a keyframe: a room that shows live media before the pre-roll
+            # has crossed a slow link (the sender sends live first) decodes it at once.
+            if self.video is not None:
+                self.video.force_keyframe()
         elif kind == "stop_stream":
             self._sink = None
         elif kind == "keyframe":
@@ -292,6 +300,7 @@ class MediaPipeline:
 
     def _frame_due(self, pts_us: int) -> bool:
         # Drop frames when the camera runs faster than the encoder's (adapted) frame rate.
+        assert self.video is not None  # _encode checked
         interval = round(1e6 / self.video.fps)
         due = self._next_frame_due_us
         if due is not None and pts_us < due - interval // 4:
@@ -319,6 +328,7 @@ class MediaPipeline:
 
     def _send(self, pkt: EncodedPacket, preroll: bool) -> None:
         try:
+            assert self._sink is not None  # callers check; inside the try as a None sink always was
             self._sink(pkt, preroll)
         except Exception:
             log.exception("media sink raised; packet dropped")

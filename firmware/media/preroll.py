@@ -96,6 +96,7 @@ class PreRollBuffer:
 
     def _prune(self) -> None:
         cutoff = self._cutoff()
+        assert self._newest_us is not None  # push() set it (and _cutoff() checked)
         too_old = self._newest_us - round(self.max_lookback_s * 1e6)
         # Move the anchor to the newest keyframe that still covers the whole window.
         while len(self._keys) >= 2 and self._keys[1][1].pts_us <= cutoff:

@@ -14,8 +14,17 @@ Drop policy (docs/protocol.md):
   4. Still over with only keyframes left: drop the oldest keyframe (memory must stay bounded;
      logged as a warning, counted in `dropped_keyframes`).
 Deltas before the first keyframe are dropped too: nothing could decode them.
-Packets keep the order they were submitted in (seq order), which is what the control room's
-gap detection and its small reorder buffer expect.
+
+Two lanes (issue 9 item 7, live first): what the pipeline hands over on StartStream (the
+pre-roll snapshot, `preroll=True`) and the video deltas after it up to the first live keyframe
+go to the *behind* lane; everything else to the *live* lane. The behind lane is published only
+while the live lane is empty, with few bytes in flight (about `behind_delay_s` of the link's
+measured rate), in small chunks, so a live packet never waits long behind it: the officer sees
+the present first. The behind lane is never dropped (it is the evidence of the seconds before
+the press), is not counted in `max_queue_bytes` (its size is the pre-roll's, bounded by
+RAM), and what it still holds when the stream stops is handed to the Resender from the local
+recording (`take_behind`). Within each lane packets keep the order they were submitted in
+(seq order); across lanes, pre-roll seqs arrive after live ones.
 
 Note on threads: `submit()` runs on the media encoder thread, `acked()` on whichever thread
 sees the PUBACK (the transport's network thread: it only takes our lock, never calls paho),
@@ -50,6 +59,9 @@ _RTT_SAMPLES = 64
 
 
 _STALE_S = 0.3  # queued longer than this counts as link pressure for adaptation
+BEHIND_CHUNK = 4096  # payload bytes per message of the behind lane: live can cut in between
+_BEHIND_MIN_INFLIGHT = 4096  # the behind lane may always have this much in flight...
+_RATE_HORIZON_S = 1.0  # ...or `behind_delay_s` of the rate acknowledged over this horizon
 
 
 @dataclass(slots=True)
@@ -61,6 +73,7 @@ class _Item:
     messages: list[bytes]
     size: int
     submitted: float  # clock.monotonic()
+    last: bool = True  # the behind lane queues each chunk alone: False for all but the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,8 @@ class SenderStats:
     level: VideoLevel | None
     publish_errors: int
     seq_count: int = 0  # seqs given out: the stream's last seq is seq_count - 1
+    sent_behind: int = 0  # of sent_video + sent_audio: from the behind lane (pre-roll)
+    behind_packets: int = 0  # still waiting in the behind lane
 
 
 class MediaSender:
@@ -101,6 +116,7 @@ class MediaSender:
         origin_for: Callable[[int], int] | None = None,
         resumed: bool = False,
         reserve: Reserve | None = None,
+        behind_delay_s: float = 0.1,
     ) -> None:
         """`first_seq`, `origin_for` (first capture time -> media origin) and `resumed`
         continue an alert's stream after a kiosk restart (firmware/media/seqlease.py): seqs
@@ -122,9 +138,14 @@ class MediaSender:
         self.controller = controller
         self.on_level = on_level
         self.adapt_interval_s = adapt_interval_s
+        self.behind_delay_s = behind_delay_s
 
         self._cv = threading.Condition()
         self._queue: collections.deque[_Item] = collections.deque()
+        # The pre-roll lane: sent only while the live lane is empty, never dropped.
+        self._behind: collections.deque[_Item] = collections.deque()
+        self._live_keyframe_seen = False  # the live lane starts at a keyframe
+        self._acks: collections.deque[tuple[float, int]] = collections.deque()  # (at, bytes)
         self._queue_bytes = 0
         self._seq = first_seq
         self._origin_us: int | None = None
@@ -151,7 +172,8 @@ class MediaSender:
     # -- encoder thread -----------------------------------------------------------
 
     def submit(self, pkt: EncodedPacket, preroll: bool) -> None:
-        """Envelope `pkt` (next seq) and queue it, applying the drop policy."""
+        """Envelope `pkt` (next seq) and queue it: pre-roll (and the deltas that continue
+        its last GOP) in the behind lane, the rest in the live lane under the drop policy."""
         with self._cv:
             if self._closed:
                 return
@@ -161,7 +183,15 @@ class MediaSender:
                 self._origin_us = pkt.pts_us if origin_for is None else origin_for(pkt.pts_us)
             seq = self._seq
             self._seq += 1
-            messages = encode_packet(pkt, seq, self._origin_us, preroll and not self._resumed)
+            if pkt.is_video and not preroll:
+                self._live_keyframe_seen |= pkt.keyframe
+            # A live delta before the first live keyframe decodes only after the pre-roll's
+            # keyframe: it goes behind with it (the live lane starts at a keyframe).
+            behind = preroll or (
+                pkt.is_video and not self._live_keyframe_seen and self._gop > 0
+            )
+            messages = encode_packet(pkt, seq, self._origin_us, preroll and not self._resumed,
+                                     chunk_payload=BEHIND_CHUNK if behind else None)
             if self._recorder is not None:
                 # Even what the policy drops below is kept locally: backfill can send it later.
                 self._recorder(seq, pkt.pts_us, messages)
@@ -172,6 +202,15 @@ class MediaSender:
             item = _Item(
                 pkt.stream, pkt.keyframe, self._gop, seq, messages, sum(map(len, messages)), now
             )
+            if behind:
+                # One entry per chunk: live media can go between the chunks of a big keyframe.
+                for n, message in enumerate(messages):
+                    self._behind.append(_Item(
+                        pkt.stream, pkt.keyframe, self._gop, seq, [message], len(message), now,
+                        last=n == len(messages) - 1,
+                    ))
+                self._cv.notify_all()
+                return
             if pkt.is_video and not pkt.keyframe:
                 if self._skip_deltas:
                     self._count_drop(item)
@@ -218,13 +257,16 @@ class MediaSender:
                 bytes_sent=c["bytes_sent"], inflight=len(self._inflight),
                 rtt_ms=None if self._rtt_ewma is None else self._rtt_ewma * 1000,
                 level=self.level, publish_errors=c["publish_errors"], seq_count=self._seq,
+                sent_behind=c["sent_behind"],
+                behind_packets=sum(1 for i in self._behind if i.last),
             )  # fmt: skip
 
     def backlogged(self) -> bool:
         """Live media is waiting (queued, or the in-flight window half full): backfill
-        must hold back so that it never delays live audio."""
+        must hold back so that it never delays live audio. The behind lane counts too: it
+        is sent by this sender and must not be sent twice."""
         with self._cv:
-            return bool(self._queue) or (
+            return bool(self._queue) or bool(self._behind) or (
                 2 * len(self._inflight) >= self.max_inflight
                 or 2 * self._inflight_bytes >= self.max_inflight_bytes
             )
@@ -232,7 +274,24 @@ class MediaSender:
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything queued was published and acknowledged (or timeout)."""
         with self._cv:
-            return self._cv.wait_for(lambda: not self._queue and not self._inflight, timeout)
+            return self._cv.wait_for(
+                lambda: not self._queue and not self._behind and not self._inflight, timeout
+            )
+
+    def take_behind(self, seqs: set[int] | None = None) -> list[int]:
+        """Remove the behind lane's packets (those in `seqs`, or all) and return their seqs:
+        the Resender sends them from the local recording instead (a `nack` for them, or
+        the stream stopped before they went)."""
+        with self._cv:
+            taken = [i for i in self._behind if seqs is None or i.seq in seqs]
+            for item in taken:
+                self._behind.remove(item)
+            self._cv.notify_all()
+            return sorted({i.seq for i in taken})
+
+    def behind_seqs(self) -> set[int]:
+        with self._cv:
+            return {i.seq for i in self._behind}
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the sender thread; what is still queued is discarded."""
@@ -250,7 +309,7 @@ class MediaSender:
             with self._cv:
                 if self._closed:
                     return
-                if not self._window_has_room_for_head():
+                if self._lane_with_room() is None:
                     self._cv.wait(self.adapt_interval_s)
                 if self._closed:
                     return
@@ -258,16 +317,19 @@ class MediaSender:
             self.adapt()
 
     def pump(self) -> int:
-        """Publish queued packets while the window has room; returns how many.
+        """Publish queued packets while the window has room; returns how many (a packet of
+        the behind lane counts when its last chunk went).
         (The sender thread's step; tests without the thread call it directly.)"""
         done = 0
         while True:
             with self._cv:
                 self._expire_inflight(self.clock.monotonic())
-                if not self._window_has_room_for_head():
+                lane = self._lane_with_room()
+                if lane is None:
                     return done
-                item = self._queue.popleft()
-                self._queue_bytes -= item.size
+                item = lane.popleft()
+                if lane is self._queue:
+                    self._queue_bytes -= item.size
                 origin = self._origin_us or 0
             if self._reserve is not None:
                 # Outside the lock: this may wait for the disk (once per block of seqs).
@@ -292,10 +354,17 @@ class MediaSender:
                         self._inflight_bytes += len(message)
                 self._counts["bytes_sent"] += sum(len(m) for m in item.messages[: len(mids)])
                 if error is None:
-                    self._counts["sent_audio" if item.stream is Stream.AUDIO else "sent_video"] += 1
-                    done += 1
+                    if item.last:  # a packet counts once, with its last chunk
+                        kind = "sent_audio" if item.stream is Stream.AUDIO else "sent_video"
+                        self._counts[kind] += 1
+                        self._counts["sent_behind"] += lane is self._behind
+                        done += 1
                 else:
                     self._counts["publish_errors"] += 1
+                    if lane is self._behind:
+                        # Recorded locally: the room's nack fetches it (never dropped here).
+                        log.warning("pre-roll seq %d not published: %s", item.seq, error)
+                        continue
                     self._count_drop(item)
                     if item.stream is Stream.VIDEO:
                         self._break_gop(item.gop)
@@ -334,15 +403,33 @@ class MediaSender:
 
     # -- helpers (lock held) ----------------------------------------------------------
 
-    def _window_has_room_for_head(self) -> bool:
-        if not self._queue:
-            return False
+    def _lane_with_room(self) -> collections.deque[_Item] | None:
+        """The lane whose head may be published now: live first; behind only when the live
+        lane is empty and little is in flight (a live packet must not queue behind it)."""
+        if self._queue:
+            return self._queue if self._room_for(self._queue[0], self.max_inflight_bytes) else None
+        if self._behind and self._room_for(self._behind[0], self._behind_budget()):
+            return self._behind
+        return None
+
+    def _room_for(self, item: _Item, max_bytes: int) -> bool:
         if not self._inflight:
             return True  # a packet bigger than the window must still go, alone
         return (
-            len(self._inflight) + len(self._queue[0].messages) <= self.max_inflight
-            and self._inflight_bytes + self._queue[0].size <= self.max_inflight_bytes
+            len(self._inflight) + len(item.messages) <= self.max_inflight
+            and self._inflight_bytes + item.size <= max_bytes
         )
+
+    def _behind_budget(self) -> int:
+        """Bytes in flight the behind lane may fill: `behind_delay_s` of the rate the link
+        acknowledged lately (so a live packet waits about that long behind it), at least
+        _BEHIND_MIN_INFLIGHT, at most the window."""
+        rate = 0.0
+        if len(self._acks) >= 2:
+            span = max(self._acks[-1][0] - self._acks[0][0], 0.05)
+            rate = sum(size for _, size in self._acks) / span
+        return int(min(self.max_inflight_bytes,
+                       max(_BEHIND_MIN_INFLIGHT, rate * self.behind_delay_s)))
 
     def _under_pressure(self, now: float) -> bool:
         return bool(self._queue) and now - self._queue[0].submitted > self.pressure_delay_s
@@ -383,6 +470,9 @@ class MediaSender:
         sent_at, size = entry
         self._inflight_bytes -= size
         self._rtt_sample(now, now - sent_at)
+        self._acks.append((now, size))
+        while self._acks and self._acks[0][0] < now - _RATE_HORIZON_S:
+            self._acks.popleft()
 
     def _rtt_sample(self, at: float, rtt: float) -> None:
         self._rtt_samples.append((at, rtt))

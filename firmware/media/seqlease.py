@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.clock import Clock
-from firmware.durable import write_atomic
+from firmware.durable import private_dir, write_atomic
 from firmware.outbox import BOOT_ID
 
 log = logging.getLogger("pinkbutton.media.seqlease")
@@ -150,5 +150,5 @@ class SeqLease:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     write_atomic(path, data)

@@ -68,7 +68,7 @@ class FakeBackend(Backend):
         return microphone
 
     def _pins_in_use(self) -> set[int]:
-        used = {b.pin for b in self.buttons if not b.closed}
+        used = {b.pin for b in self.buttons if not b.closed and b.pin is not None}
         for ind in self.indicators:
             if not ind.closed:
                 used.update(p for p in (ind.led_pin, ind.buzzer_pin) if p is not None)

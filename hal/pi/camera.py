@@ -32,7 +32,7 @@ _HINT = "apt install python3-picamera2 and a venv with --system-site-packages"
 def require_picamera2() -> ModuleType:
     """The picamera2 module, or BackendUnavailable with the install hint."""
     try:
-        import picamera2
+        import picamera2  # pyright: ignore[reportMissingImports]  # apt-only, absent off the Pi
     except ImportError as exc:
         raise BackendUnavailable(
             f"camera needs picamera2: {_HINT} (import failed: {exc})"

@@ -61,12 +61,12 @@ class V4l2Camera(Camera):
             raise DeviceFault(f"camera {self.device} has failed; make a new V4l2Camera to retry")
         if self._thread is not None:
             return
-        import av  # the kiosk image on a Pi never needs this path
+        import av.error  # the kiosk image on a Pi never needs this path
 
         try:
             container = av.open(self.device, format=self.input_format, options=self._options)
             stream = container.streams.video[0]
-        except (av.FFmpegError, OSError, IndexError) as exc:
+        except (av.error.FFmpegError, OSError, IndexError) as exc:
             raise DeviceFault(f"cannot open camera {self.device}: {describe_error(exc)}") from None
         stream.thread_type = "AUTO"
         self._container = container

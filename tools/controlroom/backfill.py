@@ -30,13 +30,13 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from firmware import protocol as p
 from firmware.clock import Clock, iso8601
-from firmware.durable import replace_durably, write_atomic
+from firmware.durable import open_private, private_dir, replace_durably, write_atomic
 from firmware.media.envelope import MediaEnvelope, Reassembler, ReceivedPacket
 from firmware.media.packet import EncodedPacket, Stream
 from tools.controlroom.media import Evidence, EvidenceError
@@ -97,8 +97,8 @@ class PacketLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offsets: dict[int, int] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a+b")  # noqa: SIM115 - closed in close()
+        private_dir(path.parent)
+        self._file = open_private(path, "a+b")  # evidence: 0600; closed in close()
         self._load()
 
     def __contains__(self, seq: object) -> bool:
@@ -108,7 +108,7 @@ class PacketLog:
         return len(self._offsets)
 
     @property
-    def seqs(self) -> Container[int]:
+    def seqs(self) -> Collection[int]:
         return self._offsets
 
     def add(self, rp: ReceivedPacket) -> bool:

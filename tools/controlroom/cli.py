@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
+import stat
 import sys
 import threading
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, int_in, seconds
+from firmware.cliargs import OneLineParser, add_version, int_in, seconds
+from firmware.config import key_exposed
 from firmware.transport import TlsFiles, TransportError
+from tools.controlroom.escape import shown
 from tools.controlroom.store import IncidentStore, StoreError
 
 
@@ -30,15 +34,38 @@ def _tls(args) -> TlsFiles:
     for name, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
         if path is None:
             raise UsageError(f"{name} is required (or --pki DIR holding ca.pem, controlroom.pem/.key)")
-        if not path.is_file():
-            raise UsageError(f"{name} {path}: no such file")
+        if not stat.S_ISREG(_stat(name, path).st_mode):
+            raise UsageError(f"{name} {path}: not a regular file")
+    if (problem := key_exposed(key)) is not None:  # refused as the kiosk refuses its own
+        raise UsageError(f"--key {problem}")
+    assert ca is not None and cert is not None and key is not None  # the loop raised otherwise
     return TlsFiles(ca, cert, key)
+
+
+def _stat(name: str, path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{name} {path}: no such file") from None
+    except OSError as e:  # an unreadable --pki directory, a file where a directory should be
+        raise UsageError(f"{name} {path}: {(e.strerror or str(e)).lower()}") from None
+
+
+def _db(args) -> Path:
+    db = Path(args.db)
+    try:
+        if db.is_dir():
+            raise UsageError(f"--db {db}: is a directory; give the database file")
+    except OSError as e:
+        raise UsageError(f"--db {db}: {(e.strerror or str(e)).lower()}") from None
+    return db
 
 
 def _run(args) -> int:
     from tools.controlroom.receiver import ControlRoomReceiver
 
     tls = _tls(args)
+    _db(args)
     device_certs = Path(args.device_certs) if args.device_certs else None
     if device_certs is not None and not device_certs.is_dir():
         raise UsageError(f"--device-certs {device_certs}: no such directory")
@@ -78,20 +105,22 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    if not Path(args.db).is_file():
+    if not _db(args).is_file():
         raise UsageError(f"--db {args.db}: no such file")
     store = IncidentStore(args.db)
     try:
         incidents = store.all_incidents()
         print(f"{len(incidents)} incident(s) in {args.db}")
-        for inc in incidents:
+        for inc in incidents:  # device-supplied text only through shown(): one safe line
             lat = f"{inc.latency_ms:.1f} ms" if inc.latency_ms is not None else "?"
-            print(f"{inc.alert_id}  {inc.device_id}  {inc.site_name}  {inc.kind}  "
-                  f"latency {lat}  announces {inc.announces}  presses {inc.presses}"
-                  f"{'  ESCALATED' if inc.escalated else ''}")
+            print(f"{inc.alert_id}  {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
+                  f"{inc.kind}  latency {lat}  announces {inc.announces}  presses {inc.presses}"
+                  f"{'  ESCALATED' if inc.escalated else ''}{'  FLAGGED' if inc.problems else ''}")
+            if inc.problems:
+                print(f"    flagged: {shown('; '.join(inc.problems), limit=2000)}")
             for at, what, detail in store.timeline(inc.alert_id):
                 extra = "  ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
-                print(f"    {at}  {what:<10} {extra}")
+                print(f"    {shown(at)}  {what:<10} {shown(extra, limit=2000)}")
     finally:
         store.close()
     return 0
@@ -100,36 +129,48 @@ def _report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-controlroom",
                                  description="Pink Button reference control-room receiver")
+    add_version(ap)
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="receive alerts, store incidents, send acknowledgements")
-    run.add_argument("--host", default="localhost")
-    run.add_argument("--port", type=int_in(1, 65535), default=8883)
+    run.add_argument("--host", default="localhost",
+                     help="broker host name; must match its certificate (default localhost)")
+    run.add_argument("--port", type=int_in(1, 65535), default=8883,
+                     help="broker MQTT-over-TLS port (default 8883)")
     run.add_argument("--pki", help="directory with ca.pem, controlroom.pem, controlroom.key")
-    run.add_argument("--ca")
-    run.add_argument("--cert")
-    run.add_argument("--key")
-    run.add_argument("--db", default="controlroom.db", help="SQLite incident database")
+    run.add_argument("--ca", help="CA certificate that signed the broker (default: --pki/ca.pem)")
+    run.add_argument("--cert", help="this receiver's certificate (default: --pki/controlroom.pem)")
+    run.add_argument("--key", help="its private key, 0600 (default: --pki/controlroom.key)")
+    run.add_argument("--db", default="controlroom.db",
+                     help="SQLite incident database, created if missing (default controlroom.db)")
     run.add_argument("--auto-ack", action="store_true", help="acknowledge every new alert")
     run.add_argument("--operator", default="control-room", help="name sent with acks")
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
     run.add_argument("--group", default="controlroom", help="shared-subscription group")
     run.add_argument("--device-certs", help="directory of <device_id>.pem to verify signatures")
-    run.add_argument("--session-expiry", type=int_in(1, 0xFFFFFFFF), default=60, metavar="S",
+    run.add_argument("--session-expiry", type=int_in(0, 0xFFFFFFFF), default=0, metavar="S",
                      help="broker keeps this receiver's queue S seconds while it is offline "
-                          "(default 60; kiosks re-announce unacknowledged alerts)")
+                          "(default 0: a dead receiver stops taking alerts at once; kiosks "
+                          "re-announce what no receiver stored)")
     run.add_argument("--evidence", metavar="DIR",
                      help="where evidence MP4s are written (default: evidence/ beside --db)")
     run.add_argument("--no-evidence", action="store_true", help="do not record media")
     run.add_argument("--view", action="store_true",
                      help="show the first incident's live video in ffplay (needs ffmpeg)")
     run.add_argument("--exit-after", type=seconds, metavar="S", help="stop after S seconds")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                     help="log level on stderr (default info)")
     rep = sub.add_parser("report", help="print incidents and their timelines")
-    rep.add_argument("--db", default="controlroom.db")
+    rep.add_argument("--db", default="controlroom.db",
+                     help="the incident database to report on (default controlroom.db)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Device text is escaped before it is printed; should anything slip through, a terminal
+    # that cannot show it gets a backslash escape rather than a crash mid-incident.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,6 +5,14 @@ the Reassembler turns envelopes back into `ReceivedPacket`s. Here they are put b
 order (a small reorder window), missing seqs are recorded as gaps, and the packets are muxed
 without re-encoding into `<directory>/<device_id>-<alert_id>.mp4`.
 
+The kiosk sends live media ahead of the pre-roll, so on a slow link pre-roll packets arrive
+after live ones with higher seqs: this file (written as media arrives) then shows the live
+part and leaves out the pre-roll that came too late for it (or only after the file was
+closed); those seqs — every seq below the first live packet, and pre-roll that came late —
+are counted in `preroll_behind`, not as gaps: the complete evidence in seq order has them
+(tools/controlroom/backfill.py). The reorder window counts packets waiting, not seqs: on a
+fast link the pre-roll still catches up with the first live packets and the file is whole.
+
 Fragmented MP4 (empty moov, one fragment per keyframe, packets flushed as written) is used so
 that the file on disk is a valid, playable recording at every moment: if the control room dies
 mid-incident the evidence up to the last fragment survives, and an operator (or ffprobe) can
@@ -29,8 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
+import av.error
 
 from firmware.clock import Clock
+from firmware.durable import private_dir, private_file
 from firmware.media.packet import EncodedPacket, Stream
 
 if TYPE_CHECKING:
@@ -70,6 +80,7 @@ class EvidenceSummary:
     width: int | None
     height: int | None
     dropped_packets: int = 0  # video before the first keyframe, duplicates, too late, bad
+    preroll_behind: int = 0  # pre-roll seqs not in this file: they came behind live media
     closed: bool = False
     alert_id: str = ""
 
@@ -97,7 +108,7 @@ def frame_size(keyframe: bytes) -> tuple[int, int]:
     ctx = av.CodecContext.create("h264", "r")
     try:
         frames = ctx.decode(av.Packet(keyframe)) + ctx.decode(None)
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         raise EvidenceError(f"first keyframe does not decode: {e}") from None
     if not frames:
         raise EvidenceError("first keyframe does not decode to a picture")
@@ -116,6 +127,8 @@ class Evidence:
         self._next_seq = 0
         self._pending: dict[int, ReceivedPacket] = {}
         self._gaps: list[tuple[int, int]] = []
+        self._preroll_behind: set[int] = set()  # seqs in a gap that came late, as pre-roll
+        self._first_live_seq: int | None = None  # lowest seq of media not flagged pre-roll
         self._startup: list[ReceivedPacket] = []  # waiting for the stream-set decision
         self._container: Any = None
         self._video: Any = None
@@ -143,13 +156,19 @@ class Evidence:
             return
         if self._first_media_at is None:
             self._first_media_at = self.clock.wall()
+        if not rp.preroll and (self._first_live_seq is None or rp.seq < self._first_live_seq):
+            self._first_live_seq = rp.seq
         if rp.seq < self._next_seq or rp.seq in self._pending:
+            if rp.preroll and rp.seq not in self._preroll_behind and self._in_gap(rp.seq):
+                self._preroll_behind.add(rp.seq)  # sent behind live media: not lost
+                return
             self._dropped += 1  # duplicate (QoS 1 redelivery) or later than the window
             return
         self._pending[rp.seq] = rp
         self._drain()
-        # A seq still missing once the window has moved past it is not coming: a gap.
-        while self._pending and max(self._pending) - self._next_seq >= self.reorder_window:
+        # A seq still missing while `reorder_window` later packets wait is not coming in
+        # time: a gap (unless it turns out to be pre-roll that was sent behind live media).
+        while len(self._pending) >= self.reorder_window:
             self._skip_to(min(self._pending))
             self._drain()
 
@@ -161,6 +180,29 @@ class Evidence:
     def _skip_to(self, seq: int) -> None:
         self._gaps.append((self._next_seq, seq - 1))
         self._next_seq = seq
+
+    def _in_gap(self, seq: int) -> bool:
+        return any(a <= seq <= b for a, b in reversed(self._gaps))
+
+    def _lost(self) -> tuple[list[tuple[int, int]], int]:
+        """(the gaps without the pre-roll seqs, how many pre-roll seqs were taken out): the
+        pre-roll is every seq below the first live one, and what came late flagged so."""
+        live_from = self._first_live_seq if self._first_live_seq is not None else -1
+        if not self._preroll_behind and (not self._gaps or self._gaps[0][0] >= live_from):
+            return list(self._gaps), 0
+        out: list[tuple[int, int]] = []
+        behind = 0
+        for a, b in self._gaps:
+            start = None
+            for seq in range(a, b + 2):
+                missing = seq <= b and seq >= live_from and seq not in self._preroll_behind
+                behind += seq <= b and not missing
+                if missing and start is None:
+                    start = seq
+                elif not missing and start is not None:
+                    out.append((start, seq - 1))
+                    start = None
+        return out, behind
 
     # ---- media -----------------------------------------------------------------------------
 
@@ -197,7 +239,8 @@ class Evidence:
         if not (has_video or has_audio):
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            private_file(self.path)  # evidence is 0600: FFmpeg truncates it, keeps the mode
             # flush_packets: every packet reaches the file at once, so a reader sees each
             # fragment as soon as the muxer completes it.
             self._container = av.open(
@@ -215,7 +258,7 @@ class Evidence:
                 # An encoder-backed stream, never used to encode: opening it gives the muxer
                 # the Opus header (dOps) that a bare mux stream would lack.
                 self._audio = self._container.add_stream("libopus", rate=AUDIO_RATE, layout="mono")
-        except (OSError, av.FFmpegError, ValueError) as e:
+        except (OSError, av.error.FFmpegError, ValueError) as e:
             # One line, then this incident's media is refused: retrying per packet would only
             # repeat the error 60 times a second.
             log.error("cannot create evidence file %s: %s", self.path, e)
@@ -253,7 +296,7 @@ class Evidence:
         out.is_keyframe = pkt.keyframe
         try:
             self._container.mux(out)
-        except av.FFmpegError as e:
+        except av.error.FFmpegError as e:
             self._dropped += 1
             log.warning("%s: packet seq %d not written: %s", self.path.name, rp.seq, e)
             return
@@ -283,17 +326,18 @@ class Evidence:
         if self._container is not None:
             try:
                 self._container.close()
-            except av.FFmpegError as e:
+            except av.error.FFmpegError as e:
                 log.warning("%s: closing failed: %s", self.path.name, e)
             self._container = None
         return self.summary()
 
     def summary(self) -> EvidenceSummary:
+        gaps, preroll_behind = self._lost()
         return EvidenceSummary(
             path=self.path,
             video_packets=self._video_packets,
             audio_packets=self._audio_packets,
-            gaps=list(self._gaps),
+            gaps=gaps,
             first_media_at=self._first_media_at,
             first_keyframe_at=self._first_keyframe_at,
             preroll_s=self._preroll.seconds,
@@ -301,6 +345,7 @@ class Evidence:
             width=self._width,
             height=self._height,
             dropped_packets=self._dropped,
+            preroll_behind=preroll_behind,
             closed=self._closed,
             alert_id=self.alert_id,
         )

@@ -6,7 +6,8 @@ prints each alert with its site and latency, sends `cmd` messages (ack, end...)
 and tracks devices online/offline from their retained status.
 
 Note on threads: paho callbacks (network thread) and the operator's keyboard
-thread only enqueue; `run()` owns the store and all decisions.
+thread only enqueue (alerts after a per-device budget check: intake.py); `run()`
+owns the store and all decisions.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from firmware import protocol as p
 from firmware import transport as t
@@ -27,12 +30,16 @@ from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.connectlog import ConnectFailureLog
 from firmware.media.envelope import MediaError, Reassembler, decode_envelope
+from tools.controlroom.escape import shown
+from tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
 from tools.controlroom.store import IncidentStore
 from tools.controlroom.supervision import DeviceMonitor, Notice
 
 log = logging.getLogger("pinkbutton.controlroom")
 
 SHARE_GROUP = "controlroom"
+# Incident ids for an alert_id already taken by another device's incident (see _on_alert_body).
+_FOREIGN_ID_NS = uuid.uuid5(uuid.NAMESPACE_URL, "pinkbutton:v1:alert-id-of-another-device")
 Listener = Callable[[str, dict], None]
 
 
@@ -86,9 +93,10 @@ class ControlRoomReceiver:
         out: Callable[[str], None] = print,
         listeners: list[Listener] | None = None,
         backoff: Backoff | None = None,
-        session_expiry_s: int = 60,
+        session_expiry_s: int = 0,
         evidence_dir: Path | None = None,
         viewer=None,
+        limits: IntakeLimits | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.auto_ack = auto_ack
@@ -100,19 +108,22 @@ class ControlRoomReceiver:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._pending: dict[int, str] = {}
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self.recorder = None
         self.backfill = None  # BackfillManager when recording evidence
         self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
-        self._received: dict[str, float] = {}  # wall time each recorded incident's alert came
+        self._received: dict[str, float | None] = {}  # wall time each recorded incident's alert came
         self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
                          (status_subscription(), 1), (health_subscription(), 0)]
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
         self._next_tick = 0.0
         self._connect_log = ConnectFailureLog(log, self.clock)
+        # Per-device alert limits, decided on the network thread before anything is decoded.
+        self.intake = AlertIntake(limits or IntakeLimits(), self.clock.monotonic,
+                                  self.clock.wall, self._inbox.put)
         if evidence_dir is not None:
             from tools.controlroom.backfill import BackfillManager  # PyAV only when recording
             from tools.controlroom.media import EvidenceRecorder
@@ -127,13 +138,16 @@ class ControlRoomReceiver:
             for pem in sorted(device_certs.glob("*.pem")):
                 self._load_key(pem.stem)
         self.transport = t.MqttTransport(
-            client_id=client_id, host=host, port=port, tls=tls, on_event=self._inbox.put,
+            client_id=client_id, host=host, port=port, tls=tls, on_event=self.intake.offer,
             subscriptions=subscriptions,
-            backoff=backoff or Backoff(0.2, 5.0),
-            # Short on purpose: mosquitto keeps handing a shared-subscription share to a
-            # member that is offline but has a live session. A receiver that crashed would
-            # hold its share of alerts for the whole expiry; 60 s rides out a restart, and
-            # kiosks re-announce any alert nobody acknowledged.
+            # One server reconnecting to its own broker: never wait long (kiosks are held
+            # back while it is away: their alerts reach no subscriber).
+            backoff=backoff or Backoff(0.2, 1.0),
+            # 0 on purpose: mosquitto keeps handing a shared-subscription share to a member
+            # that is offline but has a live session, so a receiver that crashed would hold
+            # its share of alerts for the whole expiry. With 0 the session ends with the
+            # connection and the survivors take every alert at once; what was in flight to
+            # the dead one is re-announced by the kiosks (every alert.retry_s until receipted).
             session_expiry_s=session_expiry_s,
         )
 
@@ -154,6 +168,7 @@ class ControlRoomReceiver:
         try:
             while not self._stop.is_set():
                 self._tick_devices()
+                self._flood_summary()
                 if self.backfill is not None:
                     self.backfill.tick()  # NACKs and completed evidence, a few times a second
                 try:
@@ -173,6 +188,7 @@ class ControlRoomReceiver:
             if self.recorder is not None:
                 for summary in self.recorder.close_all():
                     self._report_evidence(summary)
+                assert self.backfill is not None  # made with the recorder
                 self.backfill.close_all()
             self.store.close()
 
@@ -200,6 +216,8 @@ class ControlRoomReceiver:
                 self._pending.pop(mid, None)
             case ("operator", line):
                 self._operator(line)
+            case ("fold", None):
+                self._fold_turn()
             case _:
                 pass
 
@@ -208,11 +226,12 @@ class ControlRoomReceiver:
         try:
             parts = p.parse_topic(topic)
             if parts.leaf == "alert":
-                alert = p.decode_alert(payload, topic_device=parts.device_id)
-                self._on_alert(alert, payload, received)
+                self._on_alert_body(parts.device_id, payload, received)
             elif parts.leaf == "events":
                 ev = p.decode_event(payload, topic_device=parts.device_id)
-                self.out(f"EVENT  {ev.device_id}  {ev.kind}  {ev.detail}")
+                detail = "  ".join(f"{shown(k, 64)}={shown(v, 200)}"  # each part escaped
+                                   for k, v in list(ev.detail.items())[:16])
+                self.out(f"EVENT  {shown(ev.device_id)}  {shown(ev.kind)}  {detail}")
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind,
                                        "detail": dict(ev.detail)})
                 if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
@@ -222,43 +241,176 @@ class ControlRoomReceiver:
             elif parts.leaf == "media" and self.recorder is not None:
                 self._on_media(parts.device_id, parts.rest, payload)
         except (p.ProtocolError, MediaError) as e:
-            log.warning("rejected message on %s: %s", topic, e)
+            log.warning("rejected message on %s: %s", shown(topic), shown(str(e)))
             self._notify("rejected", {"topic": topic, "reason": str(e)})
 
-    def _on_alert(self, a: p.Alert, payload: bytes, received: float) -> None:
-        latency = self._latency_ms(a, received)
-        sig_ok = self._verify(a.device_id, payload)
+    def _on_alert_body(self, device_id: str, payload: bytes, received: float) -> None:
+        """Every body on an authenticated device's alert topic becomes an incident: the
+        broker's ACL ties the topic to the certificate, so the sender is known whatever the
+        body says. A body the strict decoder refuses is salvaged (what can be read is read)
+        and its incident flagged with what was wrong (docs/protocol.md)."""
+        problems: list[str] = []
+        id_known = True
+        try:
+            a = p.decode_alert(payload, topic_device=device_id)
+        except p.ProtocolError as e:
+            salvaged = p.salvage_alert(payload, topic_device=device_id)
+            a, id_known = salvaged.alert, salvaged.alert_id_known
+            problems += salvaged.problems
+            log.warning("flagged alert on %s: %s", shown(p.topic(device_id, "alert")),
+                        shown(str(e)))
+        parent = self.store.folded_parent(a.alert_id) if id_known else None
+        parent_inc = None if parent is None else self.store.incident(parent)
+        if parent_inc is not None and parent_inc.ended_at is None:
+            # Folded into an incident that is still open while the device was over its
+            # budget: stored already; answer the re-announcement (receipt, and the ack if the
+            # incident has one) instead of opening a second incident. Once that incident is
+            # ended, an alert the kiosk still escalates becomes an incident of its own.
+            self._reanswer(device_id, a.alert_id)
+            return
+        sig_ok = self._verify(device_id, payload)
         if sig_ok is False:
-            log.warning("alert %s from %s has a bad or missing signature", a.alert_id, a.device_id)
+            problems.append(self._signature_problem(device_id, a))
+            log.warning("alert %s from %s: %s", a.alert_id, shown(device_id), problems[-1])
+        receipt_id = a.alert_id if id_known else None
+        other = self.store.incident(a.alert_id)
+        if other is not None and other.device_id != device_id:
+            # Not folded into another device's incident (that would hide this one): its own
+            # incident, under an id derived from the device and the alert_id it used.
+            problems.append(f"alert_id {a.alert_id} is already an incident of device "
+                            f"{other.device_id}: stored under its own id")
+            a = replace(a, alert_id=str(uuid.uuid5(_FOREIGN_ID_NS, f"{device_id}\n{a.alert_id}")))
+        self._on_alert(a, received, sig_ok, tuple(problems), receipt_id)
+
+    def _on_alert(self, a: p.Alert, received: float, sig_ok: bool | None,
+                  problems: tuple[str, ...], receipt_id: str | None) -> None:
+        """`receipt_id`: the alert_id the kiosk knows this alert by (None: the body gave no
+        readable one); usually the incident's own id."""
+        id_known = receipt_id == a.alert_id  # the device's media and commands use this id
+        latency = self._latency_ms(a, received)
         # Show the operator first; the durable write follows at once, and the ack
-        # (which tells the kiosk "we have it") only after that write.
+        # (which tells the kiosk "we have it") only after that write. Device text only
+        # through shown(): one line, nothing that steers the terminal.
         known = self.store.incident(a.alert_id)
+        device, site, aid = shown(a.device_id), shown(a.site.name) or "?", a.alert_id[:8]
+        flag = f"  FLAGGED: {shown('; '.join(problems), 1000)}" if problems else ""
         if known is None:
             lat = f"{latency:.1f} ms" if latency is not None else "unknown"
-            self.out(f"ALERT  {a.device_id}  {a.site.name}  {a.kind}  seq {a.seq}  "
-                     f"latency {lat}  id {a.alert_id[:8]}")
+            seq = "?" if a.seq is None else a.seq
+            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  "
+                     f"latency {lat}  id {aid}{flag}")
         elif a.escalated and known.acked_at is None:
-            self.out(f"ESCALATED  {a.device_id}  {a.site.name}  not acknowledged "
-                     f"(announce #{a.announce})  id {a.alert_id[:8]}")
+            self.out(f"ESCALATED  {device}  {site}  not acknowledged "
+                     f"(announce #{a.announce})  id {aid}{flag}")
+        elif problems and not set(problems) <= set(known.problems):
+            self.out(f"FLAGGED  {device}  {site}  announce #{a.announce}  id {aid}{flag}")
         self._notify("alert", {"alert_id": a.alert_id, "new": known is None,
                                "device_id": a.device_id, "announce": a.announce,
-                               "latency_ms": latency})
-        new = self.store.record_alert(a, iso8601(received), latency, sig_ok)
-        if new and self.recorder is not None:
+                               "latency_ms": latency, "problems": list(problems)})
+        new = self.store.record_alert(a, iso8601(received), latency, sig_ok, problems)
+        if new and self.recorder is not None and id_known:
             self._received[a.alert_id] = received
         # Stored durably: tell the kiosk it may drop the alert from its outbox. Sent for
-        # every announcement, since an earlier receipt may have been lost.
-        self._send("receipt", a.device_id, a.alert_id, None)
+        # every announcement, since an earlier receipt may have been lost. Not for an id
+        # derived from an unreadable body: the kiosk knows no such alert.
+        if receipt_id is not None:
+            self._send("receipt", a.device_id, receipt_id, None)
         inc = self.store.incident(a.alert_id)
         try:
             self._answer(a, inc, new)
         finally:
             # After the ack: opening the evidence file takes tens of milliseconds.
-            if new and self.recorder is not None:
+            if new and self.recorder is not None and id_known:
                 self._open_evidence(a.alert_id, a.device_id)
 
+    # -- devices over their alert budget (tools/controlroom/intake.py) ------------
+
+    def _fold_turn(self) -> None:
+        """One batch of the fold path; more batches go behind whatever arrived meanwhile,
+        so another device's alert waits for one batch at most."""
+        batch, more = self.intake.take()
+        if more:
+            self._inbox.put(FOLD_TURN)
+        groups: dict[str, list[tuple[p.Alert, bytes, float]]] = {}
+        for device_id, payload, received in batch:
+            try:
+                a = p.decode_alert(payload, topic_device=device_id)
+                known = self.store.known(a.alert_id)
+            except Exception as e:  # noqa: BLE001 - counted in the summary line, not one per alert
+                if not isinstance(e, p.ProtocolError):
+                    log.exception("internal error on the fold path")
+                self.intake.served(device_id, "rejected")
+                continue
+            if known:
+                self._reanswer(device_id, a.alert_id)  # its receipt (or ack) was lost
+                self.intake.served(device_id, "duplicates")
+            else:
+                groups.setdefault(device_id, []).append((a, payload, received))
+        for device_id, alerts in groups.items():
+            try:
+                self._fold(device_id, alerts)
+            except Exception:  # one device's trouble must not stall the others' batches
+                log.exception("internal error while folding alerts of %s", device_id)
+
+    def _fold(self, device_id: str, alerts: list[tuple[p.Alert, bytes, float]]) -> None:
+        """Fold new alert_ids into the device's open incident (one transaction), then
+        receipt each; with no open incident the first becomes one, by the normal path."""
+        left = list(alerts)
+        try:
+            signed = {a.alert_id: self._verify(device_id, raw) for a, raw, _ in left}
+            while left:
+                into, folded = self.store.fold_alerts(
+                    device_id, [(a, iso8601(at), signed[a.alert_id]) for a, _, at in left])
+                if into is not None:
+                    break
+                a, raw, at = left.pop(0)
+                self.intake.served(device_id, "incidents", a.alert_id)
+                self._on_alert_body(device_id, raw, at)
+            else:
+                return
+            acked = self.store.incident(into)
+            for alert_id in folded:
+                self._send("receipt", device_id, alert_id, None)
+                if acked is not None and acked.acked_at is not None:
+                    # The kiosk shows its own newest alert: help is coming for it too.
+                    self._send("ack", device_id, alert_id, acked.acked_by)
+                self.intake.served(device_id, "folded", into)
+            for _ in range(len(left) - len(folded)):
+                self.intake.served(device_id, "duplicates")  # repeated within the batch
+            left = []
+            self._notify("folded", {"device_id": device_id, "into": into, "alert_ids": folded})
+        finally:
+            for _ in left:  # an error above: still release their places in the queue
+                self.intake.served(device_id, "rejected")
+
+    def _reanswer(self, device_id: str, alert_id: str) -> None:
+        """An alert the room already has, announced again: its receipt, and its ack if its
+        incident (its own, or the one it was folded into) is acknowledged."""
+        inc = self.store.incident(self.store.folded_parent(alert_id) or alert_id)
+        if inc is None or inc.device_id != device_id:
+            return
+        self._send("receipt", device_id, alert_id, None)
+        if inc.acked_at is not None and inc.ended_at is None:
+            self._send("ack", device_id, alert_id, inc.acked_by)
+
+    def _flood_summary(self) -> None:
+        for report in self.intake.summary():
+            line = report.line()
+            log.warning("%s", line)
+            self.out(line)
+            self._notify("flood", {"device_id": report.device_id, "over": report.over,
+                                   "folded": report.folded, "dropped": report.dropped,
+                                   "duplicates": report.duplicates, "into": report.into})
+
+    def _signature_problem(self, device_id: str, a: p.Alert) -> str:
+        if a.signature is None:
+            return "signature missing"
+        if device_id not in self._keys:
+            return "signature not checked: no certificate of this device in --device-certs"
+        return "signature does not verify"
+
     @staticmethod
-    def _latency_ms(a: p.Alert, received: float) -> float:
+    def _latency_ms(a: p.Alert, received: float) -> float | None:
         """Press to arrival. From the device's wall clock when it agrees with ours (the
         announcement's sent_at is within a minute behind our clock); otherwise from the
         device's monotonic age of the press, which a skewed wall clock cannot distort
@@ -266,6 +418,8 @@ class ControlRoomReceiver:
         pressed, sent = parse_iso(a.pressed_at), parse_iso(a.sent_at)
         if pressed is not None and sent is not None and -1.0 <= received - sent <= 60.0:
             return round((received - pressed) * 1000, 2)
+        if a.age_ms is None:  # a flagged alert without a readable age: unknown
+            return None
         log.warning("device %s wall clock is off by %.0f s: latency from its monotonic age",
                     a.device_id, received - sent if sent else float("nan"))
         return float(a.age_ms)
@@ -281,10 +435,14 @@ class ControlRoomReceiver:
             self.acknowledge(a.alert_id, self.operator)
 
     def _on_media(self, device_id: str, alert_id: str, payload: bytes) -> None:
+        assert self.recorder is not None and self.backfill is not None  # only when recording
         env = decode_envelope(payload)
         if self.backfill.claims(alert_id, env):
             return  # a copy of a packet we have, or a resent one we asked for
-        rp = self._reassemblers.setdefault(alert_id, Reassembler()).add(env)
+        # Wide seq window: the kiosk sends live media ahead of the pre-roll, so on a slow
+        # link pre-roll seqs arrive thousands of seqs late (memory stays bounded by bytes).
+        rp = self._reassemblers.setdefault(
+            alert_id, Reassembler(max_seq_window=1 << 16)).add(env)
         if rp is None:
             return
         if alert_id not in self._media_seen:
@@ -304,6 +462,7 @@ class ControlRoomReceiver:
                                "capture_us": rp.packet.pts_us})
 
     def _open_evidence(self, alert_id: str, device_id: str) -> None:
+        assert self.recorder is not None and self.backfill is not None  # callers check
         self.recorder.open(alert_id, device_id)
         packets = self.recorder.path_for(alert_id, device_id).with_suffix(".packets")
         self.backfill.open(alert_id, device_id, packets.name)
@@ -316,7 +475,7 @@ class ControlRoomReceiver:
         try:
             summary = self.recorder.close(alert_id)
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the room
-            log.error("cannot finish evidence of %s: %s", alert_id, e)
+            log.error("cannot finish evidence of %s: %s", shown(alert_id), e)
             return
         self._reassemblers.pop(alert_id, None)
         self._report_evidence(summary)
@@ -342,6 +501,7 @@ class ControlRoomReceiver:
         noted = self._timed.setdefault(alert_id, set())
         if len(noted) == 2:
             return
+        assert self.recorder is not None  # _on_media checked
         try:
             summary = self.recorder.summary(alert_id)
         except EvidenceError:
@@ -349,6 +509,7 @@ class ControlRoomReceiver:
         for what, ms in self._timings_ms(summary).items():
             at = summary.first_media_at if what == "first_media" else summary.first_keyframe_at
             if ms is not None and what not in noted:
+                assert at is not None  # a timing is known only with its time
                 noted.add(what)
                 self.store.note(alert_id, iso8601(at), what, {"ms": ms})
 
@@ -361,10 +522,13 @@ class ControlRoomReceiver:
                           for what, ms in timings.items())
         self.out(f"EVIDENCE  {summary.path}  video {summary.video_packets}  audio "
                  f"{summary.audio_packets}  {summary.duration_s:.1f} s (pre-roll "
-                 f"{summary.preroll_s:.1f} s)  {shown}  gaps {gaps}")
+                 f"{summary.preroll_s:.1f} s)  {shown}  gaps {gaps}"
+                 + (f"  (pre-roll behind live: {summary.preroll_behind} packets, in the "
+                    "complete evidence)" if summary.preroll_behind else ""))
         self._notify("evidence", {"path": str(summary.path), "gaps": summary.gaps,
                                   "duration_s": summary.duration_s,
                                   "preroll_s": summary.preroll_s,
+                                  "preroll_behind": summary.preroll_behind,
                                   "first_media_ms": timings["first_media"],
                                   "first_keyframe_ms": timings["first_keyframe"]})
 
@@ -387,7 +551,7 @@ class ControlRoomReceiver:
             else:
                 raise p.ProtocolError(f"unexpected topic {topic}")
         except p.ProtocolError as e:
-            log.warning("rejected message on %s: %s", topic, e)
+            log.warning("rejected message on %s: %s", shown(topic), shown(str(e)))
             self._notify("rejected", {"topic": topic, "reason": str(e)})
             return
         for notice in notices:
@@ -411,7 +575,7 @@ class ControlRoomReceiver:
         changed = self.store.set_device(n.device_id, online, state, firmware,
                                         iso8601(self.clock.wall()), n.reason)
         if changed or n.kind == "back":
-            self.out(f"DEVICE {n.text}")
+            self.out(f"DEVICE {shown(n.text)}")
         self._notify("device", {"device_id": n.device_id, "kind": n.kind, "text": n.text,
                                 "gone_s": n.gone_s})
 
@@ -421,15 +585,21 @@ class ControlRoomReceiver:
         key = self._keys.get(device_id) or self._load_key(device_id)
         return False if key is None else p.verify_alert(payload, key)
 
-    def _load_key(self, device_id: str):
+    def _load_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        assert self.device_certs is not None  # callers check
         try:
             cert = x509.load_pem_x509_certificate(
                 (self.device_certs / f"{device_id}.pem").read_bytes())
         except (OSError, ValueError) as e:
             log.warning("cannot load certificate of %s to check its signature: %s", device_id, e)
             return None
-        self._keys[device_id] = cert.public_key()
-        return self._keys[device_id]
+        key = cert.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):  # alerts are signed with P-256
+            log.warning("certificate of %s has no EC key: its alert signatures cannot be checked",
+                        device_id)
+            return None
+        self._keys[device_id] = key
+        return key
 
     # -- operator actions -----------------------------------------------------
 
@@ -439,7 +609,10 @@ class ControlRoomReceiver:
                                               operator):
             return False
         self._send("ack", inc.device_id, alert_id, operator)
-        self.out(f"ACK    {inc.device_id}  {inc.site_name}  by {operator}  id {alert_id[:8]}")
+        for folded in self.store.folded_into(alert_id):  # the kiosk may show one of these
+            self._send("ack", inc.device_id, folded, operator)
+        self.out(f"ACK    {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
+                 f"by {shown(operator)}  id {alert_id[:8]}")
         return True
 
     def end(self, alert_id: str, operator: str) -> bool:
@@ -447,7 +620,9 @@ class ControlRoomReceiver:
         if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall())):
             return False
         self._send("end", inc.device_id, alert_id, operator)
-        self.out(f"END    {inc.device_id}  id {alert_id[:8]}")
+        for folded in self.store.folded_into(alert_id):
+            self._send("end", inc.device_id, folded, operator)
+        self.out(f"END    {shown(inc.device_id)}  id {alert_id[:8]}")
         self._close_evidence(alert_id)
         return True
 
@@ -472,11 +647,13 @@ class ControlRoomReceiver:
         if verb in ("list", "ls"):
             for inc in self.store.open_incidents():
                 state = "acked" if inc.acked_at else "WAITING"
-                self.out(f"  {inc.alert_id[:8]}  {inc.device_id}  {inc.site_name}  {state}  "
-                         f"received {inc.received_at}")
+                flagged = "  FLAGGED" if inc.problems else ""
+                self.out(f"  {inc.alert_id[:8]}  {shown(inc.device_id)}  "
+                         f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}"
+                         f"{flagged}")
             for dev, online, state, at in self.store.devices():
-                self.out(f"  device {dev}  {'online' if online else 'OFFLINE'}  {state}  "
-                         f"since {at}")
+                self.out(f"  device {shown(dev)}  {'online' if online else 'OFFLINE'}  "
+                         f"{shown(state)}  since {at}")
             return
         if verb in ("ack", "end", "extend") and args:
             matches = self.store.find(args[0])

@@ -14,18 +14,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.durable import private_dir, private_sqlite
 from firmware.protocol import Alert
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
+# seq, lat and lon are NULL when a flagged alert's body did not give them; `problems` is
+# the JSON list of what was wrong with the body (NULL: nothing). See docs/protocol.md.
+INCIDENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     alert_id      TEXT PRIMARY KEY,
     device_id     TEXT NOT NULL,
-    seq           INTEGER NOT NULL,
+    seq           INTEGER,
     kind          TEXT NOT NULL,
     site_id       TEXT NOT NULL,
     site_name     TEXT NOT NULL,
-    lat           REAL NOT NULL,
-    lon           REAL NOT NULL,
+    lat           REAL,
+    lon           REAL,
     firmware      TEXT NOT NULL,
     follows       TEXT,
     pressed_at    TEXT NOT NULL,
@@ -38,7 +41,22 @@ CREATE TABLE IF NOT EXISTS incidents (
     acked_at      TEXT,
     acked_by      TEXT,
     dispatched_at TEXT,
-    ended_at      TEXT
+    ended_at      TEXT,
+    folded        INTEGER NOT NULL DEFAULT 0,
+    problems      TEXT
+);
+"""
+INCIDENTS_INDEX = "CREATE INDEX IF NOT EXISTS incidents_device ON incidents(device_id, ended_at);"
+SCHEMA = INCIDENTS_TABLE.format(name="incidents") + INCIDENTS_INDEX + """
+CREATE TABLE IF NOT EXISTS folded (
+    alert_id     TEXT PRIMARY KEY,
+    into_id      TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    pressed_at   TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    signature_ok INTEGER
 );
 CREATE TABLE IF NOT EXISTS timeline (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,7 +88,7 @@ CREATE INDEX IF NOT EXISTS device_log_device ON device_log(device_id, id);
 class Incident:
     alert_id: str
     device_id: str
-    seq: int
+    seq: int | None  # None: a flagged alert's body did not give it
     kind: str
     site_name: str
     pressed_at: str
@@ -82,6 +100,8 @@ class Incident:
     acked_at: str | None
     acked_by: str | None
     ended_at: str | None
+    folded: int = 0  # other alert_ids of the device folded into it (counted in presses)
+    problems: tuple[str, ...] = ()  # what was wrong with the alert's body; () when nothing
 
 
 class StoreError(Exception):
@@ -92,39 +112,128 @@ class IncidentStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Incident data: the database files 0600; a directory made for them 0700 (an
+            # existing one, e.g. the operator's cwd, is left as it is).
+            private_dir(self.path.parent, tighten=False)
+            private_sqlite(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open incident database {self.path}: {e}") from None
 
+    def _migrate(self) -> None:
+        """A database from before flagged incidents: rebuild `incidents` with the nullable
+        seq/lat/lon, the `problems` and `folded` columns (SQLite cannot drop NOT NULL in
+        place); one from before folding alone gains `folded`."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(incidents)")]
+        if "problems" in columns:
+            if "folded" not in columns:  # flagged incidents came first, folding after
+                self._db.execute(
+                    "ALTER TABLE incidents ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+            return
+        names = ", ".join(columns)
+        with self._tx():
+            self._db.execute(INCIDENTS_TABLE.format(name="incidents_migrating"))
+            self._db.execute(f"INSERT INTO incidents_migrating({names}) "
+                             f"SELECT {names} FROM incidents")
+            self._db.execute("DROP TABLE incidents")
+            self._db.execute("ALTER TABLE incidents_migrating RENAME TO incidents")
+            self._db.execute(INCIDENTS_INDEX)
+
     def record_alert(self, a: Alert, received_at: str, latency_ms: float | None,
-                     signature_ok: bool | None) -> bool:
-        """Store an announcement. True when this alert_id is new (a new incident)."""
+                     signature_ok: bool | None, problems: tuple[str, ...] = ()) -> bool:
+        """Store an announcement. True when this alert_id is new (a new incident).
+
+        `problems`: what was wrong with this announcement's body (a flagged alert, stored
+        all the same); the incident keeps every distinct problem of every announcement."""
         with self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO incidents(alert_id, device_id, seq, kind, site_id, "
                 "site_name, lat, lon, firmware, follows, pressed_at, received_at, latency_ms, "
-                "announces, presses, escalated, signature_ok) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "announces, presses, escalated, signature_ok, problems) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (a.alert_id, a.device_id, a.seq, a.kind, a.site.id, a.site.name, a.site.lat,
                  a.site.lon, a.firmware, a.follows, a.pressed_at, received_at, latency_ms,
-                 a.announce, a.presses, int(a.escalated), _tri(signature_ok)),
+                 a.announce, a.presses, int(a.escalated), _tri(signature_ok),
+                 json.dumps(list(problems)) if problems else None),
             )
             new = cur.rowcount == 1
             if not new:
                 self._db.execute(
-                    "UPDATE incidents SET announces=MAX(announces, ?), presses=MAX(presses, ?), "
+                    "UPDATE incidents SET announces=MAX(announces, ?), "
+                    "presses=MAX(presses - folded, ?) + folded, "
                     "escalated=MAX(escalated, ?) WHERE alert_id=?",
                     (a.announce, a.presses, int(a.escalated), a.alert_id),
                 )
+                if problems:
+                    row = self._db.execute("SELECT problems FROM incidents WHERE alert_id=?",
+                                           (a.alert_id,)).fetchone()
+                    known = _problems(row[0])
+                    merged = known + tuple(x for x in dict.fromkeys(problems) if x not in known)
+                    if merged != known:
+                        self._db.execute("UPDATE incidents SET problems=? WHERE alert_id=?",
+                                         (json.dumps(list(merged)), a.alert_id))
             what = "received" if new else ("escalated" if a.escalated else "duplicate")
-            self._timeline(a.alert_id, received_at, what,
-                           {"announce": a.announce, "latency_ms": latency_ms})
+            detail = {"announce": a.announce, "latency_ms": latency_ms}
+            if problems:
+                detail["problems"] = list(problems)
+            self._timeline(a.alert_id, received_at, what, detail)
         return new
+
+    def fold_alerts(self, device_id: str,
+                    alerts: list[tuple[Alert, str, bool | None]]) -> tuple[str | None, list[str]]:
+        """Fold new alerts of a device into its newest open incident, in one transaction:
+        each is kept in `folded` (alert_id, seq, kind, press time, signature) and counts as a
+        press of the incident. Returns (that incident's alert_id, the alert_ids folded now);
+        alert_ids the room already has are skipped. (None, []) when the device has no open
+        incident: nothing is stored then."""
+        with self._tx():
+            row = self._db.execute(
+                "SELECT alert_id FROM incidents WHERE device_id=? AND ended_at IS NULL "
+                "ORDER BY received_at DESC, rowid DESC LIMIT 1", (device_id,)).fetchone()
+            if row is None:
+                return None, []
+            into, folded = row[0], []
+            for a, received_at, sig_ok in alerts:
+                if a.device_id != device_id or self._db.execute(
+                        "SELECT 1 FROM incidents WHERE alert_id=?", (a.alert_id,)).fetchone():
+                    continue
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO folded(alert_id, into_id, device_id, seq, kind, "
+                    "pressed_at, received_at, signature_ok) VALUES (?,?,?,?,?,?,?,?)",
+                    (a.alert_id, into, a.device_id, a.seq, a.kind, a.pressed_at, received_at,
+                     _tri(sig_ok)))
+                if cur.rowcount == 1:
+                    folded.append(a.alert_id)
+            if folded:
+                self._db.execute("UPDATE incidents SET presses=presses + ?, folded=folded + ? "
+                                 "WHERE alert_id=?", (len(folded), len(folded), into))
+                self._timeline(into, alerts[-1][1], "folded",
+                               {"alerts": len(folded), "first": folded[0], "last": folded[-1]})
+        return into, folded
+
+    def known(self, alert_id: str) -> bool:
+        """The room has this alert_id, as an incident or folded into one."""
+        return self._db.execute(
+            "SELECT 1 FROM incidents WHERE alert_id=? UNION ALL "
+            "SELECT 1 FROM folded WHERE alert_id=? LIMIT 1", (alert_id, alert_id)).fetchone() \
+            is not None
+
+    def folded_parent(self, alert_id: str) -> str | None:
+        """The incident an alert_id was folded into (None: it was not folded)."""
+        row = self._db.execute("SELECT into_id FROM folded WHERE alert_id=?",
+                               (alert_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def folded_into(self, alert_id: str) -> list[str]:
+        """alert_ids folded into an incident, in the order they were folded."""
+        rows = self._db.execute("SELECT alert_id FROM folded WHERE into_id=? ORDER BY rowid",
+                                (alert_id,))
+        return [r[0] for r in rows]
 
     def mark(self, alert_id: str, what: str, at: str, by: str | None = None) -> bool:
         """Set acked/dispatched/ended once; True when it changed something."""
@@ -209,13 +318,17 @@ class IncidentStore:
     def _incidents(self, where: str, args: tuple) -> list[Incident]:
         rows = self._db.execute(
             "SELECT alert_id, device_id, seq, kind, site_name, pressed_at, received_at, "
-            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at "
-            f"FROM incidents {where}", args)
-        return [Incident(*r[:10], bool(r[10]), *r[11:]) for r in rows]
+            f"latency_ms, announces, presses, escalated, acked_at, acked_by, ended_at, folded, "
+            f"problems FROM incidents {where}", args)
+        return [Incident(*r[:10], bool(r[10]), *r[11:15], _problems(r[15])) for r in rows]
 
     def _timeline(self, alert_id: str, at: str, what: str, detail: dict) -> None:
         self._db.execute("INSERT INTO timeline(alert_id, at, what, detail) VALUES (?,?,?,?)",
                          (alert_id, at, what, json.dumps(detail)))
+
+
+def _problems(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text)) if text else ()
 
 
 def _tri(v: bool | None) -> int | None:

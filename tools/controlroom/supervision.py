@@ -110,6 +110,7 @@ class DeviceMonitor:
         for device_id, d in sorted(self._devices.items()):
             deadline = self._deadline(d)
             if d.online and deadline is not None and now > deadline:
+                assert d.health is not None and d.last_seen is not None  # else no deadline
                 interval = d.health.interval_s
                 silent = now - d.last_seen
                 reason = (f"no heartbeat for {format_duration(silent)} "

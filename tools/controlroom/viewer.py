@@ -37,6 +37,7 @@ class LiveViewer:
         self.alert_id: str | None = None
         self._proc: subprocess.Popen | None = None
         self._started = False  # a keyframe has been written
+        self._last_seq = -1  # seq of the last packet written
 
     def feed(self, alert_id: str, rp: ReceivedPacket) -> None:
         if rp.packet.stream is not Stream.VIDEO:
@@ -47,6 +48,9 @@ class LiveViewer:
             return
         if not self._started and not rp.packet.keyframe:
             return
+        if rp.seq <= self._last_seq:
+            return  # pre-roll sent behind live media: the viewer shows the present
+        self._last_seq = rp.seq
         if self._proc is None:
             self._proc = subprocess.Popen(
                 [self.player, "-loglevel", "error", "-fflags", "nobuffer", "-framedrop",
@@ -54,6 +58,7 @@ class LiveViewer:
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         self._started = True
+        assert self._proc.stdin is not None  # stdin=PIPE
         try:
             self._proc.stdin.write(rp.packet.data)
             self._proc.stdin.flush()
@@ -68,8 +73,10 @@ class LiveViewer:
 
     def close(self) -> None:
         proc, self._proc, self._started = self._proc, None, False
+        self._last_seq = -1
         if proc is None:
             return
+        assert proc.stdin is not None  # stdin=PIPE
         try:
             proc.stdin.close()
         except OSError:
