@@ -202,7 +202,7 @@ def table(rows: list[Row]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m tools.mutate", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.mutate", description=(__doc__ or "").split("\n")[0])
     ap.add_argument("modules", nargs="*", metavar="MODULE",
                     help=f"some of: {', '.join(MODULES)} (default: all)")
     ap.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (2)")
