@@ -440,3 +440,115 @@ def test_an_event_without_detail_has_an_empty_one() -> None:
 
 def test_a_one_character_fault_name_is_valid() -> None:
     assert p.decode_health(raw(health_dict(faults=["x"]))).faults == ("x",)
+
+
+# --- salvage_alert: what the room reads of a refused alert body ---------------------------------
+
+
+def salvaged(payload, device: str = DEVICE) -> p.SalvagedAlert:
+    return p.salvage_alert(payload, topic_device=device)
+
+
+def test_salvage_reads_every_field_at_its_limits_and_finds_nothing_wrong() -> None:
+    follows = "11111111-1111-4111-8111-111111111111"
+    body = alert_dict(seq=1, pressed_mono=1e12, age_ms=0, announce=1_000_000, presses=1,
+                      escalated=True, follows=follows, signature="s" * p.MAX_SIGNATURE)
+    s = salvaged(raw(body))
+    assert s.problems == () and s.alert_id_known
+    assert s.alert == make_alert(seq=1, pressed_mono=1e12, age_ms=0, announce=1_000_000,
+                                 presses=1, escalated=True, follows=follows,
+                                 signature="s" * p.MAX_SIGNATURE)
+    s = salvaged(raw(alert_dict(pressed_mono=0)))
+    assert s.alert.pressed_mono == 0 and s.problems == () and s.alert.signature is None
+
+
+def test_salvage_falls_back_field_by_field_and_names_each_problem_exactly() -> None:
+    body = alert_dict(seq=0, age_ms=-1, announce=0, presses=0, escalated="yes",
+                      pressed_mono=1e12 + 1, kind="drill", firmware="f" * 33, pressed_at=5,
+                      follows="nope", type="cmd", signature=7, site=[1])
+    s = salvaged(raw(body))
+    assert s.alert_id_known and s.alert.alert_id == ALERT_ID
+    a = s.alert
+    assert (a.seq, a.age_ms, a.announce, a.presses, a.escalated, a.pressed_mono) == (
+        None, None, 1, 1, False, None)
+    assert (a.kind, a.firmware, a.pressed_at, a.follows, a.signature) == (
+        "emergency", "f" * 32, "", None, None)
+    assert a.site == p.Site("", "", None, None)
+    assert s.problems == (
+        "field 'type' must be 'alert', got 'cmd'",
+        "field 'kind' must be one of emergency, test, got 'drill': taken as emergency",
+        "field 'site' must be an object, got list",
+        "field 'seq' = 0 is out of range 1..9007199254740992",
+        "field 'pressed_at' must be a string, got int",
+        "field 'pressed_mono' = 1000000000001.0 is out of range 0..1000000000000.0",
+        "field 'age_ms' = -1 is out of range 0..9007199254740992",
+        "field 'announce' = 0 is out of range 1..1000000",
+        "field 'escalated' must be true or false, got str",
+        "field 'presses' = 0 is out of range 1..9007199254740992",
+        "field 'site.id' must be a string, got null",
+        "field 'site.name' must be a string, got null",
+        "field 'site.lat' must be a finite number, got null",
+        "field 'site.lon' must be a finite number, got null",
+        "field 'firmware' is longer than 32 characters",
+        "field 'follows' is not a UUID: 'nope'",
+        "field 'signature' must be a string, got int",
+    )
+
+
+def test_salvage_of_bodies_that_are_not_alerts_says_exactly_why() -> None:
+    assert salvaged(b"[1, 2]").problems == (
+        "payload must be a JSON object, got list",
+        "no readable alert_id: incident id derived from the body")
+    assert salvaged(b"[" * 16_000).problems == (
+        "not valid JSON: nested too deeply",
+        "no readable alert_id: incident id derived from the body")
+    assert salvaged(b'{"type": "alert"}').problems[0] == (
+        "field 'v' (protocol version) missing or not an integer")
+    over = b"x" * (p.MAX_JSON_BYTES + 1)
+    assert salvaged(over).problems == (
+        "payload is 16385 bytes, over the 16384 limit: not read",
+        "no readable alert_id: incident id derived from the body")
+
+
+def test_salvage_reads_a_body_of_exactly_16_kib() -> None:
+    d = alert_dict(site={**alert_dict()["site"], "name": "n" * 300})
+    d["pad"] = ""
+    d["pad"] = "x" * (p.MAX_JSON_BYTES - len(raw(d)))
+    assert len(raw(d)) == p.MAX_JSON_BYTES
+    s = salvaged(raw(d))
+    assert s.alert.seq == 7 and s.problems == ("field 'site.name' is longer than 256 characters",)
+
+
+def test_salvage_of_a_text_payload_with_a_lone_surrogate_never_raises() -> None:
+    text = json.dumps(alert_dict(firmware="v\ud8001"), ensure_ascii=False)
+    s = salvaged(text)
+    assert s.alert.alert_id == ALERT_ID and s.alert.seq == 7
+    assert s.alert.firmware == "v\ufffd\ufffd\ufffd1"  # the surrogate's 3 bytes, each replaced
+    assert s.problems[0].startswith("not valid UTF-8 (byte ")
+    plain = salvaged(json.dumps(alert_dict(firmware="v2")))
+    assert plain.problems == () and plain.alert.firmware == "v2"
+
+
+@pytest.mark.parametrize("shown,value", [
+    ("'" + "x" * 38 + "'", "x" * 38),  # repr of 40 characters: shown whole
+    ("'" + "x" * 36 + "...", "x" * 39),  # 41: cut to 37 and marked
+])
+def test_salvage_quotes_a_bad_value_up_to_40_characters(shown, value) -> None:
+    s = salvaged(raw(alert_dict(type=value)))
+    assert s.problems == (f"field 'type' must be 'alert', got {shown}",)
+
+
+def test_a_derived_alert_id_depends_on_the_body_not_on_its_key_order() -> None:
+    a = salvaged(b'{"v": 1, "type": "alert", "seq": 3, "kind": "x"}').alert.alert_id
+    b = salvaged(b'{"kind": "x", "seq": 3, "type": "alert", "v": 1}').alert.alert_id
+    assert a == b
+    assert salvaged(b"[1, 2]").alert.alert_id != salvaged(b"null").alert.alert_id
+    assert salvaged(b"{}").alert.alert_id != salvaged(b"{ }").alert.alert_id
+
+
+def test_a_derived_alert_id_is_fixed_for_a_given_body() -> None:
+    """Stored incidents fold retries by it, across room restarts and versions."""
+    body = json.dumps({"v": 1, "type": "alert", "alert_id": "nope", "site": {"name": "قصہ"}},
+                      ensure_ascii=False).encode()
+    assert salvaged(body).alert.alert_id == "4d32e244-7f64-52c1-a959-2393fdc76070"
+    assert salvaged(b"[1, 2]").alert.alert_id == "3797ce45-86c9-5834-ae51-70d4a81b6e1b"
