@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate
 
 all: test
 
@@ -62,6 +62,12 @@ bench: deps
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps
 	$(BIN)/python -m tools.soak
+
+# Mutation testing of the pure modules against their own tests: a table of mutants / killed /
+# survived / score per module (tools/mutate.py; equivalents in tests/mutation-equivalents.txt).
+# Not part of `make test`.
+mutate: deps
+	$(BIN)/python -m tools.mutate
 
 # ruff, then pyright (configured in pyproject.toml: hal firmware simulator tools); any error fails.
 lint: deps

@@ -71,3 +71,35 @@ def test_equal_min_and_max_gives_a_constant_band():
 def test_bad_arguments_raise_value_error(min_s, max_s):
     with pytest.raises(ValueError, match="min_s"):
         Backoff(min_s, max_s)
+
+
+# --- pinned (issue 15) ----------------------------------------------------------------------
+
+
+class _Edge(random.Random):
+    """A real Random whose jitter lands on one end of its range."""
+
+    def __init__(self, top: bool) -> None:
+        super().__init__(0)
+        self.top = top
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.top else a
+
+
+def test_defaults_are_half_a_second_to_thirty_seconds() -> None:
+    b = Backoff()
+    assert (b.min_s, b.max_s, b.attempt) == (0.5, 30.0, 0)
+
+
+@pytest.mark.parametrize("top", [False, True])
+def test_the_jitter_spans_exactly_half_the_cap_to_the_whole_cap(top) -> None:
+    b = Backoff(1.0, 8.0, _Edge(top))
+    expected = [1.0, 2.0, 4.0, 8.0, 8.0] if top else [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [b.next_delay() for _ in range(5)] == expected
+    assert b.attempt == 5
+
+
+def test_bad_arguments_name_the_rule() -> None:
+    with pytest.raises(ValueError, match=r"^backoff needs 0 < min_s <= max_s$"):
+        Backoff(2.0, 1.0)

@@ -195,3 +195,117 @@ def test_chunks_that_disagree_are_rejected():
     struct.pack_into(">Q", forged, 14, 999)  # capture_us of another packet
     with pytest.raises(MediaError, match="disagrees"):
         r.add(decode_envelope(bytes(forged)))
+
+
+# --- pinned at the boundaries (issue 15) -----------------------------------------------------
+
+
+def single(seq: int, size: int = 10) -> MediaEnvelope:
+    [m] = encode_packet(video(size, keyframe=False), seq=seq, origin_us=0)
+    return decode_envelope(m)
+
+
+def halves(seq: int, size: int = 100_000) -> list[MediaEnvelope]:
+    return [decode_envelope(m) for m in encode_packet(video(size), seq=seq, origin_us=0)]
+
+
+def test_live_packets_are_not_pre_roll_unless_marked() -> None:
+    [live] = encode_packet(video(10), seq=1, origin_us=0)
+    [pre] = encode_packet(video(10), seq=2, origin_us=0, preroll=True)
+    assert live[4] & 0x02 == 0 and pre[4] & 0x02 == 0x02
+    assert decode_envelope(live).preroll is False and decode_envelope(pre).preroll is True
+    assert decode_envelope(live).keyframe is True
+    r = Reassembler()
+    assert r.add(decode_envelope(live)).preroll is False
+    assert r.add(decode_envelope(pre)).preroll is True
+
+
+def test_the_reserved_header_byte_is_sent_as_zero() -> None:
+    for message in encode_packet(video(100_000), seq=1, origin_us=0, preroll=True):
+        assert message[5] == 0
+
+
+def test_a_packet_of_exactly_65535_chunks_is_enveloped_one_more_is_refused(monkeypatch) -> None:
+    """The chunk count is 16 bits. Made cheap by a 1-byte chunk size: one chunk per byte."""
+    from firmware.media import envelope
+
+    monkeypatch.setattr(envelope, "MAX_CHUNK_PAYLOAD", 1)
+    pkt = EncodedPacket(Stream.VIDEO, bytes(0xFFFF), 0, 1, True)
+    messages = encode_packet(pkt, seq=1, origin_us=0)
+    assert len(messages) == 0xFFFF and decode_envelope(messages[-1]).chunk_count == 0xFFFF
+    too_big = EncodedPacket(Stream.VIDEO, bytes(0x10000), 0, 1, True)
+    with pytest.raises(ValueError, match=r"^media packet of 65536 bytes is too big to envelope$"):
+        encode_packet(too_big, seq=1, origin_us=0)
+
+
+def test_decode_errors_say_exactly_what_is_wrong() -> None:
+    with pytest.raises(MediaError, match=r"^media message must be bytes, got str$"):
+        decode_envelope("PB")
+    with pytest.raises(MediaError, match=r"^media length mismatch: header says 3, got 2$"):
+        decode_envelope(header() + b"ab")
+
+
+def test_reassembler_defaults() -> None:
+    r = Reassembler()
+    assert (r.max_seq_window, r.max_pending_bytes) == (256, 4 * 1024 * 1024)
+    assert (r.pending, r.pending_bytes, r.dropped_incomplete, r.duplicates, r.late) == (
+        0, 0, 0, 0, 0)
+
+
+def test_a_first_packet_with_seq_0_is_never_late_even_with_no_window() -> None:
+    r = Reassembler(max_seq_window=0)
+    assert r.add(single(0)).seq == 0 and r.late == 0
+
+
+def test_a_chunk_exactly_max_seq_window_behind_is_taken_one_more_is_late() -> None:
+    r = Reassembler(max_seq_window=10)
+    r.add(single(20))
+    at_edge, past_edge = halves(10), halves(9)
+    assert r.add(at_edge[0]) is None and r.pending == 1 and r.late == 0
+    assert r.add(at_edge[1]).seq == 10
+    assert r.add(past_edge[0]) is None and r.add(past_edge[1]) is None
+    assert (r.late, r.pending) == (2, 0), "each late chunk is counted once"
+
+
+def test_duplicates_are_counted_one_by_one() -> None:
+    r = Reassembler()
+    a, b = halves(3)
+    r.add(a)
+    assert r.add(a) is None and r.duplicates == 1
+    assert r.add(a) is None and r.duplicates == 2
+    assert r.add(b).seq == 3
+    assert r.add(b) is None and r.add(single(3)) is None and r.duplicates == 4
+
+
+def test_the_completed_seq_window_evicts_the_oldest_and_keeps_exactly_the_window() -> None:
+    r = Reassembler(max_seq_window=4)
+    for seq in (1, 2, 3, 4):
+        assert r.add(single(seq)) is not None
+    assert r.add(single(1)) is None, "all four are remembered"
+    assert r.add(single(5)) is not None
+    assert r.add(single(5)) is None, "the newest is remembered, not evicted"
+    assert r.add(single(2)) is None and r.duplicates == 3
+    assert r.late == 0
+    # seq 1 was the oldest: forgotten first (and not late: 1 >= 5 - 4), so it is taken again.
+    assert r.add(single(1)) is not None
+
+
+def test_an_incomplete_packet_exactly_at_the_horizon_is_kept_and_the_drop_is_logged(caplog) -> None:
+    r = Reassembler(max_seq_window=10)
+    r.add(halves(0)[0])
+    r.add(halves(1)[0])
+    r.add(halves(11)[0])  # horizon 1: seq 0 is behind it, seq 1 exactly at it
+    assert r.pending == 2 and r.dropped_incomplete == 1
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "media seq 0 dropped incomplete (1 of 2 chunks): too far behind"]
+
+
+def test_pending_bytes_exactly_at_the_bound_are_kept_one_more_is_dropped(caplog) -> None:
+    first = halves(1)[0]
+    bound = len(first.payload)
+    r = Reassembler(max_pending_bytes=bound)
+    assert r.add(first) is None and (r.pending, r.pending_bytes) == (1, bound)
+    r = Reassembler(max_pending_bytes=bound - 1)
+    assert r.add(first) is None and (r.pending, r.pending_bytes, r.dropped_incomplete) == (0, 0, 1)
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "media seq 1 dropped incomplete (1 of 2 chunks): over the reassembly memory bound"]

@@ -148,3 +148,23 @@ def test_events_alternate_and_each_level_was_held_for_the_stable_time(gaps, init
     assert deb.level is level
     assert expected_level is level
     assert deb.next_deadline() is None
+
+
+# --- pinned (issue 15) ----------------------------------------------------------------------
+
+
+def test_the_default_debounce_time_is_50_ms() -> None:
+    assert StableLevelDebouncer().stable_s == 0.05
+
+
+def test_a_zero_debounce_time_is_valid_and_confirms_at_once() -> None:
+    d = StableLevelDebouncer(stable_s=0.0)
+    d.edge(True, 3.0)
+    assert d.next_deadline() == 3.0
+    assert d.poll(3.0) == [ButtonEvent(pressed=True, at=3.0, confirmed_at=3.0)]
+    assert d.level is True
+
+
+def test_a_negative_debounce_time_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"^debounce time must be >= 0 s, got -0.001$"):
+        StableLevelDebouncer(stable_s=-0.001)

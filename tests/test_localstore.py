@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -243,3 +244,41 @@ def test_after_kill_9_every_served_segment_matches_its_hash(tmp_path):
         assert got[seq] == packet(seq, size=2000)[2]
     assert faults.items == []
     time.sleep(0)  # nothing left running
+
+
+def test_salvage_keeps_only_whole_packets_a_kill_between_two_chunks_drops_the_torn_packet(tmp_path):
+    """A kill after the first chunk of a two-chunk keyframe reached the disk, before the second:
+    each record is whole and valid, but the packet is not. Serving it would be evidence one
+    chunk short; the salvage keeps the packets before it, whole, and drops the torn one."""
+    s, _ = store(tmp_path)
+    s.begin(A1)
+    sent = record(s, A1, range(55))  # segment 1 (seqs 50..54) is still open
+    _, _, keyframe = packet(60)
+    assert len(keyframe) == 2
+    part = next((tmp_path / "evidence" / A1).glob("*.part"))
+    s._incidents[A1].open.handle.flush()
+    with open(part, "ab") as f:  # chunk 0 of seq 60 written whole, chunk 1 never
+        f.write(struct.pack(">I", len(keyframe[0])) + keyframe[0])
+    del s  # no close: as after kill -9
+    s2, faults = store(tmp_path)
+    m = s2.manifest(A1)
+    assert m["last_seq"] == 54 and s2.last_seq(A1) == 54, "the torn packet is not recorded"
+    got = dict(s2.read(A1, range(70)))
+    assert sorted(got) == list(range(55))
+    assert all(got[seq] == sent[seq] for seq in got), "every served packet is whole"
+    seg = m["segments"][-1]
+    data = (tmp_path / "evidence" / A1 / seg["file"]).read_bytes()
+    assert len(data) == seg["bytes"] and hashlib.sha256(data).hexdigest() == seg["sha256"]
+    assert faults.items == []
+
+
+def test_salvage_keeps_a_whole_multi_chunk_packet_at_the_end_of_the_torn_segment(tmp_path):
+    s, _ = store(tmp_path)
+    s.begin(A1)
+    sent = record(s, A1, range(51))  # the open segment ends with seq 50, a two-chunk keyframe
+    assert len(sent[50]) == 2
+    s._incidents[A1].open.handle.flush()
+    del s
+    s2, _ = store(tmp_path)
+    assert s2.last_seq(A1) == 50
+    assert dict(s2.read(A1, [50])) == {50: sent[50]}

@@ -189,7 +189,12 @@ def test_pairs_not_listed_as_mode_changes_may_only_stay() -> None:
 
 
 def test_validator_accepts_the_real_table() -> None:
-    validate_transitions(TRANSITIONS, EVENT_TYPES)
+    assert validate_transitions(TRANSITIONS, EVENT_TYPES) is None
+    assert validate_transitions(TRANSITIONS, EVENT_TYPES, start=Mode.BOOT) is None
+    # It checks reachability from the given start: nothing leads back to BOOT or SELFTEST.
+    with pytest.raises(TransitionTableError) as info:
+        validate_transitions(TRANSITIONS, EVENT_TYPES, start=Mode.IDLE)
+    assert str(info.value) == "modes not reachable from idle: boot, selftest"
 
 
 def _broken(change) -> dict:
@@ -731,22 +736,35 @@ def test_publish_event_rejects_non_scalar_detail() -> None:
 
 @pytest.mark.parametrize("field", ["ack_timeout_s", "stream_s", "retry_s", "max_extend_s"])
 def test_settings_refuse_periods_that_would_spin(field) -> None:
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError) as info:
         Settings(**{field: 0})
+    assert str(info.value) == f"Settings.{field} must be a positive number of seconds, not 0"
+    assert getattr(Settings(**{field: 0.25}), field) == 0.25, "a sub-second period is valid"
 
 
 def test_settings_refuse_bad_cooldown_and_sequence() -> None:
-    with pytest.raises(ValueError, match="cooldown_s"):
+    with pytest.raises(ValueError) as info:
         Settings(cooldown_s=-1)
-    with pytest.raises(ValueError, match="next_seq"):
-        initial_state(next_seq=0)
+    assert str(info.value) == "Settings.cooldown_s must be >= 0 seconds, not -1"
+    assert Settings(cooldown_s=0).cooldown_s == 0, "a zero cooldown is valid"
+    for bad in (0, -1, True, 1.0, "1"):
+        with pytest.raises(ValueError) as info:
+            initial_state(next_seq=bad)
+        assert str(info.value) == f"next_seq must be an integer >= 1, not {bad!r}"
+    assert initial_state(next_seq=1).next_seq == 1
 
 
 def test_state_refuses_an_incident_mode_without_incident() -> None:
-    with pytest.raises(ValueError, match="alerting must have an incident"):
+    with pytest.raises(ValueError) as info:
         State(mode=Mode.ALERTING, settings=Settings())
-    with pytest.raises(ValueError, match="cooldown_until"):
+    assert str(info.value) == "State in mode alerting must have an incident"
+    with pytest.raises(ValueError) as info:
+        State(mode=Mode.IDLE, settings=Settings(), incident=alerting().incident)
+    assert str(info.value) == "State in mode idle must not have an incident"
+    with pytest.raises(ValueError) as info:
         State(mode=Mode.COOLDOWN, settings=Settings())
+    assert str(info.value) == "State in mode cooldown needs cooldown_until"
+    assert State(mode=Mode.COOLDOWN, settings=Settings(), cooldown_until=0.0).cooldown_until == 0.0
 
 
 def test_values_are_frozen_and_slotted() -> None:

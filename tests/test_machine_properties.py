@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from firmware.machine import (
     INCIDENT_MODES,
     TRANSITIONS,
+    Action,
     AlertDraft,
     AlertPublished,
     Boot,
@@ -156,6 +157,7 @@ class RuleChecker:
         new_state, actions = step(state, event, now)  # must never raise InvalidTransition
 
         assert state == before, "step mutated its input"
+        assert all(isinstance(action, Action) for action in actions), actions
         assert step(state, event, now) == (new_state, actions), "step is not deterministic"
         assert new_state.mode in TRANSITIONS[(state.mode, type(event))]
         assert (new_state.incident is not None) == (new_state.mode in INCIDENT_MODES)

@@ -146,11 +146,41 @@ def test_valid_heartbeat_with_one_field_replaced_raises_only_protocol_errors(dat
     key = data.draw(st.sampled_from(sorted(obj)) | st.text(max_size=8), label="key")
     obj[key] = value
     only_protocol_errors(json.dumps(obj).encode())
+    try:
+        got = p.decode_health(json.dumps(obj).encode())
+    except p.ProtocolError:
+        return
+    # Accepted: the decoded heartbeat carries the new value, or ignored an unknown field.
+    if key in p.Health.__dataclass_fields__:
+        expected = tuple(value) if key == "faults" else value
+        assert getattr(got, key) == expected
+        assert (type(getattr(got, key)) is bool) == (type(value) is bool)
+    else:
+        assert got == make_health()
+
+
+# docs/protocol.md: the heartbeat fields that are "or null" (and so may be left out).
+OPTIONAL = {"online_since", "disk_free_mb", "temperature_c", "last_selftest", "selftest_ok"}
 
 
 @FUZZ
 @given(st.data())
 def test_valid_heartbeat_with_one_field_removed_raises_only_protocol_errors(data):
     obj = health_dict()
-    del obj[data.draw(st.sampled_from(sorted(obj)), label="key")]
+    key = data.draw(st.sampled_from(sorted(obj)), label="key")
+    del obj[key]
     only_protocol_errors(json.dumps(obj).encode())
+    try:
+        got = p.decode_health(json.dumps(obj).encode())
+    except p.ProtocolError:
+        assert key not in OPTIONAL, f"{key} is optional"
+        return
+    assert key in OPTIONAL, f"{key} is required"
+    assert getattr(got, key) is None
+
+
+@pytest.mark.parametrize("key", sorted(OPTIONAL))
+def test_each_optional_heartbeat_field_may_be_left_out(key) -> None:
+    obj = health_dict()
+    del obj[key]
+    assert getattr(p.decode_health(json.dumps(obj).encode()), key) is None

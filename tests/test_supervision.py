@@ -162,3 +162,100 @@ def test_device_view_carries_the_latest_heartbeat(mon):
 )
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+# --- pinned at the boundaries (issue 15) -----------------------------------------------------
+
+
+def test_exactly_at_the_offline_deadline_a_device_is_not_yet_offline(mon, clock):
+    mon.heartbeat(beat(1, 0))  # at 1000: deadline 1000 + 2 x 10 + 1
+    assert mon.next_deadline() == 1021.0
+    assert mon.tick(1021.0) == []
+    [n] = mon.tick(1021.001)
+    assert (n.kind, n.at, n.gone_s) == ("offline", 1021.001, pytest.approx(21.001))
+
+
+def test_several_kiosks_silent_in_one_tick_each_get_an_offline_notice(mon, clock):
+    for device in ("pb-a", "pb-b", "pb-c"):
+        mon.heartbeat(beat(1, 0, device=device))
+    mon.heartbeat(beat(1, 0, device="pb-d", interval=100.0))  # not due yet
+    notices = mon.tick(1030.0)
+    assert [(n.kind, n.device_id) for n in notices] == [
+        ("offline", "pb-a"), ("offline", "pb-b"), ("offline", "pb-c")]
+    assert [v.online for v in mon.devices()] == [False, False, False, True]
+
+
+def test_a_last_will_notice_names_the_device_and_when(mon, clock):
+    mon.heartbeat(beat(1, 0))
+    [n] = mon.status(DEV, False, now=1003.0)
+    assert n == type(n)("offline", DEV, "offline status (Last Will or shutdown)", 1003.0, 0.0)
+    assert n.text == f"{DEV} OFFLINE: offline status (Last Will or shutdown)"
+    view = mon.device(DEV)
+    assert (view.device_id, view.online, view.offline_since) == (DEV, False, 1003.0)
+    [back] = mon.status(DEV, True, now=1010.0)
+    assert back == type(n)("back", DEV, "status online", 1010.0, 7.0)
+    assert back.text == f"{DEV} back online after 7 s"
+
+
+def test_the_monitor_uses_the_time_it_is_given_not_its_clock(mon, clock):
+    [n] = mon.heartbeat(beat(1, 0), now=5.0)
+    assert n.at == 5.0 and mon.device(DEV).last_heartbeat == 5.0
+    [n] = mon.status("pb-other", True, now=6.0)
+    assert (n.kind, n.device_id, n.reason, n.at) == ("online", "pb-other", "status online", 6.0)
+    [n] = mon.tick(now=26.5)
+    assert (n.device_id, n.at, n.gone_s) == (DEV, 26.5, 21.5)
+    assert mon.tick() == []  # and the clock (1000) when it is not given
+    [n] = mon.heartbeat(beat(2, 10))
+    assert (n.kind, n.at, n.gone_s) == ("back", 1000.0, pytest.approx(995.0))
+
+
+def test_device_of_a_kiosk_known_only_from_its_status(mon):
+    mon.status(DEV, True, state="idle")
+    view = mon.device(DEV)
+    assert view == mon.devices()[0]
+    assert (view.device_id, view.online, view.state, view.last_heartbeat, view.interval_s) == (
+        DEV, True, "idle", None, None)
+    assert (view.faults, view.temperature_c, view.queue_depth, view.disk_free_mb,
+            view.uptime_s, view.firmware, view.offline_since, view.offline_reason) == (
+        (), None, None, None, None, None, None, None)
+    mon.status(DEV, True)
+    assert mon.device(DEV).state == "idle", "a status without a state keeps the known one"
+    mon.status(DEV, False, state="offline")
+    assert mon.device(DEV).state == "offline"
+
+
+def test_device_carries_every_field_of_the_latest_heartbeat(mon):
+    mon.heartbeat(beat(1, 5, disk_free_mb=0.0, temperature_c=-5.0, firmware="1.2.3",
+                       state="streaming", queue_depth=0), now=7.0)
+    v = mon.device(DEV)
+    assert (v.device_id, v.online, v.last_heartbeat, v.state, v.disk_free_mb, v.temperature_c,
+            v.uptime_s, v.firmware, v.queue_depth) == (
+        DEV, True, 7.0, "streaming", 0.0, -5.0, 5, "1.2.3", 0)
+
+
+def test_a_duplicate_heartbeat_is_not_a_sign_of_life(mon, clock):
+    h = beat(3, 30)
+    mon.heartbeat(h, now=1000.0)
+    assert mon.heartbeat(h, now=1015.0) == []
+    assert mon.device(DEV).last_heartbeat == 1000.0, "the copy does not move the deadline"
+    assert mon.next_deadline() == 1021.0
+    mon.heartbeat(beat(4, 30), now=1016.0)  # a new seq: news even with the same uptime
+    assert mon.device(DEV).last_heartbeat == 1016.0
+    mon.heartbeat(beat(4, 0.5), now=1017.0)  # the same seq after a restart: news too
+    assert mon.device(DEV).last_heartbeat == 1017.0 and mon.device(DEV).uptime_s == 0.5
+
+
+def test_back_after_an_offline_status_without_a_time_gone_says_how_long(mon):
+    mon.status(DEV, False, now=10.0)  # first heard of as offline
+    [n] = mon.status(DEV, True, now=10.5)
+    assert (n.kind, n.gone_s) == ("back", 0.5)
+
+
+@pytest.mark.parametrize(
+    "seconds,text",
+    [(9.94, "9.9 s"), (9.95, "10 s"), (10.5, "10 s"), (119.4, "119 s"), (119.5, "2 min 0 s"),
+     (120, "2 min 0 s"), (3599, "59 min 59 s"), (7199, "119 min 59 s"), (7200, "2 h 0 min"),
+     (36_000, "10 h 0 min")],
+)
+def test_format_duration_switches_units_exactly_at_its_limits(seconds, text):
+    assert format_duration(seconds) == text

@@ -12,8 +12,8 @@ Layout, under `state_dir/evidence/`:
 A segment is sealed after ~1 s of capture time (or 256 packets, or 4 MiB): fsync, rename to
 .bin, then the manifest is replaced atomically (temp file, fsync, rename, fsync of the
 directory). A segment is served only if its bytes still hash to the manifest's SHA-256. After
-a crash, a leftover .part is salvaged up to its last whole, valid record. When the kiosk
-restarted mid-incident and streams the alert again, the new run goes on at a higher seq
+a crash, a leftover .part is salvaged up to its last whole packet (every chunk there). When
+the kiosk restarted mid-incident and streams the alert again, the new run goes on at a higher seq
 (firmware/media/seqlease.py) and is appended to the same recording (`last_seq` tells where the
 earlier run stopped).
 
@@ -566,15 +566,26 @@ def _records(data: bytes, valid_only: bool = False) -> Iterator[bytes]:
 
 
 def _salvage(part: Path) -> Segment | None:
-    """Keep the whole, valid records of a segment a crash left open; the torn tail goes."""
+    """Keep the whole packets of a segment a crash left open; the torn tail goes.
+
+    A packet is whole when all its chunks are there, in order: a kill between the chunks of
+    a keyframe leaves valid records of a packet that is not, and serving it would be
+    evidence one chunk short."""
     data = part.read_bytes()
     kept, seqs, captures = 0, [], []
+    pos, due, seq = 0, 0, None  # end of the records read; the chunk due next, of which seq
     for message in _records(data, valid_only=True):
         env = decode_envelope(message)
-        if not seqs or seqs[-1] != env.seq:
-            seqs.append(env.seq)
-            captures.append(env.capture_us)
-        kept += RECORD.size + len(message)
+        if env.chunk_index != due or (due and env.seq != seq):
+            break  # a packet cut short: from here on nothing is kept
+        seq = env.seq
+        pos += RECORD.size + len(message)
+        due = (due + 1) % env.chunk_count
+        if due == 0:  # this packet is whole
+            kept = pos
+            if not seqs or seqs[-1] != seq:
+                seqs.append(seq)
+                captures.append(env.capture_us)
     if not seqs:
         return None
     with open(part, "r+b") as f:
