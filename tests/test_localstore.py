@@ -243,3 +243,23 @@ def test_after_kill_9_every_served_segment_matches_its_hash(tmp_path):
         assert got[seq] == packet(seq, size=2000)[2]
     assert faults.items == []
     time.sleep(0)  # nothing left running
+
+
+def test_unconfirmed_evidence_is_listed_as_pending_across_a_restart_until_confirmed(tmp_path):
+    """What the heartbeat reports (`evidence_pending`): every incident the room has not
+    confirmed, oldest first, kept across a restart; a confirmed one is deleted and gone."""
+    s, _ = store(tmp_path)
+    for alert_id in (A1, A2, A3):
+        s.begin(alert_id)
+        record(s, alert_id, range(5))
+        s.finish(alert_id)
+        s.run_pending()
+    assert s.pending() == [A1, A2, A3] and s.pending(limit=2) == [A1, A2]
+    s.confirm(A2)
+    s.run_pending()
+    assert s.pending() == [A1, A3]
+    s.close()
+    again, _ = store(tmp_path)
+    assert again.pending() == [A1, A3]
+    assert sorted(p.name for p in (tmp_path / "evidence").iterdir() if p.is_dir()) == [A1, A3]
+    again.close()

@@ -154,3 +154,23 @@ def test_valid_heartbeat_with_one_field_removed_raises_only_protocol_errors(data
     obj = health_dict()
     del obj[data.draw(st.sampled_from(sorted(obj)), label="key")]
     only_protocol_errors(json.dumps(obj).encode())
+
+
+def test_evidence_pending_round_trips_and_is_optional():
+    ids = ("3f2a9c1e-1111-4111-8111-111111111111", "3f2a9c1e-2222-4222-8222-222222222222")
+    h = make_health(evidence_pending=ids)
+    assert json.loads(p.encode_health(h))["evidence_pending"] == list(ids)
+    assert p.decode_health(p.encode_health(h)) == h
+    older = health_dict()
+    del older["evidence_pending"]  # firmware from before the field: nothing pending
+    assert p.decode_health(json.dumps(older).encode()).evidence_pending == ()
+
+
+@pytest.mark.parametrize("value, words", [
+    ("3f2a9c1e-1111-4111-8111-111111111111", ["evidence_pending", "list"]),
+    (["not-a-uuid"], ["evidence_pending[0]", "UUID"]),
+    ([7], ["evidence_pending[0]"]),
+    (["3f2a9c1e-1111-4111-8111-111111111111"] * 17, ["evidence_pending", "17", "16"]),
+])
+def test_evidence_pending_is_checked(value, words):
+    reject(health_dict(evidence_pending=value), *words)
