@@ -16,6 +16,7 @@ import pytest
 from firmware.clock import FakeClock
 from firmware.media.envelope import ReceivedPacket
 from firmware.media.packet import EncodedPacket, Stream
+from tests.test_e2e_backfill import ffmpeg_errors
 from tools.controlroom.media import EvidenceError, EvidenceRecorder, ffprobe_summary
 
 W, H, FPS = 640, 480, 15
@@ -228,7 +229,11 @@ def test_arrival_later_than_the_window_is_a_gap_and_dropped(tmp_path, incident):
     arrivals = short[:10] + short[11:30] + [late] + short[30:]
     _, s = record(tmp_path, arrivals, reorder_window=8)
     assert s.gaps == [(10, 10)]
-    assert s.dropped_packets == 1
+    # The late packet, and the video deltas after the gap up to the next keyframe (what is
+    # missing may be a picture they refer to).
+    after = [rp.packet for rp in short[11:] if rp.packet.is_video]
+    waiting = next(i for i, p in enumerate(after) if p.keyframe)
+    assert s.dropped_packets == 1 + waiting
 
 
 def test_duplicates_are_written_once(tmp_path, incident):
@@ -330,3 +335,56 @@ def test_audio_only_incident_is_recorded_when_no_keyframe_comes(tmp_path, media)
     probe = ffprobe_summary(s.path)
     assert probe["video"] is None and probe["audio"]["codec"] == "opus"
     assert probe["duration_s"] == pytest.approx(4.0, abs=0.2)
+
+
+def check_every_delta_has_its_references(path: Path, media: list[EncodedPacket],
+                                         origin_us: int) -> int:
+    """Every video delta in the file comes right after the video packet it follows in the
+    encoded stream (a P-frame refers to the picture before it), every run starts at a
+    keyframe; returns the number of video packets."""
+    index = {round(p.pts_us / 1000): i for i, p in enumerate(x for x in media if x.is_video)}
+    with av.open(str(path)) as c:
+        video = [(round(p.pts * p.time_base * 1_000_000), p.is_keyframe)
+                 for p in c.demux(video=0) if p.size]
+    previous = None
+    for pts, key in video:
+        i = index[round((origin_us + pts) / 1000)]  # in ms: the file is 90 kHz
+        assert key or previous == i - 1, f"delta {i} written after {previous}: reference missing"
+        previous = i
+    return len(video)
+
+
+def test_after_a_gap_video_waits_for_a_keyframe_and_every_frame_decodes(tmp_path, incident,
+                                                                         media):
+    """Issue 9 item 10: a part that starts with a keyframe, then loses packets (a broker lost
+    its queue in a crash) must not write the deltas after the gap: their keyframe is not in
+    the file, and decoding them against an older picture is wrong (ffmpeg reports it)."""
+    short = [rp for rp in incident if rp.pts_us < 4_000_000]
+    key_seqs = [rp.seq for rp in short if rp.packet.is_video and rp.packet.keyframe]
+    # Lost: from just after the 2nd keyframe's GOP start to just after the 3rd keyframe...
+    lost = set(range(key_seqs[1] + 10, key_seqs[2] + 1))
+    # ...and a hole in the middle of the 4th GOP (maybe only audio: still waits).
+    lost |= set(range(key_seqs[3] + 20, key_seqs[3] + 23))
+    _, s = record(tmp_path, [rp for rp in short if rp.seq not in lost])
+    assert [g for g in s.gaps] == sorted(
+        [(key_seqs[1] + 10, key_seqs[2]), (key_seqs[3] + 20, key_seqs[3] + 22)])
+    origin = DEVICE_START_US + short[0].pts_us
+    written = check_every_delta_has_its_references(s.path, media, origin)
+    assert written == s.video_packets == len(decoded_video(s.path))
+    assert ffmpeg_errors(s.path) == ""
+
+
+def test_a_stale_video_packet_is_dropped_and_so_are_the_deltas_that_need_it(tmp_path, incident,
+                                                                            media):
+    """A packet whose pts does not rise (a stale copy from before a restart) cannot be placed;
+    a delta after it may refer to it, so video waits for the next keyframe."""
+    short = [rp for rp in incident if rp.pts_us < 3_000_000]
+    key_seqs = [rp.seq for rp in short if rp.packet.is_video and rp.packet.keyframe]
+    victim = next(rp for rp in short if rp.seq > key_seqs[1] + 5 and rp.packet.is_video)
+    stale = replace(victim, packet=replace(victim.packet, pts_us=victim.packet.pts_us),
+                    pts_us=short[1].pts_us)  # a pts already passed
+    fed = [stale if rp.seq == victim.seq else rp for rp in short]
+    _, s = record(tmp_path, fed)
+    origin = DEVICE_START_US + short[0].pts_us
+    check_every_delta_has_its_references(s.path, media, origin)
+    assert ffmpeg_errors(s.path) == ""

@@ -128,6 +128,9 @@ class Evidence:
         self._audio_packets = 0
         self._dropped = 0
         self._have_keyframe = False
+        # A video packet is missing (a seq gap) or was not written: the deltas after it refer
+        # to a picture this file does not have, so video waits for the next keyframe.
+        self._video_needs_key = False
         self._first_media_at: float | None = None
         self._first_keyframe_at: float | None = None
         self._written = _Span()
@@ -161,6 +164,7 @@ class Evidence:
     def _skip_to(self, seq: int) -> None:
         self._gaps.append((self._next_seq, seq - 1))
         self._next_seq = seq
+        self._video_needs_key = True  # what is missing may be a picture the next delta needs
 
     # ---- media -----------------------------------------------------------------------------
 
@@ -234,16 +238,24 @@ class Evidence:
 
     def _write(self, rp: ReceivedPacket) -> None:
         pkt: EncodedPacket = rp.packet
-        stream = self._video if pkt.stream is Stream.VIDEO else self._audio
+        video = pkt.stream is Stream.VIDEO
+        stream = self._video if video else self._audio
         last = self._last_pts.get(pkt.stream)
+        if video and self._video_needs_key:
+            if not pkt.keyframe:
+                self._dropped += 1  # its reference picture is not in this file
+                return
+            self._video_needs_key = False
         # MP4 needs strictly increasing timestamps per track; anything else (a stream that
-        # appeared after the file started, a clock step) cannot be placed and is dropped.
+        # appeared after the file started, a clock step, a stale packet from before a restart)
+        # cannot be placed and is dropped.
         if (
             stream is None
             or rp.pts_us < self._origin_us
             or (last is not None and rp.pts_us <= last)
         ):
             self._dropped += 1
+            self._video_needs_key |= video
             return
         out = av.Packet(pkt.data)
         out.stream = stream
@@ -255,6 +267,7 @@ class Evidence:
             self._container.mux(out)
         except av.FFmpegError as e:
             self._dropped += 1
+            self._video_needs_key |= video
             log.warning("%s: packet seq %d not written: %s", self.path.name, rp.seq, e)
             return
         self._last_pts[pkt.stream] = rp.pts_us
