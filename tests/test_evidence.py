@@ -388,3 +388,28 @@ def test_a_stale_video_packet_is_dropped_and_so_are_the_deltas_that_need_it(tmp_
     origin = DEVICE_START_US + short[0].pts_us
     check_every_delta_has_its_references(s.path, media, origin)
     assert ffmpeg_errors(s.path) == ""
+
+
+def test_jittered_capture_times_are_written_on_the_frame_grid_and_decode_cleanly(tmp_path,
+                                                                                  media):
+    """Capture times jitter (a camera callback runs late, the next one on time): two frames
+    less than a frame interval apart fall on the same 1/fps tick and ffmpeg reports
+    non-monotonic DTS. The file places video on its frame grid, less than a frame from its
+    capture time; every frame is written and decodes, and ffmpeg prints nothing."""
+    late = {i: 40_000 if i % 4 == 1 else 0 for i in range(200)}  # every 4th frame 40 ms late
+    jittered, n = [], 0
+    for p in media:
+        if p.is_video and p.pts_us < DEVICE_START_US + 4_000_000:
+            p = replace(p, pts_us=p.pts_us + late[n])
+            n += 1
+        jittered.append(p)
+    window = [p for p in jittered if p.pts_us < DEVICE_START_US + 4_000_000]
+    _, s = record(tmp_path, as_received(window))
+    videos = [p for p in window if p.is_video]
+    assert s.video_packets == len(videos) == len(decoded_video(s.path))
+    assert ffmpeg_errors(s.path) == ""
+    with av.open(str(s.path)) as c:
+        written = [p.pts * p.time_base * 1_000_000 for p in c.demux(video=0) if p.size]
+    first = videos[0].pts_us
+    for w, p in zip(written, videos, strict=True):
+        assert abs(w - (p.pts_us - first)) < FRAME_US, (w, p.pts_us - first)
