@@ -6,8 +6,6 @@ packets keep coming and end with complete evidence, 0 missing."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from tests.fault_helpers import state_dir, tune_config
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
+from tests.test_evidence import ffmpeg_errors
 from tools.controlroom.backfill import PacketLog
 from tools.netproxy import ThrottleProxy
 
@@ -26,13 +25,6 @@ INCIDENT_S = 16.0  # alert.stream_s: the kiosk ends the stream itself
 RATE_KBIT = 40  # each way; the media is ~125 kbit/s (100k video + 24k voice)
 PREROLL_S = 2.0
 OLD_GIVE_UP_S = 21.0  # settle 1 s + 5 NACKs x 4 s after stream_end
-
-
-def ffmpeg_errors(path: Path) -> str:
-    """What `ffmpeg -v error` prints while decoding the whole file ('' = clean)."""
-    r = subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-v", "error", "-i", str(path),
-                        "-f", "null", "-"], capture_output=True, text=True, timeout=60)
-    return (r.stderr + r.stdout).strip() or ("" if r.returncode == 0 else f"rc {r.returncode}")
 
 
 @pytest.mark.timeout(150)

@@ -19,7 +19,7 @@ import pytest
 
 from tests.fault_helpers import REPO, SimProcess
 from tests.helpers import wait_until, write_kiosk_config
-from tests.test_e2e_backfill import ffmpeg_errors
+from tests.test_evidence import ffmpeg_errors
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +18,6 @@ import pytest
 from firmware.clock import FakeClock
 from firmware.media.envelope import ReceivedPacket
 from firmware.media.packet import EncodedPacket, Stream
-from tests.test_e2e_backfill import ffmpeg_errors
 from tools.controlroom.media import EvidenceError, EvidenceRecorder, ffprobe_summary
 
 W, H, FPS = 640, 480, 15
@@ -90,6 +91,13 @@ def as_received(packets: list[EncodedPacket]) -> list[ReceivedPacket]:
         ReceivedPacket(seq, p, p.pts_us - origin, p.pts_us < preroll_end)
         for seq, p in enumerate(packets)
     ]
+
+
+def ffmpeg_errors(path: Path) -> str:
+    """What `ffmpeg -v error` prints while decoding the whole file ('' = clean)."""
+    r = subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-v", "error", "-i", str(path),
+                        "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+    return (r.stderr + r.stdout).strip() or ("" if r.returncode == 0 else f"rc {r.returncode}")
 
 
 @pytest.fixture(scope="module")
