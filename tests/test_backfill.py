@@ -578,3 +578,12 @@ def test_a_late_packet_wakes_a_dormant_incident(tmp_path, short_media):
     clock.advance(5.0)
     mgr.tick(force=True)
     assert len(sent.cmds) == asked + 1 and sent.cmds[-1][3] == ((41, 69),)
+
+
+def test_a_missing_seq_is_always_asked_once_and_the_kiosk_gets_stall_s_to_answer(tmp_path):
+    inc = incident(tmp_path, stall_s=1.0)  # no longer than settle_s
+    feed(inc, range(10), now=0.0)
+    inc.on_stream_end(14, now=5.0)
+    assert inc.due(6.0) == ((10, 13),), "asked although stall_s passed since stream_end"
+    assert not inc.finished(6.5), "the kiosk has stall_s to answer"
+    assert inc.due(6.5) == () and inc.finished(7.0)

@@ -125,3 +125,67 @@ def test_given_up_evidence_resumes_at_the_next_heartbeat_listing_it(tmp_path, pk
             assert kiosk.events.of("disconnected") == [], "no reconnect: the heartbeat did it"
     assert final["gaps"] == [] and final["backfilled"] == 30, final
     assert ffmpeg_errors(Path(final["path"])) == ""
+
+
+@pytest.mark.timeout(60)
+def test_given_up_evidence_resumes_when_the_kiosk_comes_back_online(tmp_path, pki_dir,
+                                                                     fresh_broker, mqtt_client):
+    """A scripted kiosk (a plain MQTT client with the device's certificate) streams an
+    incident with a hole and does not answer the NACKs: the room gives up (no new seq for
+    stall_s) without confirming and stops asking. The kiosk's live `status` (it came back)
+    makes the room ask again; the kiosk answers and the evidence completes."""
+    import threading
+
+    from firmware import protocol as p
+    from tests.test_backfill import envelopes
+    from tests.test_controlroom import make_alert
+    from tests.test_evidence import encode_audio, encode_video
+
+    media = sorted(encode_video(frames=30) + encode_audio()[:100],
+                   key=lambda x: (x.pts_us, x.stream))
+    messages, lost = envelopes(media), set(range(40, 60))
+    cmds, lock = [], threading.Lock()
+
+    def on_message(_client, _userdata, msg) -> None:  # paho network thread
+        with lock:
+            cmds.append(p.decode_cmd(msg.payload))
+
+    def asked() -> int:
+        with lock:
+            return sum(1 for c in cmds if c.cmd == "nack")
+
+    with RunningRoom(pki_dir, fresh_broker, tmp_path / "room.db", auto_ack=True,
+                     evidence_dir=tmp_path / "evidence") as room:
+        room.receiver.backfill.stall_s = 1.0
+        device = mqtt_client(pki_dir, DEVICE, fresh_broker)
+        device.on_message = on_message
+        device.subscribe(p.topic(DEVICE, "cmd"), qos=1)
+        alert = make_alert(DEVICE)
+        device.publish(p.topic(DEVICE, "alert"), p.encode_alert(alert), qos=1).wait_for_publish(5)
+        room.events.wait_for("alert", lambda d: d["alert_id"] == alert.alert_id)
+
+        def send(seqs) -> None:
+            for seq in seqs:
+                for m in messages[seq]:
+                    device.publish(p.media_topic(DEVICE, alert.alert_id), m,
+                                   qos=1).wait_for_publish(5)
+
+        send(s for s in messages if s not in lost)
+        end = p.DeviceEvent(DEVICE, "stream_end", "2026-12-01T00:00:00Z",
+                            {"alert_id": alert.alert_id, "seq_count": len(messages)})
+        device.publish(p.topic(DEVICE, "events"), p.encode_event(end), qos=1).wait_for_publish(5)
+        given_up = room.events.wait_for("evidence_complete", timeout=20)
+        assert not given_up["final"] and given_up["gaps"] == [(40, 59)], given_up
+        before = asked()
+        assert before >= 1
+        time.sleep(2.0)
+        assert asked() == before, "given up: no more asking while nothing comes"
+        back = p.Status(DEVICE, True, "streaming", "0.1.0")
+        device.publish(p.topic(DEVICE, "status"), p.encode_status(back), qos=1).wait_for_publish(5)
+        wait_until(lambda: asked() > before, timeout=10, what="asked again after the status")
+        send(sorted(lost))
+        final = room.events.wait_for("evidence_complete", lambda d: d["final"], timeout=20)
+        wait_until(lambda: any(c.cmd == "evidence_complete" for c in list(cmds)), timeout=10,
+                   what="evidence_complete sent to the kiosk")
+    assert final["gaps"] == [] and final["backfilled"] == len(lost), final
+    assert ffmpeg_errors(Path(final["path"])) == ""

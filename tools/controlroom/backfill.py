@@ -209,6 +209,7 @@ class IncidentBackfill:
         self.backfilled = 0
         self.last_packet_at: float | None = None
         self.resumed_at: float | None = None  # last time the room (re)started asking
+        self.new_asked_at: float | None = None  # last time a seq was asked for the first time
         self.dormant = False  # gave up for now; resumed by progress, reconnect, heartbeat
         self.written: int | None = None  # packets in the complete file last written
 
@@ -232,24 +233,26 @@ class IncidentBackfill:
             self.asked[seq] = (None, attempts)
 
     def stalled(self, now: float) -> bool:
-        """No new seq for stall_s since the stream ended or the room last resumed."""
+        """No new seq for stall_s since the stream ended, the room last resumed, or first
+        asked for a seq (the kiosk always gets stall_s to answer)."""
         if self.ended_at is None:
             return False
-        since = max(t for t in (self.last_packet_at, self.ended_at, self.resumed_at)
-                    if t is not None)
+        since = max(t for t in (self.last_packet_at, self.ended_at, self.resumed_at,
+                                self.new_asked_at) if t is not None)
         return now - since >= self.stall_s
 
     def due(self, now: float) -> tuple[tuple[int, int], ...]:
         """The ranges to NACK now (recorded as asked)."""
         upto = self._settled(now)
-        if upto < 0 or self.dormant or self.stalled(now):
+        if upto < 0 or self.dormant:
             return ()
+        stalled = self.stalled(now)  # then only seqs never asked for are asked (once)
         candidates = missing_ranges(self.log.seqs, 0, upto, skip=self._not_coming())
         wanted: list[int] = []
         for a, b in candidates:
             for seq in range(a, b + 1):
-                at, _ = self.asked.get(seq, (None, 0))
-                if at is not None and now - at < self.retry_s:
+                at, attempts = self.asked.get(seq, (None, 0))
+                if (stalled and attempts) or (at is not None and now - at < self.retry_s):
                     continue
                 wanted.append(seq)
         ranges = group_ranges(wanted, max_ranges=p.MAX_NACK_RANGES, max_seqs=p.MAX_NACK_SEQS)
@@ -257,6 +260,8 @@ class IncidentBackfill:
             for seq in range(a, b + 1):
                 _, attempts = self.asked.get(seq, (None, 0))
                 self.asked[seq] = (now, attempts + 1)
+                if not attempts:
+                    self.new_asked_at = now
         return tuple(ranges)
 
     def _settled(self, now: float) -> int:
