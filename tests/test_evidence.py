@@ -417,7 +417,30 @@ def test_jittered_capture_times_are_written_on_the_frame_grid_and_decode_cleanly
     assert s.video_packets == len(videos) == len(decoded_video(s.path))
     assert ffmpeg_errors(s.path) == ""
     with av.open(str(s.path)) as c:
+        assert c.streams.video[0].guessed_rate == FPS, "one grid: players see 15 fps"
         written = [p.pts * p.time_base * 1_000_000 for p in c.demux(video=0) if p.size]
     first = videos[0].pts_us
     for w, p in zip(written, videos, strict=True):
         assert abs(w - (p.pts_us - first)) < FRAME_US, (w, p.pts_us - first)
+
+
+def test_a_restarted_camera_on_another_phase_stays_on_the_files_grid(tmp_path, media):
+    """A kiosk restarted mid-incident captures on a new phase of its frame clock (here 23 ms
+    later, after 2.6 s without media), with jittered capture times: the file keeps one grid,
+    so players still see 15 fps and ffmpeg decodes it without a complaint."""
+    cut = DEVICE_START_US + 30 * FRAME_US  # a keyframe: the resumed run starts with one
+    shifted = [p if p.pts_us < cut else replace(p, pts_us=p.pts_us + 2_623_000)
+               for p in media if p.pts_us < DEVICE_START_US + 6_000_000]
+    first_after = next(p for p in shifted if p.pts_us >= cut)
+    assert first_after.is_video and first_after.keyframe
+    n = 0
+    for i, p in enumerate(shifted):  # and its callbacks jitter: every 4th frame 40 ms late
+        if p.is_video:
+            if n % 4 == 3:
+                shifted[i] = replace(p, pts_us=p.pts_us + 40_000)
+            n += 1
+    _, s = record(tmp_path, as_received(shifted))
+    assert s.video_packets == sum(1 for p in shifted if p.is_video)
+    assert ffmpeg_errors(s.path) == ""
+    with av.open(str(s.path)) as c:
+        assert c.streams.video[0].guessed_rate == FPS

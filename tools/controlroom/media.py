@@ -132,8 +132,8 @@ class Evidence:
         # A video packet is missing (a seq gap) or was not written: the deltas after it refer
         # to a picture this file does not have, so video waits for the next keyframe.
         self._video_needs_key = False
-        # Video is written on its frame grid (see _video_time): base, step, index, last.
-        self._grid: tuple[int, int, int, int] | None = None
+        # Video is written on one frame grid (see _video_time): base, step, last (1/90 000 s).
+        self._grid: tuple[int, int, int] | None = None
         self._first_media_at: float | None = None
         self._first_keyframe_at: float | None = None
         self._written = _Span()
@@ -262,10 +262,15 @@ class Evidence:
             return
         out = av.Packet(pkt.data)
         out.stream = stream
-        out.time_base = US
         at = rp.pts_us - self._origin_us
-        out.pts = out.dts = self._video_time(at, pkt) if video else at
-        out.duration = max(pkt.duration_us, 0)
+        if video:
+            out.time_base = VIDEO_TIME_BASE
+            out.pts = out.dts = self._video_time(at, pkt)
+            out.duration = round(max(pkt.duration_us, 0) * 9 / 100)
+        else:
+            out.time_base = US
+            out.pts = out.dts = at
+            out.duration = max(pkt.duration_us, 0)
         out.is_keyframe = pkt.keyframe
         try:
             self._container.mux(out)
@@ -286,30 +291,33 @@ class Evidence:
             self._audio_packets += 1
 
     def _video_time(self, at: int, pkt: EncodedPacket) -> int:
-        """Where a video frame captured at `at` (µs in the file) is written: on the grid of
-        its frame interval (`duration_us`, 1/fps), started again at every keyframe, less than
-        a frame interval from its capture time, and always at least one interval after the
-        frame before it. Capture times jitter (a camera callback runs late, the next one on time);
-        two frames less than a frame interval apart land on the same tick of a player or of
-        ffmpeg, which then reports non-monotonic DTS. The capture time itself stays in the
-        packet log and in the picture (hal/stamp.py)."""
-        step = pkt.duration_us
-        grid = self._grid
-        last = None if grid is None else grid[3]
+        """Where a video frame captured at `at` (µs in the file) is written, in 1/90 000 s:
+        on one frame grid for the whole file (its interval `duration_us` = 1/fps, phase of
+        the file's first frame), in the slot of its capture time or the next free one, so
+        less than a frame interval from its capture time (one more where the frame rate
+        changes). Capture times jitter (a camera callback runs late, the next one on time):
+        two frames less than an interval apart, or off the grid, fall on one tick of a
+        player's or ffmpeg's 1/fps clock, which then reports non-monotonic DTS. The capture
+        time itself stays in the packet log and in the picture (hal/stamp.py)."""
+        at = round(at * 9 / 100)
+        step = round(max(pkt.duration_us, 0) * 9 / 100)
+        if self._grid is None:
+            self._grid = (at, step, at)
+            return at
+        base, previous, last = self._grid
         if step <= 0:  # no frame interval known: only keep DTS rising
-            out = at if last is None else max(at, last + 1)
-            self._grid = (out, 0, 0, out)
+            out = max(at, last + 1)
+            self._grid = (base, previous, out)
             return out
-        if grid is None or pkt.keyframe or grid[1] != step:
-            out = at if last is None else max(at, last + max(step, grid[1], 1))
-            self._grid = (out, step, 0, out)
-            return out
-        base, _, index, _ = grid
-        # Its own slot, or the next free one. A frame up to 3/4 of an interval late keeps its
-        # slot (rounding would give it the next frame's and push every later frame along).
-        index = max(math.floor((at - base) / step + 0.25), index + 1)
-        self._grid = (base, step, index, base + index * step)
-        return base + index * step
+        # Its own slot: a frame up to 3/4 of an interval late keeps it (rounding would give
+        # it the next frame's and push every later frame along).
+        slot = math.floor((at - base) / step + 0.25)
+        lowest = last + max(step, previous)  # the next free slot
+        if base + slot * step < lowest:
+            slot = -((base - lowest) // step)  # ceil((lowest - base) / step)
+        out = base + slot * step
+        self._grid = (base, step, out)
+        return out
 
     # ---- end -------------------------------------------------------------------------------
 
