@@ -587,8 +587,9 @@ class Kiosk:
                 self.notifier.watchdog()
 
     def _send_heartbeat(self) -> None:
+        store = self.media.store if self.media is not None else None
         h = self.health.build(self.state, self._queue_depth(), self._selftest_at,
-                              self._selftest_ok)
+                              self._selftest_ok, store.pending() if store is not None else ())
         try:  # QoS 0, not retained: a heartbeat is only worth something when it is fresh
             self.transport.publish(p.topic(self.device_id, "health"), p.encode_health(h), qos=0)
         except t.TransportError as e:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -99,9 +101,11 @@ class HealthReporter:
         queue_depth: int,
         last_selftest: float | str | None,
         selftest_ok: bool | None,
+        evidence_pending: Iterable[str] = (),
     ) -> p.Health:
         """The next heartbeat; advances seq and the schedule. `last_selftest` is a wall
-        time (seconds) or an ISO string."""
+        time (seconds) or an ISO string; `evidence_pending` the alerts whose local evidence
+        the room has not confirmed (only valid UUIDs are sent, at most MAX_HEALTH_EVIDENCE)."""
         now = self.clock.monotonic()
         self._seq += 1
         if now < self._next:
@@ -126,7 +130,23 @@ class HealthReporter:
             faults=tuple(sorted(f[:64] for f in state.faults if f))[: p.MAX_HEALTH_FAULTS],
             firmware=FIRMWARE_VERSION,
             at=iso8601(self.clock.wall()),
+            evidence_pending=_alert_ids(evidence_pending),
         )
+
+
+def _alert_ids(values: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    try:
+        for value in values:
+            try:
+                out.append(str(uuid.UUID(value)))
+            except (TypeError, ValueError, AttributeError):
+                continue  # never sent: the room would reject the whole heartbeat
+            if len(out) >= p.MAX_HEALTH_EVIDENCE:
+                break
+    except Exception:  # noqa: BLE001 - building a heartbeat never raises
+        log.warning("evidence_pending left out of the heartbeat", exc_info=True)
+    return tuple(out)
 
 
 def _count(value: object) -> int:

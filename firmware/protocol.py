@@ -563,6 +563,7 @@ def decode_event(payload: bytes | str, *, topic_device: str | None = None) -> De
 
 MAX_HEALTH_FAULTS = 32
 MAX_HEALTH_INTERVAL_S = 86400.0
+MAX_HEALTH_EVIDENCE = 16  # alert ids listed in evidence_pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,10 +585,15 @@ class Health:
     faults: tuple[str, ...]
     firmware: str
     at: str
+    # Alerts whose local evidence the room has not confirmed yet (oldest first, at most
+    # MAX_HEALTH_EVIDENCE): the room asks again for what it lacks. Optional (older firmware).
+    evidence_pending: tuple[str, ...] = ()
 
 
 def encode_health(h: Health) -> bytes:
-    return _dumps({**asdict(h), "faults": list(h.faults), "v": PROTOCOL_VERSION, "type": "health"})
+    return _dumps({**asdict(h), "faults": list(h.faults),
+                   "evidence_pending": list(h.evidence_pending[:MAX_HEALTH_EVIDENCE]),
+                   "v": PROTOCOL_VERSION, "type": "health"})
 
 
 def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> Health:
@@ -606,6 +612,14 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
     selftest_ok = o.get("selftest_ok")
     if selftest_ok is not None and type(selftest_ok) is not bool:
         raise ProtocolError(f"field 'selftest_ok' must be true, false or null, got {_tname(selftest_ok)}")
+    pending = o.get("evidence_pending", [])
+    if not isinstance(pending, list):
+        raise ProtocolError(f"field 'evidence_pending' must be a list, got {_tname(pending)}")
+    if len(pending) > MAX_HEALTH_EVIDENCE:
+        raise ProtocolError(
+            f"field 'evidence_pending' has {len(pending)} entries, over {MAX_HEALTH_EVIDENCE}")
+    pending_ids = tuple(_uuid({f"evidence_pending[{i}]": a}, f"evidence_pending[{i}]")
+                        for i, a in enumerate(pending))
     return Health(
         device_id=_device_id(o, "device_id", topic_device),
         seq=_int(o, "seq", lo=1),
@@ -621,6 +635,7 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         faults=tuple(faults),
         firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
         at=_iso(o, "at"),
+        evidence_pending=pending_ids,
     )
 
 

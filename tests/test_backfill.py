@@ -149,7 +149,7 @@ def rp(seq: int) -> ReceivedPacket:
 
 
 def incident(tmp_path, **kw) -> IncidentBackfill:
-    opts = {"settle_s": 1.0, "retry_s": 4.0, "max_attempts": 3, **kw}
+    opts = {"settle_s": 1.0, "retry_s": 4.0, "stall_s": 12.0, **kw}
     return IncidentBackfill(ALERT, "pb-test-0001", tmp_path / "x.packets", **opts)
 
 
@@ -168,8 +168,12 @@ def test_nack_waits_for_the_settle_time_then_retries_then_gives_up(tmp_path):
     feed(inc, [3, 4], now=12.0)
     assert inc.due(15.0) == ((7, 8),)
     assert inc.due(19.0) == ((7, 8),)
-    assert inc.due(30.0) == (), "max_attempts reached"
+    assert inc.due(30.0) == ((7, 8),), "the stream goes on: keep asking"
     assert not inc.finished(30.0), "no stream_end yet"
+    inc.on_stream_end(10, now=30.0)
+    assert inc.due(34.0) == ((7, 8),)
+    assert inc.due(42.0) == (), "no new seq for stall_s since stream_end: given up"
+    assert inc.finished(42.0) and inc.gaps() == [(7, 8)]
 
 
 def test_stream_end_reveals_the_lost_tail_and_completion(tmp_path):
@@ -454,3 +458,132 @@ def test_skipped_reports_are_bounded(tmp_path):
                                    {"alert_id": ALERT, "skipped": [[0, 2**32 - 1]]}))
     assert len(mgr._incidents[ALERT].skipped) == MAX_SKIPPED
     mgr.close_all()
+
+
+# -- the room keeps asking while the kiosk makes progress (issue 9 item 6) --------------
+
+
+def deliver_live(mgr, messages, skip) -> None:
+    live = Reassembler()
+    for seq, msgs in messages.items():
+        if seq in skip:
+            continue
+        for m in msgs:
+            got = live.add(decode_envelope(m))
+            if got is not None:
+                mgr.record(ALERT, got)
+
+
+def asked_seqs(sent: Sent) -> set[int]:
+    return {s for kind, _, _, ranges in sent.cmds if kind == "nack"
+            for a, b in ranges for s in range(a, b + 1)}
+
+
+def test_manager_keeps_asking_while_a_slow_kiosk_drains_its_backlog(tmp_path, short_media):
+    """A slow link: the kiosk answers the NACKs a few packets a second, for longer than the
+    old give-up window (5 nacks x 4 s). The room keeps asking while packets keep coming and
+    ends with complete evidence, 0 missing, and confirms it."""
+    clock, sent, lines = FakeClock(), Sent(), []
+    mgr = BackfillManager(tmp_path, send_cmd=sent, out=lines.append, clock=clock)
+    mgr.open(ALERT, "pb-test-0001", "pb-test-0001-x.packets")
+    messages = envelopes(short_media)
+    lost = list(range(30, len(messages)))  # the live stream lost most of it
+    deliver_live(mgr, messages, set(lost))
+    mgr.on_event(p.DeviceEvent("pb-test-0001", "stream_end", "t",
+                               {"alert_id": ALERT, "seq_count": len(messages)}))
+    backlog = list(lost)
+    for _ in range(400):  # 0.5 s steps; the kiosk resends 3 packets a second
+        clock.advance(0.5)
+        mgr.tick(force=True)
+        for seq in backlog[:2] if int(clock.monotonic() * 2) % 4 == 0 else backlog[:1]:
+            if seq in asked_seqs(sent):
+                for m in messages[seq]:
+                    assert mgr.claims(ALERT, decode_envelope(m))
+                backlog.remove(seq)
+        if mgr.completion(ALERT) is not None:
+            break
+    took = clock.monotonic()
+    assert took > 30, f"the backlog should outlast the old 21 s give-up window ({took} s)"
+    done = mgr.completion(ALERT)
+    assert done is not None, lines
+    assert done.gaps == [] and done.backfilled == len(lost), lines
+    assert not any("INCOMPLETE" in line for line in lines), lines
+    assert sent.cmds[-1] == ("evidence_complete", "pb-test-0001", ALERT, None)
+
+
+def test_manager_gives_up_without_progress_then_resumes_when_the_kiosk_returns(
+    tmp_path, short_media
+):
+    """No new seq for stall_s: the room writes the evidence as INCOMPLETE but does not confirm
+    it (the kiosk keeps its copy) and stays ready: the kiosk back online (or a heartbeat naming
+    the alert in evidence_pending) makes it ask again, and the evidence completes."""
+    clock, sent, lines, notes = FakeClock(), Sent(), [], []
+    mgr = BackfillManager(tmp_path, send_cmd=sent, out=lines.append, clock=clock,
+                          notify=lambda k, d: notes.append((k, d)))
+    mgr.open(ALERT, "pb-test-0001", "pb-test-0001-x.packets")
+    messages = envelopes(short_media)
+    lost = range(40, 70)
+    deliver_live(mgr, messages, set(lost))
+    mgr.on_event(p.DeviceEvent("pb-test-0001", "stream_end", "t",
+                               {"alert_id": ALERT, "seq_count": len(messages)}))
+    for _ in range(30):  # the kiosk is offline: nothing comes for 30 s
+        clock.advance(1.0)
+        mgr.tick(force=True)
+    nacks = [c for c in sent.cmds if c[0] == "nack"]
+    assert 2 <= len(nacks) <= 7, "asked every retry_s until stall_s without progress"
+    assert [c[0] for c in sent.cmds if c[0] != "nack"] == [], "never confirmed: gaps remain"
+    assert mgr.completion(ALERT) is None
+    assert sum(1 for line in lines if "INCOMPLETE" in line) == 1, lines
+    done = [d for k, d in notes if k == "evidence_complete"]
+    assert len(done) == 1 and not done[0]["final"] and done[0]["gaps"] == [(40, 69)]
+    clock.advance(60.0)
+    mgr.tick(force=True)
+    assert len([c for c in sent.cmds if c[0] == "nack"]) == len(nacks), "dormant: no asking"
+    assert mgr.resume("pb-test-0002") == 0, "another kiosk's return changes nothing"
+    assert mgr.resume("pb-test-0001", {"3f2a9c1e-0000-4000-8000-000000000000"}) == 0
+    assert mgr.resume("pb-test-0001", {ALERT}) == 1  # its heartbeat lists the alert
+    assert mgr.resume("pb-test-0001") == 0, "at most once per stall_s"
+    mgr.tick(force=True)
+    assert sent.cmds[-1] == ("nack", "pb-test-0001", ALERT, ((40, 69),))
+    for seq in lost:
+        for m in messages[seq]:
+            assert mgr.claims(ALERT, decode_envelope(m))
+    clock.advance(1.0)
+    mgr.tick(force=True)
+    final = mgr.completion(ALERT)
+    assert final is not None and final.gaps == [] and final.backfilled == len(lost)
+    assert sent.cmds[-1] == ("evidence_complete", "pb-test-0001", ALERT, None)
+    assert lines[-1].startswith(f"evidence for {ALERT} complete: {len(messages)} packets, 0 gaps")
+    manifest = json.loads(final.manifest.read_text())
+    assert manifest["gaps"] == [] and manifest["packets"] == len(messages)
+    assert manifest["sha256"] == hashlib.sha256(final.path.read_bytes()).hexdigest()
+
+
+def test_a_late_packet_wakes_a_dormant_incident(tmp_path, short_media):
+    """The room gave up, then an asked-for seq still arrives (the kiosk was only slow): the
+    room goes on asking without waiting for a reconnect."""
+    clock, sent = FakeClock(), Sent()
+    mgr = BackfillManager(tmp_path, send_cmd=sent, clock=clock, out=lambda s: None)
+    mgr.open(ALERT, "pb-test-0001", "pb-test-0001-x.packets")
+    messages = envelopes(short_media)
+    deliver_live(mgr, messages, set(range(40, 70)))
+    mgr.on_event(p.DeviceEvent("pb-test-0001", "stream_end", "t",
+                               {"alert_id": ALERT, "seq_count": len(messages)}))
+    for _ in range(30):
+        clock.advance(1.0)
+        mgr.tick(force=True)
+    asked = len(sent.cmds)
+    for m in messages[40]:
+        assert mgr.claims(ALERT, decode_envelope(m))
+    clock.advance(5.0)
+    mgr.tick(force=True)
+    assert len(sent.cmds) == asked + 1 and sent.cmds[-1][3] == ((41, 69),)
+
+
+def test_a_missing_seq_is_always_asked_once_and_the_kiosk_gets_stall_s_to_answer(tmp_path):
+    inc = incident(tmp_path, stall_s=1.0)  # no longer than settle_s
+    feed(inc, range(10), now=0.0)
+    inc.on_stream_end(14, now=5.0)
+    assert inc.due(6.0) == ((10, 13),), "asked although stall_s passed since stream_end"
+    assert not inc.finished(6.5), "the kiosk has stall_s to answer"
+    assert inc.due(6.5) == () and inc.finished(7.0)

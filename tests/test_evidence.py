@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -89,6 +91,13 @@ def as_received(packets: list[EncodedPacket]) -> list[ReceivedPacket]:
         ReceivedPacket(seq, p, p.pts_us - origin, p.pts_us < preroll_end)
         for seq, p in enumerate(packets)
     ]
+
+
+def ffmpeg_errors(path: Path) -> str:
+    """What `ffmpeg -v error` prints while decoding the whole file ('' = clean)."""
+    r = subprocess.run([shutil.which("ffmpeg") or "ffmpeg", "-v", "error", "-i", str(path),
+                        "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+    return (r.stderr + r.stdout).strip() or ("" if r.returncode == 0 else f"rc {r.returncode}")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +237,11 @@ def test_arrival_later_than_the_window_is_a_gap_and_dropped(tmp_path, incident):
     arrivals = short[:10] + short[11:30] + [late] + short[30:]
     _, s = record(tmp_path, arrivals, reorder_window=8)
     assert s.gaps == [(10, 10)]
-    assert s.dropped_packets == 1
+    # The late packet, and the video deltas after the gap up to the next keyframe (what is
+    # missing may be a picture they refer to).
+    after = [rp.packet for rp in short[11:] if rp.packet.is_video]
+    waiting = next(i for i, p in enumerate(after) if p.keyframe)
+    assert s.dropped_packets == 1 + waiting
 
 
 def test_preroll_sent_behind_live_media_is_left_out_but_is_no_gap(tmp_path, incident):
@@ -237,15 +250,20 @@ def test_preroll_sent_behind_live_media_is_left_out_but_is_no_gap(tmp_path, inci
     (the complete evidence has it), so it is neither a gap nor a drop here."""
     preroll = [rp for rp in incident if rp.preroll]
     live = [rp for rp in incident if not rp.preroll and rp.pts_us < 7_000_000]
+    # A kiosk starts live media at a forced keyframe (its earlier deltas go behind, with the
+    # pre-roll): the live part here starts at the first live keyframe too.
+    first_key = next(i for i, rp in enumerate(live) if rp.packet.is_video and rp.packet.keyframe)
+    live = live[first_key:]
     head = 12  # the first pre-roll packets crossed before the first live ones
     arrivals = preroll[:head] + live[:40] + preroll[head:] + live[40:]
     _, s = record(tmp_path, arrivals)
     assert s.gaps == [] and s.dropped_packets == 0, s
-    assert s.preroll_behind == len(preroll) - head
+    behind = len(preroll) - head + first_key  # the live deltas before the keyframe went behind
+    assert s.preroll_behind == behind
     # Pre-roll that never reached the live file (it came only after the file was closed,
     # through backfill) is not a gap of the live part either.
     _, early = record(tmp_path / "c", preroll[:head] + live)
-    assert early.gaps == [] and early.preroll_behind == len(preroll) - head
+    assert early.gaps == [] and early.preroll_behind == behind
     assert s.video_packets + s.audio_packets == head + len(live)
     frames = decoded_video(s.path)
     assert frames and frames[0].key_frame
@@ -353,3 +371,104 @@ def test_audio_only_incident_is_recorded_when_no_keyframe_comes(tmp_path, media)
     probe = ffprobe_summary(s.path)
     assert probe["video"] is None and probe["audio"]["codec"] == "opus"
     assert probe["duration_s"] == pytest.approx(4.0, abs=0.2)
+
+
+def check_every_delta_has_its_references(path: Path, media: list[EncodedPacket],
+                                         origin_us: int) -> int:
+    """Every video delta in the file comes right after the video packet it follows in the
+    encoded stream (a P-frame refers to the picture before it), every run starts at a
+    keyframe; returns the number of video packets."""
+    index = {round(p.pts_us / 1000): i for i, p in enumerate(x for x in media if x.is_video)}
+    with av.open(str(path)) as c:
+        video = [(round(p.pts * p.time_base * 1_000_000), p.is_keyframe)
+                 for p in c.demux(video=0) if p.size]
+    previous = None
+    for pts, key in video:
+        i = index[round((origin_us + pts) / 1000)]  # in ms: the file is 90 kHz
+        assert key or previous == i - 1, f"delta {i} written after {previous}: reference missing"
+        previous = i
+    return len(video)
+
+
+def test_after_a_gap_video_waits_for_a_keyframe_and_every_frame_decodes(tmp_path, incident,
+                                                                         media):
+    """Issue 9 item 10: a part that starts with a keyframe, then loses packets (a broker lost
+    its queue in a crash) must not write the deltas after the gap: their keyframe is not in
+    the file, and decoding them against an older picture is wrong (ffmpeg reports it)."""
+    short = [rp for rp in incident if rp.pts_us < 4_000_000]
+    key_seqs = [rp.seq for rp in short if rp.packet.is_video and rp.packet.keyframe]
+    # Lost: from just after the 2nd keyframe's GOP start to just after the 3rd keyframe...
+    lost = set(range(key_seqs[1] + 10, key_seqs[2] + 1))
+    # ...and a hole in the middle of the 4th GOP (maybe only audio: still waits).
+    lost |= set(range(key_seqs[3] + 20, key_seqs[3] + 23))
+    _, s = record(tmp_path, [rp for rp in short if rp.seq not in lost])
+    assert [g for g in s.gaps] == sorted(
+        [(key_seqs[1] + 10, key_seqs[2]), (key_seqs[3] + 20, key_seqs[3] + 22)])
+    origin = DEVICE_START_US + short[0].pts_us
+    written = check_every_delta_has_its_references(s.path, media, origin)
+    assert written == s.video_packets == len(decoded_video(s.path))
+    assert ffmpeg_errors(s.path) == ""
+
+
+def test_a_stale_video_packet_is_dropped_and_so_are_the_deltas_that_need_it(tmp_path, incident,
+                                                                            media):
+    """A packet whose pts does not rise (a stale copy from before a restart) cannot be placed;
+    a delta after it may refer to it, so video waits for the next keyframe."""
+    short = [rp for rp in incident if rp.pts_us < 3_000_000]
+    key_seqs = [rp.seq for rp in short if rp.packet.is_video and rp.packet.keyframe]
+    victim = next(rp for rp in short if rp.seq > key_seqs[1] + 5 and rp.packet.is_video)
+    stale = replace(victim, packet=replace(victim.packet, pts_us=victim.packet.pts_us),
+                    pts_us=short[1].pts_us)  # a pts already passed
+    fed = [stale if rp.seq == victim.seq else rp for rp in short]
+    _, s = record(tmp_path, fed)
+    origin = DEVICE_START_US + short[0].pts_us
+    check_every_delta_has_its_references(s.path, media, origin)
+    assert ffmpeg_errors(s.path) == ""
+
+
+def test_jittered_capture_times_are_written_on_the_frame_grid_and_decode_cleanly(tmp_path,
+                                                                                  media):
+    """Capture times jitter (a camera callback runs late, the next one on time): two frames
+    less than a frame interval apart fall on the same 1/fps tick and ffmpeg reports
+    non-monotonic DTS. The file places video on its frame grid, less than a frame from its
+    capture time; every frame is written and decodes, and ffmpeg prints nothing."""
+    late = {i: 40_000 if i % 4 == 1 else 0 for i in range(200)}  # every 4th frame 40 ms late
+    jittered, n = [], 0
+    for p in media:
+        if p.is_video and p.pts_us < DEVICE_START_US + 4_000_000:
+            p = replace(p, pts_us=p.pts_us + late[n])
+            n += 1
+        jittered.append(p)
+    window = [p for p in jittered if p.pts_us < DEVICE_START_US + 4_000_000]
+    _, s = record(tmp_path, as_received(window))
+    videos = [p for p in window if p.is_video]
+    assert s.video_packets == len(videos) == len(decoded_video(s.path))
+    assert ffmpeg_errors(s.path) == ""
+    with av.open(str(s.path)) as c:
+        assert c.streams.video[0].guessed_rate == FPS, "one grid: players see 15 fps"
+        written = [p.pts * p.time_base * 1_000_000 for p in c.demux(video=0) if p.size]
+    first = videos[0].pts_us
+    for w, p in zip(written, videos, strict=True):
+        assert abs(w - (p.pts_us - first)) < FRAME_US, (w, p.pts_us - first)
+
+
+def test_a_restarted_camera_on_another_phase_stays_on_the_files_grid(tmp_path, media):
+    """A kiosk restarted mid-incident captures on a new phase of its frame clock (here 23 ms
+    later, after 2.6 s without media), with jittered capture times: the file keeps one grid,
+    so players still see 15 fps and ffmpeg decodes it without a complaint."""
+    cut = DEVICE_START_US + 30 * FRAME_US  # a keyframe: the resumed run starts with one
+    shifted = [p if p.pts_us < cut else replace(p, pts_us=p.pts_us + 2_623_000)
+               for p in media if p.pts_us < DEVICE_START_US + 6_000_000]
+    first_after = next(p for p in shifted if p.pts_us >= cut)
+    assert first_after.is_video and first_after.keyframe
+    n = 0
+    for i, p in enumerate(shifted):  # and its callbacks jitter: every 4th frame 40 ms late
+        if p.is_video:
+            if n % 4 == 3:
+                shifted[i] = replace(p, pts_us=p.pts_us + 40_000)
+            n += 1
+    _, s = record(tmp_path, as_received(shifted))
+    assert s.video_packets == sum(1 for p in shifted if p.is_video)
+    assert ffmpeg_errors(s.path) == ""
+    with av.open(str(s.path)) as c:
+        assert c.streams.video[0].guessed_rate == FPS

@@ -124,3 +124,12 @@ def test_bad_inputs_never_break_the_heartbeat(tmp_path, zone):
 def test_interval_must_be_sane(tmp_path, interval):
     with pytest.raises(ValueError, match="interval"):
         HealthReporter(DEVICE, interval, FakeClock(), tmp_path)
+
+
+def test_heartbeat_lists_pending_evidence_only_as_valid_alert_ids(tmp_path, zone):
+    r = reporter(tmp_path, zone)
+    ids = [f"3f2a9c1e-{n:04d}-4111-8111-111111111111" for n in range(20)]
+    h = r.build(idle(), 0, None, None, ["not-a-uuid", None, *ids])
+    assert h.evidence_pending == tuple(ids[: p.MAX_HEALTH_EVIDENCE])
+    assert p.decode_health(p.encode_health(h), topic_device=DEVICE) == h
+    assert r.build(idle(), 0, None, None).evidence_pending == ()

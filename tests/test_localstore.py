@@ -282,3 +282,23 @@ def test_salvage_keeps_a_whole_multi_chunk_packet_at_the_end_of_the_torn_segment
     s2, _ = store(tmp_path)
     assert s2.last_seq(A1) == 50
     assert dict(s2.read(A1, [50])) == {50: sent[50]}
+
+
+def test_unconfirmed_evidence_is_listed_as_pending_across_a_restart_until_confirmed(tmp_path):
+    """What the heartbeat reports (`evidence_pending`): every incident the room has not
+    confirmed, oldest first, kept across a restart; a confirmed one is deleted and gone."""
+    s, _ = store(tmp_path)
+    for alert_id in (A1, A2, A3):
+        s.begin(alert_id)
+        record(s, alert_id, range(5))
+        s.finish(alert_id)
+        s.run_pending()
+    assert s.pending() == [A1, A2, A3] and s.pending(limit=2) == [A1, A2]
+    s.confirm(A2)
+    s.run_pending()
+    assert s.pending() == [A1, A3]
+    s.close()
+    again, _ = store(tmp_path)
+    assert again.pending() == [A1, A3]
+    assert sorted(p.name for p in (tmp_path / "evidence").iterdir() if p.is_dir()) == [A1, A3]
+    again.close()

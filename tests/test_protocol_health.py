@@ -152,7 +152,7 @@ def test_valid_heartbeat_with_one_field_replaced_raises_only_protocol_errors(dat
         return
     # Accepted: the decoded heartbeat carries the new value, or ignored an unknown field.
     if key in p.Health.__dataclass_fields__:
-        expected = tuple(value) if key == "faults" else value
+        expected = tuple(value) if key in ("faults", "evidence_pending") else value
         assert getattr(got, key) == expected
         assert (type(getattr(got, key)) is bool) == (type(value) is bool)
     else:
@@ -160,7 +160,9 @@ def test_valid_heartbeat_with_one_field_replaced_raises_only_protocol_errors(dat
 
 
 # docs/protocol.md: the heartbeat fields that are "or null" (and so may be left out).
-OPTIONAL = {"online_since", "disk_free_mb", "temperature_c", "last_selftest", "selftest_ok"}
+OPTIONAL = {"online_since", "disk_free_mb", "temperature_c", "last_selftest", "selftest_ok",
+            "evidence_pending"}
+EMPTY = {"evidence_pending": ()}  # what a left-out optional field decodes as (else None)
 
 
 @FUZZ
@@ -176,11 +178,33 @@ def test_valid_heartbeat_with_one_field_removed_raises_only_protocol_errors(data
         assert key not in OPTIONAL, f"{key} is optional"
         return
     assert key in OPTIONAL, f"{key} is required"
-    assert getattr(got, key) is None
+    assert getattr(got, key) == EMPTY.get(key)
 
 
 @pytest.mark.parametrize("key", sorted(OPTIONAL))
 def test_each_optional_heartbeat_field_may_be_left_out(key) -> None:
     obj = health_dict()
     del obj[key]
-    assert getattr(p.decode_health(json.dumps(obj).encode()), key) is None
+    assert getattr(p.decode_health(json.dumps(obj).encode()), key) == EMPTY.get(key)
+
+
+
+
+def test_evidence_pending_round_trips_and_is_optional():
+    ids = ("3f2a9c1e-1111-4111-8111-111111111111", "3f2a9c1e-2222-4222-8222-222222222222")
+    h = make_health(evidence_pending=ids)
+    assert json.loads(p.encode_health(h))["evidence_pending"] == list(ids)
+    assert p.decode_health(p.encode_health(h)) == h
+    older = health_dict()
+    del older["evidence_pending"]  # firmware from before the field: nothing pending
+    assert p.decode_health(json.dumps(older).encode()).evidence_pending == ()
+
+
+@pytest.mark.parametrize("value, words", [
+    ("3f2a9c1e-1111-4111-8111-111111111111", ["evidence_pending", "list"]),
+    (["not-a-uuid"], ["evidence_pending[0]", "UUID"]),
+    ([7], ["evidence_pending[0]"]),
+    (["3f2a9c1e-1111-4111-8111-111111111111"] * 17, ["evidence_pending", "17", "16"]),
+])
+def test_evidence_pending_is_checked(value, words):
+    reject(health_dict(evidence_pending=value), *words)

@@ -201,6 +201,15 @@ class LocalStore:
                 seqs.append(inc.open.last_seq)
             return max(seqs, default=None)
 
+    def pending(self, limit: int | None = None) -> list[str]:
+        """Alert ids whose evidence is here and not confirmed by the room, oldest first
+        (the heartbeat's `evidence_pending`: the room asks again for what it lacks)."""
+        with self._lock:
+            incs = sorted((i for i in self._incidents.values() if not i.confirmed),
+                          key=lambda i: i.created_at)
+        ids = list(dict.fromkeys(i.alert_id for i in incs))
+        return ids if limit is None else ids[:limit]
+
     def manifest(self, alert_id: str) -> dict | None:
         with self._lock:
             inc = self._incidents.get(alert_id)

@@ -13,11 +13,19 @@ and may delete its copy. The live file stays as it is: what was seen while it ha
 NACK policy: a missing seq is asked for once a later seq has been here for `settle_s` (the
 reorder window of a healthy link is far shorter), and the tail once `settle_s` after the
 kiosk's `stream_end` (which carries `seq_count`). Unanswered seqs are asked again every
-`retry_s`, at most `max_attempts` times. Seqs the kiosk reports it never recorded (its
-`backfill` event, `unavailable`) are not asked again; the evidence is then complete with
+`retry_s` for as long as the kiosk makes progress: the room gives up only after `stall_s`
+without a single new seq (a slow link may need minutes to drain the kiosk's backlog; a count
+of attempts would give up while it is still sending). Seqs the kiosk reports it never recorded
+(its `backfill` event, `unavailable`) are not asked again; the evidence is then complete with
 those gaps, and still confirmed (the kiosk has nothing more to give). A kiosk restarted
 mid-incident goes on at a higher seq and reports the seqs in between as `skipped`: they are
 not asked for and not gaps (the complete manifest lists them apart).
+
+Giving up is not final: the incomplete evidence is written (INCOMPLETE), the kiosk is not told
+`evidence_complete` (it keeps its copy), and the incident stays dormant here. It wakes up when
+an asked-for seq still arrives, when the kiosk comes back online (`status`), or when its
+heartbeat lists the alert in `evidence_pending` (`resume`): then the room asks again, and
+writes the complete evidence once every seq is here.
 
 Note on threads: the receiver's run thread calls everything.
 """
@@ -50,6 +58,7 @@ HOLD_S = 10.0  # media before its alert is kept this long...
 MAX_HELD = 2_000  # ...this many packets per alert...
 MAX_HELD_ALERTS = 64  # ...for this many alerts
 MAX_SKIPPED = 65_536  # seqs a restarted kiosk may declare unused, per incident
+MAX_DORMANT = 64  # incomplete incidents kept ready to resume (their packet logs stay open)
 SendCmd = Callable[[str, str, str, "tuple[tuple[int, int], ...] | None"], None]
 
 
@@ -180,13 +189,13 @@ class IncidentBackfill:
     """What one incident has and lacks, and when to ask again."""
 
     def __init__(self, alert_id: str, device_id: str, log_path: Path, *, settle_s: float,
-                 retry_s: float, max_attempts: int) -> None:
+                 retry_s: float, stall_s: float) -> None:
         self.alert_id = alert_id
         self.device_id = device_id
         self.log = PacketLog(log_path)
         self.settle_s = settle_s
         self.retry_s = retry_s
-        self.max_attempts = max_attempts
+        self.stall_s = stall_s
         self.reassembler = Reassembler(max_seq_window=1 << 30)  # resent packets, any age
         self.highest = max(self.log.seqs, default=-1)
         self._marks: collections.deque[tuple[float, int]] = collections.deque()
@@ -199,9 +208,15 @@ class IncidentBackfill:
         self.skipped: set[int] = set()  # seqs a restarted kiosk never used (its report)
         self.backfilled = 0
         self.last_packet_at: float | None = None
+        self.resumed_at: float | None = None  # last time the room (re)started asking
+        self.new_asked_at: float | None = None  # last time a seq was asked for the first time
+        self.dormant = False  # gave up for now; resumed by progress, reconnect, heartbeat
+        self.written: int | None = None  # packets in the complete file last written
 
     def on_packet(self, seq: int, now: float) -> None:
         self.last_packet_at = now
+        # An asked-for seq still came after the room gave up: the kiosk is sending, go on.
+        self.dormant = False
         if seq > self.highest:
             self.highest = seq
             self._marks.append((now, seq))
@@ -209,17 +224,35 @@ class IncidentBackfill:
     def on_stream_end(self, seq_count: int, now: float) -> None:
         self.seq_count, self.ended_at = seq_count, now
 
+    def resume(self, now: float) -> None:
+        """Ask again for everything missing, now, and for as long as the kiosk makes
+        progress (it reconnected, or says it still holds the evidence)."""
+        self.dormant = False
+        self.resumed_at = now
+        for seq, (_, attempts) in self.asked.items():
+            self.asked[seq] = (None, attempts)
+
+    def stalled(self, now: float) -> bool:
+        """No new seq for stall_s since the stream ended, the room last resumed, or first
+        asked for a seq (the kiosk always gets stall_s to answer)."""
+        if self.ended_at is None:
+            return False
+        since = max(t for t in (self.last_packet_at, self.ended_at, self.resumed_at,
+                                self.new_asked_at) if t is not None)
+        return now - since >= self.stall_s
+
     def due(self, now: float) -> tuple[tuple[int, int], ...]:
         """The ranges to NACK now (recorded as asked)."""
         upto = self._settled(now)
-        if upto < 0:
+        if upto < 0 or self.dormant:
             return ()
+        stalled = self.stalled(now)  # then only seqs never asked for are asked (once)
         candidates = missing_ranges(self.log.seqs, 0, upto, skip=self._not_coming())
         wanted: list[int] = []
         for a, b in candidates:
             for seq in range(a, b + 1):
                 at, attempts = self.asked.get(seq, (None, 0))
-                if attempts >= self.max_attempts or (at is not None and now - at < self.retry_s):
+                if (stalled and attempts) or (at is not None and now - at < self.retry_s):
                     continue
                 wanted.append(seq)
         ranges = group_ranges(wanted, max_ranges=p.MAX_NACK_RANGES, max_seqs=p.MAX_NACK_SEQS)
@@ -227,6 +260,8 @@ class IncidentBackfill:
             for seq in range(a, b + 1):
                 _, attempts = self.asked.get(seq, (None, 0))
                 self.asked[seq] = (now, attempts + 1)
+                if not attempts:
+                    self.new_asked_at = now
         return tuple(ranges)
 
     def _settled(self, now: float) -> int:
@@ -241,14 +276,15 @@ class IncidentBackfill:
         return -1
 
     def finished(self, now: float) -> bool:
-        """Every seq is here, or reported unrecorded, or asked for in vain max_attempts times."""
+        """Every seq is here or reported unrecorded; or every missing seq was asked for and
+        no new seq came for stall_s (given up for now: the incident goes dormant)."""
         if self.seq_count is None or self.ended_at is None or now - self.ended_at < self.settle_s:
             return False
+        stalled = self.stalled(now)
         for seq in range(self.seq_count):
             if seq in self.log or seq in self.unavailable or seq in self.skipped:
                 continue
-            at, attempts = self.asked.get(seq, (None, 0))
-            if attempts < self.max_attempts or (at is not None and now - at < self.retry_s):
+            if not stalled or seq not in self.asked:
                 return False
         return True
 
@@ -282,7 +318,7 @@ class BackfillManager:
         clock: Clock | None = None,
         settle_s: float = 1.0,
         retry_s: float = 4.0,
-        max_attempts: int = 5,
+        stall_s: float = 20.0,
         tick_s: float = 0.25,
         idle_s: float = 3600.0,
     ) -> None:
@@ -293,7 +329,7 @@ class BackfillManager:
         self.clock = clock or Clock()
         self.settle_s = settle_s
         self.retry_s = retry_s
-        self.max_attempts = max_attempts
+        self.stall_s = stall_s
         self.tick_s = tick_s
         self.idle_s = idle_s
         self._incidents: dict[str, IncidentBackfill] = {}
@@ -310,7 +346,7 @@ class BackfillManager:
         try:
             inc = self._incidents[alert_id] = IncidentBackfill(
                 alert_id, device_id, self.directory / log_name, settle_s=self.settle_s,
-                retry_s=self.retry_s, max_attempts=self.max_attempts,
+                retry_s=self.retry_s, stall_s=self.stall_s,
             )
         except OSError as e:
             log.error("no backfill for %s: cannot open its packet log: %s", alert_id, e)
@@ -373,6 +409,8 @@ class BackfillManager:
             return
         self._last_tick = now
         for alert_id, inc in list(self._incidents.items()):
+            if inc.dormant:
+                continue
             ranges = inc.due(now)
             if ranges:
                 count = sum(b - a + 1 for a, b in ranges)
@@ -389,6 +427,22 @@ class BackfillManager:
                             alert_id, self.idle_s)
                 inc.log.close()
                 del self._incidents[alert_id]
+
+    def resume(self, device_id: str, alert_ids: Container[str] | None = None) -> int:
+        """The kiosk came back online, or its heartbeat says it still holds evidence
+        (`alert_ids`): ask again for what its dormant (given up) incidents lack. An incident
+        is resumed at most once per stall_s. Returns how many were resumed."""
+        now = self.clock.monotonic()
+        resumed = 0
+        for inc in self._incidents.values():
+            if (not inc.dormant or inc.device_id != device_id
+                    or (alert_ids is not None and inc.alert_id not in alert_ids)
+                    or (inc.resumed_at is not None and now - inc.resumed_at < self.stall_s)):
+                continue
+            inc.resume(now)
+            resumed += 1
+            log.info("asking %s again for the missing media of %s", device_id, inc.alert_id)
+        return resumed
 
     def completion(self, alert_id: str) -> Completion | None:
         return self._done.get(alert_id)
@@ -411,20 +465,31 @@ class BackfillManager:
         return added
 
     def _complete(self, inc: IncidentBackfill) -> None:
-        del self._incidents[inc.alert_id]
+        gaps, skipped = inc.gaps(), inc.skipped_ranges()
+        final = not gaps or inc.all_given_up_are_unrecorded()
+        if not final:
+            # Given up for now: the kiosk keeps its copy, the incident stays resumable.
+            inc.dormant = True
+            if inc.written == len(inc.log):
+                return  # resumed in vain: the file written last time is still the truth
+            self._limit_dormant(keep=inc)
+        else:
+            del self._incidents[inc.alert_id]
         base = inc.log.path.with_suffix("")
         path = base.with_name(base.name + ".complete.mp4")
         manifest = base.with_name(base.name + ".complete.json")
-        gaps, skipped = inc.gaps(), inc.skipped_ranges()
         try:
             inc.log.sync()
             summary = _remux(inc.log, path, self.clock)
             digest, size = _sha256(path)
         except (OSError, EvidenceError) as e:
             log.error("cannot write the complete evidence of %s: %s", inc.alert_id, e)
-            inc.log.close()
+            if final:
+                inc.log.close()
             return
-        inc.log.close()
+        inc.written = len(inc.log)
+        if final:
+            inc.log.close()
         doc = {
             "alert_id": inc.alert_id, "device_id": inc.device_id, "file": path.name,
             "bytes": size, "sha256": digest, "packets": len(inc.log),
@@ -437,9 +502,10 @@ class BackfillManager:
         write_atomic(manifest, json.dumps(doc, indent=1, sort_keys=True).encode())
         done = Completion(inc.alert_id, path, manifest, len(inc.log), gaps, inc.backfilled,
                           digest)
-        self._done[inc.alert_id] = done
-        while len(self._done) > 1000:
-            self._done.popitem(last=False)
+        if final:
+            self._done[inc.alert_id] = done
+            while len(self._done) > 1000:
+                self._done.popitem(last=False)
         restart = (f"; kiosk restarted, seqs {_fmt(skipped)} unused or lost with it"
                    if skipped else "")
         if not gaps:
@@ -451,13 +517,23 @@ class BackfillManager:
                      f"{inc.backfilled}{restart})  {path}")
         # The kiosk may drop its copy when there is nothing more it could send: every seq is
         # here, or the kiosk itself said it never recorded the rest.
-        if not gaps or inc.all_given_up_are_unrecorded():
+        if final:
             self.send_cmd("evidence_complete", inc.device_id, inc.alert_id, None)
         self.notify("evidence_complete", {
             "alert_id": inc.alert_id, "path": str(path), "manifest": str(manifest),
             "packets": len(inc.log), "gaps": gaps, "backfilled": inc.backfilled,
-            "sha256": digest, "skipped": skipped,
+            "sha256": digest, "skipped": skipped, "final": final,
         })
+
+    def _limit_dormant(self, keep: IncidentBackfill) -> None:
+        """At most MAX_DORMANT given-up incidents stay resumable; the oldest beyond that is
+        forgotten here (its packet log stays on disk, the kiosk keeps its copy)."""
+        dormant = [i for i in self._incidents.values() if i.dormant and i is not keep]
+        for old in dormant[: max(0, len(dormant) + 1 - MAX_DORMANT)]:
+            log.warning("evidence of %s stays incomplete: too many incomplete incidents to "
+                        "keep resuming", old.alert_id)
+            old.log.close()
+            del self._incidents[old.alert_id]
 
 
 def _remux(packet_log: PacketLog, path: Path, clock: Clock):

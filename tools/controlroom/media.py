@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -141,6 +142,11 @@ class Evidence:
         self._audio_packets = 0
         self._dropped = 0
         self._have_keyframe = False
+        # A video packet is missing (a seq gap) or was not written: the deltas after it refer
+        # to a picture this file does not have, so video waits for the next keyframe.
+        self._video_needs_key = False
+        # Video is written on one frame grid (see _video_time): base, step, last (1/90 000 s).
+        self._grid: tuple[int, int, int] | None = None
         self._first_media_at: float | None = None
         self._first_keyframe_at: float | None = None
         self._written = _Span()
@@ -180,6 +186,7 @@ class Evidence:
     def _skip_to(self, seq: int) -> None:
         self._gaps.append((self._next_seq, seq - 1))
         self._next_seq = seq
+        self._video_needs_key = True  # what is missing may be a picture the next delta needs
 
     def _in_gap(self, seq: int) -> bool:
         return any(a <= seq <= b for a, b in reversed(self._gaps))
@@ -277,27 +284,42 @@ class Evidence:
 
     def _write(self, rp: ReceivedPacket) -> None:
         pkt: EncodedPacket = rp.packet
-        stream = self._video if pkt.stream is Stream.VIDEO else self._audio
+        video = pkt.stream is Stream.VIDEO
+        stream = self._video if video else self._audio
         last = self._last_pts.get(pkt.stream)
+        if video and self._video_needs_key:
+            if not pkt.keyframe:
+                self._dropped += 1  # its reference picture is not in this file
+                return
+            self._video_needs_key = False
         # MP4 needs strictly increasing timestamps per track; anything else (a stream that
-        # appeared after the file started, a clock step) cannot be placed and is dropped.
+        # appeared after the file started, a clock step, a stale packet from before a restart)
+        # cannot be placed and is dropped.
         if (
             stream is None
             or rp.pts_us < self._origin_us
             or (last is not None and rp.pts_us <= last)
         ):
             self._dropped += 1
+            self._video_needs_key |= video
             return
         out = av.Packet(pkt.data)
         out.stream = stream
-        out.time_base = US
-        out.pts = out.dts = rp.pts_us - self._origin_us
-        out.duration = max(pkt.duration_us, 0)
+        at = rp.pts_us - self._origin_us
+        if video:
+            out.time_base = VIDEO_TIME_BASE
+            out.pts = out.dts = self._video_time(at, pkt)
+            out.duration = round(max(pkt.duration_us, 0) * 9 / 100)
+        else:
+            out.time_base = US
+            out.pts = out.dts = at
+            out.duration = max(pkt.duration_us, 0)
         out.is_keyframe = pkt.keyframe
         try:
             self._container.mux(out)
         except av.error.FFmpegError as e:
             self._dropped += 1
+            self._video_needs_key |= video
             log.warning("%s: packet seq %d not written: %s", self.path.name, rp.seq, e)
             return
         self._last_pts[pkt.stream] = rp.pts_us
@@ -310,6 +332,35 @@ class Evidence:
                 self._first_keyframe_at = self.clock.wall()
         else:
             self._audio_packets += 1
+
+    def _video_time(self, at: int, pkt: EncodedPacket) -> int:
+        """Where a video frame captured at `at` (µs in the file) is written, in 1/90 000 s:
+        on one frame grid for the whole file (its interval `duration_us` = 1/fps, phase of
+        the file's first frame), in the slot of its capture time or the next free one, so
+        less than a frame interval from its capture time (one more where the frame rate
+        changes). Capture times jitter (a camera callback runs late, the next one on time):
+        two frames less than an interval apart, or off the grid, fall on one tick of a
+        player's or ffmpeg's 1/fps clock, which then reports non-monotonic DTS. The capture
+        time itself stays in the packet log and in the picture (hal/stamp.py)."""
+        at = round(at * 9 / 100)
+        step = round(max(pkt.duration_us, 0) * 9 / 100)
+        if self._grid is None:
+            self._grid = (at, step, at)
+            return at
+        base, previous, last = self._grid
+        if step <= 0:  # no frame interval known: only keep DTS rising
+            out = max(at, last + 1)
+            self._grid = (base, previous, out)
+            return out
+        # Its own slot: a frame up to 3/4 of an interval late keeps it (rounding would give
+        # it the next frame's and push every later frame along).
+        slot = math.floor((at - base) / step + 0.25)
+        lowest = last + max(step, previous)  # the next free slot
+        if base + slot * step < lowest:
+            slot = -((base - lowest) // step)  # ceil((lowest - base) / step)
+        out = base + slot * step
+        self._grid = (base, step, out)
+        return out
 
     # ---- end -------------------------------------------------------------------------------
 

@@ -542,12 +542,17 @@ class ControlRoomReceiver:
                 notices = self.monitor.heartbeat(h)
                 self._notify("health", {"device_id": h.device_id, "seq": h.seq,
                                         "queue_depth": h.queue_depth, "faults": list(h.faults)})
+                if self.backfill is not None and h.evidence_pending:
+                    # The kiosk still holds evidence we gave up on: ask again.
+                    self.backfill.resume(h.device_id, set(h.evidence_pending))
             elif parts.leaf == "status":
                 s = p.decode_status(payload, topic_device=parts.device_id)
                 notices = self.monitor.status(s.device_id, s.online, state=s.state,
                                               retained=retained)
                 self._notify("status", {"device_id": s.device_id, "online": s.online,
                                         "state": s.state})
+                if self.backfill is not None and s.online and not retained:
+                    self.backfill.resume(s.device_id)  # back: ask again what it may still send
             else:
                 raise p.ProtocolError(f"unexpected topic {topic}")
         except p.ProtocolError as e:
