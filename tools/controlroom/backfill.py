@@ -203,7 +203,7 @@ class IncidentBackfill:
             self._marks.append((float("-inf"), self.highest))
         self.seq_count: int | None = None  # from the kiosk's stream_end
         self.ended_at: float | None = None
-        self.asked: dict[int, tuple[float, int]] = {}  # seq -> (last asked, attempts)
+        self.asked: dict[int, tuple[float | None, int]] = {}  # seq -> (last asked, attempts)
         self.unavailable: set[int] = set()
         self.skipped: set[int] = set()  # seqs a restarted kiosk never used (its report)
         self.backfilled = 0
