@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
     selftest = verbs.add_parser(
         "selftest", help="test the hardware, disk, certificate and network (firmware stopped)")
-    selftest.add_argument("--config", required=True, metavar="FILE", type=Path)
+    selftest.add_argument("--config", required=True, metavar="FILE", type=Path,
+                          help="the kiosk TOML config")
     selftest.add_argument("--press-timeout", metavar="S", type=positive_float, default=None,
                           help="ask the technician to press the button within S seconds")
     selftest.add_argument("--snapshot", metavar="FILE", type=_snapshot_path, default=None,
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     json_flag(selftest)
 
     status = verbs.add_parser("status", help="ask the running firmware how it is")
-    status.add_argument("--config", required=True, metavar="FILE", type=Path)
+    status.add_argument("--config", required=True, metavar="FILE", type=Path,
+                        help="the kiosk TOML config (its state_dir holds control.sock)")
     json_flag(status)
     return parser
 

@@ -19,6 +19,7 @@ class SnapshotError(Exception):
 
 def write_snapshot(frame: VideoFrame, path: Path) -> None:
     import av
+    import av.error
 
     try:
         codec_name, pix_fmt = _FORMATS[Path(path).suffix.lower()]
