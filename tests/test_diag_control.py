@@ -173,3 +173,16 @@ def test_bad_usage_and_bad_config_exit_2_in_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[device]\nid = 3\n")
     assert_one_line_error(diag_cli("check-config", str(bad), "--json"), "bad.toml")
+
+
+def test_a_state_dir_deeper_than_a_socket_address_still_works(capsys, tmp_path, pki_dir, broker):
+    deep = tmp_path / ("deep-" * 20)  # the socket path is over the 107 bytes of sun_path
+    deep.mkdir()
+    cfg = kiosk_config(deep, pki_dir, broker.port)
+    with RunningKiosk(cfg) as kiosk:
+        sock = started(kiosk)
+        assert len(os.fsencode(sock)) > 107
+        kiosk.events.wait_for("connected")
+        code, doc = diag(capsys, "status", "--config", str(cfg))
+    assert code == 0, doc
+    assert doc["status"]["device_id"] == DEVICE

@@ -15,7 +15,8 @@ import select
 import socket
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("pinkbutton.control")
@@ -31,6 +32,23 @@ class NotRunning(Exception):
 
 def socket_path(state_dir: Path) -> Path:
     return Path(state_dir) / SOCKET_NAME
+
+
+# A Unix socket's address holds at most 107 bytes; a deeper state_dir is reached through
+# /proc/self/fd/N, a short name for the directory opened by descriptor (Linux).
+_MAX_ADDRESS = 100
+
+
+@contextmanager
+def _address(path: Path) -> Iterator[str]:
+    if len(os.fsencode(path)) <= _MAX_ADDRESS:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 class ControlServer:
@@ -85,7 +103,8 @@ class ControlServer:
                 raise OSError("another firmware process answers on it")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(str(self.path))
+            with _address(self.path) as address:
+                sock.bind(address)
             os.chmod(self.path, 0o600)  # the 0700 directory keeps others out meanwhile
             sock.listen(4)
         except OSError:
@@ -135,7 +154,8 @@ def request(path: Path, cmd: str, timeout_s: float = CLIENT_TIMEOUT_S) -> dict:
     sock.settimeout(timeout_s)
     with sock:
         try:
-            sock.connect(str(path))
+            with _address(path) as address:
+                sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise NotRunning(f"no firmware answers on {path}") from e
         sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
