@@ -173,3 +173,19 @@ def test_human_output_one_line_per_check(capsys, tmp_path, pki_dir, broker):
     camera = [line for line in out if line.startswith("✗ camera: covered or black")]
     assert camera and " — try: uncover the lens" in camera[0]
     assert sum(line.startswith("✓ ") for line in out) == 5
+
+
+def test_broker_refusing_our_certificate_is_named(capsys, tmp_path, pki_dir, broker):
+    # The broker's CA is right, our certificate comes from another CA: the broker refuses
+    # it (with TLS 1.3 after the handshake) and the check says so.
+    other = tmp_path / "other-pki"
+    init_dev_pki(other, [DEVICE])
+    theirs = other / "devices"
+    cfg = config(tmp_path, pki_dir, broker.port, media=False, cert=theirs / f"{DEVICE}.pem",
+                 key=theirs / f"{DEVICE}.key")
+    code, doc = run(capsys, ["selftest", "--config", str(cfg)], FakeBackend())
+    assert code == 1
+    net = by_name(doc)["network"]
+    assert not net["ok"]
+    assert "closed the connection before CONNACK: it probably refused our certificate" in (
+        net["detail"]), net

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
     if as_json:
         print(json.dumps(document(checks, extra), indent=2))
     else:
-        print(render(checks, colour=sys.stdout.isatty()))
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(render(checks, colour=colour))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 

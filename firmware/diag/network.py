@@ -56,6 +56,17 @@ def _read_exact(sock: ssl.SSLSocket, n: int) -> bytes:
     return data
 
 
+def _read_length(sock: ssl.SSLSocket) -> int:
+    """MQTT's variable-length "remaining length" (1 to 4 bytes)."""
+    value = 0
+    for shift in range(0, 28, 7):
+        byte = _read_exact(sock, 1)[0]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+    raise ConnectionResetError("malformed remaining length")
+
+
 def network_check(config: Config, timeout_s: float | None = None) -> Check:
     """Connect to the configured broker as this kiosk; the detail gives each stage's time."""
     name = "network"
@@ -80,12 +91,15 @@ def network_check(config: Config, timeout_s: float | None = None) -> Check:
             stage = "mqtt"
             tls_ms = (time.monotonic() - start) * 1000
             tls.sendall(connect_packet(f"{config.device.id}-diag"))
-            header = _read_exact(tls, 2)
-            if header[0] >> 4 != 2:
+            kind = _read_exact(tls, 1)[0] >> 4
+            if kind != 2:
                 return failed(name, f"broker {host}:{port} answered CONNECT with packet type "
-                              f"{header[0] >> 4}, not CONNACK", "check broker.port is MQTT/TLS")
-            rest = _read_exact(tls, header[1] & 0x7F) if header[1] & 0x80 == 0 else b"\0\0"
-            reason = rest[1] if len(rest) > 1 else 0
+                              f"{kind}, not CONNACK", "check that broker.port is MQTT over TLS")
+            rest = _read_exact(tls, _read_length(tls))
+            if len(rest) < 2:
+                return failed(name, f"broker {host}:{port} sent a malformed CONNACK",
+                              "check that broker.port is an MQTT v5 broker")
+            reason = rest[1]
             total_ms = (time.monotonic() - start) * 1000
             tls.sendall(b"\xe0\x00")  # DISCONNECT
     except ssl.SSLCertVerificationError as e:
