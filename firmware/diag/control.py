@@ -53,7 +53,9 @@ def _address(path: Path) -> Iterator[str]:
 
 class ControlServer:
     """Serves `status` requests from `snapshot()` (called on this server's thread; it must
-    only read). `start()` never raises: without a control socket the kiosk still alerts."""
+    only read). `start()` returns at once and never raises: the socket is made on the
+    server's own thread (checking a stale one can take a client timeout), and without a
+    control socket the kiosk still alerts."""
 
     def __init__(self, state_dir: Path, snapshot: Callable[[], dict]) -> None:
         self.path = socket_path(state_dir)
@@ -62,22 +64,27 @@ class ControlServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> bool:
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="control-socket", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # Not longer: a silent client may hold the thread for CLIENT_TIMEOUT_S; a socket
+            # left behind when the process exits is replaced at the next start.
+            self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
         try:
             self._sock = self._bind()
         except OSError as e:
             log.error("control socket %s not available (pinkbutton-diag status will not "
                       "answer): %s", self.path, e.strerror or e)
-            return False
-        self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
-        self._thread.start()
-        return True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if self._sock is not None:
+            return
+        try:
+            self._serve()
+        finally:
             self._sock.close()
             try:
                 self.path.unlink()
