@@ -189,3 +189,28 @@ def test_broker_refusing_our_certificate_is_named(capsys, tmp_path, pki_dir, bro
     assert not net["ok"]
     assert "closed the connection before CONNACK: it probably refused our certificate" in (
         net["detail"]), net
+
+
+class BrokenBackend(FakeBackend):
+    """A camera library that raises on open (any exception, as picamera2 can) and a
+    microphone that dies: the self-test names both, one line each, no traceback."""
+
+    def camera(self, clock, width=640, height=480, fps=15.0):
+        raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+
+    def microphone(self, clock, sample_rate=48000):
+        mic = super().microphone(clock, sample_rate)
+        mic.fail("USB device unplugged")
+        return mic
+
+
+def test_camera_that_cannot_open_and_microphone_that_died(capsys, tmp_path, pki_dir, broker):
+    cfg = config(tmp_path, pki_dir, broker.port)
+    code, doc = run(capsys, ["selftest", "--config", str(cfg)], BrokenBackend())
+    assert code == 1
+    checks = by_name(doc)
+    assert checks["camera"]["detail"] == ("cannot open the camera: ValueError: numpy.dtype size "
+                                          "changed, may indicate binary incompatibility")
+    assert not checks["microphone"]["ok"]
+    assert "USB device unplugged" in checks["microphone"]["detail"]
+    assert [c["name"] for c in doc["checks"] if not c["ok"]] == ["camera", "microphone"]

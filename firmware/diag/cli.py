@@ -90,24 +90,30 @@ def check_config(file: Path) -> list[Check]:
             certificate_selftest(config)]
 
 
-def _firmware_running(config: Config) -> dict | None:
+def _firmware_running(config: Config) -> Check | None:
+    """A failed check when the firmware runs (or we cannot tell), None when it is stopped."""
+    path = control.socket_path(config.device.state_dir)
     try:
-        return control.request(control.socket_path(config.device.state_dir), "status")
+        control.request(path, "status")
     except control.NotRunning:
         return None
+    except PermissionError:
+        return failed("firmware", f"cannot tell whether the firmware runs: no permission for "
+                      f"{path}", "run as the kiosk's user (sudo -u pinkbutton) or root")
     except (OSError, ValueError):
-        return {}  # something answers (or refuses us): treat the firmware as running
+        pass  # something answers on the socket, if oddly: the firmware is there
+    return failed("firmware", "the firmware is running: a self-test would fight it for "
+                  "the button, camera and microphone",
+                  "use `pinkbutton-diag status`, or stop the firmware first "
+                  "(sudo systemctl stop pinkbutton)")
 
 
 def selftest(config: Config, backend=None, *, press_timeout_s: float | None = None,
              snapshot: Path | None = None, say=print) -> list[Check]:
     from firmware.diag.selftest import run_selftest
 
-    if _firmware_running(config) is not None:
-        return [failed("firmware", "the firmware is running: a self-test would fight it for "
-                       "the button, camera and microphone",
-                       "use `pinkbutton-diag status`, or stop the firmware first "
-                       "(sudo systemctl stop pinkbutton)")]
+    if (running := _firmware_running(config)) is not None:
+        return [running]
     if backend is None:
         from hal import get_backend
 
@@ -223,6 +229,9 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
     except ConfigError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - HalError (backend) and the unexpected: one line
         from hal.base import HalError
 

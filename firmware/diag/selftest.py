@@ -28,7 +28,7 @@ from hal.base import AudioChunk, VideoFrame, describe_error
 from hal.registry import Backend
 
 CAMERA_FRAMES = 5
-CAMERA_TIMEOUT_S = 5.0
+CAMERA_TIMEOUT_S = 10.0  # a Pi camera can take seconds to start streaming
 AUDIO_S = 1.0
 
 
