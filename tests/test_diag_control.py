@@ -186,3 +186,19 @@ def test_a_state_dir_deeper_than_a_socket_address_still_works(capsys, tmp_path, 
         code, doc = diag(capsys, "status", "--config", str(cfg))
     assert code == 0, doc
     assert doc["status"]["device_id"] == DEVICE
+
+
+def test_status_names_a_fault_and_a_broker_it_cannot_reach(capsys, tmp_path, pki_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    cfg = kiosk_config(tmp_path, pki_dir, port)
+    with RunningKiosk(cfg) as kiosk:
+        started(kiosk)
+        kiosk.kiosk.report_fault("camera_failed", "ValueError: numpy.dtype size changed")
+        kiosk.events.wait_for("mode", lambda d: d["to"] == "fault")
+        code, doc = diag(capsys, "status", "--config", str(cfg))
+    assert code == 1
+    bad = {c["name"]: c["detail"] for c in doc["checks"] if not c["ok"]}
+    assert bad == {"faults": "camera_failed", "broker": f"not connected to localhost:{port}"}
+    assert doc["status"]["state"] == "fault"
