@@ -649,7 +649,6 @@ class Kiosk:
         self._restarting.add(name)
         threading.Thread(target=run, name=f"restart-{name}", daemon=True).start()
 
-
     # -- control socket (pinkbutton-diag status): its own thread, reads only ----------
 
     def _init_control(self) -> None:
@@ -676,8 +675,8 @@ class Kiosk:
             return
         alert_id = data.get("alert_id")
         last = self._last_alert
-        if kind == "persisted" or last is None:
-            self._last_alert = {"alert_id": alert_id, "pressed_at": iso8601(self.clock.wall()),
+        if kind == "persisted" or last is None:  # `at`: pressed, or first heard of after a restart
+            self._last_alert = {"alert_id": alert_id, "at": iso8601(self.clock.wall()),
                                 "outcome": outcome, "operator": None}
         elif last.get("alert_id") == alert_id:
             operator = data.get("operator") if kind == "cmd" else last.get("operator")

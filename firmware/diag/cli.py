@@ -154,7 +154,7 @@ def status(config: Config, now: datetime | None = None) -> tuple[list[Check], di
     last = s.get("last_alert")
     if last:
         who = f" by {last['operator']}" if last.get("operator") else ""
-        detail = f"{last.get('alert_id')} at {last.get('pressed_at')}: {last.get('outcome')}{who}"
+        detail = f"{last.get('alert_id')} at {last.get('at')}: {last.get('outcome')}{who}"
     else:
         detail = "none since the firmware started"
     checks.append(passed("last alert", detail))
