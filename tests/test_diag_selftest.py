@@ -13,7 +13,9 @@ from pathlib import Path
 import av
 import pytest
 
+from firmware.config import load_config
 from firmware.diag.cli import main
+from firmware.diag.selftest import run_selftest
 from hal.fake import FakeBackend
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
 from tools.pki import init_dev_pki, issue
@@ -75,23 +77,36 @@ def test_each_bad_device_exits_1_and_is_named(capsys, tmp_path, pki_dir, broker,
     assert words in bad[0]["detail"] and bad[0]["fix"]
 
 
-def test_button_pressed_within_the_timeout_passes(capsys, tmp_path, pki_dir, broker):
-    cfg = config(tmp_path, pki_dir, broker.port, media=False)
+def test_button_pressed_within_the_timeout_passes(tmp_path, pki_dir, broker):
+    cfg = load_config(config(tmp_path, pki_dir, broker.port, media=False))
     backend = FakeBackend()
+    prompts: list[str] = []
 
-    def technician() -> None:
-        end = time.monotonic() + 10
-        while not backend.buttons and time.monotonic() < end:
-            time.sleep(0.01)
-        time.sleep(0.3)  # after the stuck check
-        backend.buttons[0].press()
-        time.sleep(0.15)
-        backend.buttons[0].release()
+    def technician(prompt: str) -> None:  # hears the prompt, then presses
+        prompts.append(prompt)
 
-    threading.Thread(target=technician, daemon=True).start()
-    code, doc = run(capsys, ["selftest", "--config", str(cfg), "--press-timeout", "10"], backend)
-    assert code == 0, doc
-    assert "press and release seen on GPIO17" in by_name(doc)["button"]["detail"]
+        def press() -> None:
+            time.sleep(0.2)
+            backend.buttons[0].press()
+            time.sleep(0.15)
+            backend.buttons[0].release()
+
+        threading.Thread(target=press, daemon=True).start()
+
+    checks = {c.name: c for c in run_selftest(cfg, backend, press_timeout_s=10, say=technician)}
+    assert prompts == ["press the button now (within 10 s) ..."]
+    assert checks["button"].ok, checks["button"]
+    assert checks["button"].detail.startswith("press and release seen on GPIO17 after ")
+    assert all(c.ok for c in checks.values())
+
+
+def test_button_pressed_but_never_released_fails(tmp_path, pki_dir, broker):
+    cfg = load_config(config(tmp_path, pki_dir, broker.port, media=False))
+    backend = FakeBackend()
+    checks = run_selftest(cfg, backend, press_timeout_s=0.6,
+                          say=lambda _prompt: backend.buttons[0].press())
+    button = next(c for c in checks if c.name == "button")
+    assert not button.ok and button.detail == "pressed but never released within 0.6 s"
 
 
 def test_no_press_within_the_timeout_fails(capsys, tmp_path, pki_dir, broker):
