@@ -26,6 +26,7 @@ from firmware.backoff import Backoff
 from firmware.clock import Clock, iso8601
 from firmware.config import Config
 from firmware.connectlog import ConnectFailureLog
+from firmware.diag.control import ControlServer
 from firmware.health import HealthReporter
 from firmware.outbox import BOOT_ID, Outbox, OutboxError
 from firmware.sdnotify import SdNotifier
@@ -134,6 +135,7 @@ class Kiosk:
                 evidence_dir=config.device.state_dir / "evidence",
             )
         self._init_supervision(notifier or SdNotifier())
+        self._init_control()
 
     # -- called from any thread ---------------------------------------------
 
@@ -154,6 +156,7 @@ class Kiosk:
     def run(self) -> None:
         """Run until stop(); then say goodbye to the broker and release hardware."""
         self.transport.start()
+        self.control.start()
         if self.media is not None:
             self.media.pipeline.on_beat = lambda: self.watchdog.beat("media-encoder")
             self.watchdog.register("media-encoder", self.config.health.stage_timeout_s,
@@ -517,6 +520,7 @@ class Kiosk:
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
+        self.control.stop()
         if self.media is not None:
             self.media.close()
         if self.transport.connected:
@@ -645,6 +649,66 @@ class Kiosk:
 
         self._restarting.add(name)
         threading.Thread(target=run, name=f"restart-{name}", daemon=True).start()
+
+    # -- control socket (pinkbutton-diag status): its own thread, reads only ----------
+
+    def _init_control(self) -> None:
+        self._last_alert: dict | None = None
+        self._cert_not_after: str | None = None
+        try:
+            from cryptography import x509
+
+            cert = x509.load_pem_x509_certificate(Path(self.config.broker.cert).read_bytes())
+            self._cert_not_after = iso8601(cert.not_valid_after_utc.timestamp())
+        except (OSError, ValueError) as e:
+            log.warning("cannot read certificate expiry: %s", e)
+        self.listeners.append(self._track_last_alert)
+        self.control = ControlServer(self.config.device.state_dir, self.control_status)
+
+    def _track_last_alert(self, kind: str, data: dict) -> None:
+        """State thread: the last alert and how far it got, for `pinkbutton-diag status`."""
+        outcome = {"persisted": "sending", "delivered": "delivered to the broker",
+                   "receipt": "stored by the control room"}.get(kind)
+        if kind == "cmd" and data.get("cmd") in ("ack", "dispatched", "end"):
+            outcome = {"ack": "acknowledged", "dispatched": "help dispatched",
+                       "end": "ended by the control room"}[data["cmd"]]
+        if outcome is None:
+            return
+        alert_id = data.get("alert_id")
+        last = self._last_alert
+        if kind == "persisted" or last is None:  # `at`: pressed, or first heard of after a restart
+            self._last_alert = {"alert_id": alert_id, "at": iso8601(self.clock.wall()),
+                                "outcome": outcome, "operator": None}
+        elif last.get("alert_id") == alert_id:
+            operator = data.get("operator") if kind == "cmd" else last.get("operator")
+            self._last_alert = {**last, "outcome": outcome, "operator": operator}
+
+    def control_status(self) -> dict:
+        """A snapshot for the control socket's thread: plain reads of values the state
+        thread replaces whole (never mutated in place), so no lock is taken."""
+        state = self.state
+        evidence = self.config.device.state_dir / "evidence"
+        try:
+            pending_evidence = sum(1 for e in evidence.iterdir() if e.is_dir())
+        except OSError:
+            pending_evidence = 0
+        return {
+            "device_id": self.device_id,
+            "site_name": self.config.device.site_name,
+            "firmware": FIRMWARE_VERSION,
+            "state": str(state.mode),
+            "faults": sorted(state.faults),
+            "broker": self._broker,
+            "broker_connected": self.transport.connected,
+            "last_alert": self._last_alert,
+            "outbox_depth": len(self._unconfirmed),
+            "pending_evidence": pending_evidence,
+            "certificate_not_after": self._cert_not_after,
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
+            "last_selftest_at": (iso8601(self._selftest_at)
+                                 if self._selftest_at is not None else None),
+            "last_selftest_ok": self._selftest_ok,
+        }
 
 
 def _revive_sender(sender) -> None:

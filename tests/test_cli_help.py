@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from firmware import cli as kiosk_cli
+from firmware.diag import cli as diag_cli
 from firmware.version import FIRMWARE_VERSION
 from simulator import cli as sim_cli
 from tools import broker, pki
@@ -19,6 +20,7 @@ PARSERS = {
     "pinkbutton-sim": sim_cli.build_parser,
     "pinkbutton-controlroom": room_cli.build_parser,
     "pinkbutton-pki": pki._build_parser,
+    "pinkbutton-diag": diag_cli._parser,
     "python -m tools.broker": broker.build_parser,
 }
 MODULES = {
@@ -26,6 +28,7 @@ MODULES = {
     "pinkbutton-sim": "simulator.cli",
     "pinkbutton-controlroom": "tools.controlroom.cli",
     "pinkbutton-pki": "tools.pki",
+    "pinkbutton-diag": "firmware.diag.cli",
     "python -m tools.broker": "tools.broker",
 }
 

@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # numpy is needed only once a camera or microphone is made
 
 __all__ = ["FakeBackend", "FakeButton", "FakeIndicator"]
 
+_CAMERA_MODES = ("ok", "covered", "frozen", "noise")
+_MICROPHONE_MODES = ("ok", "silent", "clipping")
+
 
 class FakeBackend(Backend):
     """Makes fake devices and keeps them (`buttons`, `indicators`, `cameras`, `microphones`)
@@ -26,7 +29,20 @@ class FakeBackend(Backend):
 
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, *, button_stuck: bool = False, camera_mode: str = "ok",
+                 microphone_mode: str = "ok") -> None:
+        """The bad modes a technician's self-test must catch, set on every device made:
+        `button_stuck` (held down from the start), `camera_mode` "covered" | "frozen" |
+        "noise", `microphone_mode` "silent" (dead) | "clipping"; "ok" is a working device."""
+        if camera_mode not in _CAMERA_MODES:
+            raise HalError(f"fake camera mode must be one of {', '.join(_CAMERA_MODES)}, "
+                           f"not {camera_mode!r}")
+        if microphone_mode not in _MICROPHONE_MODES:
+            raise HalError(f"fake microphone mode must be one of {', '.join(_MICROPHONE_MODES)}, "
+                           f"not {microphone_mode!r}")
+        self.button_stuck = button_stuck
+        self.camera_mode = camera_mode
+        self.microphone_mode = microphone_mode
         self.buttons: list[FakeButton] = []
         self.indicators: list[FakeIndicator] = []
         self.cameras: list[FakeCamera] = []
@@ -37,7 +53,7 @@ class FakeBackend(Backend):
     ) -> FakeButton:
         # active_low is a wiring detail; a fake button has no wiring.
         self._claim(pin)
-        button = FakeButton(clock, debounce_s, pin=pin)
+        button = FakeButton(clock, debounce_s, pin=pin, pressed=self.button_stuck)
         self.buttons.append(button)
         return button
 
@@ -57,6 +73,9 @@ class FakeBackend(Backend):
         from hal.fake.camera import FakeCamera
 
         camera = FakeCamera(clock, width, height, fps)
+        mode = self.camera_mode
+        camera.covered, camera.frozen, camera.noise = (
+            mode == "covered", mode == "frozen", mode == "noise")
         self.cameras.append(camera)
         return camera
 
@@ -66,6 +85,8 @@ class FakeBackend(Backend):
         from hal.fake.microphone import FakeMicrophone
 
         microphone = FakeMicrophone(clock, sample_rate)
+        microphone.silent = self.microphone_mode == "silent"
+        microphone.clipping = self.microphone_mode == "clipping"
         self.microphones.append(microphone)
         return microphone
 

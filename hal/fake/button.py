@@ -16,11 +16,14 @@ class FakeButton(Button):
     too, exactly as a backend thread would call it.
     """
 
-    def __init__(self, clock: Clock, debounce_s: float = 0.05, *, pin: int | None = None) -> None:
+    def __init__(self, clock: Clock, debounce_s: float = 0.05, *, pin: int | None = None,
+                 pressed: bool = False) -> None:
         self.pin = pin  # only so a simulator can tell buttons apart
         self._clock = clock
-        self._debouncer = StableLevelDebouncer(debounce_s, initial_level=False)
-        self._raw = False
+        # `pressed`: held down when opened (a stuck or shorted button), which a real backend
+        # also reports as `is_pressed` at once, not as a press.
+        self._debouncer = StableLevelDebouncer(debounce_s, initial_level=pressed)
+        self._raw = pressed
         self._closed = False
 
     # -- Button -----------------------------------------------------------------

@@ -31,7 +31,8 @@ class FakeMicrophone(PacedSource, Microphone):
     `start()` runs a capture thread on `clock`; `capture_one()` returns the chunk
     that ends now (pts = now - chunk duration), for FakeClock tests. The signal
     continues from one chunk to the next (`samples_captured` is the running
-    sample index). Test controls: `silent` (zeros), `fail(reason)`.
+    sample index). Test controls: `silent` (zeros: a dead microphone), `clipping` (the
+    signal overdriven to full scale, as a gain set far too high), `fail(reason)`.
 
     Note on threads: on_audio/on_failure run on the "fake-microphone" thread when
     started, on the caller's thread for `capture_one()` (and `fail()` while stopped).
@@ -49,6 +50,7 @@ class FakeMicrophone(PacedSource, Microphone):
         self.chunk_ms = chunk_ms
         self.chunk_frames = sample_rate * chunk_ms // 1000
         self.silent = False
+        self.clipping = False
         self.samples_captured = 0
         self.chunks_captured = 0
 
@@ -86,8 +88,10 @@ class FakeMicrophone(PacedSource, Microphone):
         if self.silent:
             samples = bytes(2 * n)
         else:
-            samples = tone_samples(self.samples_captured, n, self.sample_rate).astype("<i2")
-            samples = samples.tobytes()
+            tone = tone_samples(self.samples_captured, n, self.sample_rate)
+            if self.clipping:  # 8x gain: every tone peak is cut flat at full scale
+                tone = np.clip(tone.astype(np.int32) * 8, -32768, 32767)
+            samples = tone.astype("<i2").tobytes()
         self.samples_captured += n
         self.chunks_captured += 1
         pts_us = int(round(end * 1e6)) - self.chunk_ms * 1000

@@ -1,0 +1,252 @@
+"""`pinkbutton-diag`: is this kiosk working, and if not, what exactly is broken?
+
+Exit codes: 0 every check passed, 1 a check failed, 2 bad usage or a config that cannot be
+read (one line on stderr, nothing checked). `--json` on every verb prints
+`{"ok": bool, "checks": [{"name", "ok", "detail", "fix"}]}` instead of one ✓/✗ line per check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from firmware.cliargs import OneLineParser, add_version, positive_float
+from firmware.config import Config, ConfigError, check_state_dir, load_config
+from firmware.diag import control
+from firmware.diag.checks import Check, certificate_check, failed, passed
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "pinkbutton-diag"
+
+# Controls (C0, DEL, C1), bidi overrides/isolates, line/paragraph separators, lone surrogates:
+# text from the config, the broker or a device library is shown, never obeyed by the terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+
+
+def shown(text: object) -> str:
+    """One safe line: unsafe characters become visible escapes (\\x1b, \\u202e)."""
+    def escape(m: re.Match[str]) -> str:
+        c = ord(m.group())
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _UNSAFE.sub(escape, str(text))
+
+
+def _snapshot_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise argparse.ArgumentTypeError(f"{text!r} must end in .png, .jpg or .jpeg")
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description="Field diagnostics for a Pink Button kiosk.")
+    add_version(parser)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB",
+                                  parser_class=OneLineParser)
+
+    def json_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print a JSON document")
+
+    check = verbs.add_parser("check-config", help="the config file and its certificates")
+    check.add_argument("file", metavar="FILE", type=Path, help="the kiosk TOML config")
+    json_flag(check)
+
+    selftest = verbs.add_parser(
+        "selftest", help="test the hardware, disk, certificate and network (firmware stopped)")
+    selftest.add_argument("--config", required=True, metavar="FILE", type=Path,
+                          help="the kiosk TOML config")
+    selftest.add_argument("--press-timeout", metavar="S", type=positive_float, default=None,
+                          help="ask the technician to press the button within S seconds")
+    selftest.add_argument("--snapshot", metavar="FILE", type=_snapshot_path, default=None,
+                          help="save a camera frame as a .png or .jpg")
+    json_flag(selftest)
+
+    status = verbs.add_parser("status", help="ask the running firmware how it is")
+    status.add_argument("--config", required=True, metavar="FILE", type=Path,
+                        help="the kiosk TOML config (its state_dir holds control.sock)")
+    json_flag(status)
+    return parser
+
+
+# -- verbs -------------------------------------------------------------------------------------
+
+
+def check_config(file: Path) -> list[Check]:
+    """Raises ConfigError for a file that cannot be read as a config (exit 2)."""
+    from firmware.diag.selftest import certificate_selftest
+
+    config = load_config(file, check_certificates=False)
+    check_state_dir(config)
+    return [passed("config", f"{file}: device {config.device.id} at {config.device.site_name}, "
+                   f"broker {config.broker.host}:{config.broker.port}"),
+            certificate_selftest(config)]
+
+
+def _firmware_running(config: Config) -> Check | None:
+    """A failed check when the firmware runs (or we cannot tell), None when it is stopped."""
+    path = control.socket_path(config.device.state_dir)
+    try:
+        control.request(path, "status")
+    except control.NotRunning:
+        return None
+    except PermissionError:
+        return failed("firmware", f"cannot tell whether the firmware runs: no permission for "
+                      f"{path}", "run as the kiosk's user (sudo -u pinkbutton) or root")
+    except (OSError, ValueError):
+        pass  # something answers on the socket, if oddly: the firmware is there
+    return failed("firmware", "the firmware is running: a self-test would fight it for "
+                  "the button, camera and microphone",
+                  "use `pinkbutton-diag status`, or stop the firmware first "
+                  "(sudo systemctl stop pinkbutton)")
+
+
+def selftest(config: Config, backend=None, *, press_timeout_s: float | None = None,
+             snapshot: Path | None = None, say=print) -> list[Check]:
+    from firmware.diag.selftest import run_selftest
+
+    if (running := _firmware_running(config)) is not None:
+        return [running]
+    if backend is None:
+        from hal import get_backend
+
+        backend = get_backend(config.hal.backend)  # HalError: a config problem (exit 2)
+    return run_selftest(config, backend, press_timeout_s=press_timeout_s, snapshot=snapshot,
+                        say=say)
+
+
+def status(config: Config, now: datetime | None = None) -> tuple[list[Check], dict | None]:
+    path = control.socket_path(config.device.state_dir)
+    try:
+        s = control.request(path, "status")
+    except control.NotRunning:
+        return [failed("firmware", f"not running (nothing answers on {path})",
+                       "start it (sudo systemctl start pinkbutton) or run "
+                       "`pinkbutton-diag selftest`")], None
+    except PermissionError:
+        return [failed("firmware", f"not allowed to ask it on {path}",
+                       "run as the kiosk's user (sudo -u pinkbutton) or root")], None
+    except (OSError, ValueError) as e:
+        return [failed("firmware", f"no valid answer on {path}: {e}",
+                       "restart the firmware (sudo systemctl restart pinkbutton)")], None
+    checks = [passed("firmware", f"running for {_duration(s.get('uptime_s'))}, state "
+                     f"{s.get('state')}, firmware {s.get('firmware')}, device "
+                     f"{s.get('device_id')} at {s.get('site_name')}")]
+    faults = s.get("faults") or []
+    checks.append(passed("faults", "none") if not faults else failed(
+        "faults", ", ".join(map(str, faults)), "see `journalctl -u pinkbutton` for each fault"))
+    broker = s.get("broker")
+    checks.append(passed("broker", f"connected to {broker}") if s.get("broker_connected")
+                  else failed("broker", f"not connected to {broker}",
+                              "check the network; `journalctl -u pinkbutton` says why"))
+    depth = s.get("outbox_depth") or 0
+    checks.append(passed("outbox", "empty: every alert confirmed by the control room")
+                  if not depth else failed(
+                      "outbox", f"{depth} alert(s) not yet confirmed by the control room",
+                      "check the broker connection; they are re-sent until confirmed"))
+    last = s.get("last_alert")
+    if last:
+        who = f" by {last['operator']}" if last.get("operator") else ""
+        detail = f"{last.get('alert_id')} at {last.get('at')}: {last.get('outcome')}{who}"
+    else:
+        detail = "none since the firmware started"
+    checks.append(passed("last alert", detail))
+    checks.append(passed("evidence", f"{s.get('pending_evidence', 0)} incident(s) of local "
+                         "evidence waiting for the control room's confirmation"))
+    if s.get("last_selftest_ok") is False:
+        checks.append(failed("selftest", f"the self-test at {s.get('last_selftest_at')} failed",
+                             "see the faults above"))
+    elif s.get("last_selftest_ok"):
+        checks.append(passed("selftest", f"passed at {s.get('last_selftest_at')}"))
+    not_after = s.get("certificate_not_after")
+    if not_after:
+        end = datetime.fromisoformat(str(not_after).replace("Z", "+00:00"))
+        checks.append(certificate_check(end, now or datetime.now(UTC)))
+    else:
+        checks.append(failed("certificate", "the firmware could not read its certificate",
+                             "run `pinkbutton-diag check-config`"))
+    return checks, s
+
+
+def _duration(seconds: object) -> str:
+    s = int(float(seconds)) if isinstance(seconds, int | float) else 0
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return f"{d}d {h}h {m}m" if d else f"{h}h {m}m {s}s" if h else f"{m}m {s}s"
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def render(checks: Sequence[Check], *, colour: bool) -> str:
+    lines = []
+    for c in checks:
+        mark = "✓" if c.ok else "✗"
+        if colour:
+            mark = f"\x1b[32m{mark}\x1b[0m" if c.ok else f"\x1b[31m{mark}\x1b[0m"
+        line = f"{mark} {shown(c.name)}: {shown(c.detail)}"
+        if c.fix:
+            line += f" — try: {shown(c.fix)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def document(checks: Sequence[Check], extra: dict | None = None) -> dict:
+    doc: dict = {"ok": all(c.ok for c in checks), "checks": [c.as_json() for c in checks]}
+    if extra is not None:
+        doc["status"] = extra
+    return doc
+
+
+def main(argv: list[str] | None = None, *, backend=None) -> int:
+    """`backend`: a HAL backend to use instead of the config's (tests: a FakeBackend in a
+    bad mode)."""
+    args = _parser().parse_args(argv)
+    as_json = args.json
+
+    def say(text: str) -> None:  # prompts go to stderr so --json stays one document
+        print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
+
+    extra = None
+    try:
+        if args.verb == "check-config":
+            checks = check_config(args.file)
+        else:
+            config = load_config(args.config, check_certificates=False)
+            if args.verb == "selftest":
+                checks = selftest(config, backend, press_timeout_s=args.press_timeout,
+                                  snapshot=args.snapshot, say=say)
+            else:
+                checks, extra = status(config)
+    except ConfigError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - HalError (backend) and the unexpected: one line
+        from hal.base import HalError
+
+        if isinstance(e, HalError):
+            print(f"{PROG}: {args.config}: [hal] {shown(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{PROG}: unexpected error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps(document(checks, extra), indent=2))
+    else:
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(render(checks, colour=colour))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

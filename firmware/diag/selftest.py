@@ -1,0 +1,177 @@
+"""The hardware self-test run directly on the HAL backend, while the firmware is stopped.
+
+Each device is opened as the kiosk opens it, exercised for a bounded time, closed, and judged
+by `firmware.diag.checks`. A device that cannot be opened or raises is a failed check naming
+the error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from firmware.clock import Clock
+from firmware.config import Config, ConfigError, verify_certificates
+from firmware.diag.checks import (
+    Check,
+    camera_check,
+    certificate_check,
+    disk_check,
+    failed,
+    microphone_check,
+    passed,
+)
+from firmware.diag.network import network_check
+from hal.base import AudioChunk, VideoFrame, describe_error
+from hal.registry import Backend
+
+CAMERA_FRAMES = 5
+CAMERA_TIMEOUT_S = 10.0  # a Pi camera can take seconds to start streaming
+AUDIO_S = 1.0
+
+
+def camera_selftest(backend: Backend, clock: Clock, config: Config,
+                    snapshot: Path | None = None) -> list[Check]:
+    m = config.media
+    frames: list[VideoFrame] = []
+    failures: list[str] = []
+    try:
+        camera = backend.camera(clock, m.width, m.height, m.fps)
+    except Exception as e:  # noqa: BLE001 - any library error is the camera's failure
+        return [failed("camera", f"cannot open the camera: {describe_error(e)}",
+                       "check the camera ribbon cable and `rpicam-hello --list-cameras`")]
+    camera.on_frame = frames.append
+    camera.on_failure = failures.append
+    timeout = max(CAMERA_TIMEOUT_S, 3 * CAMERA_FRAMES / m.fps)
+    try:
+        end = time.monotonic() + timeout
+        camera.start()
+        while len(frames) < CAMERA_FRAMES and not failures and time.monotonic() < end:
+            time.sleep(0.02)
+    except Exception as e:  # noqa: BLE001
+        failures.append(describe_error(e))
+    finally:
+        try:
+            camera.close()
+        except Exception:  # noqa: BLE001, S110 - closing a broken camera may fail too
+            pass
+    if failures:
+        return [failed("camera", f"camera failed: {failures[0]}",
+                       "check the camera ribbon cable, then reboot the kiosk")]
+    got = frames[:CAMERA_FRAMES]
+    checks = [camera_check(got)]
+    if snapshot is not None:
+        checks.append(_snapshot(got[-1] if got else None, snapshot))
+    return checks
+
+
+def _snapshot(frame: VideoFrame | None, path: Path) -> Check:
+    from firmware.diag.snapshot import SnapshotError, write_snapshot
+
+    if frame is None:
+        return failed("snapshot", "no frame to save", "fix the camera first")
+    try:
+        write_snapshot(frame, path)
+    except (SnapshotError, OSError) as e:
+        return failed("snapshot", f"cannot write {path}: {e}", "choose a writable .png or .jpg path")
+    return passed("snapshot", f"frame saved to {path} ({frame.width}x{frame.height})")
+
+
+def microphone_selftest(backend: Backend, clock: Clock, config: Config) -> list[Check]:
+    chunks: list[AudioChunk] = []
+    failures: list[str] = []
+    try:
+        mic = backend.microphone(clock, 48000)
+    except Exception as e:  # noqa: BLE001
+        return [failed("microphone", f"cannot open the microphone: {describe_error(e)}",
+                       "check the USB microphone and `arecord -l`")]
+    mic.on_audio = chunks.append
+    mic.on_failure = failures.append
+
+    def heard() -> float:
+        return sum(len(c.samples) // 2 for c in chunks) / mic.sample_rate
+
+    try:
+        end = time.monotonic() + AUDIO_S + 4.0
+        mic.start()
+        while heard() < AUDIO_S and not failures and time.monotonic() < end:
+            time.sleep(0.02)
+    except Exception as e:  # noqa: BLE001
+        failures.append(describe_error(e))
+    finally:
+        try:
+            mic.close()
+        except Exception:  # noqa: BLE001, S110
+            pass
+    if failures:
+        return [failed("microphone", f"microphone failed: {failures[0]}",
+                       "check the USB microphone and `arecord -l`")]
+    return [microphone_check(list(chunks))]
+
+
+def button_selftest(backend: Backend, clock: Clock, config: Config,
+                    press_timeout_s: float | None, say: Callable[[str], None]) -> list[Check]:
+    """Stuck: pressed as soon as it is opened. With `press_timeout_s`, the technician must
+    press (and release) it within that time."""
+    h = config.hal
+    try:
+        button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
+    except Exception as e:  # noqa: BLE001
+        return [failed("button", f"cannot open GPIO{h.button_pin}: {describe_error(e)}",
+                       "is the firmware still running? check hal.button_pin")]
+    try:
+        time.sleep(2 * h.debounce_ms / 1000)
+        button.poll()
+        if button.is_pressed:
+            return [failed("button", f"stuck: GPIO{h.button_pin} reads pressed with nobody "
+                           "pressing it", "free the jammed button or look for a short in "
+                           "its wiring (or hal.button_active_low is wrong)")]
+        if press_timeout_s is None:
+            return [passed("button", f"GPIO{h.button_pin} not stuck (press test skipped: "
+                           "give --press-timeout S)")]
+        say(f"press the button now (within {press_timeout_s:g} s) ...")
+        start = time.monotonic()
+        end = start + press_timeout_s
+        pressed_at = None
+        while time.monotonic() < end:
+            for ev in button.poll():
+                if ev.pressed and pressed_at is None:
+                    pressed_at = time.monotonic()
+                elif not ev.pressed and pressed_at is not None:
+                    return [passed("button", f"press and release seen on GPIO{h.button_pin} "
+                                   f"after {pressed_at - start:.1f} s")]
+            time.sleep(0.01)
+        if pressed_at is not None:
+            return [failed("button", f"pressed but never released within {press_timeout_s:g} s",
+                           "the button sticks when pressed: free or replace it")]
+        return [failed("button", f"no press seen on GPIO{h.button_pin} within "
+                       f"{press_timeout_s:g} s", "check the button's wiring to "
+                       f"GPIO{h.button_pin} and ground (or press it next time)")]
+    finally:
+        button.close()
+
+
+def certificate_selftest(config: Config, now: datetime | None = None) -> Check:
+    now = now or datetime.now(UTC)
+    try:
+        status = verify_certificates(config, now=now)
+    except ConfigError as e:
+        return failed("certificate", str(e), "fix the file it names (pinkbutton-pki)")
+    return certificate_check(status.not_after, now)
+
+
+def run_selftest(config: Config, backend: Backend, *, press_timeout_s: float | None = None,
+                 snapshot: Path | None = None, network_timeout_s: float | None = None,
+                 say: Callable[[str], None] = print) -> list[Check]:
+    clock = Clock()
+    checks = button_selftest(backend, clock, config, press_timeout_s, say)
+    if config.media.video or snapshot is not None:
+        checks += camera_selftest(backend, clock, config, snapshot)
+    if config.media.audio:
+        checks += microphone_selftest(backend, clock, config)
+    checks.append(disk_check(config.device.state_dir))
+    checks.append(certificate_selftest(config))
+    checks.append(network_check(config, network_timeout_s))
+    return checks
