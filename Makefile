@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: deps
-	$(BIN)/python -m tools.demo
+	$(BIN)/python -m harness.demo
 
 # Tests mostly wait (broker round trips, timers, media in real time), so 4 workers beat 2 cores.
 TEST_WORKERS ?= 4
@@ -56,22 +56,24 @@ test-fast: deps
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not broker"
 
 bench: deps
-	$(BIN)/python -m tools.bench
-	$(BIN)/python -m tools.bench_media
+	$(BIN)/python -m harness.bench
+	$(BIN)/python -m harness.bench_media
 
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps
-	$(BIN)/python -m tools.soak
+	$(BIN)/python -m harness.soak
 
 # Mutation testing of the pure modules against their own tests: a table of mutants / killed /
-# survived / score per module (tools/mutate.py; equivalents in tests/mutation-equivalents.txt).
+# survived / score per module (harness/mutate.py; equivalents in tests/mutation-equivalents.txt).
 # Not part of `make test`.
 mutate: deps
-	$(BIN)/python -m tools.mutate
+	$(BIN)/python -m harness.mutate
 
 # ruff, then pyright (configured in pyproject.toml: hal firmware simulator tools); any error fails.
 lint: deps
-	$(BIN)/ruff check hal firmware simulator tools tests
+	$(BIN)/ruff check hal firmware simulator tools harness tests
+	@mkdir -p build/pyright/pinkbutton
+	@for d in hal firmware simulator tools; do ln -sfn ../../../$$d build/pyright/pinkbutton/$$d; done
 	$(BIN)/pyright
 
 clean:

@@ -26,7 +26,7 @@ import os
 import uuid
 from pathlib import Path
 
-from firmware.durable import write_atomic
+from pinkbutton.firmware.durable import write_atomic
 
 log = logging.getLogger("pinkbutton.kiosk")
 

@@ -17,23 +17,30 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from firmware import machine as m
-from firmware import protocol as p
-from firmware import transport as t
-from firmware.alertid import AlertIds
-from firmware.backoff import Backoff
-from firmware.clock import Clock, iso8601
-from firmware.config import Config
-from firmware.connectlog import ConnectFailureLog
-from firmware.diag.control import ControlServer
-from firmware.health import HealthReporter
-from firmware.outbox import BOOT_ID, Outbox, OutboxError
-from firmware.sdnotify import SdNotifier
-from firmware.streaming import MediaService
-from firmware.version import FIRMWARE_VERSION
-from firmware.watchdog import StageWatchdog
-from hal.base import Button, Camera, HalError, Indicator, Microphone, Pattern, describe_error
+from pinkbutton.firmware import machine as m
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware import transport as t
+from pinkbutton.firmware.alertid import AlertIds
+from pinkbutton.firmware.backoff import Backoff
+from pinkbutton.firmware.config import Config
+from pinkbutton.firmware.connectlog import ConnectFailureLog
+from pinkbutton.firmware.diag.control import ControlServer
+from pinkbutton.firmware.health import HealthReporter
+from pinkbutton.firmware.outbox import BOOT_ID, Outbox, OutboxError
+from pinkbutton.firmware.sdnotify import SdNotifier
+from pinkbutton.firmware.streaming import MediaService
+from pinkbutton.firmware.version import FIRMWARE_VERSION
+from pinkbutton.firmware.watchdog import StageWatchdog
+from pinkbutton.hal.base import (
+    Button,
+    Camera,
+    HalError,
+    Indicator,
+    Microphone,
+    Pattern,
+    describe_error,
+)
+from pinkbutton.hal.clock import Clock, iso8601
 
 log = logging.getLogger("pinkbutton.kiosk")
 # An alert PUBACKed with "No matching subscribers" is announced again after this long (the
@@ -761,7 +768,7 @@ def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     """Entry point of `pinkbutton run`: real clock, chosen HAL, until SIGTERM/SIGINT."""
     import signal
 
-    from hal import get_backend
+    from pinkbutton.hal import get_backend
 
     clock = Clock()
     backend = get_backend(hal_override or config.hal.backend)

@@ -12,8 +12,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, add_version
-from firmware.config import ConfigError, check_state_dir, load_config, verify_certificates
+from pinkbutton.firmware.cliargs import OneLineParser, add_version
+from pinkbutton.firmware.config import (
+    ConfigError,
+    check_state_dir,
+    load_config,
+    verify_certificates,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -69,7 +74,7 @@ def _check_config(file: Path) -> int:
 
 
 def _enroll(file: Path, new_key: bool) -> int:
-    from firmware.enroll import EnrollError, enroll
+    from pinkbutton.firmware.enroll import EnrollError, enroll
 
     config = load_config(file, check_certificates=False)  # no certificate yet: that is the point
     broker = config.broker
@@ -90,8 +95,8 @@ def _enroll(file: Path, new_key: bool) -> int:
 
 
 def _run(file: Path, hal: str | None) -> int:
-    from firmware.outbox import OutboxError
-    from hal.base import HalError
+    from pinkbutton.firmware.outbox import OutboxError
+    from pinkbutton.hal.base import HalError
 
     config = load_config(file)
     logging.basicConfig(
@@ -100,7 +105,7 @@ def _run(file: Path, hal: str | None) -> int:
         stream=sys.stderr,
     )
     try:
-        from firmware.app import run_kiosk  # lazy: pulls in transport, HAL and media
+        from pinkbutton.firmware.app import run_kiosk  # lazy: pulls in transport, HAL and media
 
         return run_kiosk(config, hal_override=hal)
     except HalError as e:  # wrong backend for this machine, pin busy...: a config problem

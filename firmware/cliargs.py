@@ -17,7 +17,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def add_version(parser: argparse.ArgumentParser) -> None:
     """`--version` on a command's top-level parser: '<prog> <installed version>'."""
-    from firmware.version import FIRMWARE_VERSION
+    from pinkbutton.firmware.version import FIRMWARE_VERSION
 
     parser.add_argument("--version", action="version", version=f"{parser.prog} {FIRMWARE_VERSION}",
                         help="print the version and exit")

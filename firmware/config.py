@@ -25,8 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from firmware import protocol
+from pinkbutton.firmware import protocol
 
 __all__ = [
     "AlertConfig",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from firmware.clock import Clock
+from pinkbutton.hal.clock import Clock
 
 REMINDER_S = 60.0
 

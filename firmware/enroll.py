@@ -20,9 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from firmware import protocol
-from firmware.durable import private_dir, replace_durably
+from pinkbutton.firmware import protocol
+from pinkbutton.firmware.durable import private_dir, replace_durably
 
 RESERVED_IDS = frozenset({"controlroom"})  # the control room's own identity
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from firmware import protocol as p
-from firmware.clock import Clock, iso8601
-from firmware.machine import State
-from firmware.version import FIRMWARE_VERSION
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.machine import State
+from pinkbutton.firmware.version import FIRMWARE_VERSION
+from pinkbutton.hal.clock import Clock, iso8601
 
 log = logging.getLogger("pinkbutton.health")
 

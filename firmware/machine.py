@@ -22,7 +22,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
-from hal.base import Pattern
+from pinkbutton.hal.base import Pattern
 
 
 class Mode(StrEnum):

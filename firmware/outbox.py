@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from firmware.durable import private_dir, private_sqlite
-from firmware.machine import AlertDraft
+from pinkbutton.firmware.durable import private_dir, private_sqlite
+from pinkbutton.firmware.machine import AlertDraft
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

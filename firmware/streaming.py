@@ -32,18 +32,18 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from firmware import protocol as p
-from firmware.clock import Clock, iso8601
-from firmware.config import MediaConfig
-from firmware.media.adaptation import AdaptationController, VideoLevel
-from firmware.media.encoder import AudioEncoder, VideoEncoder
-from firmware.media.localstore import LocalStore
-from firmware.media.pipeline import MediaPipeline
-from firmware.media.preroll import PreRollBuffer
-from firmware.media.resend import Resender
-from firmware.media.sender import MediaSender
-from firmware.media.seqlease import ResumePoint, SeqLease
-from hal.base import Camera, Microphone
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.config import MediaConfig
+from pinkbutton.firmware.media.adaptation import AdaptationController, VideoLevel
+from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder
+from pinkbutton.firmware.media.localstore import LocalStore
+from pinkbutton.firmware.media.pipeline import MediaPipeline
+from pinkbutton.firmware.media.preroll import PreRollBuffer
+from pinkbutton.firmware.media.resend import Resender
+from pinkbutton.firmware.media.sender import MediaSender
+from pinkbutton.firmware.media.seqlease import ResumePoint, SeqLease
+from pinkbutton.hal.base import Camera, Microphone
+from pinkbutton.hal.clock import Clock, iso8601
 
 log = logging.getLogger("pinkbutton.media")
 

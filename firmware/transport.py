@@ -22,8 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from firmware.backoff import Backoff
+from pinkbutton.firmware.backoff import Backoff
 
 log = logging.getLogger("pinkbutton.transport")
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code: the broker has it, nobody subscribed

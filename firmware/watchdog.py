@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware.clock import Clock
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger("pinkbutton.watchdog")
 

@@ -4,7 +4,7 @@ Firmware and simulator use only these types plus `get_backend()`; vendor
 libraries (gpiozero...) are imported by the `pi` backend only when it is chosen.
 """
 
-from hal.base import (
+from pinkbutton.hal.base import (
     BackendUnavailable,
     Button,
     ButtonEvent,
@@ -16,8 +16,8 @@ from hal.base import (
     Pattern,
     UnknownBackend,
 )
-from hal.debounce import StableLevelDebouncer
-from hal.registry import Backend, get_backend, known_backends, register_backend
+from pinkbutton.hal.debounce import StableLevelDebouncer
+from pinkbutton.hal.registry import Backend, get_backend, known_backends, register_backend
 
 __all__ = [
     "Backend",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from hal.base import ButtonEvent
+from pinkbutton.hal.base import ButtonEvent
 
 
 class StableLevelDebouncer:

@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from firmware.clock import Clock
-from hal.base import Button, Camera, HalError, Indicator, Microphone, UnknownBackend
+from pinkbutton.hal.base import Button, Camera, HalError, Indicator, Microphone, UnknownBackend
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ def get_backend(
 
 
 def _fake_backend(**options: Any) -> Backend:
-    from hal.fake import FakeBackend
+    from pinkbutton.hal.fake import FakeBackend
 
     return FakeBackend(**options)
 
 
 def _pi_backend(**options: Any) -> Backend:
-    from hal.pi import PiBackend
+    from pinkbutton.hal.pi import PiBackend
 
     return PiBackend(**options)
 

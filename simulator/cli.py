@@ -17,11 +17,11 @@ import sys
 import threading
 from typing import TextIO
 
-from firmware.cliargs import OneLineParser, add_version, seconds
-from firmware.clock import Clock
-from firmware.config import ConfigError, load_config
-from hal.base import HalError
-from hal.fake import FakeBackend
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, seconds
+from pinkbutton.firmware.config import ConfigError, load_config
+from pinkbutton.hal.base import HalError
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
 
 PRESS_HOLD_S = 0.15  # a person's press: well past the 50 ms debounce
 
@@ -88,7 +88,7 @@ class Timeline:
 
 
 def _run(args) -> int:
-    from firmware.app import Kiosk, open_media_devices
+    from pinkbutton.firmware.app import Kiosk, open_media_devices
 
     config = load_config(args.config)
     logging.basicConfig(level=(args.log_level or config.log.level).upper(), stream=sys.stderr,
@@ -103,7 +103,7 @@ def _run(args) -> int:
     camera, microphone, faults = (None, None, []) if args.no_media else \
         open_media_devices(backend, clock, config)
     if args.webcam and not args.no_media and config.media.video:
-        from hal.v4l2 import V4l2Camera
+        from pinkbutton.hal.v4l2 import V4l2Camera
 
         m = config.media
         camera = V4l2Camera(clock, m.width, m.height, m.fps, device=args.webcam)

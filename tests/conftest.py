@@ -1,4 +1,4 @@
-"""Shared fixtures: a dev PKI and a real mosquitto over mTLS (see tools/pki.py, tools/broker.py)."""
+"""Shared fixtures: a dev PKI and a real mosquitto over mTLS (see tools/pki.py, harness/broker.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
+from pinkbutton.tools.pki import ca_paths, controlroom_paths, device_paths, init_dev_pki
 
-from tools.broker import BrokerError, Mosquitto, find_mosquitto
-from tools.pki import ca_paths, controlroom_paths, device_paths, init_dev_pki
+from harness.broker import BrokerError, Mosquitto, find_mosquitto
 
 TEST_DEVICES = ("pb-test-0001", "pb-test-0002", "pb-test-0003")
 

@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from firmware.app import Kiosk
-from firmware.clock import Clock
-from firmware.config import load_config
-from firmware.outbox import Outbox
-from hal.fake import FakeBackend
+from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.config import load_config
+from pinkbutton.firmware.outbox import Outbox
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
+
 from tests.helpers import Recorder, RunningKiosk
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,7 +111,7 @@ def pending_ids(outbox_path: Path) -> list[str]:
 
 
 class SimProcess:
-    """`python -m simulator.cli run --json` as a real process; its JSON lines are
+    """`python -m pinkbutton.simulator.cli run --json` as a real process; its JSON lines are
     collected by a reader thread into `events` (a Recorder)."""
 
     def __init__(self, config: Path, *args: str, preexec_fn=None, media: bool = False) -> None:
@@ -122,7 +123,7 @@ class SimProcess:
             [
                 sys.executable,
                 "-m",
-                "simulator.cli",
+                "pinkbutton.simulator.cli",
                 "run",
                 "--config",
                 str(config),

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from firmware.app import Kiosk
-from firmware.clock import Clock
-from firmware.config import Config, load_config
-from firmware.transport import TlsFiles
-from hal.fake import FakeBackend
-from tools.pki import ca_paths, controlroom_paths, device_paths
+from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.config import Config, load_config
+from pinkbutton.firmware.transport import TlsFiles
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.tools.pki import ca_paths, controlroom_paths, device_paths
 
 
 def assert_one_line_error(

@@ -34,10 +34,10 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from firmware.app import Kiosk
-from firmware.clock import Clock
-from firmware.config import load_config
-from hal.fake import FakeBackend
+from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.config import load_config
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
 
 SETTLE_AFTER_CONNECT_S = 1.0  # an idle restarted kiosk must have stayed idle this long
 RUN_TIMEOUT_S = 15.0

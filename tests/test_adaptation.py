@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from firmware.media.adaptation import LADDER, AdaptationController, VideoLevel
+from pinkbutton.firmware.media.adaptation import LADDER, AdaptationController, VideoLevel
 
 
 def run(

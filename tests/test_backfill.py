@@ -11,22 +11,27 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from firmware import protocol as p
-from firmware.clock import FakeClock
-from firmware.media.envelope import Reassembler, ReceivedPacket, decode_envelope, encode_packet
-from firmware.media.localstore import LocalStore
-from firmware.media.packet import EncodedPacket, Stream
-from firmware.media.resend import Resender
-from tests.helpers import wait_until
-from tools.controlroom.backfill import (
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.media.envelope import (
+    Reassembler,
+    ReceivedPacket,
+    decode_envelope,
+    encode_packet,
+)
+from pinkbutton.firmware.media.localstore import LocalStore
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.resend import Resender
+from pinkbutton.hal.clock import FakeClock
+from pinkbutton.tools.controlroom.backfill import (
     BackfillManager,
     IncidentBackfill,
     PacketLog,
     group_ranges,
     missing_ranges,
 )
-from tools.controlroom.media import ffprobe_summary
+from pinkbutton.tools.controlroom.media import ffprobe_summary
+
+from tests.helpers import wait_until
 
 ALERT = "3f2a9c1e-1111-4111-8111-111111111111"
 CMD_ID = "9b1d2c3e-2222-4222-8222-222222222222"
@@ -449,7 +454,7 @@ def test_manager_merges_a_restarted_kiosks_stream_and_skips_what_it_reports(
 
 
 def test_skipped_reports_are_bounded(tmp_path):
-    from tools.controlroom.backfill import MAX_SKIPPED
+    from pinkbutton.tools.controlroom.backfill import MAX_SKIPPED
 
     mgr = BackfillManager(tmp_path, send_cmd=Sent(), clock=FakeClock())
     mgr.open(ALERT, "pb-test-0001", "p.packets")

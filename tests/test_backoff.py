@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from firmware.backoff import Backoff
+from pinkbutton.firmware.backoff import Backoff
 
 
 def caps(min_s: float, max_s: float, n: int) -> list[float]:

@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from tools import bench
-from tools.broker import BrokerError, find_mosquitto
+from harness import bench
+from harness.broker import BrokerError, find_mosquitto
 
 
 def test_percentile_is_nearest_rank_over_measured_values():

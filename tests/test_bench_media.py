@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from tools import bench_media as bm
-from tools.broker import BrokerError, find_mosquitto
+from harness import bench_media as bm
+from harness.broker import BrokerError, find_mosquitto
 
 
 def _result(**kw) -> bm.MediaResult:

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pinkbutton.firmware.app import Kiosk, open_media_devices
+from pinkbutton.firmware.config import load_config
+from pinkbutton.hal.base import BackendUnavailable, DeviceFault
+from pinkbutton.hal.clock import Clock
 
-from firmware.app import Kiosk, open_media_devices
-from firmware.clock import Clock
-from firmware.config import load_config
-from hal.base import BackendUnavailable, DeviceFault
 from tests.helpers import Recorder, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
 
@@ -79,7 +79,7 @@ def broken_libs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_picamera2_raising_valueerror_at_import_is_backend_unavailable(broken_libs) -> None:
-    from hal.pi.camera import PiCamera
+    from pinkbutton.hal.pi.camera import PiCamera
 
     with pytest.raises(BackendUnavailable) as info:
         PiCamera(Clock(), 640, 480, 15.0)
@@ -91,7 +91,7 @@ def test_picamera2_raising_valueerror_at_import_is_backend_unavailable(broken_li
 
 def test_pyaudio_failing_to_start_is_a_device_fault_without_alsa_noise(
         broken_libs, capfd: pytest.CaptureFixture[str]) -> None:
-    from hal.pi.microphone import PyAudioMicrophone
+    from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
     mic = PyAudioMicrophone(Clock())
     with pytest.raises(DeviceFault, match=r"^cannot start PortAudio: RuntimeError: Invalid sample"):
@@ -105,8 +105,7 @@ def test_pyaudio_failing_to_start_is_a_device_fault_without_alsa_noise(
 def test_pyaudio_open_error_and_unknown_device_name_are_device_faults(
         broken_libs, capfd: pytest.CaptureFixture[str]) -> None:
     import pyaudio
-
-    from hal.pi.microphone import PyAudioMicrophone
+    from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
     pyaudio.START_FAILS = False  # pyright: ignore[reportAttributeAccessIssue]  # the broken stand-in
     with pytest.raises(DeviceFault, match=r"cannot open the microphone: OSError: .*Invalid input"):
@@ -135,8 +134,7 @@ def test_open_media_devices_turns_any_exception_into_a_fault(tmp_path, pki_dir) 
 def test_kiosk_with_broken_picamera2_and_pyaudio_still_alerts_end_to_end(
         tmp_path, pki_dir, broker, broken_libs) -> None:
     from gpiozero.pins.mock import MockFactory
-
-    from hal.pi import PiBackend
+    from pinkbutton.hal.pi import PiBackend
 
     config = load_config(write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0001"))
     assert config.media.video and config.media.audio
@@ -198,7 +196,7 @@ def test_pinkbutton_run_with_broken_media_libraries_keeps_running(
     env.pop("NOTIFY_SOCKET", None)
     with RunningRoom(pki_dir, broker, tmp_path / "room.db", auto_ack=True) as room:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg), "--hal", "pi"],
+            [sys.executable, "-m", "pinkbutton.firmware.cli", "run", "--config", str(cfg), "--hal", "pi"],
             cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
         try:

@@ -26,9 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from pinkbutton.tools.pki import Issued, ca_paths, device_paths, init_ca, issue
 
-from tools.broker import BrokerError, Mosquitto, free_port, write_broker_config
-from tools.pki import Issued, ca_paths, device_paths, init_ca, issue
+from harness.broker import BrokerError, Mosquitto, free_port, write_broker_config
 
 pytestmark = pytest.mark.broker
 
@@ -288,7 +288,7 @@ def test_client_that_trusts_another_ca_refuses_the_broker(
         client.connect(broker.host, broker.port)
 
 
-# --- the harness itself (tools/broker.py) -------------------------------------------------------
+# --- the harness itself (harness/broker.py) -------------------------------------------------------
 
 
 def test_restart_keeps_port_and_persistent_sessions(
@@ -374,7 +374,7 @@ def test_cli_runs_in_foreground_prints_port_and_stops_on_sigterm(
         [
             sys.executable,
             "-m",
-            "tools.broker",
+            "harness.broker",
             "run",
             "--pki",
             str(pki_dir),
@@ -403,7 +403,7 @@ def test_cli_runs_in_foreground_prints_port_and_stops_on_sigterm(
 
 def test_cli_usage_error_exits_2_with_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tools.broker", "run", "--dir", "x"],
+        [sys.executable, "-m", "harness.broker", "run", "--dir", "x"],
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pinkbutton.firmware import cli
+from pinkbutton.tools import pki
 from pytest_mock import MockerFixture
 
-from firmware import cli
 from tests.helpers import assert_one_line_error
-from tools import pki
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = "pb-cli-0001"
@@ -54,7 +54,7 @@ key = "{paths.key}"
 
 def pinkbutton(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "firmware.cli", *args],
+        [sys.executable, "-m", "pinkbutton.firmware.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -153,7 +153,7 @@ def assert_one_line_config_error(result: subprocess.CompletedProcess[str], patte
 def test_run_passes_config_and_hal_override(
     tmp_path: Path, pki_dir: Path, mocker: MockerFixture
 ) -> None:
-    run_kiosk = mocker.patch("firmware.app.run_kiosk", return_value=0)
+    run_kiosk = mocker.patch("pinkbutton.firmware.app.run_kiosk", return_value=0)
     config_file = write_config(tmp_path, pki_dir, extra="[log]\nlevel = 'warning'")
     assert cli.main(["run", "--config", str(config_file), "--hal", "fake"]) == 0
     assert cli.main(["run", "--config", str(config_file)]) == 0
@@ -166,7 +166,7 @@ def test_run_passes_config_and_hal_override(
 def test_run_unexpected_exception_logs_one_line_and_exits_1(
     tmp_path: Path, pki_dir: Path, mocker: MockerFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
-    mocker.patch("firmware.app.run_kiosk", side_effect=RuntimeError("camera exploded"))
+    mocker.patch("pinkbutton.firmware.app.run_kiosk", side_effect=RuntimeError("camera exploded"))
     config_file = write_config(tmp_path, pki_dir)
     with caplog.at_level(logging.INFO, logger="pinkbutton"):
         assert cli.main(["run", "--config", str(config_file)]) == 1

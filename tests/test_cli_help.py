@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from pinkbutton.firmware import cli as kiosk_cli
+from pinkbutton.firmware.diag import cli as diag_cli
+from pinkbutton.firmware.version import FIRMWARE_VERSION
+from pinkbutton.simulator import cli as sim_cli
+from pinkbutton.tools import pki
+from pinkbutton.tools.controlroom import cli as room_cli
 
-from firmware import cli as kiosk_cli
-from firmware.diag import cli as diag_cli
-from firmware.version import FIRMWARE_VERSION
-from simulator import cli as sim_cli
-from tools import broker, pki
-from tools.controlroom import cli as room_cli
+from harness import broker
 
 PARSERS = {
     "pinkbutton": kiosk_cli._parser,
@@ -21,15 +22,15 @@ PARSERS = {
     "pinkbutton-controlroom": room_cli.build_parser,
     "pinkbutton-pki": pki._build_parser,
     "pinkbutton-diag": diag_cli._parser,
-    "python -m tools.broker": broker.build_parser,
+    "python -m harness.broker": broker.build_parser,
 }
 MODULES = {
-    "pinkbutton": "firmware.cli",
-    "pinkbutton-sim": "simulator.cli",
-    "pinkbutton-controlroom": "tools.controlroom.cli",
-    "pinkbutton-pki": "tools.pki",
-    "pinkbutton-diag": "firmware.diag.cli",
-    "python -m tools.broker": "tools.broker",
+    "pinkbutton": "pinkbutton.firmware.cli",
+    "pinkbutton-sim": "pinkbutton.simulator.cli",
+    "pinkbutton-controlroom": "pinkbutton.tools.controlroom.cli",
+    "pinkbutton-pki": "pinkbutton.tools.pki",
+    "pinkbutton-diag": "pinkbutton.firmware.diag.cli",
+    "python -m harness.broker": "harness.broker",
 }
 
 
@@ -62,8 +63,8 @@ def test_version_comes_from_package_metadata() -> None:
     assert FIRMWARE_VERSION == version("pinkbutton")
 
 
-@pytest.mark.parametrize("module", ["tools.bench", "tools.bench_media", "tools.bench_room",
-                                    "tools.broker", "tools.demo", "tools.pki"])
+@pytest.mark.parametrize("module", ["harness.bench", "harness.bench_media", "harness.bench_room",
+                                    "harness.broker", "harness.demo", "pinkbutton.tools.pki"])
 def test_help_works_with_docstrings_stripped(module: str) -> None:
     # python -OO (PYTHONOPTIMIZE=2) drops docstrings: __doc__ is None, the parser still builds.
     out = subprocess.run([sys.executable, "-OO", "-m", module, "--help"],

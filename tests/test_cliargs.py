@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
-from firmware.cliargs import OneLineParser, int_in, positive_float, positive_int, seconds
-from simulator import cli as sim_cli
-from tools.controlroom import cli as room_cli
+from pinkbutton.firmware.cliargs import OneLineParser, int_in, positive_float, positive_int, seconds
+from pinkbutton.simulator import cli as sim_cli
+from pinkbutton.tools.controlroom import cli as room_cli
 
 
 @pytest.mark.parametrize(("convert", "text", "value"), [

@@ -1,4 +1,4 @@
-"""firmware.config: every validation rule, path resolution, and certificate checks on real certs."""
+"""pinkbutton.firmware.config: every validation rule, path resolution, and certificate checks on real certs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from firmware.config import (
+from pinkbutton.firmware.config import (
     AlertConfig,
     BrokerConfig,
     Config,
@@ -25,7 +24,7 @@ from firmware.config import (
     parse_config,
     verify_certificates,
 )
-from tools import pki
+from pinkbutton.tools import pki
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_PATH = Path("/etc/pinkbutton/kiosk.toml")
@@ -780,8 +779,8 @@ def _near(limit: int):
     lat=st.floats(-100, 100), lon=st.floats(-200, 200),
 )
 def test_a_config_is_accepted_exactly_when_the_room_accepts_its_alert(site_id, site_name, lat, lon):
-    from firmware import protocol as p
-    from firmware.version import FIRMWARE_VERSION
+    from pinkbutton.firmware import protocol as p
+    from pinkbutton.firmware.version import FIRMWARE_VERSION
 
     device = dict(MINIMAL["device"], site_id=site_id, site_name=site_name, lat=lat, lon=lon)
     try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pinkbutton.firmware.config import HealthConfig, parse_config
 
-from firmware.config import HealthConfig, parse_config
 from tests.test_config import CONFIG_PATH, MINIMAL, error_of, with_value
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pinkbutton.firmware import transport as t
+from pinkbutton.firmware.connectlog import ConnectFailureLog
+from pinkbutton.hal.clock import FakeClock
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
 
-from firmware import transport as t
-from firmware.clock import FakeClock
-from firmware.connectlog import ConnectFailureLog
 from tests.fault_helpers import ClockedKiosk
 from tests.helpers import room_tls, write_kiosk_config
-from tools.controlroom.receiver import ControlRoomReceiver
 
 REFUSED = "broker localhost:8883 refused the connection"
 TLS = "broker localhost:8883: certificate rejected"

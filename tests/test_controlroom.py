@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from pinkbutton.firmware import protocol as p
+from pinkbutton.hal.clock import iso8601
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.pki import device_paths
 
-from firmware import protocol as p
-from firmware.clock import iso8601
 from tests.helpers import Recorder, assert_one_line_error, room_tls
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.controlroom.store import IncidentStore
-from tools.pki import device_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = p.Site("test-site", "Test Bazaar", 34.0, 71.5)
@@ -163,7 +163,7 @@ def test_data_survives_reopening_the_file(tmp_path):
 
 def controlroom_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tools.controlroom.cli", *args],
+        [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -276,7 +276,7 @@ def test_cli_run_receives_signed_alert_and_acks_the_device(tmp_path, pki_dir, br
         [
             sys.executable,
             "-m",
-            "tools.controlroom.cli",
+            "pinkbutton.tools.controlroom.cli",
             "run",
             "--host",
             "localhost",

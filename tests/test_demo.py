@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools import demo
+from harness import demo
 
 OLD, NEW = "68937217-0195-4d8b-8685-5e5216f219dc", "1bc6cacd-9f28-4d39-99aa-fad3204ca1c1"
 
@@ -55,8 +55,9 @@ def test_help_and_stray_arguments_do_not_run_the_demo(capsys):
 
 @pytest.mark.parametrize("drop", ["pressed", "help_coming"])
 def test_a_missing_step_is_named_even_when_the_room_has_the_alert(tmp_path, capsys, drop):
+    from pinkbutton.tools.controlroom.store import IncidentStore
+
     from tests.test_protocol import make_alert
-    from tools.controlroom.store import IncidentStore
 
     store = IncidentStore(tmp_path / "room.db")
     store.record_alert(make_alert(alert_id=NEW), "2026-11-23T09:31:54.140Z", 12.5, True)
@@ -70,8 +71,9 @@ def test_a_missing_step_is_named_even_when_the_room_has_the_alert(tmp_path, caps
 
 
 def test_a_complete_run_prints_ok(tmp_path, capsys):
+    from pinkbutton.tools.controlroom.store import IncidentStore
+
     from tests.test_protocol import make_alert
-    from tools.controlroom.store import IncidentStore
 
     store = IncidentStore(tmp_path / "room.db")
     store.record_alert(make_alert(alert_id=NEW), "2026-11-23T09:31:54.140Z", 12.5, True)

@@ -7,17 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-
-from firmware.clock import Clock
-from firmware.diag.checks import (
+from pinkbutton.firmware.diag.checks import (
     camera_check,
     certificate_check,
     disk_check,
     microphone_check,
 )
-from firmware.diag.cli import render, shown
-from hal.base import AudioChunk, HalError, VideoFrame
-from hal.fake import FakeBackend
+from pinkbutton.firmware.diag.cli import render, shown
+from pinkbutton.hal.base import AudioChunk, HalError, VideoFrame
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
 
 W, H = 320, 240
 

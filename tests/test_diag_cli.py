@@ -11,14 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pinkbutton.tools.pki import init_dev_pki, issue
+
 from tests.helpers import assert_one_line_error, write_kiosk_config
-from tools.pki import init_dev_pki, issue
 
 DEVICE = "pb-test-0003"
 
 
 def diag(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware.diag.cli", *argv],
+    return subprocess.run([sys.executable, "-m", "pinkbutton.firmware.diag.cli", *argv],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
@@ -78,7 +79,7 @@ def test_colour_only_on_a_terminal(tmp_path, pki_dir):
     cfg = write_kiosk_config(tmp_path, pki_dir, 8883, DEVICE)
     primary, secondary = pty.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "firmware.diag.cli", "check-config",
+        proc = subprocess.run([sys.executable, "-m", "pinkbutton.firmware.diag.cli", "check-config",
                                str(cfg)], stdout=secondary, stderr=subprocess.PIPE, timeout=60)
         os.close(secondary)
         out = b""

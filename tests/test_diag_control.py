@@ -13,9 +13,10 @@ import time
 import uuid
 from pathlib import Path
 
-from firmware import protocol as p
-from firmware.diag.cli import main
-from firmware.diag.control import NotRunning, request
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.diag.cli import main
+from pinkbutton.firmware.diag.control import NotRunning, request
+
 from tests.helpers import RunningKiosk, assert_one_line_error, wait_until, write_kiosk_config
 
 DEVICE = "pb-test-0002"
@@ -109,7 +110,7 @@ def test_status_names_an_alert_the_room_has_not_confirmed(capsys, tmp_path, pki_
 
 def test_status_without_firmware_says_not_running(tmp_path, pki_dir):
     cfg = kiosk_config(tmp_path, pki_dir, 1)
-    proc = subprocess.run([sys.executable, "-m", "firmware.diag.cli", "status", "--config",
+    proc = subprocess.run([sys.executable, "-m", "pinkbutton.firmware.diag.cli", "status", "--config",
                            str(cfg), "--json"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
@@ -164,7 +165,7 @@ def test_stale_socket_is_replaced_and_bad_requests_are_refused(tmp_path, pki_dir
 
 def test_bad_usage_and_bad_config_exit_2_in_one_line(tmp_path):
     def diag_cli(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "firmware.diag.cli", *argv],
+        return subprocess.run([sys.executable, "-m", "pinkbutton.firmware.diag.cli", *argv],
                               capture_output=True, text=True, timeout=60)
 
     assert_one_line_error(diag_cli(), "usage error")

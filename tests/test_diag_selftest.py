@@ -12,13 +12,13 @@ from pathlib import Path
 
 import av
 import pytest
+from pinkbutton.firmware.config import load_config
+from pinkbutton.firmware.diag.cli import main
+from pinkbutton.firmware.diag.selftest import run_selftest
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.tools.pki import init_dev_pki, issue
 
-from firmware.config import load_config
-from firmware.diag.cli import main
-from firmware.diag.selftest import run_selftest
-from hal.fake import FakeBackend
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
-from tools.pki import init_dev_pki, issue
 
 DEVICE = "pb-test-0001"
 NO_MEDIA = "\n[media]\nvideo = false\naudio = false\n"

@@ -12,17 +12,17 @@ import time
 import uuid
 
 import pytest
+from pinkbutton.firmware.alertid import AlertIds
+from pinkbutton.firmware.backoff import Backoff
+from pinkbutton.firmware.outbox import Outbox, OutboxError
+from pinkbutton.firmware.transport import URGENT_RETRY_S, MqttTransport, TlsFiles
+from pinkbutton.tools.controlroom.intake import IntakeLimits
+from pinkbutton.tools.pki import ca_paths, device_paths
 
-from firmware.alertid import AlertIds
-from firmware.backoff import Backoff
-from firmware.outbox import Outbox, OutboxError
-from firmware.transport import URGENT_RETRY_S, MqttTransport, TlsFiles
+from harness.broker import free_port
 from tests.fault_helpers import REPO, pending_ids, state_dir
 from tests.helpers import Recorder, RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.broker import free_port
-from tools.controlroom.intake import IntakeLimits
-from tools.pki import ca_paths, device_paths
 
 pytestmark = [pytest.mark.broker]
 

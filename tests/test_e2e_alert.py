@@ -9,13 +9,13 @@ import threading
 import time
 
 import pytest
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.transport import TlsFiles
+from pinkbutton.hal.base import Pattern
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.pki import ca_paths, init_ca, issue
 
-from firmware import protocol as p
-from firmware.transport import TlsFiles
-from hal.base import Pattern
 from tests.helpers import Recorder, RunningKiosk, room_tls, wait_until, write_kiosk_config
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.pki import ca_paths, init_ca, issue
 
 pytestmark = pytest.mark.broker
 
@@ -76,7 +76,7 @@ def test_press_reaches_control_room_and_ack_shows_help_coming(tmp_path, pki_dir,
         assert kiosk.indicator.pattern == Pattern.HELP_COMING
         assert any(line.startswith("ALERT  pb-test-0001  Test Bazaar") for line in room.lines)
     row = room.receiver.store  # closed after stop; reopen to check signature verification
-    from tools.controlroom.store import IncidentStore
+    from pinkbutton.tools.controlroom.store import IncidentStore
     store = IncidentStore(room_db)
     sig = store._db.execute("SELECT signature_ok FROM incidents").fetchone()[0]
     store.close()
@@ -164,7 +164,7 @@ def test_publish_to_another_devices_topic_is_denied_and_reported(tmp_path, pki_d
 def test_device_id_not_matching_certificate_is_denied_and_stays_alerting(
         tmp_path, pki_dir, broker):
     # Config says pb-test-0002 but presents pb-test-0001's certificate: every publish is denied.
-    from tools.pki import device_paths
+    from pinkbutton.tools.pki import device_paths
     other = device_paths(pki_dir, "pb-test-0001")
     cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0002", cert=other.cert,
                              key=other.key)
@@ -263,7 +263,7 @@ def test_press_while_broker_down_is_delivered_once_after_restart(tmp_path, pki_d
         fresh_broker.start()
         kiosk.events.wait_for("delivered", timeout=15)
         kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming", timeout=15)
-    from tools.controlroom.store import IncidentStore
+    from pinkbutton.tools.controlroom.store import IncidentStore
     store = IncidentStore(room_db)
     assert [i.alert_id for i in store.all_incidents()] == [alert_id]
     store.close()

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from pinkbutton.tools.controlroom.backfill import PacketLog
 
+from harness.netproxy import ThrottleProxy
 from tests.fault_helpers import state_dir, tune_config
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
 from tests.test_evidence import ffmpeg_errors
-from tools.controlroom.backfill import PacketLog
-from tools.netproxy import ThrottleProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker]
 
@@ -81,7 +81,8 @@ def test_given_up_evidence_resumes_at_the_next_heartbeat_listing_it(tmp_path, pk
     """The room gave up (its NACKs were lost): the evidence is written INCOMPLETE and not
     confirmed, so the kiosk keeps its copy and lists the alert in its heartbeat's
     `evidence_pending`; that heartbeat makes the room ask again, and the evidence completes."""
-    from firmware.media.envelope import decode_envelope
+    from pinkbutton.firmware.media.envelope import decode_envelope
+
     from tests.test_faults import lose_room_commands
 
     db, evidence = tmp_path / "room.db", tmp_path / "evidence"
@@ -136,7 +137,8 @@ def test_given_up_evidence_resumes_when_the_kiosk_comes_back_online(tmp_path, pk
     makes the room ask again; the kiosk answers and the evidence completes."""
     import threading
 
-    from firmware import protocol as p
+    from pinkbutton.firmware import protocol as p
+
     from tests.test_backfill import envelopes
     from tests.test_controlroom import make_alert
     from tests.test_evidence import encode_audio, encode_video

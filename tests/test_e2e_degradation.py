@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from pinkbutton.firmware.media.packet import Stream
+from pinkbutton.tools.controlroom.media import ffprobe_summary
 
-from firmware.media.packet import Stream
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.controlroom.media import ffprobe_summary
 
 pytestmark = pytest.mark.broker
 

@@ -12,11 +12,11 @@ import time
 
 import av
 import pytest
+from pinkbutton.hal.stamp import read_stamp
 
-from hal.stamp import read_stamp
+from harness.netproxy import ThrottleProxy
 from tests.helpers import RunningKiosk, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.netproxy import ThrottleProxy
 
 pytestmark = pytest.mark.broker
 

@@ -8,13 +8,13 @@ import time
 
 import av
 import pytest
+from pinkbutton.hal.stamp import read_stamp
+from pinkbutton.tools.controlroom.cli import main as controlroom_main
+from pinkbutton.tools.controlroom.media import ffprobe_summary
+from pinkbutton.tools.controlroom.store import IncidentStore
 
-from hal.stamp import read_stamp
 from tests.helpers import RunningKiosk, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.controlroom.cli import main as controlroom_main
-from tools.controlroom.media import ffprobe_summary
-from tools.controlroom.store import IncidentStore
 
 pytestmark = pytest.mark.broker
 

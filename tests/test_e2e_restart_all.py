@@ -36,7 +36,7 @@ class RoomProcess:
         self.out = out
         self._file = open(out, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.controlroom.cli", "run", "--host", "localhost",
+            [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run", "--host", "localhost",
              "--port", str(port), "--pki", str(pki_dir), "--db", str(db), "--evidence",
              str(evidence), "--auto-ack", "--client-id", "room-restart", "--group", group,
              "--session-expiry", "3600", "--log-level", "info"],

@@ -14,19 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.backoff import Backoff
+from pinkbutton.firmware.config import load_config
+from pinkbutton.firmware.sdnotify import SdNotifier
+from pinkbutton.firmware.transport import ConnectFailed, MqttTransport, TlsFiles
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.tools.pki import ca_paths, device_paths
 
-from firmware.app import Kiosk
-from firmware.backoff import Backoff
-from firmware.clock import Clock
-from firmware.config import load_config
-from firmware.sdnotify import SdNotifier
-from firmware.transport import ConnectFailed, MqttTransport, TlsFiles
-from hal.fake import FakeBackend
+from harness.broker import Mosquitto, free_port
 from tests.fault_helpers import REPO, SimProcess, tune_config
 from tests.helpers import Recorder, RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.broker import Mosquitto, free_port
-from tools.pki import ca_paths, device_paths
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
@@ -222,7 +222,7 @@ def start_kiosk_process(cfg: Path, notify: Path, watchdog_usec: int) -> subproce
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": str(watchdog_usec)}
     env.pop("WATCHDOG_PID", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "simulator.cli", "run", "--config", str(cfg), "--no-media",
+        [sys.executable, "-m", "pinkbutton.simulator.cli", "run", "--config", str(cfg), "--no-media",
          "--json"],
         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,

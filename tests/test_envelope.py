@@ -8,8 +8,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from firmware.media.envelope import (
+from pinkbutton.firmware.media.envelope import (
     HEADER,
     MAX_MESSAGE,
     MEDIA_MAGIC,
@@ -20,7 +19,7 @@ from firmware.media.envelope import (
     decode_envelope,
     encode_packet,
 )
-from firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
 
 
 def video(size: int, pts_us: int = 2_000_000, keyframe: bool = True) -> EncodedPacket:
@@ -227,7 +226,7 @@ def test_the_reserved_header_byte_is_sent_as_zero() -> None:
 
 def test_a_packet_of_exactly_65535_chunks_is_enveloped_one_more_is_refused(monkeypatch) -> None:
     """The chunk count is 16 bits. Made cheap by a 1-byte chunk size: one chunk per byte."""
-    from firmware.media import envelope
+    from pinkbutton.firmware.media import envelope
 
     monkeypatch.setattr(envelope, "MAX_CHUNK_PAYLOAD", 1)
     pkt = EncodedPacket(Stream.VIDEO, bytes(0xFFFF), 0, 1, True)

@@ -7,8 +7,7 @@ import unicodedata
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tools.controlroom.escape import BIDI_CONTROLS, shown
+from pinkbutton.tools.controlroom.escape import BIDI_CONTROLS, shown
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-from firmware.clock import FakeClock
-from firmware.media.envelope import ReceivedPacket
-from firmware.media.packet import EncodedPacket, Stream
-from tools.controlroom.media import EvidenceError, EvidenceRecorder, ffprobe_summary
+from pinkbutton.firmware.media.envelope import ReceivedPacket
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.hal.clock import FakeClock
+from pinkbutton.tools.controlroom.media import EvidenceError, EvidenceRecorder, ffprobe_summary
 
 W, H, FPS = 640, 480, 15
 SECONDS = 10

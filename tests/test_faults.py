@@ -15,12 +15,16 @@ from pathlib import Path
 
 import av
 import pytest
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.media.packet import Stream
+from pinkbutton.firmware.outbox import Outbox
+from pinkbutton.hal.base import Pattern
+from pinkbutton.hal.stamp import read_stamp
+from pinkbutton.tools.controlroom.backfill import PacketLog
+from pinkbutton.tools.controlroom.media import ffprobe_summary
+from pinkbutton.tools.controlroom.store import IncidentStore
 
-from firmware import protocol as p
-from firmware.media.packet import Stream
-from firmware.outbox import Outbox
-from hal.base import Pattern
-from hal.stamp import read_stamp
+from harness.netproxy import ThrottleProxy
 from tests.fault_helpers import (
     ClockedKiosk,
     SimProcess,
@@ -34,10 +38,6 @@ from tests.fault_helpers import (
 )
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.controlroom.backfill import PacketLog
-from tools.controlroom.media import ffprobe_summary
-from tools.controlroom.store import IncidentStore
-from tools.netproxy import ThrottleProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker, pytest.mark.timeout(60)]
 

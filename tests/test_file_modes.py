@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pinkbutton.firmware.outbox import Outbox
+from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.pki import ca_paths, controlroom_paths, device_paths, init_dev_pki
 
-from firmware.outbox import Outbox
 from tests.helpers import RunningKiosk, assert_one_line_error, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.controlroom.store import IncidentStore
-from tools.pki import ca_paths, controlroom_paths, device_paths, init_dev_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 UMASKS = [0o022, 0o000]
@@ -134,12 +134,12 @@ def test_room_refuses_a_private_key_every_user_can_read(tmp_path, pki_dir):
     key = tmp_path / "controlroom.key"
     shutil.copy(controlroom_paths(pki_dir).key, key)
     key.chmod(0o644)
-    proc = subprocess.run([sys.executable, "-m", "tools.controlroom.cli", "run", "--pki",
+    proc = subprocess.run([sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run", "--pki",
                            str(pki_dir), "--key", str(key), "--db", str(tmp_path / "room.db")],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert_one_line_error(proc, "--key", str(key), "every user", "0644", "chmod 600")
     key.chmod(0o640)  # group access (root:pinkbutton 0640) is a sound setup: not refused
-    proc = subprocess.run([sys.executable, "-m", "tools.controlroom.cli", "run", "--pki",
+    proc = subprocess.run([sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run", "--pki",
                            str(pki_dir), "--key", str(key), "--db", str(tmp_path / "room.db"),
                            "--port", "1", "--exit-after", "0.5", "--no-evidence"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)

@@ -15,14 +15,14 @@ import uuid
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from pinkbutton.firmware import protocol as p
+from pinkbutton.hal.clock import iso8601
+from pinkbutton.tools.controlroom.intake import IntakeLimits
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.pki import ca_paths, device_paths
 
-from firmware import protocol as p
-from firmware.clock import iso8601
 from tests.helpers import Recorder, RunningKiosk, room_tls, wait_until, write_kiosk_config
-from tools.controlroom.intake import IntakeLimits
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.controlroom.store import IncidentStore
-from tools.pki import ca_paths, device_paths
 
 SITE = p.Site("flood-site", "Flood Bazaar", 34.0, 71.5)
 FLOOD = 1000

@@ -11,10 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-
-from firmware.clock import FakeClock
-from hal import Button, ButtonEvent, HalError, Indicator, Pattern, get_backend
-from hal.fake import FakeBackend, FakeButton
+from pinkbutton.hal import Button, ButtonEvent, HalError, Indicator, Pattern, get_backend
+from pinkbutton.hal.clock import FakeClock
+from pinkbutton.hal.fake import FakeBackend, FakeButton
 
 BUTTON_PIN = 17
 LED_PIN = 18
@@ -281,7 +280,7 @@ def _lit_runs(steps: list[bool]) -> int:
 
 
 def test_pi_led_patterns_are_the_documented_ones():
-    from hal.pi.indicator import LED_SEGMENTS, STEP_S, led_steps
+    from pinkbutton.hal.pi.indicator import LED_SEGMENTS, STEP_S, led_steps
 
     assert set(LED_SEGMENTS) == set(Pattern)
     assert LED_SEGMENTS[Pattern.OFF] is None and LED_SEGMENTS[Pattern.HELP_COMING] is None

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from hal.base import ButtonEvent
-from hal.debounce import StableLevelDebouncer
+from pinkbutton.hal.base import ButtonEvent
+from pinkbutton.hal.debounce import StableLevelDebouncer
 
 T0 = 1000.0
 STABLE = 0.05

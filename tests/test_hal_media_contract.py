@@ -19,9 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-from firmware.clock import Clock, FakeClock
-from hal.base import (
+from pinkbutton.hal.base import (
     AudioChunk,
     BackendUnavailable,
     Camera,
@@ -30,11 +28,13 @@ from hal.base import (
     Microphone,
     VideoFrame,
 )
-from hal.fake import FakeBackend
-from hal.fake.camera import FakeCamera
-from hal.fake.microphone import FakeMicrophone, tone_samples
-from hal.registry import Backend
-from hal.stamp import BLACK, draw_stamp, read_stamp
+from pinkbutton.hal.clock import Clock, FakeClock
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.hal.fake.camera import FakeCamera
+from pinkbutton.hal.fake.microphone import FakeMicrophone, tone_samples
+from pinkbutton.hal.registry import Backend
+from pinkbutton.hal.stamp import BLACK, draw_stamp, read_stamp
+
 from tests import fake_picamera2
 from tests.fake_picamera2 import Picamera2, expected_i420
 
@@ -98,7 +98,7 @@ def _fake_camera_driver(_: type[Picamera2]) -> CameraDriver:
 
 
 def _pi_camera_driver(module: type[Picamera2]) -> CameraDriver:
-    from hal.pi.camera import PiCamera
+    from pinkbutton.hal.pi.camera import PiCamera
 
     def break_it(_: Camera) -> None:
         module.fail_after = 0  # the next capture_request raises
@@ -108,7 +108,7 @@ def _pi_camera_driver(module: type[Picamera2]) -> CameraDriver:
 
 
 def _v4l2_camera_driver(_: type[Picamera2]) -> CameraDriver:
-    from hal.v4l2 import V4l2Camera
+    from pinkbutton.hal.v4l2 import V4l2Camera
 
     # No webcam in CI: the same PyAV capture path over FFmpeg's lavfi test source, paced
     # like a device, in another size and pixel format (so the conversion runs too). It
@@ -236,8 +236,8 @@ def test_mic_failure_is_reported_once(running_mic) -> None:
 
 
 def test_backends_make_cameras_and_microphones(fake_module) -> None:
-    from hal.pi import PiBackend
-    from hal.pi.camera import PiCamera
+    from pinkbutton.hal.pi import PiBackend
+    from pinkbutton.hal.pi.camera import PiCamera
 
     clock = FakeClock()
     fake = FakeBackend()
@@ -506,7 +506,7 @@ def test_fake_mic_thread_delivers_a_short_backlog_on_a_fake_clock() -> None:
 
 
 def _pi_frames(module: type[Picamera2], count: int, **knobs) -> tuple[list[VideoFrame], Collector]:
-    from hal.pi.camera import PiCamera
+    from pinkbutton.hal.pi.camera import PiCamera
 
     for name, value in knobs.items():
         setattr(module, name, value)
@@ -557,7 +557,7 @@ def test_pi_camera_releases_even_when_the_copy_fails(fake_module) -> None:
 
 
 def test_pi_camera_too_short_buffer_is_a_failure(fake_module) -> None:
-    from hal.pi.camera import i420_from_padded
+    from pinkbutton.hal.pi.camera import i420_from_padded
 
     frames, sink = _pi_frames(fake_module, 5, stride=W + 64, short_by=100)
     assert frames == [] and len(sink.failures) == 1
@@ -567,7 +567,7 @@ def test_pi_camera_too_short_buffer_is_a_failure(fake_module) -> None:
 
 
 def test_pi_camera_that_will_not_open_is_one_line(fake_module) -> None:
-    from hal.pi.camera import PiCamera
+    from pinkbutton.hal.pi.camera import PiCamera
 
     fake_module.fail_open = True
     camera = PiCamera(Clock(), W, H, 15.0)
@@ -576,7 +576,7 @@ def test_pi_camera_that_will_not_open_is_one_line(fake_module) -> None:
 
 
 def test_pi_camera_without_picamera2_names_the_fix(monkeypatch) -> None:
-    from hal.pi.camera import PiCamera
+    from pinkbutton.hal.pi.camera import PiCamera
 
     monkeypatch.setitem(sys.modules, "picamera2", None)
     with pytest.raises(BackendUnavailable, match="apt install python3-picamera2.*system-site"):

@@ -7,9 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from firmware.clock import FakeClock
-from hal import (
+from pinkbutton.hal import (
     Backend,
     BackendUnavailable,
     HalError,
@@ -18,8 +16,9 @@ from hal import (
     register_backend,
     registry,
 )
-from hal.fake import FakeBackend
-from hal.registry import known_backends
+from pinkbutton.hal.clock import FakeClock
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.hal.registry import known_backends
 
 
 def test_configured_name_is_used_when_the_environment_says_nothing():
@@ -27,7 +26,7 @@ def test_configured_name_is_used_when_the_environment_says_nothing():
 
 
 def test_environment_wins_over_the_configured_name_and_warns_when_it_picks_the_fake(caplog):
-    with caplog.at_level(logging.WARNING, logger="hal.registry"):
+    with caplog.at_level(logging.WARNING, logger="pinkbutton.hal.registry"):
         backend = get_backend("pi", env={"PINKBUTTON_HAL": "fake"})
     assert backend.name == "fake"
     assert "PINKBUTTON_HAL=fake overrides the configured HAL backend 'pi'" in caplog.text

@@ -7,10 +7,9 @@ import threading
 
 import numpy as np
 import pytest
-
-from firmware.clock import Clock
-from hal.base import DeviceFault, VideoFrame
-from hal.v4l2 import V4l2Camera
+from pinkbutton.hal.base import DeviceFault, VideoFrame
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.v4l2 import V4l2Camera
 
 
 def first_frame(source: str, width: int, height: int) -> VideoFrame:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from firmware import machine as m
-from firmware import protocol as p
-from firmware.clock import FakeClock, iso8601
-from firmware.health import HealthReporter, disk_free_mb, read_temperature_c
-from firmware.version import FIRMWARE_VERSION
+from pinkbutton.firmware import machine as m
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.health import HealthReporter, disk_free_mb, read_temperature_c
+from pinkbutton.firmware.version import FIRMWARE_VERSION
+from pinkbutton.hal.clock import FakeClock, iso8601
 
 DEVICE = "pb-test-0001"
 

@@ -9,12 +9,10 @@ import time
 import uuid
 
 import pytest
-
-from firmware import protocol as p
-from firmware import transport as t
-from firmware.clock import FakeClock, iso8601
-from tests.helpers import Recorder, room_tls
-from tools.controlroom.intake import (
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware import transport as t
+from pinkbutton.hal.clock import FakeClock, iso8601
+from pinkbutton.tools.controlroom.intake import (
     FOLD_TURN,
     AlertIntake,
     Decision,
@@ -23,8 +21,10 @@ from tools.controlroom.intake import (
     IntakeLimits,
     printable,
 )
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.controlroom.store import IncidentStore
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.controlroom.store import IncidentStore
+
+from tests.helpers import Recorder, room_tls
 
 A, B = "pb-test-0001", "pb-test-0002"
 SITE = p.Site("s", "Site", 1.0, 2.0)

@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from firmware.media.envelope import MAX_CHUNK_PAYLOAD, decode_envelope, encode_packet
-from firmware.media.localstore import MANIFEST, LocalStore
-from firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.envelope import MAX_CHUNK_PAYLOAD, decode_envelope, encode_packet
+from pinkbutton.firmware.media.localstore import MANIFEST, LocalStore
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -208,7 +209,7 @@ def test_confirmed_leftovers_and_temp_files_are_cleaned_at_start(tmp_path):
 
 KILLED_WRITER = """
 import sys, time
-from firmware.media.localstore import LocalStore
+from pinkbutton.firmware.media.localstore import LocalStore
 from tests.test_localstore import packet
 store = LocalStore(sys.argv[1], 10**9, on_fault=lambda n, d: None, segment_packets=20)
 store.begin(sys.argv[2])

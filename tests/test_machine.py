@@ -6,9 +6,8 @@ import dataclasses
 import re
 
 import pytest
-
-from firmware import machine
-from firmware.machine import (
+from pinkbutton.firmware import machine
+from pinkbutton.firmware.machine import (
     BROKER_DENIED,
     EVENT_TYPES,
     TRANSITIONS,
@@ -45,7 +44,7 @@ from firmware.machine import (
     step,
     validate_transitions,
 )
-from hal.base import Pattern
+from pinkbutton.hal.base import Pattern
 
 WALL = 1_700_000_000.0
 NO_FAULTS: frozenset[str] = frozenset()

@@ -9,8 +9,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from firmware.machine import (
+from pinkbutton.firmware.machine import (
     AlertDraft,
     AlertPublished,
     Boot,
@@ -37,7 +36,7 @@ from firmware.machine import (
     next_deadline,
     step,
 )
-from hal.base import Pattern
+from pinkbutton.hal.base import Pattern
 
 WALL = 1_700_000_000.0
 S = Settings(ack_timeout_s=30.0, stream_s=120.0, cooldown_s=10.0, retry_s=5.0)
@@ -343,7 +342,7 @@ def test_step_names_what_it_got_when_it_is_not_an_event() -> None:
 
 
 def test_a_broken_transition_table_is_refused_with_the_exact_pair_named() -> None:
-    from firmware.machine import (
+    from pinkbutton.firmware.machine import (
         EVENT_TYPES,
         TRANSITIONS,
         TransitionTableError,

@@ -11,8 +11,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from firmware.machine import (
+from pinkbutton.firmware.machine import (
     INCIDENT_MODES,
     TRANSITIONS,
     Action,
@@ -40,7 +39,7 @@ from firmware.machine import (
     next_deadline,
     step,
 )
-from hal.base import Pattern
+from pinkbutton.hal.base import Pattern
 
 FAULT_NAMES = ["camera", "mic", "tamper", "broker_denied"]
 TARGETS = ["current", "other", None]

@@ -9,10 +9,9 @@ import av
 import numpy as np
 import pytest
 from av.video.frame import PictureType
-
-from firmware.media.encoder import AudioEncoder, VideoEncoder, nal_types
-from firmware.media.packet import EncodedPacket, Stream
-from hal.base import AudioChunk, VideoFrame
+from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder, nal_types
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.hal.base import AudioChunk, VideoFrame
 
 FRAME_US_15 = round(1_000_000 / 15)
 
@@ -150,7 +149,7 @@ def test_force_keyframe():
 
 
 def test_auto_falls_back_to_libx264_and_says_why(caplog):
-    with caplog.at_level(logging.INFO, logger="firmware.media.encoder"):
+    with caplog.at_level(logging.INFO, logger="pinkbutton.firmware.media.encoder"):
         enc = VideoEncoder(320, 240, 15, codec="auto")
     assert enc.codec_name == "libx264", "this machine has no /dev/video11 hardware encoder"
     lines = [r.getMessage() for r in caplog.records]

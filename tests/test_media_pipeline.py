@@ -12,12 +12,11 @@ import time
 
 import av
 import numpy as np
-
-from firmware.media.encoder import AudioEncoder, VideoEncoder
-from firmware.media.packet import EncodedPacket
-from firmware.media.pipeline import MediaPipeline
-from firmware.media.preroll import PreRollBuffer
-from hal.base import AudioChunk, Camera, HalError, Microphone, VideoFrame
+from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder
+from pinkbutton.firmware.media.packet import EncodedPacket
+from pinkbutton.firmware.media.pipeline import MediaPipeline
+from pinkbutton.firmware.media.preroll import PreRollBuffer
+from pinkbutton.hal.base import AudioChunk, Camera, HalError, Microphone, VideoFrame
 
 SPEED = 20.0
 BASE_US = 100_000_000

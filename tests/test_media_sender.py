@@ -10,12 +10,11 @@ import uuid
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from firmware.clock import FakeClock
-from firmware.media.adaptation import LADDER, AdaptationController, VideoLevel
-from firmware.media.envelope import MAX_MESSAGE, MediaEnvelope, decode_envelope
-from firmware.media.packet import EncodedPacket, Stream
-from firmware.media.sender import MediaSender
+from pinkbutton.firmware.media.adaptation import LADDER, AdaptationController, VideoLevel
+from pinkbutton.firmware.media.envelope import MAX_MESSAGE, MediaEnvelope, decode_envelope
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.sender import MediaSender
+from pinkbutton.hal.clock import FakeClock
 
 TOPIC = "pinkbutton/v1/dev/pb-test-0001/media/test-alert"
 
@@ -403,12 +402,13 @@ def _us(scheduled: float) -> int:
 
 @pytest.mark.broker
 def test_end_to_end_through_a_throttled_link(broker, pki_dir, mqtt_client) -> None:
-    from firmware import transport as t
-    from firmware.clock import Clock
-    from firmware.media.envelope import Reassembler
-    from firmware.protocol import media_topic
-    from tools.netproxy import ThrottleProxy
-    from tools.pki import ca_paths, device_paths
+    from pinkbutton.firmware import transport as t
+    from pinkbutton.firmware.media.envelope import Reassembler
+    from pinkbutton.firmware.protocol import media_topic
+    from pinkbutton.hal.clock import Clock
+    from pinkbutton.tools.pki import ca_paths, device_paths
+
+    from harness.netproxy import ThrottleProxy
 
     topic = media_topic("pb-test-0001", str(uuid.uuid4()))
     room = mqtt_client(pki_dir, "controlroom", broker)

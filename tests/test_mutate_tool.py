@@ -1,4 +1,4 @@
-"""tools/mutate.py (`make mutate`): its inputs are checked; the equivalents list is well formed.
+"""harness/mutate.py (`make mutate`): its inputs are checked; the equivalents list is well formed.
 (The mutation runs themselves take minutes: they are `make mutate`, not part of `make test`.)"""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from harness import mutate
 from tests.helpers import assert_one_line_error
-from tools import mutate
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.mutate", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "harness.mutate", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -31,10 +31,10 @@ def test_bad_arguments_are_one_line_usage_errors(args, words) -> None:
 
 def test_an_equivalent_without_a_reason_is_refused(tmp_path) -> None:
     listed = tmp_path / "eq.txt"
-    listed.write_text("# comment\n\nfirmware.backoff.x_f__mutmut_1 the default is never used\n")
+    listed.write_text("# comment\n\npinkbutton.firmware.backoff.x_f__mutmut_1 the default is never used\n")
     assert mutate.load_equivalents(listed) == {
-        "firmware.backoff.x_f__mutmut_1": "the default is never used"}
-    listed.write_text("firmware.backoff.x_f__mutmut_2\n")
+        "pinkbutton.firmware.backoff.x_f__mutmut_1": "the default is never used"}
+    listed.write_text("pinkbutton.firmware.backoff.x_f__mutmut_2\n")
     with pytest.raises(mutate.UsageError, match=r"eq.txt:1: .*mutmut_2 has no reason given"):
         mutate.load_equivalents(listed)
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tools.netproxy import ThrottleProxy
+from harness.netproxy import ThrottleProxy
 
 
 class SinkServer:

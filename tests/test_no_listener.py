@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from pinkbutton.firmware.app import NO_LISTENER_RETRY_S
 
-from firmware.app import NO_LISTENER_RETRY_S
 from tests.helpers import RunningKiosk, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
 

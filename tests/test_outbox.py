@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from firmware.machine import AlertDraft
-from firmware.outbox import Outbox
+from pinkbutton.firmware.machine import AlertDraft
+from pinkbutton.firmware.outbox import Outbox
 
 
 def draft(n: int) -> AlertDraft:
@@ -74,7 +74,7 @@ def test_outbox_of_an_older_firmware_gains_the_receipt_column(tmp_path):
 
 
 def test_alerts_remember_the_boot_they_were_pressed_in(tmp_path):
-    from firmware import outbox as ob
+    from pinkbutton.firmware import outbox as ob
 
     box = Outbox(tmp_path / "outbox.db")
     box.put(draft(1), 1.0)

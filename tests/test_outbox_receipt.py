@@ -4,11 +4,11 @@ and a restarted kiosk replays what is still unconfirmed (same alert_id, one inci
 from __future__ import annotations
 
 import pytest
+from pinkbutton.firmware.outbox import Outbox
+from pinkbutton.tools.controlroom.store import IncidentStore
 
-from firmware.outbox import Outbox
 from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.controlroom.store import IncidentStore
 
 pytestmark = pytest.mark.broker
 

@@ -13,9 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
-
-from tests.helpers import assert_one_line_error
-from tools.pki import (
+from pinkbutton.tools.pki import (
     BROKER_CN,
     Issued,
     PkiError,
@@ -27,6 +25,8 @@ from tools.pki import (
     init_dev_pki,
     issue,
 )
+
+from tests.helpers import assert_one_line_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,7 +192,7 @@ def test_good_device_ids_are_accepted(tmp_path: Path, good_id: str) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tools.pki", *args],
+        [sys.executable, "-m", "pinkbutton.tools.pki", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

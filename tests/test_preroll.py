@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from firmware.media.packet import EncodedPacket, Stream
-from firmware.media.preroll import PreRollBuffer
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.preroll import PreRollBuffer
 
 VIDEO_US = 66_667
 AUDIO_US = 20_000

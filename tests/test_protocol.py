@@ -10,8 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from firmware import protocol as p
+from pinkbutton.firmware import protocol as p
 
 DEVICE = "pb-test-0001"
 ALERT_ID = "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"

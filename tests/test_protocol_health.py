@@ -7,8 +7,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from firmware import protocol as p
+from pinkbutton.firmware import protocol as p
 
 DEVICE = "pb-test-0001"
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from firmware.clock import FakeClock
-from firmware.media.encoder import AudioEncoder, VideoEncoder, nal_types
-from firmware.media.envelope import FLAG_KEYFRAME, decode_envelope
-from firmware.media.packet import Stream
-from firmware.media.preroll import PreRollBuffer
-from firmware.media.sender import MediaSender
+from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder, nal_types
+from pinkbutton.firmware.media.envelope import FLAG_KEYFRAME, decode_envelope
+from pinkbutton.firmware.media.packet import Stream
+from pinkbutton.firmware.media.preroll import PreRollBuffer
+from pinkbutton.firmware.media.sender import MediaSender
+from pinkbutton.hal.clock import FakeClock
+
 from tests.test_media_encoder import moving_frame, sine_chunk
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pinkbutton.firmware import protocol as p
 
-from firmware import protocol as p
 from tests.test_protocol import ALERT_ID, CMD_ID, DEVICE, alert_dict, cmd_dict, make_alert, raw
 from tests.test_protocol_health import health_dict
 

@@ -21,11 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from firmware.enroll import EnrollError, enroll
-from tests.helpers import assert_one_line_error
-from tools.broker import BrokerError, Mosquitto, _mqtt311_connect, _recv_exactly, find_mosquitto
-from tools.pki import (
+from pinkbutton.firmware.enroll import EnrollError, enroll
+from pinkbutton.tools.pki import (
     broker_paths,
     ca_paths,
     crl_path,
@@ -34,6 +31,9 @@ from tools.pki import (
     revoke_device,
     sign_csr,
 )
+
+from harness.broker import BrokerError, Mosquitto, _mqtt311_connect, _recv_exactly, find_mosquitto
+from tests.helpers import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def run(module: str, *args: object) -> subprocess.CompletedProcess:
 
 
 def pki(*args: object) -> subprocess.CompletedProcess:
-    return run("tools.pki", *args)
+    return run("pinkbutton.tools.pki", *args)
 
 
 def mode(path: Path) -> int:
@@ -123,7 +123,7 @@ def test_enroll_sign_copy_back_check_config_round_trip(tmp_path, ca_dir) -> None
     ca_copy.write_bytes(ca_paths(ca_dir).cert.read_bytes())
     config = kiosk_config(kiosk, ca_copy)
 
-    out = run("firmware.cli", "enroll", "--config", config)
+    out = run("pinkbutton.firmware.cli", "enroll", "--config", config)
     assert out.returncode == 0, out.stderr
     key, csr = kiosk / "pki/pb-new-0001.key", kiosk / "pki/pb-new-0001.csr"
     assert mode(key) == 0o600 and "pinkbutton-pki sign" in out.stdout
@@ -143,31 +143,31 @@ def test_enroll_sign_copy_back_check_config_round_trip(tmp_path, ca_dir) -> None
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
     (kiosk / "pki/pb-new-0001.pem").write_bytes(cert.read_bytes())  # copied back
-    checked = run("firmware.cli", "check-config", config)
+    checked = run("pinkbutton.firmware.cli", "check-config", config)
     assert checked.returncode == 0, checked.stderr
     assert "device pb-new-0001" in checked.stdout and "(364 days)" in checked.stdout
 
     # Renewal: enroll again keeps the key; the new certificate matches it too.
     key_bytes = key.read_bytes()
-    assert run("firmware.cli", "enroll", "--config", config).returncode == 0
+    assert run("pinkbutton.firmware.cli", "enroll", "--config", config).returncode == 0
     assert key.read_bytes() == key_bytes
     assert pki("sign", ca_dir, csr, "--days", 30, "--out", kiosk / "pki/pb-new-0001.pem"
                ).returncode == 0
-    assert "(29 days)" in run("firmware.cli", "check-config", config).stdout
+    assert "(29 days)" in run("pinkbutton.firmware.cli", "check-config", config).stdout
 
 
 def test_enroll_cli_errors_are_one_line(tmp_path, ca_dir) -> None:
-    assert_one_line_error(run("firmware.cli", "enroll", "--config", tmp_path / "missing.toml"),
+    assert_one_line_error(run("pinkbutton.firmware.cli", "enroll", "--config", tmp_path / "missing.toml"),
                           "missing.toml", "cannot read config")
     kiosk = tmp_path / "kiosk"
     (kiosk / "pki").mkdir(mode=0o700, parents=True)
     config = kiosk_config(kiosk, ca_paths(ca_dir).cert)
     (kiosk / "pki/pb-new-0001.key").write_text("not a key")
     (kiosk / "pki/pb-new-0001.key").chmod(0o600)
-    assert_one_line_error(run("firmware.cli", "enroll", "--config", config),
+    assert_one_line_error(run("pinkbutton.firmware.cli", "enroll", "--config", config),
                           "[broker] key", "not a PEM private key", "--new-key")
-    assert run("firmware.cli", "enroll", "--config", config, "--new-key").returncode == 0
-    assert_one_line_error(run("firmware.cli", "enroll"), "--config")
+    assert run("pinkbutton.firmware.cli", "enroll", "--config", config, "--new-key").returncode == 0
+    assert_one_line_error(run("pinkbutton.firmware.cli", "enroll"), "--config")
 
 
 def test_pki_csr_verb_writes_key_and_csr(tmp_path) -> None:

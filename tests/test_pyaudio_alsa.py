@@ -21,17 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from firmware.clock import Clock
-from hal.base import BackendUnavailable
+from pinkbutton.hal.base import BackendUnavailable
+from pinkbutton.hal.clock import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 
 CAPTURE = textwrap.dedent(
     """
     import json, sys, threading, time
-    from firmware.clock import Clock
-    from hal.pi.microphone import PyAudioMicrophone
+    from pinkbutton.hal.clock import Clock
+    from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
     mode, out = sys.argv[1], sys.argv[2]
     device = sys.argv[3] if len(sys.argv) > 3 else None
@@ -140,7 +139,7 @@ def test_pyaudio_mic_that_goes_quiet_is_reported_once(tmp_path: Path) -> None:
 
 
 def test_pyaudio_missing_names_both_installs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hal.pi.microphone import PyAudioMicrophone
+    from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
     monkeypatch.setitem(sys.modules, "pyaudio", None)
     with pytest.raises(BackendUnavailable, match="pip install pyaudio.*portaudio19-dev"):
@@ -151,9 +150,9 @@ NOISY = textwrap.dedent(
     """
     import sys
     import pyaudio
-    from firmware.clock import Clock
-    from hal.base import DeviceFault
-    from hal.pi.microphone import PyAudioMicrophone
+    from pinkbutton.hal.clock import Clock
+    from pinkbutton.hal.base import DeviceFault
+    from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
     pyaudio.PyAudio().terminate()  # unguarded: ALSA/JACK print their probing noise
     print("=== PyAudioMicrophone from here", file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.broker import BrokerError, find_mosquitto, free_port
+from harness.broker import BrokerError, find_mosquitto, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -11,13 +11,13 @@ import threading
 import time
 
 import pytest
+from pinkbutton.firmware import protocol as p
+from pinkbutton.tools.controlroom.intake import IntakeLimits
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.controlroom.store import IncidentStore
 
-from firmware import protocol as p
 from tests.helpers import Recorder, RunningKiosk, room_tls, write_kiosk_config
 from tests.test_controlroom import ROOT, LineReader, make_alert
-from tools.controlroom.intake import IntakeLimits
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.controlroom.store import IncidentStore
 
 DEVICE = "pb-test-0002"
 
@@ -26,7 +26,7 @@ DEVICE = "pb-test-0002"
 def test_killed_receiver_stops_taking_alerts_at_once(tmp_path, pki_dir, broker, mqtt_client):
     group = f"failover-{secrets.token_hex(3)}"
     victim = subprocess.Popen(
-        [sys.executable, "-m", "tools.controlroom.cli", "run", "--host", "localhost",
+        [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run", "--host", "localhost",
          "--port", str(broker.port), "--pki", str(pki_dir), "--db", str(tmp_path / "dead.db"),
          "--no-evidence", "--client-id", f"{group}-dead", "--group", group,
          "--exit-after", "120"],
@@ -83,7 +83,7 @@ def test_killed_receiver_stops_taking_alerts_at_once(tmp_path, pki_dir, broker, 
 
 def start_receiver(pki_dir, broker, db, client_id: str, group: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.controlroom.cli", "run", "--host", "localhost",
+        [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run", "--host", "localhost",
          "--port", str(broker.port), "--pki", str(pki_dir), "--db", str(db), "--no-evidence",
          "--client-id", client_id, "--group", group, "--exit-after", "120"],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -14,12 +14,12 @@ import time
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from pinkbutton.firmware import protocol as p
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.controlroom.store import IncidentStore
 
-from firmware import protocol as p
 from tests.helpers import Recorder, room_tls, wait_until
 from tests.test_controlroom import device_key, make_alert
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.controlroom.store import IncidentStore
 
 pytestmark = pytest.mark.broker
 DEVICE = "pb-test-0001"
@@ -234,7 +234,8 @@ def test_a_kiosk_configured_before_the_limit_is_receipted_and_acknowledged(
     check-config showed "delivered" while the room refused every announcement."""
     from dataclasses import replace
 
-    from hal.base import Pattern
+    from pinkbutton.hal.base import Pattern
+
     from tests import helpers
     from tests.helpers import RunningKiosk, write_kiosk_config
 

@@ -8,8 +8,7 @@ import socket
 import threading
 
 import pytest
-
-from firmware.sdnotify import SdNotifier
+from pinkbutton.firmware.sdnotify import SdNotifier
 
 
 class FakeSystemd:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from firmware.clock import FakeClock
-from firmware.media.envelope import decode_envelope
-from firmware.media.packet import EncodedPacket, Stream
-from firmware.media.sender import MediaSender
-from firmware.media.seqlease import BLOCK, RESUME_PTS_MARGIN_US, SeqLease
+from pinkbutton.firmware.media.envelope import decode_envelope
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.sender import MediaSender
+from pinkbutton.firmware.media.seqlease import BLOCK, RESUME_PTS_MARGIN_US, SeqLease
+from pinkbutton.hal.clock import FakeClock
 
 A1 = "11111111-1111-4111-8111-111111111111"
 A2 = "22222222-2222-4222-8222-222222222222"

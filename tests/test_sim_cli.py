@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from harness.broker import free_port
 from tests.helpers import assert_one_line_error, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
-from tools.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def sim(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "simulator.cli", "run", *args],
+        [sys.executable, "-m", "pinkbutton.simulator.cli", "run", *args],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -102,8 +102,8 @@ def test_missing_webcam_is_a_named_fault_and_the_press_still_alerts(tmp_path, pk
 def test_on_a_terminal_the_timeline_is_one_steady_status_line() -> None:
     import io
 
-    from firmware.clock import FakeClock
-    from simulator.cli import Timeline
+    from pinkbutton.hal.clock import FakeClock
+    from pinkbutton.simulator.cli import Timeline
 
     out = io.StringIO()
     clock = FakeClock()
@@ -125,8 +125,8 @@ def test_on_a_terminal_the_timeline_is_one_steady_status_line() -> None:
 def test_off_a_terminal_the_timeline_prints_one_line_per_event() -> None:
     import io
 
-    from firmware.clock import FakeClock
-    from simulator.cli import Timeline
+    from pinkbutton.hal.clock import FakeClock
+    from pinkbutton.simulator.cli import Timeline
 
     out = io.StringIO()
     timeline = Timeline(FakeClock(), as_json=False, live=False, out=out)

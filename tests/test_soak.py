@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from tools import soak
-from tools.broker import BrokerError, find_mosquitto
+from harness import soak
+from harness.broker import BrokerError, find_mosquitto
 
 
 def test_reconcile_clean_run_has_nothing_lost_or_duplicated():

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from firmware import protocol as p
-from firmware.clock import FakeClock
-from tools.controlroom.supervision import DeviceMonitor, format_duration
+from pinkbutton.firmware import protocol as p
+from pinkbutton.hal.clock import FakeClock
+from pinkbutton.tools.controlroom.supervision import DeviceMonitor, format_duration
 
 DEV = "pb-test-0001"
 

@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from firmware.media.encoder import VideoEncoder
-from firmware.media.envelope import ReceivedPacket
-from hal.base import VideoFrame
-from tools.controlroom.viewer import LiveViewer
+from pinkbutton.firmware.media.encoder import VideoEncoder
+from pinkbutton.firmware.media.envelope import ReceivedPacket
+from pinkbutton.hal.base import VideoFrame
+from pinkbutton.tools.controlroom.viewer import LiveViewer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +47,7 @@ def test_viewer_pipes_decodable_video_from_a_keyframe(tmp_path):
 def test_view_without_ffplay_is_a_usage_error(tmp_path, pki_dir):
     env = {**os.environ, "PATH": str(tmp_path)}  # no ffplay anywhere
     r = subprocess.run(
-        [sys.executable, "-m", "tools.controlroom.cli", "run", "--pki", str(pki_dir), "--view",
+        [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run", "--pki", str(pki_dir), "--view",
          "--db", str(tmp_path / "x.db")], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=30)
     assert r.returncode == 2

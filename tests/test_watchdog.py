@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from firmware.clock import FakeClock
-from firmware.watchdog import StageWatchdog
+from pinkbutton.firmware.watchdog import StageWatchdog
+from pinkbutton.hal.clock import FakeClock
 
 
 class Harness:

@@ -12,7 +12,7 @@ tool creates are 0700 whatever the umask (an existing one is left as it is).
 For a deployment, a kiosk's key never leaves the kiosk: `pinkbutton enroll` makes the key and
 a CSR there, `sign` turns the CSR into its certificate here, `broker --host` issues the broker
 certificate for its real names, and `revoke` puts a stolen kiosk's certificates on the CRL
-(`DIR/crl.pem`) that the broker config (tools/broker.py) then uses.
+(`DIR/crl.pem`) that the broker config (harness/broker.py) then uses.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from firmware.cliargs import OneLineParser, add_version, int_in
-from firmware.durable import private_dir
-from firmware.enroll import EnrollError, enroll
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in
+from pinkbutton.firmware.durable import private_dir
+from pinkbutton.firmware.enroll import EnrollError, enroll
 
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"

@@ -14,8 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-
-from hal.base import AudioChunk, VideoFrame
+from pinkbutton.hal.base import AudioChunk, VideoFrame
 
 #: A certificate with fewer days left than this is a failed check: renewing takes a visit.
 CERT_WARN_DAYS = 30

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, add_version, positive_float
-from firmware.config import Config, ConfigError, check_state_dir, load_config
-from firmware.diag import control
-from firmware.diag.checks import Check, certificate_check, failed, passed
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, positive_float
+from pinkbutton.firmware.config import Config, ConfigError, check_state_dir, load_config
+from pinkbutton.firmware.diag import control
+from pinkbutton.firmware.diag.checks import Check, certificate_check, failed, passed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "pinkbutton-diag"
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_config(file: Path) -> list[Check]:
     """Raises ConfigError for a file that cannot be read as a config (exit 2)."""
-    from firmware.diag.selftest import certificate_selftest
+    from pinkbutton.firmware.diag.selftest import certificate_selftest
 
     config = load_config(file, check_certificates=False)
     check_state_dir(config)
@@ -110,12 +110,12 @@ def _firmware_running(config: Config) -> Check | None:
 
 def selftest(config: Config, backend=None, *, press_timeout_s: float | None = None,
              snapshot: Path | None = None, say=print) -> list[Check]:
-    from firmware.diag.selftest import run_selftest
+    from pinkbutton.firmware.diag.selftest import run_selftest
 
     if (running := _firmware_running(config)) is not None:
         return [running]
     if backend is None:
-        from hal import get_backend
+        from pinkbutton.hal import get_backend
 
         backend = get_backend(config.hal.backend)  # HalError: a config problem (exit 2)
     return run_selftest(config, backend, press_timeout_s=press_timeout_s, snapshot=snapshot,
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except Exception as e:  # noqa: BLE001 - HalError (backend) and the unexpected: one line
-        from hal.base import HalError
+        from pinkbutton.hal.base import HalError
 
         if isinstance(e, HalError):
             print(f"{PROG}: {args.config}: [hal] {shown(e)}", file=sys.stderr)

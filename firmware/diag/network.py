@@ -12,9 +12,14 @@ import ssl
 import struct
 import time
 
-from firmware.config import Config
-from firmware.diag.checks import Check, failed, passed
-from firmware.transport import TlsFiles, TransportError, describe_connect_error, make_tls_context
+from pinkbutton.firmware.config import Config
+from pinkbutton.firmware.diag.checks import Check, failed, passed
+from pinkbutton.firmware.transport import (
+    TlsFiles,
+    TransportError,
+    describe_connect_error,
+    make_tls_context,
+)
 
 _CONNACK_REASONS = {
     0x85: "client identifier not valid",

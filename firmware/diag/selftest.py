@@ -12,9 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from firmware.clock import Clock
-from firmware.config import Config, ConfigError, verify_certificates
-from firmware.diag.checks import (
+from pinkbutton.firmware.config import Config, ConfigError, verify_certificates
+from pinkbutton.firmware.diag.checks import (
     Check,
     camera_check,
     certificate_check,
@@ -23,9 +22,10 @@ from firmware.diag.checks import (
     microphone_check,
     passed,
 )
-from firmware.diag.network import network_check
-from hal.base import AudioChunk, VideoFrame, describe_error
-from hal.registry import Backend
+from pinkbutton.firmware.diag.network import network_check
+from pinkbutton.hal.base import AudioChunk, VideoFrame, describe_error
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.registry import Backend
 
 CAMERA_FRAMES = 5
 CAMERA_TIMEOUT_S = 10.0  # a Pi camera can take seconds to start streaming
@@ -68,7 +68,7 @@ def camera_selftest(backend: Backend, clock: Clock, config: Config,
 
 
 def _snapshot(frame: VideoFrame | None, path: Path) -> Check:
-    from firmware.diag.snapshot import SnapshotError, write_snapshot
+    from pinkbutton.firmware.diag.snapshot import SnapshotError, write_snapshot
 
     if frame is None:
         return failed("snapshot", "no frame to save", "fix the camera first")

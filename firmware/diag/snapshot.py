@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from hal.base import VideoFrame
+from pinkbutton.hal.base import VideoFrame
 
 # suffix -> (PyAV encoder, pixel format it takes)
 _FORMATS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj420p"),

@@ -14,9 +14,8 @@ from typing import cast
 import av
 import av.video.frame
 import numpy as np
-
-from firmware.media.packet import EncodedPacket, Stream
-from hal.base import AudioChunk, VideoFrame
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.hal.base import AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
 
 log = logging.getLogger(__name__)
 

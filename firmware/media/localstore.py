@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from firmware.clock import Clock, iso8601
-from firmware.durable import open_private, private_dir, write_atomic
-from firmware.media.envelope import MediaError, decode_envelope
+from pinkbutton.firmware.durable import open_private, private_dir, write_atomic
+from pinkbutton.firmware.media.envelope import MediaError, decode_envelope
+from pinkbutton.hal.clock import Clock, iso8601
 
 log = logging.getLogger("pinkbutton.media.evidence")
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware.clock import Clock
-from firmware.media.encoder import AudioEncoder, VideoEncoder
-from firmware.media.packet import EncodedPacket
-from firmware.media.preroll import PreRollBuffer
-from hal.base import AudioChunk, Camera, HalError, Microphone, VideoFrame, describe_error
+from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder
+from pinkbutton.firmware.media.packet import EncodedPacket
+from pinkbutton.firmware.media.preroll import PreRollBuffer
+from pinkbutton.hal.base import AudioChunk, Camera, HalError, Microphone, VideoFrame, describe_error
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
 

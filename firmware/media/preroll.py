@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from firmware.media.packet import EncodedPacket
+from pinkbutton.firmware.media.packet import EncodedPacket
 
 
 class PreRollBuffer:

@@ -24,8 +24,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from firmware.clock import Clock
-from firmware.media.localstore import LocalStore
+from pinkbutton.firmware.media.localstore import LocalStore
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger("pinkbutton.media.resend")
 

@@ -41,10 +41,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware.clock import Clock
-from firmware.media.adaptation import AdaptationController, VideoLevel
-from firmware.media.envelope import HEADER, encode_packet
-from firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.adaptation import AdaptationController, VideoLevel
+from pinkbutton.firmware.media.envelope import HEADER, encode_packet
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger("pinkbutton.media.sender")
 

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.clock import Clock
-from firmware.durable import private_dir, write_atomic
-from firmware.outbox import BOOT_ID
+from pinkbutton.firmware.durable import private_dir, write_atomic
+from pinkbutton.firmware.outbox import BOOT_ID
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger("pinkbutton.media.seqlease")
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from firmware.clock import Clock
-from hal.base import HalError
-from hal.fake.button import FakeButton
-from hal.fake.indicator import FakeIndicator
-from hal.registry import Backend
+from pinkbutton.hal.base import HalError
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake.button import FakeButton
+from pinkbutton.hal.fake.indicator import FakeIndicator
+from pinkbutton.hal.registry import Backend
 
 if TYPE_CHECKING:  # numpy is needed only once a camera or microphone is made
-    from hal.fake.camera import FakeCamera
-    from hal.fake.microphone import FakeMicrophone
+    from pinkbutton.hal.fake.camera import FakeCamera
+    from pinkbutton.hal.fake.microphone import FakeMicrophone
 
 __all__ = ["FakeBackend", "FakeButton", "FakeIndicator"]
 
@@ -70,7 +70,7 @@ class FakeBackend(Backend):
     def camera(
         self, clock: Clock, width: int = 640, height: int = 480, fps: float = 15.0
     ) -> FakeCamera:
-        from hal.fake.camera import FakeCamera
+        from pinkbutton.hal.fake.camera import FakeCamera
 
         camera = FakeCamera(clock, width, height, fps)
         mode = self.camera_mode
@@ -82,7 +82,7 @@ class FakeBackend(Backend):
     def microphone(
         self, clock: Clock, sample_rate: int = 48000, device: int | str | None = None
     ) -> FakeMicrophone:  # one fake microphone: `device` is accepted and ignored
-        from hal.fake.microphone import FakeMicrophone
+        from pinkbutton.hal.fake.microphone import FakeMicrophone
 
         microphone = FakeMicrophone(clock, sample_rate)
         microphone.silent = self.microphone_mode == "silent"

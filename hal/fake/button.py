@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from firmware.clock import Clock
-from hal.base import Button, ButtonEvent, HalError
-from hal.debounce import StableLevelDebouncer
+from pinkbutton.hal.base import Button, ButtonEvent, HalError
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.debounce import StableLevelDebouncer
 
 
 class FakeButton(Button):

@@ -9,11 +9,10 @@ tests can check that the right picture arrived.
 from __future__ import annotations
 
 import numpy as np
-
-from firmware.clock import Clock
-from hal.base import Camera, FailureSink, HalError, VideoFrame
-from hal.fake.paced import PacedSource
-from hal.stamp import BLACK, draw_stamp
+from pinkbutton.hal.base import Camera, FailureSink, HalError, VideoFrame
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake.paced import PacedSource
+from pinkbutton.hal.stamp import BLACK, draw_stamp
 
 _BAR_Y, _BAR_U, _BAR_V = 170, 150, 200  # pink-ish in YUV
 

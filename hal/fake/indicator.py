@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from firmware.clock import Clock
-from hal.base import HalError, Indicator, Pattern
+from pinkbutton.hal.base import HalError, Indicator, Pattern
+from pinkbutton.hal.clock import Clock
 
 
 class FakeIndicator(Indicator):

@@ -7,10 +7,9 @@ and lined up with the video; `tone_samples` reproduces it for comparison.
 from __future__ import annotations
 
 import numpy as np
-
-from firmware.clock import Clock
-from hal.base import AudioChunk, FailureSink, HalError, Microphone
-from hal.fake.paced import PacedSource
+from pinkbutton.hal.base import AudioChunk, FailureSink, HalError, Microphone
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake.paced import PacedSource
 
 TONE_HZ = 440.0
 BURST_S = 0.1  # tone for BURST_S, silence for BURST_S, repeat

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from firmware.clock import Clock
-from hal.base import DeviceFault, FailureSink
+from pinkbutton.hal.base import DeviceFault, FailureSink
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from firmware.clock import Clock
-from hal.base import BackendUnavailable, Button, Camera, HalError, Indicator, Microphone
-from hal.registry import Backend
+from pinkbutton.hal.base import BackendUnavailable, Button, Camera, HalError, Indicator, Microphone
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.registry import Backend
 
 __all__ = ["PiBackend", "require_gpiozero", "gpio_error"]
 
@@ -56,25 +56,25 @@ class PiBackend(Backend):
     def button(
         self, clock: Clock, pin: int, debounce_s: float = 0.05, active_low: bool = True
     ) -> Button:
-        from hal.pi.button import PiButton
+        from pinkbutton.hal.pi.button import PiButton
 
         return PiButton(clock, pin, debounce_s, active_low, pin_factory=self.pin_factory)
 
     def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> Indicator:
-        from hal.pi.indicator import PiIndicator
+        from pinkbutton.hal.pi.indicator import PiIndicator
 
         return PiIndicator(clock, led_pin, buzzer_pin, pin_factory=self.pin_factory)
 
     def camera(
         self, clock: Clock, width: int = 640, height: int = 480, fps: float = 15.0
     ) -> Camera:
-        from hal.pi.camera import PiCamera
+        from pinkbutton.hal.pi.camera import PiCamera
 
         return PiCamera(clock, width, height, fps)
 
     def microphone(
         self, clock: Clock, sample_rate: int = 48000, device: int | str | None = None
     ) -> Microphone:
-        from hal.pi.microphone import PyAudioMicrophone
+        from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
         return PyAudioMicrophone(clock, sample_rate, device=device)

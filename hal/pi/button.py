@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware.clock import Clock
-from hal.base import Button, ButtonEvent
-from hal.debounce import StableLevelDebouncer
-from hal.pi import gpio_error, require_gpiozero
+from pinkbutton.hal.base import Button, ButtonEvent
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.debounce import StableLevelDebouncer
+from pinkbutton.hal.pi import gpio_error, require_gpiozero
 
 
 class PiButton(Button):

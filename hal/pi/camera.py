@@ -13,9 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-
-from firmware.clock import Clock
-from hal.base import (
+from pinkbutton.hal.base import (
     BackendUnavailable,
     Camera,
     DeviceFault,
@@ -23,6 +21,7 @@ from hal.base import (
     VideoFrame,
     describe_error,
 )
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from firmware.clock import Clock
-from hal.base import Indicator, Pattern
-from hal.pi import gpio_error, require_gpiozero
+from pinkbutton.hal.base import Indicator, Pattern
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.pi import gpio_error, require_gpiozero
 
 #: Length of one LED step. Blinking runs on real time on purpose: it is what
 #: people at the kiosk see, and gpiozero's source thread is the one clock it has.

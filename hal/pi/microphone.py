@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from firmware.clock import Clock
-from hal.base import (
+from pinkbutton.hal.base import (
     AudioChunk,
     BackendUnavailable,
     DeviceFault,
@@ -26,6 +25,7 @@ from hal.base import (
     Microphone,
     describe_error,
 )
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
 

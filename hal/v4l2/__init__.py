@@ -1,5 +1,5 @@
 """Laptop camera backend: a V4L2 webcam through PyAV (for simulated buttons on laptops)."""
 
-from hal.v4l2.camera import V4l2Camera
+from pinkbutton.hal.v4l2.camera import V4l2Camera
 
 __all__ = ["V4l2Camera"]

@@ -15,8 +15,8 @@ import logging
 import threading
 from typing import Any
 
-from firmware.clock import Clock
-from hal.base import Camera, DeviceFault, HalError, VideoFrame, describe_error
+from pinkbutton.hal.base import Camera, DeviceFault, HalError, VideoFrame, describe_error
+from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,12 @@ from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware import protocol as p
-from firmware.clock import Clock, iso8601
-from firmware.durable import open_private, private_dir, replace_durably, write_atomic
-from firmware.media.envelope import MediaEnvelope, Reassembler, ReceivedPacket
-from firmware.media.packet import EncodedPacket, Stream
-from tools.controlroom.media import Evidence, EvidenceError
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware.durable import open_private, private_dir, replace_durably, write_atomic
+from pinkbutton.firmware.media.envelope import MediaEnvelope, Reassembler, ReceivedPacket
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.hal.clock import Clock, iso8601
+from pinkbutton.tools.controlroom.media import Evidence, EvidenceError
 
 log = logging.getLogger("pinkbutton.controlroom.backfill")
 

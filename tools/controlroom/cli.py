@@ -16,11 +16,11 @@ import sys
 import threading
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, add_version, int_in, seconds
-from firmware.config import key_exposed
-from firmware.transport import TlsFiles, TransportError
-from tools.controlroom.escape import shown
-from tools.controlroom.store import IncidentStore, StoreError
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
+from pinkbutton.firmware.config import key_exposed
+from pinkbutton.firmware.transport import TlsFiles, TransportError
+from pinkbutton.tools.controlroom.escape import shown
+from pinkbutton.tools.controlroom.store import IncidentStore, StoreError
 
 
 class UsageError(Exception):
@@ -63,7 +63,7 @@ def _db(args) -> Path:
 
 
 def _run(args) -> int:
-    from tools.controlroom.receiver import ControlRoomReceiver
+    from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
 
     tls = _tls(args)
     _db(args)
@@ -72,7 +72,7 @@ def _run(args) -> int:
         raise UsageError(f"--device-certs {device_certs}: no such directory")
     viewer = None
     if args.view:
-        from tools.controlroom.viewer import LiveViewer, ViewerUnavailable
+        from pinkbutton.tools.controlroom.viewer import LiveViewer, ViewerUnavailable
 
         if args.no_evidence:
             raise UsageError("--view needs media: drop --no-evidence")

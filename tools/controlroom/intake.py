@@ -35,8 +35,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from firmware import protocol as p
-from firmware import transport as t
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware import transport as t
 
 FOLD_TURN = ("fold", None)  # inbox item: the run thread serves one batch of the fold path
 FOLD_BATCH = 20

@@ -39,13 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import av
 import av.error
-
-from firmware.clock import Clock
-from firmware.durable import private_dir, private_file
-from firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.durable import private_dir, private_file
+from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.hal.clock import Clock
 
 if TYPE_CHECKING:
-    from firmware.media.envelope import ReceivedPacket
+    from pinkbutton.firmware.media.envelope import ReceivedPacket
 
 log = logging.getLogger("pinkbutton.controlroom.media")
 

@@ -23,17 +23,16 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from firmware import protocol as p
-from firmware import transport as t
-from firmware.backoff import Backoff
-from firmware.clock import Clock, iso8601
-from firmware.connectlog import ConnectFailureLog
-from firmware.media.envelope import MediaError, Reassembler, decode_envelope
-from tools.controlroom.escape import shown
-from tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
-from tools.controlroom.store import IncidentStore
-from tools.controlroom.supervision import DeviceMonitor, Notice
+from pinkbutton.firmware import protocol as p
+from pinkbutton.firmware import transport as t
+from pinkbutton.firmware.backoff import Backoff
+from pinkbutton.firmware.connectlog import ConnectFailureLog
+from pinkbutton.firmware.media.envelope import MediaError, Reassembler, decode_envelope
+from pinkbutton.hal.clock import Clock, iso8601
+from pinkbutton.tools.controlroom.escape import shown
+from pinkbutton.tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
+from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.controlroom.supervision import DeviceMonitor, Notice
 
 log = logging.getLogger("pinkbutton.controlroom")
 
@@ -125,8 +124,10 @@ class ControlRoomReceiver:
         self.intake = AlertIntake(limits or IntakeLimits(), self.clock.monotonic,
                                   self.clock.wall, self._inbox.put)
         if evidence_dir is not None:
-            from tools.controlroom.backfill import BackfillManager  # PyAV only when recording
-            from tools.controlroom.media import EvidenceRecorder
+            from pinkbutton.tools.controlroom.backfill import (
+                BackfillManager,  # PyAV only when recording
+            )
+            from pinkbutton.tools.controlroom.media import EvidenceRecorder
 
             self.recorder = EvidenceRecorder(evidence_dir, clock=self.clock)
             self.backfill = BackfillManager(
@@ -496,7 +497,9 @@ class ControlRoomReceiver:
     def _note_timings(self, alert_id: str) -> None:
         """Store each timing in the incident's timeline when it happens (so it sorts
         among the ack and the end); done per packet only until both are known."""
-        from tools.controlroom.media import EvidenceError  # loaded with the recorder (PyAV)
+        from pinkbutton.tools.controlroom.media import (
+            EvidenceError,  # loaded with the recorder (PyAV)
+        )
 
         noted = self._timed.setdefault(alert_id, set())
         if len(noted) == 2:

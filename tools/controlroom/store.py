@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.durable import private_dir, private_sqlite
-from firmware.protocol import Alert
+from pinkbutton.firmware.durable import private_dir, private_sqlite
+from pinkbutton.firmware.protocol import Alert
 
 # seq, lat and lon are NULL when a flagged alert's body did not give them; `problems` is
 # the JSON list of what was wrong with the body (NULL: nothing). See docs/protocol.md.

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware.clock import Clock
-from firmware.protocol import Health
+from pinkbutton.firmware.protocol import Health
+from pinkbutton.hal.clock import Clock
 
 MISSED_BEATS = 2
 DEFAULT_GRACE_S = 1.0

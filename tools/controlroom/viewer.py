@@ -14,8 +14,8 @@ import logging
 import shutil
 import subprocess
 
-from firmware.media.envelope import ReceivedPacket
-from firmware.media.packet import Stream
+from pinkbutton.firmware.media.envelope import ReceivedPacket
+from pinkbutton.firmware.media.packet import Stream
 
 log = logging.getLogger("pinkbutton.controlroom.viewer")
 

@@ -42,24 +42,24 @@ from typing import Any, cast
 import av
 import av.error
 import numpy as np
+from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.cliargs import OneLineParser, positive_int
+from pinkbutton.firmware.config import ConfigError, load_config
+from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder, libx264_options
+from pinkbutton.firmware.media.envelope import ReceivedPacket
+from pinkbutton.firmware.media.packet import Stream
+from pinkbutton.firmware.transport import TlsFiles, TransportError
+from pinkbutton.hal.base import AudioChunk, VideoFrame
+from pinkbutton.hal.clock import Clock, FakeClock
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.hal.fake.camera import FakeCamera
+from pinkbutton.hal.fake.microphone import FakeMicrophone
+from pinkbutton.hal.stamp import read_stamp
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.pki import ca_paths, controlroom_paths
 
-from firmware.app import Kiosk
-from firmware.cliargs import OneLineParser, positive_int
-from firmware.clock import Clock, FakeClock
-from firmware.config import ConfigError, load_config
-from firmware.media.encoder import AudioEncoder, VideoEncoder, libx264_options
-from firmware.media.envelope import ReceivedPacket
-from firmware.media.packet import Stream
-from firmware.transport import TlsFiles, TransportError
-from hal.base import AudioChunk, VideoFrame
-from hal.fake import FakeBackend
-from hal.fake.camera import FakeCamera
-from hal.fake.microphone import FakeMicrophone
-from hal.stamp import read_stamp
-from tools.bench import BenchError, Rig, percentile, run_and_print, write_config
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.netproxy import ThrottleProxy
-from tools.pki import ca_paths, controlroom_paths
+from harness.bench import BenchError, Rig, percentile, run_and_print, write_config
+from harness.netproxy import ThrottleProxy
 
 WIDTH, HEIGHT, FPS = 640, 480, 15
 VIDEO_KBPS, AUDIO_KBPS = 500, 24
@@ -240,7 +240,7 @@ class ViewTap:
 
 
 class MediaRig(Rig):
-    """tools.bench's rig with a camera and mic on the kiosk and evidence recording at the room."""
+    """harness.bench's rig with a camera and mic on the kiosk and evidence recording at the room."""
 
     def __init__(self, work_dir: Path, *, throttled: bool = False) -> None:
         """`throttled`: the kiosk reaches the broker through a ThrottleProxy (`self.proxy`)."""
@@ -645,7 +645,7 @@ def _encode_in_child(kind: str, directory: Path, amount: int) -> tuple[float, in
     thread, and in this one the incident part's leftovers (paho, drain, decoder threads)
     would be counted as encoding."""
     done = subprocess.run(
-        [sys.executable, "-m", "tools.bench_media", "--encode-cpu", kind, "--cpu-frames",
+        [sys.executable, "-m", "harness.bench_media", "--encode-cpu", kind, "--cpu-frames",
          str(amount), "--dir", str(directory)],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
@@ -815,7 +815,7 @@ def run_media_bench(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m tools.bench_media", description=(__doc__ or "").partition("\n")[0]
+        prog="python -m harness.bench_media", description=(__doc__ or "").partition("\n")[0]
     )
     parser.add_argument(
         "--incidents", type=positive_int, default=DEFAULT_INCIDENTS,

@@ -17,10 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser
-from tools.broker import BrokerError, Mosquitto, free_port
-from tools.controlroom.store import IncidentStore
-from tools.pki import init_dev_pki
+from pinkbutton.firmware.cliargs import OneLineParser
+from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.pki import init_dev_pki
+
+from harness.broker import BrokerError, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -75,7 +76,7 @@ class Proc:
 
 def write_sim_config(path: Path, port: int) -> None:
     pki = DEMO / "pki"
-    path.write_text(f"""# written by tools/demo.py
+    path.write_text(f"""# written by harness/demo.py
 [device]
 id = "{DEVICE}"
 site_id = "sim-qissa-khwani"
@@ -101,7 +102,7 @@ backend = "fake"
 def main(argv: list[str] | None = None) -> int:
     # No options; the parser gives --help and refuses stray arguments (before starting
     # anything) instead of running the whole demo.
-    OneLineParser(prog="python -m tools.demo", description=(__doc__ or "").partition("\n")[0]).parse_args(argv)
+    OneLineParser(prog="python -m harness.demo", description=(__doc__ or "").partition("\n")[0]).parse_args(argv)
     DEMO.mkdir(exist_ok=True)
     # A fresh simulated kiosk every run: an earlier run stopped mid-incident would otherwise
     # be resumed by this one (as a real kiosk does after a crash), and absorb this press.
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         db = DEMO / "controlroom.db"
         say("3/5 control room (auto-ack)")
         room = Proc("controlroom", [
-            py, "-m", "tools.controlroom.cli", "run", "--host", "localhost", "--port", str(port),
+            py, "-m", "pinkbutton.tools.controlroom.cli", "run", "--host", "localhost", "--port", str(port),
             "--pki", str(DEMO / "pki"), "--db", str(db), "--auto-ack", "--operator", "demo-officer",
             "--device-certs", str(DEMO / "pki" / "devices"), "--client-id", "demo-controlroom",
             "--evidence", str(DEMO / "evidence"),
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         write_sim_config(cfg, port)
         say(f"4/5 simulated kiosk {DEVICE} (camera + microphone): filling the {PREROLL_S:.0f} s "
             f"pre-roll, pressing at {PRESS_AT_S:.0f} s, streaming until {EXIT_AT_S:.0f} s")
-        sim = Proc("sim", [py, "-m", "simulator.cli", "run", "--config", str(cfg),
+        sim = Proc("sim", [py, "-m", "pinkbutton.simulator.cli", "run", "--config", str(cfg),
                            "--press-after", str(PRESS_AT_S), "--exit-after", str(EXIT_AT_S),
                            "--json", "--log-level", "warning"], DEMO / "sim.log")
         procs.append(sim)
@@ -220,7 +221,7 @@ def print_timeline(events: list[dict], db: Path) -> int:
 
 def print_evidence(room_lines: list[str]) -> int:
     """The evidence file the control room wrote, checked with ffprobe."""
-    from tools.controlroom.media import EvidenceError, ffprobe_summary
+    from pinkbutton.tools.controlroom.media import EvidenceError, ffprobe_summary
 
     lines = [line for line in room_lines if line.startswith("EVIDENCE")]
     if not lines:

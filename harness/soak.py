@@ -31,12 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, positive_float, positive_int
-from firmware.transport import TlsFiles
-from tools.bench import percentile
-from tools.broker import BrokerError, Mosquitto
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.pki import PkiError, ca_paths, controlroom_paths, device_paths, init_dev_pki
+from pinkbutton.firmware.cliargs import OneLineParser, positive_float, positive_int
+from pinkbutton.firmware.transport import TlsFiles
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.pki import PkiError, ca_paths, controlroom_paths, device_paths, init_dev_pki
+
+from harness.bench import percentile
+from harness.broker import BrokerError, Mosquitto
 
 PROGRESS_EVERY = 50
 RECOVERY_GOAL_S = 2.0
@@ -229,7 +230,7 @@ class DeviceProcess:
         cmd = [
             sys.executable,
             "-m",
-            "simulator.cli",
+            "pinkbutton.simulator.cli",
             "run",
             "--config",
             str(self.config),
@@ -687,7 +688,7 @@ def run_soak(opts: SoakOptions, progress: Progress = lambda _m: None) -> SoakRes
 
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(
-        prog="python -m tools.soak",
+        prog="python -m harness.soak",
         description="Soak: presses across simulated kiosks with broker kills, "
         "stalls and device kills; 0 lost, 0 duplicated or exit 1",
     )

@@ -11,9 +11,9 @@ it cannot change behaviour) are left out of the score. The table:
 `other` is what mutmut could not decide (no test reached it, suspicious, not checked);
 score = killed / (mutants - equivalent). Exit 1 when a module scores under --goal.
 
-  python -m tools.mutate                      # every module
-  python -m tools.mutate machine protocol     # some
-  python -m tools.mutate backoff --survivors  # and show each surviving mutant's diff
+  python -m harness.mutate                      # every module
+  python -m harness.mutate machine protocol     # some
+  python -m harness.mutate backoff --survivors  # and show each surviving mutant's diff
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 EQUIVALENTS = REPO / "tests" / "mutation-equivalents.txt"
 PACKAGES = ("hal", "firmware", "simulator", "tools")
+NAMESPACE = "pinkbutton"
 
 #: name -> (module file, its own fast test files)
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -95,18 +96,23 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
 
 def prepare(workdir: Path, module: str, tests: tuple[str, ...]) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+    # The code imports itself as pinkbutton.*: laid out as pinkbutton/<folder> here, so the
+    # tests import mutmut's mutated copies (a namespace package found on the path before the
+    # editable install's finder, which would hand them the checkout's unmutated files).
     for package in PACKAGES:
-        shutil.copytree(REPO / package, workdir / package, ignore=ignore)
+        shutil.copytree(REPO / package, workdir / NAMESPACE / package, ignore=ignore)
     shutil.copytree(REPO / "tests", workdir / "tests", ignore=ignore)
+    shutil.copytree(REPO / "harness", workdir / "harness", ignore=ignore)  # the tests use it
     shutil.copy2(REPO / "pyproject.toml", workdir / "pyproject.toml")
     lines = "\n    ".join
     (workdir / "setup.cfg").write_text(
         "[mutmut]\n"
-        f"source_paths =\n    {lines(PACKAGES)}\n"
-        f"only_mutate =\n    {module}\n"
+        f"source_paths =\n    {lines(f'{NAMESPACE}/{p}' for p in PACKAGES)}\n"
+        f"only_mutate =\n    {NAMESPACE}/{module}\n"
         f"pytest_add_cli_args_test_selection =\n    {lines(tests)}\n"
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-seed=0\n"
         "use_git_change_detection = false\n"
+        "also_copy =\n    harness\n"
     )
 
 
@@ -131,7 +137,7 @@ def run_module(name: str, *, children: int, limit_s: float, equivalents: dict[st
                 note = f"stopped after {limit_s:.0f} s: unchecked mutants count as not killed"
             finally:
                 _stop(proc)
-        meta = workdir / "mutants" / f"{module}.meta"
+        meta = workdir / "mutants" / NAMESPACE / f"{module}.meta"
         if not meta.exists():
             tail = (workdir / "mutmut.log").read_text()[-400:].strip().splitlines()
             raise RuntimeError(f"mutmut gave no results for {module}: "
@@ -175,7 +181,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _prefix(module: str) -> str:
-    return module.removesuffix(".py").replace("/", ".") + "."
+    return f"{NAMESPACE}." + module.removesuffix(".py").replace("/", ".") + "."
 
 
 def show_survivors(name: str, row: Row, keep: Path) -> None:
@@ -202,7 +208,7 @@ def table(rows: list[Row]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m tools.mutate", description=(__doc__ or "").split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.mutate", description=(__doc__ or "").split("\n")[0])
     ap.add_argument("modules", nargs="*", metavar="MODULE",
                     help=f"some of: {', '.join(MODULES)} (default: all)")
     ap.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (2)")

@@ -1,6 +1,6 @@
 """The alert bench's control room, in a process of its own (as in a deployment).
 
-Run by tools.bench, not by hand. It is the reference ControlRoomReceiver with auto-ack; each
+Run by harness.bench, not by hand. It is the reference ControlRoomReceiver with auto-ack; each
 line it prints is `<kind> <key> <perf_counter>`, stamped in this process the moment the room
 knows (`alert <alert_id> <t>` for a new alert, `status <device_id> <t>` when a device's status
 arrives). CLOCK_MONOTONIC (perf_counter on Linux) is one clock for every process on a
@@ -18,11 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-from firmware.cliargs import OneLineParser, positive_int
-from firmware.transport import TlsFiles
-from tools.controlroom.intake import IntakeLimits
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.pki import ca_paths, controlroom_paths
+from pinkbutton.firmware.cliargs import OneLineParser, positive_int
+from pinkbutton.firmware.transport import TlsFiles
+from pinkbutton.tools.controlroom.intake import IntakeLimits
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.pki import ca_paths, controlroom_paths
 
 # The bench kiosk presses again as soon as it is idle (~50 presses a second), far beyond what
 # a kiosk in the field sends (IntakeLimits' defaults: 2 alerts a second). Its budget here keeps
@@ -32,7 +32,7 @@ LIMITS = IntakeLimits(rate_per_s=100.0, burst=20)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tools.bench_room", description=(__doc__ or "").partition("\n")[0])
+    parser = OneLineParser(prog="python -m harness.bench_room", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--port", type=positive_int, required=True)
     parser.add_argument("--pki", type=Path, required=True)
     parser.add_argument("--db", type=Path, required=True)

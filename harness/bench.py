@@ -2,7 +2,7 @@
 
 Everything runs on loopback in one temp dir: a dev PKI, a real mosquitto (mTLS + ACL), the
 real Kiosk runtime on the fake HAL with a real clock, and the reference ControlRoomReceiver
-with auto-ack in a process of its own (tools/bench_room.py). The floor is what the broker and TLS cost on their own: the mosquitto CLI
+with auto-ack in a process of its own (harness/bench_room.py). The floor is what the broker and TLS cost on their own: the mosquitto CLI
 clients doing the same QoS 1 hop (device identity -> broker -> control-room identity). Then
 the same presses again while another device floods the room with signed alerts (its own
 certificate, mosquitto_pub, FLOOD_RATE a second): the per-device limits at the room must
@@ -30,19 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from firmware.app import Kiosk
-from firmware.cliargs import OneLineParser, positive_float, positive_int
-from firmware.clock import Clock
-from firmware.config import ConfigError, load_config
-from firmware.machine import AlertDraft
-from firmware.outbox import Outbox, OutboxError
-from firmware.transport import TransportError
-from hal.fake import FakeBackend
-from tools.bench_room import LIMITS as ROOM_LIMITS
-from tools.broker import BrokerError, Mosquitto
-from tools.controlroom.receiver import ControlRoomReceiver
-from tools.controlroom.store import IncidentStore, StoreError
-from tools.pki import PkiError, ca_paths, controlroom_paths, device_paths, init_dev_pki
+from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.cliargs import OneLineParser, positive_float, positive_int
+from pinkbutton.firmware.config import ConfigError, load_config
+from pinkbutton.firmware.machine import AlertDraft
+from pinkbutton.firmware.outbox import Outbox, OutboxError
+from pinkbutton.firmware.transport import TransportError
+from pinkbutton.hal.clock import Clock
+from pinkbutton.hal.fake import FakeBackend
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.controlroom.store import IncidentStore, StoreError
+from pinkbutton.tools.pki import PkiError, ca_paths, controlroom_paths, device_paths, init_dev_pki
+
+from harness.bench_room import LIMITS as ROOM_LIMITS
+from harness.broker import BrokerError, Mosquitto
 
 DEVICE_ID = "pb-bench-0001"
 DEFAULT_PRESSES = 1000
@@ -222,7 +223,7 @@ class Timings:
 
 
 class RoomProcess:
-    """The control room as its own process (tools.bench_room), as in a deployment: in this
+    """The control room as its own process (harness.bench_room), as in a deployment: in this
     process it would share the kiosk's GIL and each would delay the other's threads. Its
     stdout lines carry perf_counter stamps taken in the room (one CLOCK_MONOTONIC per
     machine); `command()` sends an operator command."""
@@ -230,7 +231,7 @@ class RoomProcess:
     def __init__(self, work_dir: Path, pki: Path, port: int, timings: Timings) -> None:
         self._log = open(work_dir / "room.log", "wb")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.bench_room", "--port", str(port), "--pki", str(pki),
+            [sys.executable, "-m", "harness.bench_room", "--port", str(port), "--pki", str(pki),
              "--db", str(work_dir / "room.db")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
             cwd=Path(__file__).resolve().parent.parent,
@@ -495,9 +496,8 @@ class Flooder:
                  pool: int = FLOOD_POOL) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
-
-        from firmware import protocol as p
-        from firmware.clock import iso8601
+        from pinkbutton.firmware import protocol as p
+        from pinkbutton.hal.clock import iso8601
 
         exe = shutil.which("mosquitto_pub")
         if not exe:
@@ -670,7 +670,7 @@ def run_and_print(name: str, run: Callable[[Progress], Any], table: Callable[[An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tools.bench", description=(__doc__ or "").partition("\n")[0])
+    parser = OneLineParser(prog="python -m harness.bench", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument(
         "--presses",
         type=positive_int,
