@@ -149,8 +149,10 @@ class _Pipe:
                 grant = bucket.take(len(data), stop)
                 if grant == 0 or self.proxy.blackholed:
                     continue  # the link stalled while we waited: the tokens are lost, like air
-                self.dst.sendall(data[:grant])
+                # Counted before the send: once sendall returns, the peer may already have
+                # the bytes and read stats() (counting after was a race a test caught).
                 self.proxy.count(self.upstream, grant)
+                self.dst.sendall(data[:grant])
                 with self.cv:
                     if grant < len(data):
                         self.chunks[0] = (due, data[grant:])
