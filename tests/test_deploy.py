@@ -1,0 +1,261 @@
+"""What ships in deploy/ works on a real Debian control room: the mosquitto drop-in under the
+stock /etc/mosquitto/mosquitto.conf (real mosquitto, as user `mosquitto` when run as root), and
+the systemd units (`systemd-analyze verify`)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pinkbutton.tools.pki import ca_paths
+
+from harness.broker import HOST, free_port, write_broker_config
+from tests.test_broker_acl import NOT_AUTHORIZED, Inbox, publish_qos1, subscribe, token, topic
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+DROPIN = DEPLOY / "mosquitto" / "pinkbutton.conf"
+ACL = DEPLOY / "mosquitto" / "pinkbutton.acl"
+INSTALL = DEPLOY / "mosquitto" / "install.sh"
+STOCK_CONF = Path("/etc/mosquitto/mosquitto.conf")
+DEV1, DEV2 = "pb-test-0001", "pb-test-0002"
+# Global options Debian's stock mosquitto.conf sets: repeating one makes mosquitto refuse to start.
+STOCK_GLOBALS = {"pid_file", "persistence", "persistence_location", "log_dest", "include_dir",
+                 "user"}
+
+
+def _options(path: Path) -> list[tuple[str, str]]:
+    pairs = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            pairs.append((key, value.strip()))
+    return pairs
+
+
+def test_dropin_sets_no_global_option_of_the_stock_config() -> None:
+    keys = {key for key, _ in _options(DROPIN)}
+    assert not keys & STOCK_GLOBALS, keys & STOCK_GLOBALS
+    assert {"require_certificate", "use_identity_as_username", "acl_file", "cafile",
+            "certfile", "keyfile"} <= keys
+    assert ("allow_anonymous", "false") in _options(DROPIN)
+    assert ("listener", "8883") in _options(DROPIN)
+
+
+def test_harness_config_is_built_from_the_shipped_dropin_and_acl(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    config = write_broker_config(tmp_path, pki_dir, 18830)
+    generated = dict(_options(config))
+    # Everything the drop-in says reaches the test broker, except the per-test substitutions.
+    per_test = {"listener", "cafile", "certfile", "keyfile", "acl_file"}
+    for key, value in _options(DROPIN):
+        if key not in per_test and key != "log_type":
+            assert generated.get(key) == value, key
+    assert generated["listener"] == f"18830 {HOST}"
+    assert Path(generated["acl_file"]).read_text() == ACL.read_text()
+
+
+# --- the drop-in under Debian's stock mosquitto.conf, real mosquitto ----------------------------
+
+
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A tmp dir user `mosquitto` can traverse (pytest's own tmp base is 0700 root)."""
+    directory = Path(tempfile.mkdtemp(prefix="pb-dropin-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _install_like_debian(pki_dir: Path, root: Path, port: int) -> Path:
+    """Stock mosquitto.conf copied to root/, its paths moved under root/, the drop-in installed
+    by deploy/mosquitto/install.sh into root/etc/mosquitto; returns the main config."""
+    etc = root / "etc" / "mosquitto"
+    (etc / "conf.d").mkdir(parents=True)
+    subprocess.run(["sh", str(INSTALL), str(pki_dir), str(etc)], check=True,
+                   capture_output=True, timeout=30)
+    # Only the listener line changes for the test: an ephemeral port on loopback.
+    dropin = etc / "conf.d" / "pinkbutton.conf"
+    text = dropin.read_text()
+    assert "\nlistener 8883\n" in text
+    dropin.write_text(text.replace("\nlistener 8883\n", f"\nlistener {port} {HOST}\n"))
+
+    for sub in ("run", "lib", "log"):
+        (root / sub).mkdir()
+        if os.geteuid() == 0:  # as on Debian (the service's ExecStartPre): owned by mosquitto
+            user = pwd.getpwnam("mosquitto")
+            os.chown(root / sub, user.pw_uid, user.pw_gid)
+    stock = STOCK_CONF.read_text()
+    rewrites = {
+        "pid_file": f"{root}/run/mosquitto.pid",
+        "persistence_location": f"{root}/lib/",
+        "log_dest": f"file {root}/log/mosquitto.log",
+        "include_dir": f"{etc}/conf.d",
+    }
+    for key, value in rewrites.items():
+        stock, count = re.subn(rf"(?m)^{key} .*$", f"{key} {value}", stock)
+        assert count == 1, f"stock mosquitto.conf has no single {key} line"
+    main = etc / "mosquitto.conf"
+    main.write_text(stock)
+    return main
+
+
+def test_dropin_runs_under_debian_stock_config_with_mtls_and_acl(
+    pki_dir: Path, world_dir: Path, mqtt_client
+) -> None:
+    if not STOCK_CONF.is_file():
+        pytest.skip(f"{STOCK_CONF} absent: the Debian mosquitto package is not installed")
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    as_root = os.geteuid() == 0
+    if as_root and not _has_user("mosquitto"):
+        pytest.skip("no user 'mosquitto' (the Debian mosquitto package creates it)")
+    # The PKI fixture's dir is 0700 root: install.sh copies what the broker needs under etc/.
+    port = free_port()
+    main = _install_like_debian(pki_dir, world_dir, port)
+    log = world_dir / "log" / "mosquitto.log"
+    stderr_path = world_dir / "stderr"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen([mosquitto, "-c", str(main)], stdin=subprocess.DEVNULL,
+                                stdout=stderr, stderr=stderr, start_new_session=True)
+    try:
+        broker = SimpleNamespace(host=HOST, port=port)
+        deadline = time.monotonic() + 20
+        room = None
+        while room is None:
+            if proc.poll() is not None:
+                raise AssertionError(f"mosquitto exited {proc.returncode}: "
+                                     f"{stderr_path.read_text()} {_read(log)}")
+            try:
+                room = mqtt_client(pki_dir, "controlroom", broker, timeout=2)
+            except (OSError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        if as_root:  # dropped privileges, as the Debian service runs it
+            assert _process_user(proc.pid) == "mosquitto"
+        inbox = Inbox(room)
+        assert not subscribe(room, "pinkbutton/v1/dev/+/alert").is_failure
+        device = mqtt_client(pki_dir, DEV1, broker)
+        forged, marker = token(), token()
+        assert publish_qos1(device, topic(DEV2, "alert"), forged).value == NOT_AUTHORIZED
+        assert publish_qos1(device, topic(DEV1, "alert"), marker).value == 0
+        # in order from one connection: the forged one would have arrived before the marker
+        assert inbox.until(marker) == [(topic(DEV1, "alert"), marker)]
+        text = _read(log) + stderr_path.read_text()
+        assert "duplicate" not in text.lower(), text
+        assert "Error" not in text, text
+        _refused_without_certificate(pki_dir, port)
+        deadline = time.monotonic() + 10  # the broker's own word for the refusal
+        while "peer did not return a certificate" not in _read(log):
+            assert time.monotonic() < deadline, _read(log)
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _refused_without_certificate(pki_dir: Path, port: int) -> None:
+    """TLS without a client certificate (anonymous) is refused; so is plain MQTT without TLS."""
+    client = shutil.which("mosquitto_pub")
+    context = ssl.create_default_context(cafile=str(ca_paths(pki_dir).cert))
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with socket.create_connection((HOST, port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=HOST) as tls:
+                # TLS 1.3: the refusal of the missing certificate arrives with the first read.
+                tls.sendall(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00")
+                if not tls.recv(4):
+                    raise ConnectionError("closed")
+    if client is not None:  # plain TCP, no TLS at all: no CONNACK either
+        done = subprocess.run([client, "-h", HOST, "-p", str(port), "-t", topic(DEV1, "alert"),
+                               "-m", "x", "-q", "1"], capture_output=True, timeout=30)
+        assert done.returncode != 0
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _process_user(pid: int) -> str:
+    uid = Path(f"/proc/{pid}").stat().st_uid
+    return pwd.getpwuid(uid).pw_name
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+# --- systemd units -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unit", ["pinkbutton-controlroom.service", "pinkbutton.service"])
+def test_systemd_unit_verifies(unit: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (it comes with systemd)")
+    source = DEPLOY / "systemd" / unit
+    text = source.read_text()
+    # The units run /opt/pinkbutton/bin/*; verify checks that the binary exists, so point it
+    # at the venv running the tests, which has the same console scripts.
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "pinkbutton-controlroom").exists():
+        pytest.skip(f"{venv_bin} has no pinkbutton console scripts (pip install -e .)")
+    assert "/opt/pinkbutton/bin/" in text
+    copy = tmp_path / unit
+    copy.write_text(text.replace("/opt/pinkbutton/bin/", f"{venv_bin}/"))
+    done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                          timeout=60)
+    # verify warns (exit 0) on unknown keys and bad values, and also reports unrelated units of
+    # the host that the unit pulls in: every line naming ours counts
+    ours = [line for line in (done.stdout + done.stderr).splitlines() if unit in line]
+    assert not ours, "\n".join(ours)
+    assert done.returncode == 0, done.stderr
+
+
+def test_controlroom_unit_is_hardened() -> None:
+    text = (DEPLOY / "systemd" / "pinkbutton-controlroom.service").read_text()
+    options = dict(_options_ini(text))
+    assert options["User"] and options["User"] != "root"
+    assert options["NoNewPrivileges"] == "yes"
+    assert options["ProtectSystem"] == "strict"
+    assert options["PrivateTmp"] == "yes"
+    assert options["Restart"] == "always"
+    assert "/var/lib/pinkbutton-controlroom" in options["ReadWritePaths"]
+
+
+def _options_ini(text: str) -> list[tuple[str, str]]:
+    return [(k.strip(), v.strip()) for k, _, v in
+            (line.partition("=") for line in text.splitlines())
+            if not k.startswith(("#", "[")) and _]
+
+
+def test_install_script_passes_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    done = subprocess.run([shellcheck, str(INSTALL)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout
