@@ -4,6 +4,7 @@ the systemd units (`systemd-analyze verify`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pinkbutton.tools.pki import ca_paths
+from pinkbutton.tools.pki import ca_paths, init_dev_pki, revoke_device
 
 from harness.broker import HOST, free_port, write_broker_config
 from tests.test_broker_acl import NOT_AUTHORIZED, Inbox, publish_qos1, subscribe, token, topic
@@ -114,39 +115,64 @@ def _install_like_debian(pki_dir: Path, root: Path, port: int) -> Path:
     return main
 
 
-def test_dropin_runs_under_debian_stock_config_with_mtls_and_acl(
-    pki_dir: Path, world_dir: Path, mqtt_client
-) -> None:
+@contextlib.contextmanager
+def _stock_broker(pki_dir: Path, root: Path, mqtt_client) -> Iterator[tuple[object, Path]]:
+    """mosquitto -c <stock config with our drop-in>; yields (broker address, its log) once the
+    control room is connected (that client is the probe), stops it afterwards."""
     if not STOCK_CONF.is_file():
         pytest.skip(f"{STOCK_CONF} absent: the Debian mosquitto package is not installed")
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    as_root = os.geteuid() == 0
-    if as_root and not _has_user("mosquitto"):
+    if os.geteuid() == 0 and not _has_user("mosquitto"):
         pytest.skip("no user 'mosquitto' (the Debian mosquitto package creates it)")
-    # The PKI fixture's dir is 0700 root: install.sh copies what the broker needs under etc/.
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
-    main = _install_like_debian(pki_dir, world_dir, port)
-    log = world_dir / "log" / "mosquitto.log"
-    stderr_path = world_dir / "stderr"
+    main = _install_like_debian(pki_dir, root, port)
+    log = root / "log" / "mosquitto.log"
+    stderr_path = root / "stderr"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen([mosquitto, "-c", str(main)], stdin=subprocess.DEVNULL,
                                 stdout=stderr, stderr=stderr, start_new_session=True)
     try:
         broker = SimpleNamespace(host=HOST, port=port)
         deadline = time.monotonic() + 20
-        room = None
-        while room is None:
+        while True:
             if proc.poll() is not None:
                 raise AssertionError(f"mosquitto exited {proc.returncode}: "
                                      f"{stderr_path.read_text()} {_read(log)}")
             try:
-                room = mqtt_client(pki_dir, "controlroom", broker, timeout=2)
+                mqtt_client(pki_dir, "controlroom", broker, timeout=2)
+                break
             except (OSError, AssertionError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        if as_root:  # dropped privileges, as the Debian service runs it
+        if os.geteuid() == 0:  # dropped privileges, as the Debian service runs it
             assert _process_user(proc.pid) == "mosquitto"
+        text = _read(log) + stderr_path.read_text()
+        assert "duplicate" not in text.lower(), text
+        assert "Error" not in text, text
+        yield broker, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_log(log: Path, needle: str) -> None:
+    deadline = time.monotonic() + 10
+    while needle not in _read(log):
+        assert time.monotonic() < deadline, f"{needle!r} not in {log}: {_read(log)}"
+        time.sleep(0.1)
+
+
+def test_dropin_runs_under_debian_stock_config_with_mtls_and_acl(
+    pki_dir: Path, world_dir: Path, mqtt_client
+) -> None:
+    # The PKI fixture's dir is 0700 root: install.sh copies what the broker needs under etc/.
+    with _stock_broker(pki_dir, world_dir, mqtt_client) as (broker, log):
+        room = mqtt_client(pki_dir, "controlroom", broker)
         inbox = Inbox(room)
         assert not subscribe(room, "pinkbutton/v1/dev/+/alert").is_failure
         device = mqtt_client(pki_dir, DEV1, broker)
@@ -155,21 +181,23 @@ def test_dropin_runs_under_debian_stock_config_with_mtls_and_acl(
         assert publish_qos1(device, topic(DEV1, "alert"), marker).value == 0
         # in order from one connection: the forged one would have arrived before the marker
         assert inbox.until(marker) == [(topic(DEV1, "alert"), marker)]
-        text = _read(log) + stderr_path.read_text()
-        assert "duplicate" not in text.lower(), text
-        assert "Error" not in text, text
-        _refused_without_certificate(pki_dir, port)
-        deadline = time.monotonic() + 10  # the broker's own word for the refusal
-        while "peer did not return a certificate" not in _read(log):
-            assert time.monotonic() < deadline, _read(log)
-            time.sleep(0.1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _refused_without_certificate(pki_dir, broker.port)
+        _wait_for_log(log, "peer did not return a certificate")  # the broker's word for it
+
+
+def test_install_script_adds_the_crl_and_a_revoked_kiosk_is_refused(
+    tmp_path: Path, world_dir: Path, mqtt_client
+) -> None:
+    pki = tmp_path / "pki"
+    init_dev_pki(pki, (DEV1, DEV2))
+    revoke_device(pki, DEV2)
+    with _stock_broker(pki, world_dir, mqtt_client) as (broker, log):
+        dropin = (world_dir / "etc" / "mosquitto" / "conf.d" / "pinkbutton.conf").read_text()
+        assert dropin.rstrip().endswith(f"crlfile {world_dir}/etc/mosquitto/certs/pinkbutton/crl.pem")
+        mqtt_client(pki, DEV1, broker)
+        with pytest.raises((AssertionError, OSError)):
+            mqtt_client(pki, DEV2, broker, timeout=5)
+        _wait_for_log(log, "certificate verify failed")  # the CRL says revoked
 
 
 def _refused_without_certificate(pki_dir: Path, port: int) -> None:

@@ -14,7 +14,7 @@ set -eu
 
 fail() { echo "install.sh: $1" >&2; exit 2; }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || fail "usage: install.sh PKI_DIR [MOSQUITTO_DIR]"
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then fail "usage: install.sh PKI_DIR [MOSQUITTO_DIR]"; fi
 pki=$1
 [ -d "$pki" ] || fail "$pki: no such directory (run 'pinkbutton-pki init $pki')"
 for f in ca.pem pinkbutton-broker.pem pinkbutton-broker.key; do
