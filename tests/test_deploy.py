@@ -287,3 +287,12 @@ def test_install_script_passes_shellcheck() -> None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
     done = subprocess.run([shellcheck, str(INSTALL)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("doc", ["docs/deploy.md", "docs/protocol.md"])
+def test_acl_quoted_in_the_docs_is_the_shipped_one(doc: str) -> None:
+    rules = re.compile(r"^\s*((?:pattern|topic) (?:read|write|readwrite) \S+|user \S+)\s*$")
+    quoted = [m.group(1) for line in (ROOT / doc).read_text().splitlines()
+              if (m := rules.match(line))]
+    shipped = [f"{key} {value}" for key, value in _options(ACL)]
+    assert quoted == shipped
