@@ -296,3 +296,19 @@ def test_acl_quoted_in_the_docs_is_the_shipped_one(doc: str) -> None:
               if (m := rules.match(line))]
     shipped = [f"{key} {value}" for key, value in _options(ACL)]
     assert quoted == shipped
+
+
+@pytest.mark.parametrize("args, problem", [
+    ([], "usage: install.sh PKI_DIR [MOSQUITTO_DIR]"),
+    (["{tmp}/no-pki"], "no-pki: no such directory"),
+    (["{tmp}"], "ca.pem: missing or unreadable"),
+    (["{pki}", "{tmp}"], "conf.d: no such directory (apt-get install mosquitto)"),
+])
+def test_install_script_bad_input_is_one_line_exit_2(
+    args: list[str], problem: str, tmp_path: Path, pki_dir: Path
+) -> None:
+    argv = [a.format(tmp=tmp_path, pki=pki_dir) for a in args]
+    done = subprocess.run(["sh", str(INSTALL), *argv], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and problem in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
