@@ -13,13 +13,14 @@ all: test
 deps: system-deps $(STAMP)
 
 # Debian packages: the broker (and its CLI clients for the latency floor), ffmpeg for media checks,
-# PortAudio headers, a C compiler and Python headers so pip can build pyaudio, and Python with
-# venv. Only what is missing is installed.
+# shellcheck for the shipped shell scripts, PortAudio headers, a C compiler and Python headers so pip
+# can build pyaudio, and Python with venv. Only what is missing is installed.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	[ -f /usr/include/portaudio.h ] || missing="$$missing portaudio19-dev"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then missing="$$missing python3 python3-venv python3-dev"; \
