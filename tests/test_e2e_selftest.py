@@ -74,13 +74,14 @@ def test_a_failed_camera_fails_the_selftest_by_name_and_the_fleet_shows_it(
                        and room.receiver.store.fleet()[0].heartbeat
                        and room.receiver.store.fleet()[0].heartbeat["selftest_ok"] is False,
                        15, "a heartbeat after the self-test")
+            lines = fleet_output(db)  # read beside the running room (SQLite WAL)
         finally:
             kiosk.stop()
             thread.join(10)
-    lines = fleet_output(db)
     assert lines[0].startswith("1 kiosk(s)")
     line = lines[1]
-    assert line.startswith(device) and "selftest FAILED" in line and "(camera)" in line, line
+    assert line.startswith(f"{device}  online  heartbeat "), line
+    assert "selftest FAILED" in line and "(camera)" in line, line
     assert "firmware " in line and "cert " in line and "cert ?" not in line, line
     days = int(line.split("cert ")[1].split(" d")[0])
     assert days > 30 and "WARN" not in line, line  # the test PKI's certificates are fresh
