@@ -46,6 +46,9 @@ log = logging.getLogger("pinkbutton.kiosk")
 # An alert PUBACKed with "No matching subscribers" is announced again after this long (the
 # room is reconnecting), then every retry_s as usual while no receipt comes.
 NO_LISTENER_RETRY_S = 0.5
+# A self-test waits at most this long for the running pipeline's frames and audio.
+SELFTEST_CAPTURE_S = 5.0
+SELFTEST_AUDIO_S = 0.5  # of microphone audio analysed
 
 Listener = Callable[[str, dict], None]
 
@@ -290,6 +293,8 @@ class Kiosk:
                 ev = p.DeviceEvent(self.device_id, "stream_end", iso8601(self.clock.wall()), detail)
                 self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
                 self._notify("stream_end", detail)
+            case ("selftest_captured", frames, audio):
+                self._selftest_finish(frames, audio)
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
             case t.Connected(session_present=sp, broker=broker):
@@ -457,7 +462,7 @@ class Kiosk:
                 ev = p.DeviceEvent(self.device_id, kind, iso8601(self.clock.wall()), dict(detail))
                 self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
             case m.RunSelftest():
-                self._inbox.put(m.SelftestDone(self._selftest()))
+                self._selftest_start()
             case m.StartStream(alert_id=alert_id):
                 if self.media is not None:
                     self.media.start_stream(alert_id)
@@ -514,12 +519,78 @@ class Kiosk:
         return p.encode_status(p.Status(
             self.device_id, online, state, FIRMWARE_VERSION, iso8601(self.clock.wall())))
 
-    def _selftest(self) -> frozenset[str]:
-        faults = set()
-        if self.button.is_pressed:
-            faults.add("button_stuck")  # held at boot: wiring short or jammed
-        self._selftest_at, self._selftest_ok = self.clock.wall(), not faults
-        return frozenset(faults)
+    # -- self-test: at boot, daily, on `cmd selftest` (one function for all three) ---------
+
+    def _selftest_start(self) -> None:
+        """State thread: capture what the running camera and microphone deliver over the
+        next moments on a short thread (never the state thread: a press must not wait), then
+        finish on the state thread with the faults raised by then."""
+        if self._selftest_running:
+            log.info("selftest already running; not started twice")
+            return
+        self._selftest_running = True
+        pipeline = self.media.pipeline if self.media is not None else None
+        want_video = pipeline is not None and pipeline.camera is not None
+        want_audio = pipeline is not None and pipeline.microphone is not None
+        since = self.clock.monotonic()
+
+        def capture() -> None:
+            frames, audio = [], []
+            end = self.clock.monotonic() + SELFTEST_CAPTURE_S
+            try:
+                while pipeline is not None and not self._stop.is_set():
+                    frames, audio = pipeline.recent(since)
+                    heard = sum(len(c.samples) / 2 / c.sample_rate for c in audio)
+                    if ((not want_video or len(frames) >= 3)
+                            and (not want_audio or heard >= SELFTEST_AUDIO_S)):
+                        break
+                    if self.clock.monotonic() >= end:
+                        break
+                    self._stop.wait(0.05)
+            finally:
+                self._inbox.put(("selftest_captured", frames if want_video else None,
+                                 audio if want_audio else None))
+
+        threading.Thread(target=capture, name="selftest-capture", daemon=True).start()
+
+    def _selftest_finish(self, frames, audio) -> None:
+        from datetime import UTC, datetime
+
+        from pinkbutton.firmware.diag.inservice import run_checks
+
+        self._selftest_running = False
+        pressed = self.button.is_pressed
+        checks = run_checks(button_pressed=pressed, faults=self.state.faults, frames=frames,
+                            audio=audio, state_dir=self.config.device.state_dir,
+                            cert_not_after=self._cert_expiry,
+                            now=datetime.fromtimestamp(self.clock.wall(), UTC))
+        bad = [c for c in checks if not c.ok]
+        self._selftest_at, self._selftest_ok = self.clock.wall(), not bad
+        self._selftest_failed = [c.name for c in bad]
+        why = "; ".join(f"{c.name}: {c.detail}" for c in bad)[:500]
+        if bad:
+            log.warning("selftest failed: %s", why)
+        else:
+            log.info("selftest passed: %s", ", ".join(c.name for c in checks))
+        self._notify("selftest", {"ok": not bad, "failed": self._selftest_failed})
+        # held during the test: wiring short or jammed
+        raised = frozenset({"button_stuck"}) if pressed else frozenset()
+        self._dispatch(m.SelftestDone(raised, frozenset(c.name for c in bad), why))
+
+    def _daily_selftest(self) -> None:
+        """Once a day at `health.selftest_at` plus this device's offset; an incident
+        defers it until the kiosk is idle again."""
+        if self._daily_next is None or self.clock.wall() < self._daily_next:
+            return
+        if self.state.mode not in (m.Mode.IDLE, m.Mode.FAULT):
+            return
+        from pinkbutton.firmware.diag.inservice import next_daily
+
+        h = self.config.health
+        assert h.selftest_at is not None  # _daily_next is None otherwise
+        self._daily_next = next_daily(self.clock.wall(), h.selftest_at, self._daily_offset)
+        log.info("daily selftest; the next at %s", iso8601(self._daily_next))
+        self._dispatch(m.Command("selftest", None, None, None))
 
     def _notify(self, kind: str, data: dict) -> None:
         for listener in self.listeners:
@@ -554,8 +625,19 @@ class Kiosk:
 
     def _init_supervision(self, notifier: SdNotifier) -> None:
         h = self.config.health
-        self.health = HealthReporter(self.device_id, h.interval_s, self.clock,
-                                     self.config.device.state_dir)
+        self._cert_expiry = _cert_expiry(self.config.broker.cert)
+        self.health = HealthReporter(
+            self.device_id, h.interval_s, self.clock, self.config.device.state_dir,
+            cert_not_after=self._cert_expiry.timestamp() if self._cert_expiry else None)
+        self._selftest_running = False
+        self._selftest_failed: list[str] = []
+        self._daily_next: float | None = None
+        self._daily_offset = 0.0
+        if h.selftest_at is not None:
+            from pinkbutton.firmware.diag.inservice import device_offset_s, next_daily
+
+            self._daily_offset = device_offset_s(self.device_id, h.selftest_spread_min * 60)
+            self._daily_next = next_daily(self.clock.wall(), h.selftest_at, self._daily_offset)
         self.notifier = notifier
         self.watchdog = StageWatchdog(self.clock, self._stage_stuck)
         self._stuck_stages: set[str] = set()
@@ -583,6 +665,7 @@ class Kiosk:
             self._inbox.put(m.FaultCleared("stage_stuck"))
         if self.state.online and self.health.due(now):
             self._send_heartbeat()
+        self._daily_selftest()
         line = f"{self.state.mode}, " + (f"online via {self._broker}" if self.state.online
                                           else "offline, reconnecting")
         if self.state.faults:
@@ -661,14 +744,8 @@ class Kiosk:
 
     def _init_control(self) -> None:
         self._last_alert: dict | None = None
-        self._cert_not_after: str | None = None
-        try:
-            from cryptography import x509
-
-            cert = x509.load_pem_x509_certificate(Path(self.config.broker.cert).read_bytes())
-            self._cert_not_after = iso8601(cert.not_valid_after_utc.timestamp())
-        except (OSError, ValueError) as e:
-            log.warning("cannot read certificate expiry: %s", e)
+        self._cert_not_after: str | None = (
+            iso8601(self._cert_expiry.timestamp()) if self._cert_expiry is not None else None)
         self.listeners.append(self._track_last_alert)
         self.control = ControlServer(self.config.device.state_dir, self.control_status)
 
@@ -715,7 +792,19 @@ class Kiosk:
             "last_selftest_at": (iso8601(self._selftest_at)
                                  if self._selftest_at is not None else None),
             "last_selftest_ok": self._selftest_ok,
+            "last_selftest_failed": list(self._selftest_failed),
         }
+
+
+def _cert_expiry(path: Path):
+    """When the kiosk's certificate expires (aware datetime), or None if unreadable."""
+    try:
+        from cryptography import x509
+
+        return x509.load_pem_x509_certificate(Path(path).read_bytes()).not_valid_after_utc
+    except (OSError, ValueError) as e:
+        log.warning("cannot read certificate expiry: %s", e)
+        return None
 
 
 def _revive_sender(sender) -> None:

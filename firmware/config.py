@@ -117,6 +117,10 @@ class MediaConfig:
 class HealthConfig:
     interval_s: float = 10.0  # heartbeat period; the room calls a kiosk offline after 2 missed
     stage_timeout_s: float = 10.0  # a media stage silent this long is restarted and reported
+    # Daily self-test at this local (hour, minute) plus a per-device offset within
+    # selftest_spread_min; None ("off"): no daily self-test.
+    selftest_at: tuple[int, int] | None = (3, 30)
+    selftest_spread_min: int = 60
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -342,6 +346,18 @@ def _mic_device(value: object) -> int | str:
     return text
 
 
+def _daily_time(value: object) -> tuple[int, int] | None:
+    """A local time "HH:MM", or "off" for no daily self-test."""
+    text = _expect_str(value)
+    if text == "off":
+        return None
+    hh, sep, mm = text.partition(":")
+    if not (sep and len(hh) == 2 and len(mm) == 2 and hh.isdigit() and mm.isdigit()
+            and int(hh) < 24 and int(mm) < 60):
+        raise _Problem(f"expected a local time \"HH:MM\" (00:00-23:59) or \"off\", got {text!r}")
+    return int(hh), int(mm)
+
+
 def _path(value: object) -> str:
     text = _expect_str(value)
     if "\x00" in text:
@@ -430,6 +446,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
         {
             "interval_s": _Field(_number_in(0.1, 3600), 10.0),
             "stage_timeout_s": _Field(_number_in(1, 3600), 10.0),
+            "selftest_at": _Field(_daily_time, (3, 30)),
+            "selftest_spread_min": _Field(_int_in(0, 1440), 60),
         },
     ),
     "log": (LogConfig, {"level": _Field(_one_of("debug", "info", "warning", "error"), "info")}),

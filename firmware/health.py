@@ -66,6 +66,7 @@ class HealthReporter:
         state_dir: str | Path,
         *,
         thermal_zone: str | Path = THERMAL_ZONE,
+        cert_not_after: float | None = None,
     ) -> None:
         if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)
                 and 0 < interval_s <= p.MAX_HEALTH_INTERVAL_S):
@@ -75,6 +76,7 @@ class HealthReporter:
         self.clock = clock
         self.state_dir = Path(state_dir)
         self.thermal_zone = thermal_zone
+        self.cert_not_after = cert_not_after  # wall time (s) the kiosk's certificate expires
         self._started = clock.monotonic()
         self._next = self._started
         self._seq = 0
@@ -131,7 +133,17 @@ class HealthReporter:
             firmware=FIRMWARE_VERSION,
             at=iso8601(self.clock.wall()),
             evidence_pending=_alert_ids(evidence_pending),
+            cert_days_left=cert_days_left(self.cert_not_after, self.clock.wall()),
         )
+
+
+def cert_days_left(not_after: float | None, now: float) -> int | None:
+    """Whole days from wall time `now` until `not_after` (floored, as `certificate_check`
+    counts them: negative once expired), within the protocol's range; None when unknown."""
+    if not isinstance(not_after, int | float) or not math.isfinite(not_after):
+        return None
+    days = math.floor((not_after - now) / 86400)
+    return max(-p.MAX_CERT_DAYS, min(p.MAX_CERT_DAYS, days))
 
 
 def _alert_ids(values: Iterable[str]) -> tuple[str, ...]:

@@ -144,7 +144,11 @@ class Boot:
 
 @dataclass(frozen=True, slots=True)
 class SelftestDone:
-    faults: frozenset[str]  # what the self-test found broken; empty when all passed
+    faults: frozenset[str]  # faults the self-test raises (e.g. button_stuck); merged into state
+    # The checks that failed (firmware/diag/inservice.py), a fault already raised included,
+    # and one line on why; empty when every check passed.
+    failed: frozenset[str] = frozenset()
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +456,11 @@ def _on_selftest_done(state: State, event: SelftestDone, now: float) -> Result:
     # A self-test reports what it found broken; faults it cannot see (e.g. broker_denied)
     # stay until their own FaultCleared, so results are merged, never replaced.
     state = replace(state, faults=state.faults | event.faults)
-    report = PublishEvent("selftest", {"ok": not event.faults, "faults": _names(event.faults)})
+    detail: dict[str, Scalar] = {"ok": not (event.faults or event.failed),
+                                 "faults": _names(event.faults)}
+    if event.failed:
+        detail.update(failed=_names(event.failed), why=event.why)
+    report = PublishEvent("selftest", detail)
     if state.mode is Mode.SELFTEST or (state.mode is Mode.IDLE and state.faults):
         state, actions = _enter_rest_mode(state)
         if state.mode is Mode.FAULT:

@@ -588,6 +588,13 @@ class Health:
     # Alerts whose local evidence the room has not confirmed yet (oldest first, at most
     # MAX_HEALTH_EVIDENCE): the room asks again for what it lacks. Optional (older firmware).
     evidence_pending: tuple[str, ...] = ()
+    # Whole days until the kiosk's certificate expires (negative: expired); None when the
+    # kiosk cannot read it. Optional (older firmware sends none).
+    cert_days_left: int | None = None
+
+
+#: A certificate's days left are reported within +-this (100 years).
+MAX_CERT_DAYS = 36500
 
 
 def encode_health(h: Health) -> bytes:
@@ -636,6 +643,8 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         firmware=_str(o, "firmware", max_len=MAX_FIRMWARE),
         at=_iso(o, "at"),
         evidence_pending=pending_ids,
+        cert_days_left=(None if o.get("cert_days_left") is None else
+                        _int(o, "cert_days_left", lo=-MAX_CERT_DAYS, hi=MAX_CERT_DAYS)),
     )
 
 

@@ -66,3 +66,31 @@ def test_bad_health_values_are_one_line_errors(key, value, words):
     message = error_of(with_value("health", key, value))
     for w in words:
         assert w in message, message
+
+
+def test_daily_selftest_time_and_spread_default_and_read():
+    assert (parse(MINIMAL).health.selftest_at, parse(MINIMAL).health.selftest_spread_min) == (
+        (3, 30), 60)
+    data = with_value("health", "selftest_at", "23:05")
+    data["health"]["selftest_spread_min"] = 0
+    health = parse(data).health
+    assert (health.selftest_at, health.selftest_spread_min) == ((23, 5), 0)
+    assert parse(with_value("health", "selftest_at", "off")).health.selftest_at is None
+
+
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("selftest_at", "3:30", ("[health] selftest_at", "HH:MM")),
+        ("selftest_at", "24:00", ("[health] selftest_at", "HH:MM")),
+        ("selftest_at", "03:60", ("[health] selftest_at", "HH:MM")),
+        ("selftest_at", 330, ("[health] selftest_at", "string")),
+        ("selftest_spread_min", 1441, ("[health] selftest_spread_min", "between 0 and 1440")),
+        ("selftest_spread_min", -1, ("[health] selftest_spread_min", "between 0 and 1440")),
+    ],
+)
+def test_bad_daily_selftest_values_are_one_line_errors(key, value, words):
+    message = error_of(with_value("health", key, value))
+    assert "\n" not in message
+    for w in words:
+        assert w in message, message

@@ -208,3 +208,20 @@ def test_status_names_a_fault_and_a_broker_it_cannot_reach(capsys, tmp_path, pki
     bad = {c["name"]: c["detail"] for c in doc["checks"] if not c["ok"]}
     assert bad == {"faults": "camera_failed", "broker": f"not connected to localhost:{port}"}
     assert doc["status"]["state"] == "fault"
+
+
+def test_status_names_the_checks_the_boot_selftest_failed(capsys, tmp_path, pki_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there: the kiosk runs offline
+    cfg = kiosk_config(tmp_path, pki_dir, port)
+    kiosk = RunningKiosk(cfg)
+    # As run_kiosk() does when the camera library fails: the fault comes before the boot.
+    kiosk.kiosk.report_fault("camera_failed", "ValueError: numpy.dtype size changed")
+    with kiosk:
+        kiosk.events.wait_for("selftest")
+        code, doc = diag(capsys, "status", "--config", str(cfg))
+    assert code == 1
+    bad = {c["name"]: c["detail"] for c in doc["checks"] if not c["ok"]}
+    assert bad["selftest"].endswith("failed: camera"), bad
+    assert doc["status"]["last_selftest_ok"] is False

@@ -132,3 +132,17 @@ def test_heartbeat_lists_pending_evidence_only_as_valid_alert_ids(tmp_path, zone
     assert h.evidence_pending == tuple(ids[: p.MAX_HEALTH_EVIDENCE])
     assert p.decode_health(p.encode_health(h), topic_device=DEVICE) == h
     assert r.build(idle(), 0, None, None).evidence_pending == ()
+
+
+def test_heartbeat_carries_certificate_days_left(tmp_path, zone):
+    clock = FakeClock()
+    day = 86400.0
+    r = HealthReporter(DEVICE, 10.0, clock, tmp_path, thermal_zone=zone,
+                       cert_not_after=clock.wall() + 30 * day - 1)
+    h = r.build(idle(), 0, None, None)
+    assert h.cert_days_left == 29  # 29 whole days and a bit: counted as certificate_check does
+    assert p.decode_health(p.encode_health(h), topic_device=DEVICE).cert_days_left == 29
+    clock.advance(31 * day)
+    assert r.build(idle(), 0, None, None).cert_days_left == -2  # expired
+    unknown = reporter(tmp_path, zone).build(idle(), 0, None, None)
+    assert unknown.cert_days_left is None

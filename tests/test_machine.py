@@ -277,6 +277,18 @@ def test_selftest_failure_goes_fault_and_reports_it() -> None:
     assert PublishEvent("selftest", {"ok": False, "faults": "camera,mic"}) in actions
 
 
+def test_failed_checks_make_the_selftest_not_ok_and_are_named_without_new_faults() -> None:
+    idle_with_fault = dataclasses.replace(selftesting(), faults=frozenset({"camera_failed"}))
+    state, actions = run(idle_with_fault, SelftestDone(NO_FAULTS, frozenset({"camera", "disk"}),
+                                                       "camera: fault camera_failed"))
+    assert state.faults == {"camera_failed"} and state.mode is Mode.FAULT
+    assert actions[0] == PublishEvent("selftest", {
+        "ok": False, "faults": "", "failed": "camera,disk", "why": "camera: fault camera_failed"})
+    state, actions = run(selftesting(), SelftestDone(NO_FAULTS, frozenset({"certificate"}), "x"))
+    assert state.mode is Mode.IDLE and state.faults == NO_FAULTS  # reported, not a fault
+    assert actions[0].as_dict()["ok"] is False
+
+
 def test_selftest_command_runs_when_idle_or_faulted() -> None:
     for state in (idle(), faulted()):
         assert run(state, Command("selftest"))[1] == [RunSelftest()]

@@ -18,6 +18,7 @@ def make_health(**overrides) -> p.Health:
         online_since="2026-11-23T09:00:00.000Z", queue_depth=2, disk_free_mb=812.5,
         temperature_c=48.2, last_selftest="2026-11-23T08:59:59.000Z", selftest_ok=True,
         faults=("camera_failed",), firmware="0.1.0", at="2026-11-23T09:00:30.000Z",
+        cert_days_left=412,
     )
     fields.update(overrides)
     return p.Health(**fields)
@@ -53,6 +54,18 @@ def test_encoding_carries_version_and_type():
     d = json.loads(p.encode_health(make_health()))
     assert (d["v"], d["type"]) == (1, "health")
     assert d["faults"] == ["camera_failed"]
+
+
+def test_cert_days_left_round_trips_and_is_optional_and_bounded():
+    for days in (412, 0, -3, None):
+        h = make_health(cert_days_left=days)
+        assert p.decode_health(p.encode_health(h)).cert_days_left == days
+    old = health_dict()
+    del old["cert_days_left"]  # older firmware: no such field
+    assert p.decode_health(json.dumps(old).encode()).cert_days_left is None
+    reject(health_dict(cert_days_left=12.5), "cert_days_left", "integer")
+    reject(health_dict(cert_days_left="30"), "cert_days_left")
+    reject(health_dict(cert_days_left=p.MAX_CERT_DAYS + 1), "cert_days_left", "out of range")
 
 
 def test_health_topic_parses():
@@ -160,7 +173,7 @@ def test_valid_heartbeat_with_one_field_replaced_raises_only_protocol_errors(dat
 
 # docs/protocol.md: the heartbeat fields that are "or null" (and so may be left out).
 OPTIONAL = {"online_since", "disk_free_mb", "temperature_c", "last_selftest", "selftest_ok",
-            "evidence_pending"}
+            "evidence_pending", "cert_days_left"}
 EMPTY = {"evidence_pending": ()}  # what a left-out optional field decodes as (else None)
 
 

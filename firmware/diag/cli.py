@@ -161,8 +161,10 @@ def status(config: Config, now: datetime | None = None) -> tuple[list[Check], di
     checks.append(passed("evidence", f"{s.get('pending_evidence', 0)} incident(s) of local "
                          "evidence waiting for the control room's confirmation"))
     if s.get("last_selftest_ok") is False:
-        checks.append(failed("selftest", f"the self-test at {s.get('last_selftest_at')} failed",
-                             "see the faults above"))
+        names = s.get("last_selftest_failed") or []
+        what = f": {', '.join(str(n) for n in names)}" if isinstance(names, list) and names else ""
+        checks.append(failed("selftest", f"the self-test at {s.get('last_selftest_at')} "
+                             f"failed{what}", "see the faults above"))
     elif s.get("last_selftest_ok"):
         checks.append(passed("selftest", f"passed at {s.get('last_selftest_at')}"))
     not_after = s.get("certificate_not_after")

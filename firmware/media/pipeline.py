@@ -83,6 +83,10 @@ class MediaPipeline:
         self._video_on = camera is not None and video is not None
         self._audio_on = microphone is not None and audio is not None
         self._thread: threading.Thread | None = None
+        # The latest captures with their arrival time, for the running kiosk's self-test
+        # (firmware/diag/inservice.py): it must not open the camera a second time.
+        self._recent_video: deque[tuple[float, VideoFrame]] = deque(maxlen=5)
+        self._recent_audio: deque[tuple[float, AudioChunk]] = deque(maxlen=50)
         # Encoder-thread state.
         self._sink: PacketSink | None = None
         self._next_frame_due_us: int | None = None
@@ -165,6 +169,13 @@ class MediaPipeline:
             self._control.append((kind, arg))
             self._cond.notify()
 
+    def recent(self, since: float) -> tuple[list[VideoFrame], list[AudioChunk]]:
+        """The last few frames and about 1 s of audio that arrived at or after monotonic
+        `since` (any thread)."""
+        with self._cond:
+            return ([f for at, f in self._recent_video if at >= since],
+                    [c for at, c in self._recent_audio if at >= since])
+
     # -- capture callbacks (capture threads: enqueue only) ------------------------------------
 
     def _on_frame(self, frame: VideoFrame) -> None:
@@ -172,6 +183,7 @@ class MediaPipeline:
             if not self._video_on:
                 return
             self.stats.frames_in += 1
+            self._recent_video.append((self.clock.monotonic(), frame))
             if self._video_queued >= self.max_video_queue:
                 self._drop_oldest(VideoFrame)
                 self._video_queued -= 1
@@ -185,6 +197,7 @@ class MediaPipeline:
             if not self._audio_on:
                 return
             self.stats.chunks_in += 1
+            self._recent_audio.append((self.clock.monotonic(), chunk))
             if self._audio_queued >= self.max_audio_queue:
                 self._drop_oldest(AudioChunk)
                 self._audio_queued -= 1

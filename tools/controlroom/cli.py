@@ -14,13 +14,14 @@ import socket
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 
 from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from pinkbutton.firmware.config import key_exposed
 from pinkbutton.firmware.transport import TlsFiles, TransportError
 from pinkbutton.tools.controlroom.escape import shown
-from pinkbutton.tools.controlroom.store import IncidentStore, StoreError
+from pinkbutton.tools.controlroom.store import FleetRow, IncidentStore, StoreError
 
 
 class UsageError(Exception):
@@ -98,7 +99,8 @@ def _run(args) -> int:
             for line in sys.stdin:
                 receiver.command(line)
         threading.Thread(target=keyboard, name="operator-input", daemon=True).start()
-        print("type: list | ack ID | end ID | extend ID [SECONDS]", flush=True)
+        print("type: list | ack ID | end ID | extend ID [SECONDS] | selftest DEVICE|all",
+              flush=True)
     print(f"control room listening on {args.host}:{args.port} (db {args.db}, "
           f"{'auto-ack' if args.auto_ack else 'operator ack'})", flush=True)
     receiver.run()
@@ -124,6 +126,77 @@ def _report(args) -> int:
                 print(f"    {shown(at)}  {what:<10} {shown(extra, limit=2000)}")
     finally:
         store.close()
+    return 0
+
+
+#: A certificate with fewer days left than this is shown WARN (as pinkbutton-diag fails it).
+CERT_WARN_DAYS = 30
+
+
+def fleet_line(row: FleetRow, now: float) -> str:
+    """One line per kiosk; every device-supplied value through shown()."""
+    beat = row.heartbeat or {}
+    age = _age(row.heartbeat_at, now)
+    interval = beat.get("interval_s")
+    online = row.online
+    if age is not None and isinstance(interval, int | float):
+        if age > 2 * interval + 1:
+            online = False  # heartbeats stopped (the room may not have been running to say so)
+        elif online is None:
+            online = True
+    parts = [shown(row.device_id),
+             "?" if online is None else ("online" if online else "OFFLINE")]
+    parts.append(f"heartbeat {_ago(age)}" if age is not None else "heartbeat never")
+    if row.selftest_at is None:
+        parts.append("selftest never")
+    elif row.selftest_ok:
+        parts.append(f"selftest ok {shown(row.selftest_at, 40)}")
+    else:
+        failed = f" ({shown(row.selftest_failed, 200)})" if row.selftest_failed else ""
+        parts.append(f"selftest FAILED {shown(row.selftest_at, 40)}{failed}")
+    parts.append(f"firmware {shown(beat.get('firmware'), 32) if beat.get('firmware') else '?'}")
+    days = beat.get("cert_days_left")
+    if isinstance(days, int) and not isinstance(days, bool):
+        parts.append(f"cert {days} d" + (" WARN" if days < CERT_WARN_DAYS else ""))
+    else:
+        parts.append("cert ?")
+    temp, disk = beat.get("temperature_c"), beat.get("disk_free_mb")
+    parts.append(f"temp {temp:.1f} C" if isinstance(temp, int | float) else "temp ?")
+    parts.append(f"disk {disk:.0f} MiB free" if isinstance(disk, int | float) else "disk ?")
+    if row.selftest_why and not row.selftest_ok:
+        parts.append(f"why: {shown(row.selftest_why, 300)}")
+    return "  ".join(parts)
+
+
+def _age(iso: str | None, now: float) -> float | None:
+    from pinkbutton.tools.controlroom.receiver import parse_iso
+
+    at = parse_iso(iso) if iso else None
+    return None if at is None else max(0.0, now - at)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} d ago"
+
+
+def _fleet(args) -> int:
+    if not _db(args).is_file():
+        raise UsageError(f"--db {args.db}: no such file")
+    store = IncidentStore(args.db)
+    try:
+        rows = store.fleet()
+    finally:
+        store.close()
+    print(f"{len(rows)} kiosk(s) in {args.db}")
+    now = time.time()
+    for row in rows:
+        print(fleet_line(row, now))
     return 0
 
 
@@ -163,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print incidents and their timelines")
     rep.add_argument("--db", default="controlroom.db",
                      help="the incident database to report on (default controlroom.db)")
+    fleet = sub.add_parser("fleet", help="one line per kiosk: online, heartbeat, self-test, "
+                                         "firmware, certificate, temperature, disk")
+    fleet.add_argument("--db", default="controlroom.db",
+                       help="the control room's database (default controlroom.db)")
     return ap
 
 
@@ -176,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "fleet":
+            return _fleet(args)
         return _run(args) if args.command == "run" else _report(args)
     except UsageError as e:
         print(f"pinkbutton-controlroom: {e}", file=sys.stderr)

@@ -235,6 +235,8 @@ class ControlRoomReceiver:
                 self.out(f"EVENT  {shown(ev.device_id)}  {shown(ev.kind)}  {detail}")
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind,
                                        "detail": dict(ev.detail)})
+                if ev.kind == "selftest":
+                    self._record_selftest(ev)
                 if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
                     self._close_evidence(ev.detail["alert_id"])
                 if self.backfill is not None:
@@ -545,6 +547,7 @@ class ControlRoomReceiver:
                 notices = self.monitor.heartbeat(h)
                 self._notify("health", {"device_id": h.device_id, "seq": h.seq,
                                         "queue_depth": h.queue_depth, "faults": list(h.faults)})
+                self.store.record_heartbeat(h, iso8601(self.clock.wall()))
                 if self.backfill is not None and h.evidence_pending:
                     # The kiosk still holds evidence we gave up on: ask again.
                     self.backfill.resume(h.device_id, set(h.evidence_pending))
@@ -564,6 +567,15 @@ class ControlRoomReceiver:
             return
         for notice in notices:
             self._device_notice(notice)
+
+    def _record_selftest(self, ev: p.DeviceEvent) -> None:
+        d = ev.detail
+        ok = d.get("ok") is True
+        failed = d.get("failed") if isinstance(d.get("failed"), str) else ""
+        faults = d.get("faults") if isinstance(d.get("faults"), str) else ""
+        why = d.get("why") if isinstance(d.get("why"), str) else ""
+        self.store.record_selftest(ev.device_id, ev.at, ok, str(failed or faults)[:500],
+                                   str(why)[:2000])
 
     def _tick_devices(self) -> None:
         now = self.clock.monotonic()
@@ -634,7 +646,16 @@ class ControlRoomReceiver:
         self._close_evidence(alert_id)
         return True
 
-    def _send(self, kind: str, device_id: str, alert_id: str, operator: str | None,
+    def selftest(self, device: str) -> list[str]:
+        """Send `cmd selftest` to one kiosk or, for "all", every kiosk the room knows;
+        returns the device ids it was sent to."""
+        known = [row.device_id for row in self.store.fleet()]
+        targets = known if device == "all" else [device]
+        for device_id in targets:
+            self._send("selftest", device_id, None, self.operator)
+        return targets
+
+    def _send(self, kind: str, device_id: str, alert_id: str | None, operator: str | None,
               extend_s: float | None = None, ranges: tuple | None = None) -> None:
         cmd = p.Cmd(cmd=kind, cmd_id=str(uuid.uuid4()), sent_at=iso8601(self.clock.wall()),
                     alert_id=alert_id, operator=operator, extend_s=extend_s, ranges=ranges)
@@ -663,6 +684,14 @@ class ControlRoomReceiver:
                 self.out(f"  device {shown(dev)}  {'online' if online else 'OFFLINE'}  "
                          f"{shown(state)}  since {at}")
             return
+        if verb == "selftest" and len(args) == 1:
+            if args[0] != "all" and not p.DEVICE_ID_RE.fullmatch(args[0]):
+                self.out(f"selftest: {shown(args[0])} is not a device id (or all)")
+                return
+            sent = self.selftest(args[0])
+            self.out(f"SELFTEST asked of {len(sent)} kiosk(s): "
+                     f"{shown(', '.join(sent), limit=400) or 'none known'}")
+            return
         if verb in ("ack", "end", "extend") and args:
             matches = self.store.find(args[0])
             if len(matches) != 1:
@@ -684,7 +713,8 @@ class ControlRoomReceiver:
             if not done:
                 self.out(f"{verb}: incident {alert_id[:8]} is already {verb}ed")
             return
-        self.out("commands: list | ack ID | end ID | extend ID [SECONDS] (ID = first chars)")
+        self.out("commands: list | ack ID | end ID | extend ID [SECONDS] | selftest DEVICE|all "
+                 "(ID = first chars)")
 
     def _notify(self, kind: str, data: dict) -> None:
         for listener in self.listeners:

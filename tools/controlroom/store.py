@@ -11,11 +11,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pinkbutton.firmware.durable import private_dir, private_sqlite
-from pinkbutton.firmware.protocol import Alert
+from pinkbutton.firmware.protocol import Alert, Health
 
 # seq, lat and lon are NULL when a flagged alert's body did not give them; `problems` is
 # the JSON list of what was wrong with the body (NULL: nothing). See docs/protocol.md.
@@ -81,6 +81,15 @@ CREATE TABLE IF NOT EXISTS device_log (
     reason     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS device_log_device ON device_log(device_id, id);
+CREATE TABLE IF NOT EXISTS device_health (
+    device_id        TEXT PRIMARY KEY,
+    heartbeat_at     TEXT,
+    heartbeat        TEXT,
+    selftest_at      TEXT,
+    selftest_ok      INTEGER,
+    selftest_failed  TEXT NOT NULL DEFAULT '',
+    selftest_why     TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -102,6 +111,22 @@ class Incident:
     ended_at: str | None
     folded: int = 0  # other alert_ids of the device folded into it (counted in presses)
     problems: tuple[str, ...] = ()  # what was wrong with the alert's body; () when nothing
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    """What the room last knew of one kiosk (`pinkbutton-controlroom fleet`). Text fields
+    are device-supplied: show them escaped."""
+
+    device_id: str
+    online: bool | None  # from status / heartbeat supervision; None: never judged
+    state: str | None
+    heartbeat_at: str | None  # when the room received the last heartbeat
+    heartbeat: dict | None  # its fields, as decoded
+    selftest_at: str | None
+    selftest_ok: bool | None
+    selftest_failed: str  # comma-separated check names
+    selftest_why: str
 
 
 class StoreError(Exception):
@@ -271,6 +296,47 @@ class IncidentStore:
                 self._db.execute("INSERT INTO device_log(device_id, at, online, reason) "
                                  "VALUES (?,?,?,?)", (device_id, at, int(online), reason))
         return changed
+
+    def record_heartbeat(self, h: Health, received_at: str) -> None:
+        """Keep the device's last heartbeat (and its self-test verdict, until an event
+        tells more)."""
+        fields = {k: v for k, v in asdict(h).items() if k != "evidence_pending"}
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO device_health(device_id, heartbeat_at, heartbeat) VALUES (?,?,?) "
+                "ON CONFLICT(device_id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at, "
+                "heartbeat=excluded.heartbeat", (h.device_id, received_at, json.dumps(fields)))
+
+    def record_selftest(self, device_id: str, at: str, ok: bool, failed: str,
+                        why: str) -> None:
+        """A `selftest` event: when, whether it passed, the failing checks and why."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO device_health(device_id, selftest_at, selftest_ok, selftest_failed,"
+                " selftest_why) VALUES (?,?,?,?,?) ON CONFLICT(device_id) DO UPDATE SET "
+                "selftest_at=excluded.selftest_at, selftest_ok=excluded.selftest_ok, "
+                "selftest_failed=excluded.selftest_failed, selftest_why=excluded.selftest_why",
+                (device_id, at, int(ok), failed, why))
+
+    def fleet(self) -> list[FleetRow]:
+        """Every kiosk the room has heard of, by id."""
+        rows = self._db.execute(
+            "SELECT ids.device_id, d.online, d.state, h.heartbeat_at, h.heartbeat, "
+            "h.selftest_at, h.selftest_ok, h.selftest_failed, h.selftest_why FROM "
+            "(SELECT device_id FROM devices UNION SELECT device_id FROM device_health) ids "
+            "LEFT JOIN devices d ON d.device_id = ids.device_id "
+            "LEFT JOIN device_health h ON h.device_id = ids.device_id ORDER BY ids.device_id")
+        out = []
+        for dev, online, state, hb_at, hb, st_at, st_ok, st_failed, st_why in rows:
+            beat = json.loads(hb) if hb else None
+            newer = beat.get("last_selftest") if beat is not None else None
+            if beat is not None and newer and (st_at is None or newer > st_at):
+                # a newer self-test than the stored event (its event not (yet) here)
+                st_at, st_ok, st_failed, st_why = newer, beat.get("selftest_ok"), "", ""
+            out.append(FleetRow(dev, None if online is None else bool(online), state, hb_at,
+                                beat, st_at, None if st_ok is None else bool(st_ok),
+                                st_failed or "", st_why or ""))
+        return out
 
     def device_log(self, device_id: str) -> list[tuple[str, bool, str]]:
         """(at, online, reason) of every online/offline change of a device, oldest first."""
