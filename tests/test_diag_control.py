@@ -220,6 +220,7 @@ def test_status_names_the_checks_the_boot_selftest_failed(capsys, tmp_path, pki_
     kiosk.kiosk.report_fault("camera_failed", "ValueError: numpy.dtype size changed")
     with kiosk:
         kiosk.events.wait_for("selftest")
+        started(kiosk)  # the socket is made on its own thread: it may come after the event
         code, doc = diag(capsys, "status", "--config", str(cfg))
     assert code == 1
     bad = {c["name"]: c["detail"] for c in doc["checks"] if not c["ok"]}

@@ -109,13 +109,20 @@ class ControlServer:
             else:
                 raise OSError("another firmware process answers on it")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound under a temporary name, made 0600, then renamed into place: the socket never
+        # appears at its path with the umask's mode (a client, or a test, could find it there
+        # between bind and chmod). The 0700 directory keeps others out meanwhile anyway.
+        fresh = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        fresh.unlink(missing_ok=True)
         try:
-            with _address(self.path) as address:
+            with _address(fresh) as address:
                 sock.bind(address)
-            os.chmod(self.path, 0o600)  # the 0700 directory keeps others out meanwhile
+            os.chmod(fresh, 0o600)
+            os.replace(fresh, self.path)
             sock.listen(4)
         except OSError:
             sock.close()
+            fresh.unlink(missing_ok=True)
             raise
         return sock
 
