@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 EQUIVALENTS = REPO / "tests" / "mutation-equivalents.txt"
 PACKAGES = ("hal", "firmware", "simulator", "tools")
 NAMESPACE = "pinkbutton"
+SUPPORT = ("harness", "deploy")  # the test broker is built from deploy/mosquitto
 
 #: name -> (module file, its own fast test files)
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -102,7 +103,8 @@ def prepare(workdir: Path, module: str, tests: tuple[str, ...]) -> None:
     for package in PACKAGES:
         shutil.copytree(REPO / package, workdir / NAMESPACE / package, ignore=ignore)
     shutil.copytree(REPO / "tests", workdir / "tests", ignore=ignore)
-    shutil.copytree(REPO / "harness", workdir / "harness", ignore=ignore)  # the tests use it
+    for support in SUPPORT:  # what the tests use beside the code: copied, never mutated
+        shutil.copytree(REPO / support, workdir / support, ignore=ignore)
     shutil.copy2(REPO / "pyproject.toml", workdir / "pyproject.toml")
     lines = "\n    ".join
     (workdir / "setup.cfg").write_text(
@@ -112,7 +114,7 @@ def prepare(workdir: Path, module: str, tests: tuple[str, ...]) -> None:
         f"pytest_add_cli_args_test_selection =\n    {lines(tests)}\n"
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --hypothesis-seed=0\n"
         "use_git_change_detection = false\n"
-        "also_copy =\n    harness\n"
+        f"also_copy =\n    {lines(SUPPORT)}\n"
     )
 
 
