@@ -150,3 +150,17 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         if time.monotonic() > end:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(0.02)
+
+
+# The control room's `incidents` table as it was before flagged and folded incidents (issue 9):
+# migration tests build a database of that version from it.
+INCIDENTS_TABLE_BEFORE_ISSUE_9 = """
+CREATE TABLE incidents (
+    alert_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    kind TEXT NOT NULL, site_id TEXT NOT NULL, site_name TEXT NOT NULL, lat REAL NOT NULL,
+    lon REAL NOT NULL, firmware TEXT NOT NULL, follows TEXT, pressed_at TEXT NOT NULL,
+    received_at TEXT NOT NULL, latency_ms REAL, announces INTEGER NOT NULL DEFAULT 1,
+    presses INTEGER NOT NULL DEFAULT 1, escalated INTEGER NOT NULL DEFAULT 0,
+    signature_ok INTEGER, acked_at TEXT, acked_by TEXT, dispatched_at TEXT, ended_at TEXT
+);
+"""

@@ -20,7 +20,12 @@ from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
 from pinkbutton.tools.controlroom.store import IncidentStore
 from pinkbutton.tools.pki import device_paths
 
-from tests.helpers import Recorder, assert_one_line_error, room_tls
+from tests.helpers import (
+    INCIDENTS_TABLE_BEFORE_ISSUE_9,
+    Recorder,
+    assert_one_line_error,
+    room_tls,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = p.Site("test-site", "Test Bazaar", 34.0, 71.5)
@@ -383,18 +388,6 @@ def test_two_receivers_in_one_share_group_split_alerts_without_loss_or_overlap(
 
 # -- flagged incidents: what was wrong with an alert body is stored with it (issue 9) -------------
 
-OLD_INCIDENTS_SCHEMA = """
-CREATE TABLE incidents (
-    alert_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    kind TEXT NOT NULL, site_id TEXT NOT NULL, site_name TEXT NOT NULL, lat REAL NOT NULL,
-    lon REAL NOT NULL, firmware TEXT NOT NULL, follows TEXT, pressed_at TEXT NOT NULL,
-    received_at TEXT NOT NULL, latency_ms REAL, announces INTEGER NOT NULL DEFAULT 1,
-    presses INTEGER NOT NULL DEFAULT 1, escalated INTEGER NOT NULL DEFAULT 0,
-    signature_ok INTEGER, acked_at TEXT, acked_by TEXT, dispatched_at TEXT, ended_at TEXT
-);
-"""
-
-
 def salvaged(payload: bytes, device: str = "pb-test-0001") -> p.SalvagedAlert:
     return p.salvage_alert(payload, topic_device=device)
 
@@ -404,7 +397,7 @@ def test_store_migrates_a_database_from_before_flagged_incidents(tmp_path):
 
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
-    old.executescript(OLD_INCIDENTS_SCHEMA)
+    old.executescript(INCIDENTS_TABLE_BEFORE_ISSUE_9)
     a = make_alert()
     old.execute("INSERT INTO incidents(alert_id, device_id, seq, kind, site_id, site_name, lat, "
                 "lon, firmware, pressed_at, received_at, acked_at, acked_by) "

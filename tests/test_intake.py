@@ -24,7 +24,7 @@ from pinkbutton.tools.controlroom.intake import (
 from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
 from pinkbutton.tools.controlroom.store import IncidentStore
 
-from tests.helpers import Recorder, room_tls
+from tests.helpers import INCIDENTS_TABLE_BEFORE_ISSUE_9, Recorder, room_tls
 
 A, B = "pb-test-0001", "pb-test-0002"
 SITE = p.Site("s", "Site", 1.0, 2.0)
@@ -214,14 +214,7 @@ def test_fold_goes_into_the_newest_open_incident_and_counts_presses(tmp_path):
         store.close()
 
 
-OLD_SCHEMA = """
-CREATE TABLE incidents (
-    alert_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    kind TEXT NOT NULL, site_id TEXT NOT NULL, site_name TEXT NOT NULL, lat REAL NOT NULL,
-    lon REAL NOT NULL, firmware TEXT NOT NULL, follows TEXT, pressed_at TEXT NOT NULL,
-    received_at TEXT NOT NULL, latency_ms REAL, announces INTEGER NOT NULL DEFAULT 1,
-    presses INTEGER NOT NULL DEFAULT 1, escalated INTEGER NOT NULL DEFAULT 0,
-    signature_ok INTEGER, acked_at TEXT, acked_by TEXT, dispatched_at TEXT, ended_at TEXT);
+OLD_SCHEMA = INCIDENTS_TABLE_BEFORE_ISSUE_9 + """
 CREATE TABLE timeline (id INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL,
     at TEXT NOT NULL, what TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');
 INSERT INTO incidents(alert_id, device_id, seq, kind, site_id, site_name, lat, lon, firmware,
