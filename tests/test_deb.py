@@ -285,6 +285,18 @@ def test_amd64_package_installs_runs_and_purges(debs, machine, tmp_path: Path) -
                 if "pinkbutton" in line]
         assert done.returncode == 0 and not ours, done.stdout + done.stderr
 
+    # an upgrade (here the same version again): the technician's config kept, modes too, the
+    # venv rebuilt, provisioning untouched
+    with CONFIG.open("a") as config:
+        config.write("# edited on site\n")
+    done = _run(*APT, "install", "--reinstall", debs["amd64"], env=APT_ENV, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert CONFIG.read_text().endswith("# edited on site\n")
+    assert _mode(CONFIG) == ("0o640", "root", "pinkbutton")
+    assert _mode(key) == ("0o600", "pinkbutton", "pinkbutton")
+    done = _run("runuser", "-u", "pinkbutton", "--", "/usr/bin/pinkbutton", "check-config", CONFIG)
+    assert done.returncode == 0, done.stderr
+
     # remove: the firmware goes, config and state stay (Debian policy: purge only)
     done = _run(*APT, "remove", "pinkbutton", env=APT_ENV, timeout=600)
     assert done.returncode == 0, done.stderr

@@ -36,8 +36,13 @@ command -v dpkg-deb >/dev/null 2>&1 || fail 2 "dpkg-deb not found (apt-get insta
 version=$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$top/pyproject.toml")
 
-# The wheels to fetch: the project's dependencies and its "pi" extra, less what apt provides.
+# One build at a time (make deb beside the tests, or two test workers): they share build/deb and
+# the setuptools build in the source tree.
 mkdir -p "$work"
+exec 9>"$work/.lock"
+flock 9 || fail 1 "cannot lock $work/.lock"
+
+# The wheels to fetch: the project's dependencies and its "pi" extra, less what apt provides.
 "$PYTHON" - "$top/pyproject.toml" >"$work/requirements.txt" <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
