@@ -57,10 +57,9 @@ class JournalFormatter(logging.Formatter):
 def configure_logging(level: str, stream: TextIO | None = None,
                       environ: Mapping[str, str] | None = None) -> logging.Handler:
     """Root logging for the kiosk: journal format when `stream` (stderr) goes to journald."""
-    stream = sys.stderr if stream is None else stream
-    environ = os.environ if environ is None else environ
-    handler = logging.StreamHandler(stream)
-    if writes_to_journal(stream, environ):
+    out: TextIO = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(out)
+    if writes_to_journal(out, os.environ if environ is None else environ):
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
