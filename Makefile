@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb
 
 all: test
 
@@ -70,6 +70,12 @@ soak: deps
 # Not part of `make test`.
 mutate: deps
 	$(BIN)/python -m harness.mutate
+
+# The kiosk's Debian packages: dist/pinkbutton_VERSION_amd64.deb and _arm64.deb, each with the
+# wheels of its architecture for CPython 3.11 (packaging/deb/build.sh; docs/deploy.md, "Kiosk").
+# Fetching the wheels the first time takes a while; from pip's cache, seconds. At most 15 min.
+deb: deps
+	timeout 900 sh packaging/deb/build.sh amd64 arm64
 
 # ruff, then pyright (configured in pyproject.toml: hal firmware simulator tools); any error fails.
 lint: deps
