@@ -276,6 +276,7 @@ def test_glass_to_glass_near_the_live_edge(incident):
     print("browser glass-to-glass near the live edge (p50, p95, samples): "
           + ", ".join(f"{who} {a * 1000:.0f} ms {b * 1000:.0f} ms {n}"
                       for who, (a, b, n) in figures.items()))
+    print(f"stalls (video 'waiting'): {incident['state']['stalls']}")
     for p50, _, _ in figures.values():
         assert 0 < p50 < 1.5
 
@@ -294,3 +295,45 @@ def test_websocket_without_login_is_refused(room):
         connect(f"ws://127.0.0.1:{room['port']}/live/some-alert?from=live", open_timeout=10)
     assert refused.value.response.status_code == 403
 
+
+
+
+def test_a_resolution_step_and_the_end_of_the_stream_play_through(browser):
+    """The adaptation ladder's 640x480 -> 320x240 step (new SPS/PPS in band, one init
+    segment) plays on; after the end the player stops at the last picture."""
+    from dataclasses import replace
+
+    from tests.test_evidence import FPS, as_received, encode_audio, encode_video
+
+    big = encode_video(640, 480, 2 * FPS)
+    small = [replace(p, pts_us=p.pts_us + 2_000_000) for p in encode_video(320, 240, 2 * FPS)]
+    packets = sorted(big + small + encode_audio()[:200], key=lambda p: (p.pts_us, p.stream))
+    hub = LiveHub()
+    try:
+        for rp in as_received(packets):
+            hub.feed("step", rp)
+        hub.end("step")
+        assert hub.flush()
+        with Server(make_app(hub)) as server:
+            context, page = open_page(browser, server.port, [])
+            try:
+                page.evaluate("window.start('step', 'start')")
+                seen, end = [], time.monotonic() + 20
+                probe = ("(() => { const v = document.getElementById('v'); "
+                         "return [v.currentTime, v.videoWidth, v.ended]; })()")
+                while time.monotonic() < end:
+                    t, width, ended = page.evaluate(probe)
+                    seen.append((t, width))
+                    if ended:
+                        break
+                    time.sleep(0.1)
+                assert ended, f"never reached the end: {seen[-3:]}"
+                time.sleep(1.0)
+                t_after, _, still_ended = page.evaluate(probe)
+            finally:
+                context.close()
+    finally:
+        hub.close()
+    widths = [w for _, w in seen if w]
+    assert widths[0] == 640 and widths[-1] == 320, widths
+    assert t_after == pytest.approx(4.0, abs=0.2) and still_ended, "played again after the end"

@@ -19,7 +19,7 @@
     from: "auto",
     muted: true,            // start muted; unmuteOnGesture turns the sound on
     unmuteOnGesture: true,
-    liveWithin: 0.3,        // seconds behind the newest media aimed at
+    liveWithin: 0.15,       // seconds behind the newest media aimed at
     catchUpAbove: 1.0,      // further behind: play catchUpRate times faster...
     catchUpRate: 1.5,
     nudgeRate: 1.1,         // ...then a little faster until within liveWithin
@@ -40,13 +40,15 @@
     const opts = Object.assign({}, DEFAULTS, options || {});
     const state = {
       mime: null, from: null, connected: false, ended: false, error: null,
-      fragments: 0, bytes: 0, reconnects: 0, dropped: 0,
+      fragments: 0, bytes: 0, reconnects: 0, dropped: 0, stalls: 0,
     };
     let ws = null, mediaSource = null, sourceBuffer = null, queue = [], closed = false;
     let timer = null, objectUrl = null, started = false;
     video.muted = opts.muted;
     video.autoplay = true;
     video.playsInline = true;
+    const onWaiting = () => { state.stalls += 1; changed(); };
+    video.addEventListener("waiting", onWaiting);
 
     function changed() { if (opts.onState) opts.onState(state); }
 
@@ -196,7 +198,7 @@
       } else if (video.playbackRate !== 1) {
         video.playbackRate = 1;
       }
-      if (video.paused) {
+      if (video.paused && !video.ended) {
         const p = video.play();
         if (p && p.catch) p.catch(() => { /* autoplay refused: the page's gesture retries */ });
       }
@@ -234,6 +236,7 @@
       close() {
         closed = true;
         clearInterval(timer);
+        video.removeEventListener("waiting", onWaiting);
         global.removeEventListener("pointerdown", onGesture, true);
         global.removeEventListener("keydown", onGesture, true);
         if (ws) ws.close();
