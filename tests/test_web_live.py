@@ -41,9 +41,9 @@ PAGE = """<!doctype html>
 <canvas id="c" hidden></canvas>
 <script src="/static/live.js"></script>
 <script>
-  window.start = (alertId, from) => {
+  window.start = (alertId, from, muted) => {
     window.player = PinkLive.play(document.getElementById("v"), "/live/" + alertId,
-                                  {from: from, muted: false});
+                                  {from: from, muted: !!muted});
   };
   // The picture on screen now: its top rows as video-range luma (what hal/stamp reads),
   // with the media clock and the wall clock of the read.
@@ -300,7 +300,8 @@ def test_websocket_without_login_is_refused(room):
 
 def test_a_resolution_step_and_the_end_of_the_stream_play_through(browser):
     """The adaptation ladder's 640x480 -> 320x240 step (new SPS/PPS in band, one init
-    segment) plays on; after the end the player stops at the last picture."""
+    segment) plays on; after the end the player stops at the last picture. Sound comes on
+    with the first click."""
     from dataclasses import replace
 
     from tests.test_evidence import FPS, as_received, encode_audio, encode_video
@@ -317,7 +318,11 @@ def test_a_resolution_step_and_the_end_of_the_stream_play_through(browser):
         with Server(make_app(hub)) as server:
             context, page = open_page(browser, server.port, [])
             try:
-                page.evaluate("window.start('step', 'start')")
+                # As on the console: muted until the officer's first click (autoplay policy).
+                page.evaluate("window.start('step', 'start', true)")
+                assert page.evaluate("document.getElementById('v').muted")
+                page.mouse.click(5, 5)
+                assert not page.evaluate("document.getElementById('v').muted")
                 seen, end = [], time.monotonic() + 20
                 probe = ("(() => { const v = document.getElementById('v'); "
                          "return [v.currentTime, v.videoWidth, v.ended]; })()")
