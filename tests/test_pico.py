@@ -1,0 +1,120 @@
+"""The Pico W campus button (firmware/pico/, issue 14) on the MicroPython unix port, against the
+real mosquitto over mutual TLS and the real control room (tools/controlroom).
+
+Each test runs the firmware as it is copied to a Pico, with a heap of a Pico's size (192K), the
+shims of tests/pico/shims standing in for the pin, the watchdog and Wi-Fi."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+from pinkbutton.tools.pki import init_dev_pki
+
+from harness.broker import Mosquitto
+from tests.helpers import Recorder, room_tls, wait_until
+from tests.pico.device import Pico
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
+
+
+class Room:
+    """The reference control room, auto-acknowledging, checking signatures where there are."""
+
+    def __init__(self, pki_dir: Path, broker: Mosquitto, db: Path, auto_ack: bool = True):
+        self.events = Recorder()
+        self.lines: list[str] = []
+        self.alert_at: dict[str, float] = {}  # alert_id -> when the room first had it
+        self.receiver = ControlRoomReceiver(
+            host="localhost", port=broker.port, tls=room_tls(pki_dir), db_path=db,
+            client_id=f"pico-room-{secrets.token_hex(4)}", group=f"pico-{secrets.token_hex(4)}",
+            auto_ack=auto_ack, operator="officer-1", device_certs=pki_dir / "devices",
+            out=self.lines.append, listeners=[self.events, self._stamp])
+        self.thread = threading.Thread(target=self.receiver.run, daemon=True)
+
+    def _stamp(self, kind: str, data: dict) -> None:
+        if kind == "alert":
+            self.alert_at.setdefault(data["alert_id"], time.monotonic())
+
+    def __enter__(self) -> Room:
+        self.thread.start()
+        self.events.wait_for("connected", timeout=15)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.receiver.stop()
+        self.thread.join(10)
+
+
+def device_id() -> str:
+    return f"pb-pico-{secrets.token_hex(3)}"
+
+
+def heap_peak(pico: Pico) -> int:
+    return max(int(m.group(1)) for line in pico.matching(r"mem: ")
+               if (m := re.search(r"heap used (\d+)", line)))
+
+
+def test_press_reaches_the_room_and_the_ack_shows_help_coming(tmp_path, pki_dir, broker):
+    dev = device_id()
+    with Pico(tmp_path / "flash", pki_dir, dev, broker.port) as pico, \
+            Room(pki_dir, broker, tmp_path / "room.db") as room:
+        pico.wait_for(r"mqtt: connected", timeout=30)
+        pico.wait_for(r"led: idle")
+        mark = pico.mark()
+        pressed = pico.press()
+        alert = room.events.wait_for("alert", lambda d: d["device_id"] == dev, timeout=15)
+        received = room.alert_at[alert["alert_id"]]
+        pico.wait_for(r"led: help_coming", after=mark, timeout=15)
+        order = [line.split(" ", 1)[1] for line in pico.matching(r"press: |led: ")][-4:]
+        assert order[0].startswith("led: idle") or "press: alert" in order[0], order
+        written = pico.matching(r"press: alert .* written to outbox")
+        assert len(written) == 1 and alert["alert_id"] in written[0]
+        # the alert is on flash before the LED says "sending"
+        log = [line for _, line in pico.lines[mark:]]
+        i_written = next(i for i, x in enumerate(log) if "written to outbox" in x)
+        i_sending = next(i for i, x in enumerate(log) if x.endswith("led: sending"))
+        assert i_written < i_sending
+        wait_until(lambda: room.receiver.store.incident(alert["alert_id"]) is not None)
+        inc = room.receiver.store.incident(alert["alert_id"])
+        assert inc is not None and inc.problems == () and inc.acked_by == "officer-1"
+        line = next(x for x in room.lines if x.startswith("ALERT") and dev in x)
+        assert "authenticated by certificate" in line and "FLAGGED" not in line
+        assert "GCU Lahore" in line
+        # heartbeats and the retained online status reached the room
+        room.events.wait_for("device", lambda d: d["device_id"] == dev, timeout=10)
+        assert not pico.matching(r"WDT would have reset")
+        print(f"\npico: press -> alert at the room {1000 * (received - pressed):.1f} ms "
+              f"(30 ms debounce included); heap peak {heap_peak(pico)} B of {192 * 1024}")
+
+
+def test_a_rogue_broker_is_refused(tmp_path, pki_dir):
+    """A broker whose certificate comes from another CA (a rogue access point's MQTT server):
+    the Pico's TLS refuses it, never sends CONNECT, and keeps trying with backoff."""
+    rogue_pki = tmp_path / "rogue-pki"
+    init_dev_pki(rogue_pki)
+    with Mosquitto(tmp_path / "rogue", rogue_pki) as rogue, \
+            Pico(tmp_path / "flash", pki_dir, device_id(), rogue.port) as pico:
+        pico.wait_for(r"tls: no connection to .*: The certificate is not correctly signed by "
+                      r"the trusted CA", timeout=30)
+        pico.wait_for(r"tls: no connection to", after=pico.mark(), timeout=30)  # again
+        pico.press()
+        pico.wait_for(r"led: sending")
+        time.sleep(0.5)
+        assert not pico.matching(r"mqtt: connected|alert: .* published")
+        log = rogue.log_tail(200)
+    assert "pb-pico" not in log  # the broker never saw a client identity (no CONNECT)
+
+
+def test_the_brokers_host_name_is_checked(tmp_path, pki_dir, broker):
+    """The broker's certificate is for localhost/127.0.0.1: a Pico told to expect another
+    name refuses it (server_hostname is checked, not only the CA)."""
+    with Pico(tmp_path / "flash", pki_dir, device_id(), broker.port,
+              server_hostname="control.example.police.gov.pk") as pico:
+        pico.wait_for(r"tls: no connection to .*(CN|name).*does not match", timeout=30)
+        assert not pico.matching(r"mqtt: connected")
