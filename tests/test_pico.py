@@ -118,3 +118,64 @@ def test_the_brokers_host_name_is_checked(tmp_path, pki_dir, broker):
               server_hostname="control.example.police.gov.pk") as pico:
         pico.wait_for(r"tls: no connection to .*(CN|name).*does not match", timeout=30)
         assert not pico.matching(r"mqtt: connected")
+
+
+def outbox_files(pico: Pico) -> list[str]:
+    return sorted(p.name for p in (pico.flash / "outbox").iterdir())
+
+
+def test_a_press_while_the_broker_is_down_is_delivered_when_it_is_back(tmp_path, pki_dir,
+                                                                       fresh_broker):
+    fresh_broker.stop()
+    with Pico(tmp_path / "flash", pki_dir, device_id(), fresh_broker.port) as pico:
+        pico.wait_for(r"tls: no connection to .*", timeout=30)
+        pico.press()
+        _, line = pico.wait_for(r"press: alert (\S+) seq 1 written to outbox")
+        alert_id = line.split()[3]
+        pico.wait_for(r"led: sending")
+        assert outbox_files(pico) == [f"{alert_id}.json"]
+        time.sleep(1)
+        fresh_broker.start()
+        with Room(pki_dir, fresh_broker, tmp_path / "room.db") as room:
+            pico.wait_for(r"led: help_coming", timeout=30)
+            incidents = room.receiver.store.all_incidents()
+        assert [i.alert_id for i in incidents] == [alert_id]
+        assert outbox_files(pico) == []  # acknowledged: gone from the flash
+
+
+def test_a_press_before_a_reboot_is_delivered_after_it_once(tmp_path, pki_dir, fresh_broker):
+    fresh_broker.stop()
+    pico = Pico(tmp_path / "flash", pki_dir, device_id(), fresh_broker.port).start()
+    try:
+        pico.wait_for(r"tls: no connection to .*", timeout=30)
+        pico.press()
+        _, line = pico.wait_for(r"press: alert (\S+) seq 1 written to outbox")
+        alert_id = line.split()[3]
+        pico.wait_for(r"led: sending")
+        pico.kill()  # power cut before any broker saw the alert
+        assert outbox_files(pico) == [f"{alert_id}.json"]
+        fresh_broker.start()
+        with Room(pki_dir, fresh_broker, tmp_path / "room.db", auto_ack=False) as room:
+            mark = pico.mark()
+            pico.start()
+            pico.wait_for(r"boot: .* 1 unconfirmed alert", after=mark)
+            pico.wait_for(r"led: sending", after=mark)
+            pico.wait_for(rf"cmd: receipt {alert_id}", after=mark, timeout=30)
+            # a second power cut after the room has it but before an officer acknowledged:
+            # the same alert again, never a second incident
+            pico.kill()
+            mark = pico.mark()
+            pico.start()
+            pico.wait_for(r"alert: .* announce \d+ published", after=mark, timeout=30)
+            wait_until(lambda: (i := room.receiver.store.incident(alert_id)) is not None
+                       and i.announces >= 2, what="re-announced after the reboot")
+            room.receiver.command(f"ack {alert_id[:8]}")
+            pico.wait_for(r"led: help_coming", after=mark, timeout=30)
+            incidents = room.receiver.store.all_incidents()
+        assert [i.alert_id for i in incidents] == [alert_id]
+        assert incidents[0].problems == () and incidents[0].acked_by == "officer-1"
+        assert outbox_files(pico) == []
+        seqs = {line.split()[5] for line in pico.matching(r"written to outbox")}
+        assert seqs == {"1"}  # one press, one alert: the reboots pressed nothing
+    finally:
+        pico.kill()

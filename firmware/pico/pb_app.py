@@ -16,6 +16,7 @@ from pb_outbox import Outbox
 
 WDT_MS = 8000  # the RP2040's longest watchdog timeout is 8.3 s
 LOOP_MS = 20  # longest sleep of one loop turn
+HURRY_MS = 2000  # longest wait between broker attempts while an alert is unconfirmed
 
 
 def log(msg):
@@ -106,6 +107,8 @@ class App:
         self.incident = rec
         self.help_until = None
         log("press: alert %s seq %d written to outbox" % (rec["alert_id"], rec["seq"]))
+        if self.mqtt is None:
+            self.next_mqtt = time.ticks_ms()  # try the broker now, whatever the backoff
 
     def on_message(self, topic, payload):
         self.last_rx = time.ticks_ms()
@@ -186,6 +189,8 @@ class App:
 
     def mqtt_backoff_after(self, now, why):
         delay = self.mqtt_backoff.next_ms()
+        if any(not rec.get("receipted") for rec in self.pending.values()):
+            delay = min(delay, HURRY_MS)  # an alert waits for the room: keep trying
         log("%s; again in %d ms" % (why, delay))
         self.next_mqtt = time.ticks_add(now, delay)
 
