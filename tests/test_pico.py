@@ -179,3 +179,55 @@ def test_a_press_before_a_reboot_is_delivered_after_it_once(tmp_path, pki_dir, f
         assert seqs == {"1"}  # one press, one alert: the reboots pressed nothing
     finally:
         pico.kill()
+
+
+def test_wifi_join_backs_off_and_the_clock_is_set_before_tls(tmp_path, pki_dir, broker):
+    with Pico(tmp_path / "flash", pki_dir, device_id(), broker.port,
+              timing={"join_timeout_s": 1}, env={"PB_SHIM_WIFI": "down"}) as pico:
+        pico.wait_for(r"led: joining")
+        delays = []
+        for _ in range(3):
+            _, line = pico.wait_for(r"wifi: not joined after 1 s .* again in (\d+) ms",
+                                    after=pico.mark(), timeout=30)
+            delays.append(int(line.split()[-2]))
+        assert delays[-1] > 1000, delays  # backing off (1 s, 2 s, 4 s, halved plus jitter)
+        assert not pico.matching(r"ntp: |tls: ")
+        pico.send("wifi up")
+        pico.wait_for(r"mqtt: connected", timeout=30)
+        steps = [line.split(" ", 1)[1].split(":")[0] for line in
+                 pico.matching(r"^\d+ (wifi: joined|ntp: clock set|tls: connecting|mqtt: conn)")]
+        assert steps == ["wifi", "ntp", "tls", "mqtt"], steps
+
+
+def test_no_tls_before_the_clock_is_set(tmp_path, pki_dir, broker):
+    with Pico(tmp_path / "flash", pki_dir, device_id(), broker.port,
+              env={"PB_SHIM_NTP_FAIL": "1"}) as pico:
+        pico.wait_for(r"ntp: pool.ntp.org: .* again in \d+ ms")
+        pico.wait_for(r"ntp: pool.ntp.org: .* again in \d+ ms", after=pico.mark(), timeout=30)
+        pico.wait_for(r"led: connecting")
+        assert not pico.matching(r"tls: ")
+
+
+def test_last_will_heartbeats_and_a_wifi_drop(tmp_path, pki_dir, broker):
+    dev = device_id()
+    with Room(pki_dir, broker, tmp_path / "room.db") as room, \
+            Pico(tmp_path / "flash", pki_dir, dev, broker.port) as pico:
+        room.events.wait_for("status", lambda d: d["device_id"] == dev and d["online"],
+                             timeout=30)
+        room.events.wait_for("health", lambda d: d["device_id"] == dev and d["seq"] >= 2,
+                             timeout=30)  # every 2 s in these tests
+        mark = pico.mark()
+        pico.send("wifi down")  # the access point vanishes: the broker sends the Last Will
+        pico.wait_for(r"wifi: lost", after=mark)
+        pico.wait_for(r"led: joining", after=mark)
+        room.events.wait_for("status", lambda d: d["device_id"] == dev and not d["online"]
+                             and d["state"] == "offline", timeout=30)
+        room.events.wait_for("device", lambda d: d["device_id"] == dev
+                             and d["kind"] == "offline", timeout=30)
+        pico.send("wifi up")
+        pico.wait_for(r"mqtt: connected", after=mark, timeout=30)
+        room.events.wait_for("device", lambda d: d["device_id"] == dev and d["kind"] == "back",
+                             timeout=30)
+        rejected = [d for d in room.events.of("rejected") if dev in d["topic"]]
+        assert rejected == []  # every status and heartbeat passed the strict decoders
+        assert pico.matching(r"shim: WDT started") and not pico.matching(r"WDT would have")

@@ -85,7 +85,7 @@ class Net:
             self.next_ntp = time.ticks_add(now, delay)
             return False
 
-    def tls_connect(self, timeout_s=10):
+    def tls_connect(self, timeout_s=5):  # < the watchdog's 8 s, even for a black hole
         broker = self.cfg["broker"]
         addr = socket.getaddrinfo(broker["host"], broker["port"], 0, socket.SOCK_STREAM)[0][-1]
         sock = socket.socket()
