@@ -161,9 +161,7 @@ class App:
                                     % (broker["host"], broker["port"], _why(e)))
             return
         self.wdt.feed()
-        client = MQTTClient(self.dev, self.keepalive_s)
-        client.on_message = self.on_message
-        client.on_puback = self.on_puback
+        client = MQTTClient(self.dev, self.keepalive_s, self.on_message, self.on_puback)
         will = (pb_msg.topic(self.dev, "status"),
                 pb_msg.status(self.cfg, False, "offline", pb_msg.wall_ms()), True, 1)
         try:
@@ -219,6 +217,8 @@ class App:
         log("alert: %s announce %d published" % (rec["alert_id"], rec["announce"]))
 
     def service(self, now):
+        mqtt = self.mqtt
+        assert mqtt is not None
         for rec in self.pending.values():
             if time.ticks_diff(now, rec["next"]) >= 0:
                 self.announce(rec, now)
@@ -237,7 +237,7 @@ class App:
                 self.next_hb = time.ticks_add(now, self.heartbeat_ms)
         if time.ticks_diff(now, self.last_tx) >= self.keepalive_s * 500:
             self.last_tx = now
-            self.mqtt.ping()
+            mqtt.ping()
         if time.ticks_diff(now, self.last_rx) >= self.keepalive_s * 1500:
             self.drop("no answer from the broker for %d s" % (self.keepalive_s * 3 // 2))
 

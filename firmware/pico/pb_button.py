@@ -14,7 +14,7 @@ class Button:
         self.debounce_ms = debounce_ms
         self.pin = Pin(pin_id, Pin.IN, Pin.PULL_UP)  # pressed = 0 (to ground)
         self._levels = bytearray(_RING)
-        self._times = [0] * _RING
+        self._times = [time.ticks_ms()] * _RING
         self._head = 0
         self._tail = 0
         self.level = self.pin.value()

@@ -40,15 +40,16 @@ def _str(s):
 
 
 class MQTTClient:
-    def __init__(self, client_id, keepalive_s=30):
+    def __init__(self, client_id, keepalive_s, on_message, on_puback):
+        """on_message(topic: str, payload: bytes); on_puback(packet_id: int)."""
         self.client_id = client_id
         self.keepalive_s = keepalive_s
         self.sock = None
         self._poll = select.poll()
         self._pid = 0
         self._one = bytearray(1)
-        self.on_message = None  # f(topic: str, payload: bytes)
-        self.on_puback = None  # f(pid: int)
+        self.on_message = on_message
+        self.on_puback = on_puback
 
     def connect(self, sock, clean=False, will=None):
         """`sock`: a connected (TLS) socket in blocking mode with a timeout. `will`: (topic,
@@ -121,7 +122,7 @@ class MQTTClient:
             count += 1
             if kind & 0xF0 == _PUBLISH:
                 self._on_publish(kind, data)
-            elif kind == _PUBACK and self.on_puback is not None:
+            elif kind == _PUBACK:
                 self.on_puback(struct.unpack("!H", data)[0])
 
     def _on_publish(self, kind, data):
@@ -132,8 +133,7 @@ class MQTTClient:
             pid = struct.unpack("!H", data[rest:rest + 2])[0]
             rest += 2
             self._send(_PUBACK, struct.pack("!H", pid))
-        if self.on_message is not None:
-            self.on_message(topic, bytes(data[rest:]))
+        self.on_message(topic, bytes(data[rest:]))
 
     def _send(self, kind, body):
         if self.sock is None:
@@ -144,8 +144,11 @@ class MQTTClient:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
+        sock = self.sock
+        if sock is None:
+            raise OSError("not connected")
         while got < n:
-            chunk = self.sock.read(n - got)
+            chunk = sock.read(n - got)
             if not chunk:
                 raise OSError("connection closed by the broker")
             view[got:got + len(chunk)] = chunk
