@@ -6,6 +6,7 @@ shims of tests/pico/shims standing in for the pin, the watchdog and Wi-Fi."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -161,6 +162,9 @@ def test_a_press_before_a_reboot_is_delivered_after_it_once(tmp_path, pki_dir, f
             pico.wait_for(r"boot: .* 1 unconfirmed alert", after=mark)
             pico.wait_for(r"led: sending", after=mark)
             pico.wait_for(rf"cmd: receipt {alert_id}", after=mark, timeout=30)
+            stored = pico.flash / "outbox" / f"{alert_id}.json"
+            wait_until(lambda: json.loads(stored.read_text()).get("receipted"),
+                       what="the receipt noted on flash")
             # a second power cut after the room has it but before an officer acknowledged:
             # the same alert again, never a second incident
             pico.kill()
