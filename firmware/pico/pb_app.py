@@ -134,6 +134,7 @@ class App:
             self.pending.pop(alert_id, None)
             if rec is self.incident:
                 self.help_until = time.ticks_add(time.ticks_ms(), self.help_ms)
+            mem("acknowledged")
         elif cmd == "end":
             self.outbox.remove(alert_id)
             self.pending.pop(alert_id, None)
@@ -215,6 +216,8 @@ class App:
         rec["next"] = time.ticks_add(now, self.ack_timeout_ms if rec.get("receipted")
                                      else self.retry_ms)
         log("alert: %s announce %d published" % (rec["alert_id"], rec["announce"]))
+        if rec["announce"] == 1:
+            mem("alert published")
 
     def service(self, now):
         mqtt = self.mqtt

@@ -47,8 +47,10 @@ def firmware_files() -> list[Path]:
 class Pico:
     def __init__(self, flash: Path, pki_dir: Path, device_id: str, port: int, *,
                  timing: dict | None = None, env: dict | None = None,
-                 host: str = "127.0.0.1", server_hostname: str = "localhost") -> None:
+                 host: str = "127.0.0.1", server_hostname: str = "localhost",
+                 heap: str = HEAP) -> None:
         self.flash = flash
+        self.heap = heap
         self.device_id = device_id
         self.env = env or {}
         flash.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,7 @@ class Pico:
     def start(self) -> Pico:
         env = {**os.environ, "MICROPYPATH": f"{SHIMS}:.frozen", **self.env}
         self.proc = subprocess.Popen(
-            [micropython_binary(), "-X", f"heapsize={HEAP}", "main.py"], cwd=self.flash,
+            [micropython_binary(), "-X", f"heapsize={self.heap}", "main.py"], cwd=self.flash,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=env, bufsize=1)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
