@@ -245,3 +245,16 @@ def test_last_will_heartbeats_and_a_wifi_drop(tmp_path, pki_dir, broker):
         rejected = [d for d in room.events.of("rejected") if dev in d["topic"]]
         assert rejected == []  # every status and heartbeat passed the strict decoders
         assert pico.matching(r"shim: WDT started") and not pico.matching(r"WDT would have")
+
+
+def test_a_missing_setting_is_one_line_and_exit_2_on_the_unix_port(tmp_path, pki_dir):
+    pico = Pico(tmp_path / "flash", pki_dir, device_id(), 1)
+    settings = json.loads((pico.flash / "settings.json").read_text())
+    del settings["wifi"]["ssid"]
+    (pico.flash / "settings.json").write_text(json.dumps(settings))
+    with pico:
+        assert pico.proc is not None
+        assert pico.proc.wait(30) == 2
+        pico.wait_for(r"settings", timeout=5)
+    assert [line for _, line in pico.lines] == \
+        ["settings: settings.json: 'wifi.ssid' is missing"]

@@ -14,11 +14,12 @@ def main():
         import time
 
         import machine
+        from pb_led import Led
 
-        led = machine.Pin("LED", machine.Pin.OUT)
-        while True:  # the fault pattern, for ever: nothing to do without settings
-            led.toggle()
-            time.sleep_ms(100)
+        led = Led(machine.Pin("LED", machine.Pin.OUT))
+        led.show("fault")
+        while True:  # nothing to do without settings: show it, for ever
+            time.sleep_ms(led.tick(time.ticks_ms()))
     from pb_app import App
 
     App(cfg).run()
