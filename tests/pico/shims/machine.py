@@ -22,6 +22,8 @@ class Pin:
             self._v = value
         self._handler = None
         self._trigger = 0
+        self._arrived = None  # for _pbshim: when the test's last change of this pin came
+        self._ran_at = None  # ... and when the firmware's handler ran for it
         _pbshim.pins[id] = self
 
     def value(self, v=None):
