@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # numpy is needed only once a camera or microphone is made
 
 __all__ = ["FakeBackend", "FakeButton", "FakeIndicator"]
 
-_CAMERA_MODES = ("ok", "covered", "frozen", "noise")
+_CAMERA_MODES = ("ok", "covered", "frozen", "noise", "still")
 _MICROPHONE_MODES = ("ok", "silent", "clipping")
 
 
@@ -33,7 +33,7 @@ class FakeBackend(Backend):
                  microphone_mode: str = "ok") -> None:
         """The bad modes a technician's self-test must catch, set on every device made:
         `button_stuck` (held down from the start), `camera_mode` "covered" | "frozen" |
-        "noise", `microphone_mode` "silent" (dead) | "clipping"; "ok" is a working device."""
+        "noise" | "still" (a static scene, noisy but not frozen), `microphone_mode` "silent" (dead) | "clipping"; "ok" is a working device."""
         if camera_mode not in _CAMERA_MODES:
             raise HalError(f"fake camera mode must be one of {', '.join(_CAMERA_MODES)}, "
                            f"not {camera_mode!r}")
@@ -74,8 +74,8 @@ class FakeBackend(Backend):
 
         camera = FakeCamera(clock, width, height, fps)
         mode = self.camera_mode
-        camera.covered, camera.frozen, camera.noise = (
-            mode == "covered", mode == "frozen", mode == "noise")
+        camera.covered, camera.frozen, camera.noise, camera.still = (
+            mode == "covered", mode == "frozen", mode == "noise", mode == "still")
         self.cameras.append(camera)
         return camera
 
