@@ -88,3 +88,32 @@ def test_pi_tamper_open_at_start_reads_open():
         assert tamper.is_pressed is True
     finally:
         tamper.close()
+
+
+# -- run_kiosk's opening of the switch: a broken one is a fault, never a stopped kiosk -----
+
+
+def _config(tamper_pin: int | None):
+    from pinkbutton.firmware.config import parse_config
+
+    from tests.test_config import CONFIG_PATH, MINIMAL, with_value
+
+    data = MINIMAL if tamper_pin is None else with_value("hal", "tamper_pin", tamper_pin)
+    return parse_config(data, CONFIG_PATH, check_certificates=False)
+
+
+class BrokenTamperBackend(FakeBackend):
+    def tamper(self, *args, **kwargs):
+        raise ValueError("GPIO busy\nsecond line")
+
+
+def test_open_tamper_as_configured():
+    from pinkbutton.firmware.app import open_tamper
+    from pinkbutton.hal.fake import FakeTamper
+
+    faults: list[tuple[str, str]] = []
+    assert open_tamper(FakeBackend(), FakeClock(), _config(None), faults) is None
+    tamper = open_tamper(FakeBackend(), FakeClock(), _config(PIN), faults)
+    assert isinstance(tamper, FakeTamper) and tamper.pin == PIN and faults == []
+    assert open_tamper(BrokenTamperBackend(), FakeClock(), _config(PIN), faults) is None
+    assert faults == [("tamper_failed", "ValueError: GPIO busy")]
