@@ -179,9 +179,9 @@ class Kiosk:
             self.watchdog.register("media-encoder", self.config.health.stage_timeout_s,
                                    self._restart_encoder)
             self.media.start()
-        self._monitor_start()
         self._dispatch(m.Boot())
         self._replay_outbox()
+        self._monitor_start()  # after the alerts to replay: no detector goes first
         # Booted: outbox open, this thread running. Not waiting for the broker: a kiosk
         # without a link still takes presses and must not be killed by systemd for it.
         self.notifier.ready()

@@ -73,7 +73,8 @@ class MonitorSettings:
             value = getattr(self, f.name)
             low = -math.inf if f.name == "max_temp_c" else 0.0
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= low):
-                raise ValueError(f"{f.name} must be a finite number, not {value!r}")
+                raise ValueError(f"{f.name} must be a finite number"
+                                 f"{' >= 0' if low == 0 else ''}, not {value!r}")
         if self.button_stuck_s <= 0:
             raise ValueError(f"button_stuck_s must be > 0, not {self.button_stuck_s!r}")
 

@@ -189,7 +189,10 @@ def test_frozen_raised_at_the_hold_time_not_1_ms_before_and_cleared_when_it_move
     [t] = mon.frame(T0 + 20.0, frozen)
     assert (t.name, t.raised) == (CAMERA_FROZEN, True) and "20 s" in t.detail
     assert mon.frame(T0 + 21.0, sample(changed=0.6)) == []
-    assert names(mon.frame(T0 + 23.0, sample(changed=0.6))) == [(CAMERA_FROZEN, False)]
+    assert mon.frame(T0 + 22.0, sample(changed=0.015)) == []  # in the band: clear restarts
+    assert mon.frame(T0 + 23.0, sample(changed=0.6)) == []
+    assert mon.frame(T0 + 25.0 - MS, sample(changed=0.6)) == []
+    assert names(mon.frame(T0 + 25.0, sample(changed=0.6))) == [(CAMERA_FROZEN, False)]
 
 
 def test_a_flat_picture_cannot_be_judged_frozen():
@@ -220,7 +223,8 @@ def test_mic_dead_raised_at_the_hold_time_not_1_ms_before_and_cleared_after_clea
     assert mon.audio(T0 + 16.0, -72.0) == []  # in the band (floor -75 + 6 dB)
     assert mon.audio(T0 + 30.0, -72.0) == [] and mon.active == {MIC_DEAD}
     assert mon.audio(T0 + 31.0, -30.0) == []
-    assert names(mon.audio(T0 + 33.0, -30.0)) == [(MIC_DEAD, False)]
+    assert mon.audio(T0 + 33.0 - MS, -69.0) == []  # -69 dBFS: floor + 6 dB is alive
+    assert names(mon.audio(T0 + 33.0, -69.0)) == [(MIC_DEAD, False)]
 
 
 def test_no_audio_observed_changes_nothing():
@@ -327,3 +331,110 @@ def test_audio_level_of_the_fake_microphone_in_each_mode():
                       sample_rate=48000, pts_us=0)
     level = audio_level_dbfs([hiss])
     assert level is not None and level < -75, level
+
+
+# -- exact thresholds, band edges, details -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mean", "std", "covered"), [
+    (23.9, 5.9, True), (24.0, 0.0, None), (16.0, 6.0, None),  # at a threshold: the band
+    (27.9, 7.9, None), (28.0, 0.0, False), (16.0, 8.0, False),  # at the band's far edge: good
+])
+def test_covered_thresholds_and_band_edges(mean, std, covered):
+    mon = Monitor(SETTINGS)
+    mon.frame(T0, sample(mean=16.0, std=0.0, changed=None))
+    mon.frame(T0 + 30.0, sample(mean=16.0, std=0.0, changed=None))  # raised
+    mon.frame(T0 + 31.0, sample(mean=mean, std=std, changed=None))
+    cleared = mon.frame(T0 + 40.0, sample(mean=mean, std=std, changed=None))
+    assert (cleared == []) is (covered is not False), cleared
+    fresh = Monitor(SETTINGS)
+    fresh.frame(T0, sample(mean=mean, std=std, changed=None))
+    raised = fresh.frame(T0 + 30.0, sample(mean=mean, std=std, changed=None))
+    assert (raised != []) is (covered is True), raised
+
+
+@pytest.mark.parametrize(("changed", "std", "frozen"), [
+    (0.0099, 30.0, True), (0.01, 30.0, None), (0.0199, 30.0, None), (0.02, 30.0, False),
+    (0.0, 6.0, True), (0.0, 5.99, None),  # spread at COVERED_STD is a picture to judge
+])
+def test_frozen_thresholds_and_band_edges(changed, std, frozen):
+    mon = Monitor(SETTINGS)
+    mon.frame(T0, sample(changed=0.0))
+    mon.frame(T0 + 20.0, sample(changed=0.0))  # raised
+    mon.frame(T0 + 21.0, sample(mean=100.0, std=std, changed=changed))
+    cleared = mon.frame(T0 + 30.0, sample(mean=100.0, std=std, changed=changed))
+    assert (cleared == []) is (frozen is not False), cleared
+    fresh = Monitor(SETTINGS)
+    fresh.frame(T0, sample(mean=100.0, std=std, changed=changed))
+    raised = fresh.frame(T0 + 20.0, sample(mean=100.0, std=std, changed=changed))
+    assert (raised != []) is (frozen is True), raised
+
+
+@pytest.mark.parametrize(("level", "dead"), [(-75.01, True), (-75.0, None), (-69.01, None),
+                                               (-69.0, False)])
+def test_mic_thresholds_and_band_edges(level, dead):
+    mon = Monitor(SETTINGS)
+    mon.audio(T0, -math.inf)
+    mon.audio(T0 + 15.0, -math.inf)  # raised
+    mon.audio(T0 + 16.0, level)
+    cleared = mon.audio(T0 + 30.0, level)
+    assert (cleared == []) is (dead is not False), cleared
+    fresh = Monitor(SETTINGS)
+    fresh.audio(T0, level)
+    assert (fresh.audio(T0 + 15.0, level) != []) is (dead is True)
+
+
+def test_details_say_what_was_seen_and_a_clear_has_none():
+    mon = Monitor(SETTINGS)
+    [silence] = (mon.audio(T0, -math.inf), mon.audio(T0 + 15.0, -math.inf))[1]
+    assert silence.detail == "microphone silent (digital silence, below -75 dBFS) for 15 s"
+    [cleared] = (mon.audio(T0 + 16.0, -20.0), mon.audio(T0 + 18.0, -20.0))[1]
+    assert cleared.detail == ""
+    mon.audio(T0 + 20.0, -80.4)
+    [hiss] = mon.audio(T0 + 35.0, -80.4)
+    assert hiss.detail == "microphone silent (-80 dBFS, below -75 dBFS) for 15 s"
+    [opened] = mon.tamper(T0, True)
+    assert opened.detail == "tamper switch open: the case is open"
+    [closed] = mon.tamper(T0 + 1, False)
+    assert closed.detail == ""
+
+
+def test_adopt_touches_only_the_named_fault_and_needs_an_observation_to_clear():
+    mon = Monitor(SETTINGS)
+    mon.button(T0, True)
+    assert mon.adopt(T0 + 1.0, TAMPER) == [] and mon.active == {TAMPER}
+    # Never observed: adopted and kept until an observation says it is over.
+    fresh = Monitor(SETTINGS)
+    assert fresh.adopt(T0, BUTTON_STUCK) == [] and fresh.active == {BUTTON_STUCK}
+    assert fresh.poll(T0 + 100.0) == []
+    assert names(fresh.button(T0 + 101.0, False)) == [(BUTTON_STUCK, False)]
+
+
+def test_settings_bounds():
+    MonitorSettings(button_stuck_s=0.5, camera_covered_s=0.0, max_temp_c=-10.0)  # all fine
+    with pytest.raises(ValueError, match=r"mic_dead_s must be a finite number >= 0, not -1"):
+        MonitorSettings(mic_dead_s=-1)
+    with pytest.raises(ValueError, match=r"max_temp_c must be a finite number, not inf"):
+        MonitorSettings(max_temp_c=math.inf)
+
+
+def test_changed_is_the_fraction_of_the_grid_that_differs():
+    w, h = 80, 60  # small enough to be its own grid
+    first = VideoFrame(bytes(w * h) + bytes([128]) * (w * h // 2), w, h, 0)
+    half = bytes([200]) * (w * h // 2) + bytes(w * h // 2)
+    second = VideoFrame(half + bytes([128]) * (w * h // 2), w, h, 1)
+    a = sample_frame(first, None)
+    b = sample_frame(second, a)
+    assert a.pixels.shape == (h, w) and b.changed == 0.5 and b.mean == 100.0
+
+
+def test_audio_level_is_rms_without_dc_over_every_sample():
+    quiet_then_loud = np.concatenate([np.zeros(24000), np.tile([1000, -1000], 12000)]) + 5000
+    chunk = AudioChunk(samples=quiet_then_loud.astype("<i2").tobytes(), sample_rate=48000,
+                       pts_us=0)
+    level = audio_level_dbfs([chunk])
+    # DC 5000 removed; silence, then ±1000: RMS 1000/√2 over the whole second.
+    assert level == pytest.approx(20 * math.log10(1000 / math.sqrt(2) / 32768))
+    # An odd trailing byte (a torn read) is left out, not an exception on the sampler.
+    odd = AudioChunk(samples=b"\x10\x00\x10", sample_rate=48000, pts_us=0)
+    assert audio_level_dbfs([odd]) == -math.inf
