@@ -223,6 +223,12 @@ def test_over_temperature_from_the_thermal_zone_is_raised_and_cleared(tmp_path, 
             "health", lambda d: d["device_id"] == DEVICE and "over_temperature" in d["faults"],
             timeout=10)
         assert beat["faults"] == ["over_temperature"]
+        # The heartbeat reads the same thermal zone as the detector.
+        def temperature():
+            rows = [r for r in room.receiver.store.fleet() if r.device_id == DEVICE]
+            return rows[0].heartbeat.get("temperature_c") if rows and rows[0].heartbeat else None
+
+        wait_until(lambda: temperature() == 71.5, 10, "heartbeat temperature 71.5")
         k.thermal.write_text("66000\n")  # under max but not 5 °C under: stays
         time.sleep(1.0)
         assert "over_temperature" in k.kiosk.state.faults
