@@ -33,6 +33,13 @@ from pinkbutton.tools.controlroom.escape import shown
 from pinkbutton.tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
 from pinkbutton.tools.controlroom.store import IncidentStore
 from pinkbutton.tools.controlroom.supervision import DeviceMonitor, Notice
+from pinkbutton.tools.controlroom.terminal import (
+    device_state,
+    event_text,
+    location,
+    short_id,
+)
+from pinkbutton.tools.controlroom.terminal import ms as rounded_ms
 
 log = logging.getLogger("pinkbutton.controlroom")
 
@@ -230,9 +237,9 @@ class ControlRoomReceiver:
                 self._on_alert_body(parts.device_id, payload, received)
             elif parts.leaf == "events":
                 ev = p.decode_event(payload, topic_device=parts.device_id)
-                detail = "  ".join(f"{shown(k, 64)}={shown(v, 200)}"  # each part escaped
-                                   for k, v in list(ev.detail.items())[:16])
-                self.out(f"EVENT  {shown(ev.device_id)}  {shown(ev.kind)}  {detail}")
+                # In words, each part escaped (terminal.event_text), never a dict.
+                self.out(f"EVENT  {shown(ev.device_id)}  {event_text(ev.kind, ev.detail)}")
+                self._note_event(ev, received)
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind,
                                        "detail": dict(ev.detail)})
                 if ev.kind == "selftest":
@@ -295,13 +302,14 @@ class ControlRoomReceiver:
         # (which tells the kiosk "we have it") only after that write. Device text only
         # through shown(): one line, nothing that steers the terminal.
         known = self.store.incident(a.alert_id)
-        device, site, aid = shown(a.device_id), shown(a.site.name) or "?", a.alert_id[:8]
+        device, site, aid = shown(a.device_id), shown(a.site.name) or "?", self._short(a.alert_id)
         flag = f"  FLAGGED: {shown('; '.join(problems), 1000)}" if problems else ""
         if known is None:
-            lat = f"{latency:.1f} ms" if latency is not None else "unknown"
+            lat = rounded_ms(latency) if latency is not None else "unknown"
             seq = "?" if a.seq is None else a.seq
-            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  "
-                     f"latency {lat}  id {aid}{flag}")
+            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  latency {lat}  "
+                     f"{location(a.site.lat, a.site.lon)}  "
+                     f"evidence {self._evidence_link(a, id_known)}  id {aid}{flag}")
         elif a.escalated and known.acked_at is None:
             self.out(f"ESCALATED  {device}  {site}  not acknowledged "
                      f"(announce #{a.announce})  id {aid}{flag}")
@@ -632,17 +640,18 @@ class ControlRoomReceiver:
         for folded in self.store.folded_into(alert_id):  # the kiosk may show one of these
             self._send("ack", inc.device_id, folded, operator)
         self.out(f"ACK    {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
-                 f"by {shown(operator)}  id {alert_id[:8]}")
+                 f"by {shown(operator)}  id {self._short(alert_id)}")
         return True
 
     def end(self, alert_id: str, operator: str) -> bool:
         inc = self.store.incident(alert_id)
+        short = self._short(alert_id)  # as it was shown while open
         if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall())):
             return False
         self._send("end", inc.device_id, alert_id, operator)
         for folded in self.store.folded_into(alert_id):
             self._send("end", inc.device_id, folded, operator)
-        self.out(f"END    {shown(inc.device_id)}  id {alert_id[:8]}")
+        self.out(f"END    {shown(inc.device_id)}  id {short}")
         self._close_evidence(alert_id)
         return True
 
@@ -674,15 +683,7 @@ class ControlRoomReceiver:
             return
         verb, args = words[0].lower(), words[1:]
         if verb in ("list", "ls"):
-            for inc in self.store.open_incidents():
-                state = "acked" if inc.acked_at else "WAITING"
-                flagged = "  FLAGGED" if inc.problems else ""
-                self.out(f"  {inc.alert_id[:8]}  {shown(inc.device_id)}  "
-                         f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}"
-                         f"{flagged}")
-            for dev, online, state, at in self.store.devices():
-                self.out(f"  device {shown(dev)}  {'online' if online else 'OFFLINE'}  "
-                         f"{shown(state)}  since {at}")
+            self._list()
             return
         if verb == "selftest" and len(args) == 1:
             if args[0] != "all" and not p.DEVICE_ID_RE.fullmatch(args[0]):
@@ -693,9 +694,8 @@ class ControlRoomReceiver:
                      f"{shown(', '.join(sent), limit=400) or 'none known'}")
             return
         if verb in ("ack", "end", "extend") and args:
-            matches = self.store.find(args[0])
-            if len(matches) != 1:
-                self.out(f"{verb}: {len(matches)} incidents match {args[0]!r}; give more of the id")
+            matches = self._resolve(verb, args[0])
+            if matches is None:
                 return
             alert_id = matches[0].alert_id
             if verb == "ack":
@@ -711,10 +711,78 @@ class ControlRoomReceiver:
                 self._send("extend", matches[0].device_id, alert_id, self.operator, seconds)
                 done = True
             if not done:
-                self.out(f"{verb}: incident {alert_id[:8]} is already {verb}ed")
+                self.out(f"{verb}: incident {shown(alert_id)} is already {verb}ed")
             return
         self.out("commands: list | ack ID | end ID | extend ID [SECONDS] | selftest DEVICE|all "
                  "(ID = first chars)")
+
+    # -- the operator's terminal (issue 12): short ids, evidence link, list, events -------
+
+    def _short(self, alert_id: str) -> str:
+        """The id as shown: 8 characters, more while another open incident shares them."""
+        return short_id(alert_id, (i.alert_id for i in self.store.open_incidents()))
+
+    def _resolve(self, verb: str, prefix: str):
+        """The one incident an operator's id means: among open incidents first (the short
+        ids are unique there), else among all; None (and a line saying why) otherwise."""
+        matches = self.store.find(prefix, open_only=True) or self.store.find(prefix)
+        if len(matches) == 1:
+            return matches
+        if not matches:
+            self.out(f"{verb}: no incident id starts with {shown(prefix, 40)}")
+            return None
+        ids = [m.alert_id for m in matches]
+        listed = ", ".join(f"{short_id(m.alert_id, ids)} ({shown(m.device_id)}, "
+                           f"{shown(m.site_name, 60) or '?'})" for m in matches[:10])
+        self.out(f"{verb}: {len(matches)} incidents match {shown(prefix, 40)}: {listed}; "
+                 "give more of the id")
+        return None
+
+    def _evidence_link(self, a: p.Alert, id_known: bool) -> str:
+        """Where this incident's evidence will be, relative to the evidence directory."""
+        if self.recorder is None:
+            return "off"
+        if not id_known:
+            return "none (no readable alert_id)"
+        try:
+            path = self.recorder.path_for(a.alert_id, a.device_id)
+        except Exception:  # noqa: BLE001 - EvidenceError: a name unusable in a file name
+            return "none"
+        return shown(str(path.relative_to(self.recorder.directory)))
+
+    def _list(self) -> None:
+        """Open incidents, then every kiosk with the state the store gives it (shared by the
+        receivers of one database): alerting, acknowledged, idle after the end."""
+        open_ = self.store.open_incidents()
+        ids = [i.alert_id for i in open_]
+        for inc in open_:
+            state = f"acked by {shown(inc.acked_by or '?', 64)}" if inc.acked_at else "WAITING"
+            self.out(f"  {short_id(inc.alert_id, ids)}  {shown(inc.device_id)}  "
+                     f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}  "
+                     f"presses {inc.presses}{'  FLAGGED' if inc.problems else ''}")
+        for d in self.store.device_states():
+            inc = d.open_incident
+            state = device_state(None if inc is None else inc.acked_at is not None)
+            online = "?" if d.online is None else ("online" if d.online else "OFFLINE")
+            if inc is not None:
+                since = inc.acked_at or inc.received_at
+                state += f" (incident {short_id(inc.alert_id, ids)})"
+            else:
+                since = max(filter(None, (d.last_ended_at, d.changed_at)), default="?")
+            self.out(f"  device {shown(d.device_id)}  {online}  {state}  since {since}")
+
+    def _note_event(self, ev: p.DeviceEvent, received: float) -> None:
+        """A device event in its incident's timeline (for `report`); a `pressed_again`
+        also counts its presses there."""
+        aid = ev.detail.get("alert_id")
+        aid = aid if isinstance(aid, str) else None
+        presses = ev.detail.get("presses")
+        if ev.kind == "pressed_again" and aid and isinstance(presses, int) and presses > 0:
+            self.store.pressed(ev.device_id, aid, presses)
+        into = self.store.incident_of(ev.device_id, aid)
+        if into is not None:
+            self.store.note(into, iso8601(received), "event",
+                            {"kind": ev.kind, "detail": dict(ev.detail)})
 
     def _notify(self, kind: str, data: dict) -> None:
         for listener in self.listeners:
