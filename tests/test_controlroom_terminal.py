@@ -168,6 +168,15 @@ def test_an_id_is_taken_literally_not_as_a_pattern(room):
     assert room.receiver.store.open_incidents()[0].acked_at is None
 
 
+def test_extend_takes_only_a_finite_positive_number_of_seconds(room):
+    a = alert(room.clock)
+    room.send(a)
+    for bad in ("nan", "inf", "-5", "0", "soon"):
+        said = room.type(f"extend {a.alert_id[:8]} {bad}")
+        assert said == ["extend: seconds must be a number above 0, e.g. 60"], (bad, said)
+    assert room.type(f"extend {a.alert_id[:8]} 90") == []  # sent: the kiosk answers, not us
+
+
 # -- 2. device states follow the incident, from the store ----------------------------------------
 
 
@@ -271,7 +280,7 @@ def test_report_is_rounded_readable_and_escaped(tmp_path, pki_dir):
         "unavailable 7-8, 12",
         "kiosk: selftest failed: camera, microphone (camera: fault camera_failed\\x1b[2J)",
         "acknowledged by officer-1",
-        "ended",
+        "ended by officer-1",
     ], out
     assert not re.search(r"[{}]|\[\[|\['|\w=\S|\d\.\d{4,}", "\n".join(timeline)), text
     assert "\x1b" not in text and "after the end" not in text
@@ -339,3 +348,45 @@ def test_event_lines_are_words_not_dicts(room):
     assert events[3] == f'EVENT  {A}  new_kind: ok no, t 1.235, x {{"y":[1,2]}}', events[3]
     assert not any("'" in x or "True" in x for x in events)
 
+
+
+# -- end to end: a kiosk on a real mosquitto over mTLS ------------------------------------------
+
+
+@pytest.mark.broker
+def test_kiosk_press_ack_press_again_end_as_the_officer_sees_it(tmp_path, pki_dir, broker):
+    from tests.helpers import RunningKiosk, wait_until, write_kiosk_config
+    from tests.test_e2e_alert import RunningRoom
+
+    device = "pb-test-0003"
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, device)
+    db = tmp_path / "room.db"
+
+    def typed(room, line: str) -> list[str]:
+        before = len(room.lines)
+        room.receiver.command(line)
+        return wait_until(lambda: room.lines[before:], timeout=10, what=f"answer to {line!r}")
+
+    with RunningRoom(pki_dir, broker, db, auto_ack=False) as room, RunningKiosk(cfg) as kiosk:
+        kiosk.events.wait_for("connected")
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("persisted")["alert_id"]
+        line = wait_until(lambda: [x for x in room.lines if x.startswith("ALERT")],
+                          timeout=10, what="ALERT line")[0]
+        assert "location 34.00000,71.50000" in line and line.endswith(f"id {alert_id[:8]}")
+        assert f"alerting (incident {alert_id[:8]})" in device_line(typed(room, "list"), device)
+        typed(room, f"ack {alert_id[:8]}")
+        kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming")
+        # A second press once the first is released (debounced): sent as a pressed_again event.
+        wait_until(lambda: not kiosk.button.is_pressed, what="first press released")
+        kiosk.press()
+        wait_until(lambda: room.receiver.store.incident(alert_id).presses == 2, timeout=10,
+                   what="second press counted")
+        assert "acknowledged" in device_line(typed(room, "list"), device)
+        typed(room, f"end {alert_id[:8]}")
+        wait_until(lambda: device_line(typed(room, "list"), device).split("  ")[3] == "idle",
+                   timeout=10, what="device idle after the end")
+    proc = controlroom_cli("report", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert "presses 2  announces 1" in proc.stdout.splitlines()[1], proc.stdout
+    assert "kiosk: pressed again: 2 presses" in proc.stdout and "ended by officer-1" in proc.stdout

@@ -646,7 +646,8 @@ class ControlRoomReceiver:
     def end(self, alert_id: str, operator: str) -> bool:
         inc = self.store.incident(alert_id)
         short = self._short(alert_id)  # as it was shown while open
-        if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall())):
+        if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall()),
+                                              operator):  # who ended it, in the timeline
             return False
         self._send("end", inc.device_id, alert_id, operator)
         for folded in self.store.folded_into(alert_id):
@@ -706,7 +707,9 @@ class ControlRoomReceiver:
                 try:
                     seconds = float(args[1]) if len(args) > 1 else 60.0
                 except ValueError:
-                    self.out("extend: seconds must be a number")
+                    seconds = float("nan")
+                if not 0 < seconds < float("inf"):  # nan, inf and negatives too
+                    self.out("extend: seconds must be a number above 0, e.g. 60")
                     return
                 self._send("extend", matches[0].device_id, alert_id, self.operator, seconds)
                 done = True
