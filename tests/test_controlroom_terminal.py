@@ -254,7 +254,8 @@ def test_report_is_rounded_readable_and_escaped(tmp_path, pki_dir):
         r.clock.advance(30.0)
         r.send(replace(a, announce=2, escalated=True, sent_at=iso8601(r.clock.wall() - 0.002)))
         r.event(A, "fault", {"name": "camera_failed", "detail": "could not open /dev/video0"})
-        r.event(A, "stream_end", {"alert_id": a.alert_id, "seq_count": 301, "rate": 0.123456})
+        r.event(A, "stream_end", {"alert_id": a.alert_id, "seq_count": 301, "rate": 0.123456,
+                                  "dropped_video": 0, "rtt_ms": 2.358, "up_s": 75.2})
         r.event(A, "backfill", {"alert_id": a.alert_id, "requested": 5, "resent": 3,
                                 "unavailable": [[7, 8], [12, 12]]})
         r.event(A, "selftest", {"ok": False, "failed": "camera,microphone",
@@ -275,7 +276,7 @@ def test_report_is_rounded_readable_and_escaped(tmp_path, pki_dir):
         "received, announce #1, latency " + re.search(r"latency (\d+ ms)", out[1]).group(1),
         "escalated: not acknowledged, announce #2, latency 30.0 s",
         "kiosk: fault camera_failed: could not open /dev/video0",
-        "kiosk: stream ended (incident " + a.alert_id[:8] + "): rate 0.123, seq_count 301",
+        "kiosk: stream ended (incident " + a.alert_id[:8] + "): rate 0.12, rtt 2 ms, seq_count 301, up 1 min 15 s",
         "kiosk: backfill (incident " + a.alert_id[:8] + "): requested 5, resent 3, "
         "unavailable 7-8, 12",
         "kiosk: selftest failed: camera, microphone (camera: fault camera_failed\\x1b[2J)",
@@ -339,13 +340,13 @@ def test_event_lines_are_words_not_dicts(room):
     room.event(A, "selftest", {"ok": True})
     room.event(A, "backfill", {"alert_id": str(uuid.uuid4()), "requested": 2, "resent": None,
                                "unavailable": [[1, 2]]})
-    room.event(A, "new_kind", {"x": {"y": [1, 2]}, "t": 1.23456789, "ok": False})
+    room.event(A, "new_kind", {"x": {"y": [1, 2]}, "t": 1.23456789, "ok": False, "n": 0})
     events = [x for x in room.lines if x.startswith("EVENT")]
     assert events[0] == f"EVENT  {A}  fault camera_failed: could not open /dev/video0"
     assert events[1] == f"EVENT  {A}  selftest passed"
     assert re.fullmatch(rf"EVENT  {A}  backfill \(incident [0-9a-f]{{8}}\): requested 2, "
                         r"unavailable 1-2", events[2]), events[2]
-    assert events[3] == f'EVENT  {A}  new_kind: ok no, t 1.235, x {{"y":[1,2]}}', events[3]
+    assert events[3] == f'EVENT  {A}  new_kind: n 0, ok no, t 1.2, x {{"y":[1,2]}}', events[3]
     assert not any("'" in x or "True" in x for x in events)
 
 
@@ -367,7 +368,8 @@ def test_kiosk_press_ack_press_again_end_as_the_officer_sees_it(tmp_path, pki_di
         room.receiver.command(line)
         return wait_until(lambda: room.lines[before:], timeout=10, what=f"answer to {line!r}")
 
-    with RunningRoom(pki_dir, broker, db, auto_ack=False) as room, RunningKiosk(cfg) as kiosk:
+    with RunningRoom(pki_dir, broker, db, auto_ack=False, evidence_dir=tmp_path / "evidence") \
+            as room, RunningKiosk(cfg, media=True) as kiosk:
         kiosk.events.wait_for("connected")
         kiosk.press()
         alert_id = kiosk.events.wait_for("persisted")["alert_id"]
@@ -386,6 +388,13 @@ def test_kiosk_press_ack_press_again_end_as_the_officer_sees_it(tmp_path, pki_di
         typed(room, f"end {alert_id[:8]}")
         wait_until(lambda: device_line(typed(room, "list"), device).split("  ")[3] == "idle",
                    timeout=10, what="device idle after the end")
+        room.events.wait_for("event", lambda d: d["kind"] == "stream_end", timeout=15)
+        room.events.wait_for("evidence_complete", timeout=15)
+    # The evidence the ALERT line named is the file written, shown once (the operator's end
+    # and the kiosk's stream_end both close it).
+    (evidence,) = [x for x in room.lines if x.startswith("EVIDENCE")]
+    name = re.search(r"  evidence (\S+)  ", line).group(1)
+    assert evidence.startswith(f"EVIDENCE  {tmp_path / 'evidence' / name}  "), (line, evidence)
     proc = controlroom_cli("report", "--db", str(db))
     assert proc.returncode == 0, proc.stderr
     assert "presses 2  announces 1" in proc.stdout.splitlines()[1], proc.stdout

@@ -120,6 +120,7 @@ class ControlRoomReceiver:
         self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
+        self._evidence_shown: set[str] = set()  # EVIDENCE line printed (once per incident)
         self._received: dict[str, float | None] = {}  # wall time each recorded incident's alert came
         self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
@@ -481,7 +482,8 @@ class ControlRoomReceiver:
     def _close_evidence(self, alert_id: str) -> None:
         if self.viewer is not None:
             self.viewer.end(alert_id)
-        if self.recorder is None or alert_id not in self._media_seen:
+        if self.recorder is None or alert_id not in self._media_seen \
+                or alert_id in self._evidence_shown:  # the operator's end, then stream_end
             return
         try:
             summary = self.recorder.close(alert_id)
@@ -489,6 +491,7 @@ class ControlRoomReceiver:
             log.error("cannot finish evidence of %s: %s", shown(alert_id), e)
             return
         self._reassemblers.pop(alert_id, None)
+        self._evidence_shown.add(alert_id)
         self._report_evidence(summary)
 
     def _alert_received(self, alert_id: str) -> float | None:

@@ -64,7 +64,9 @@ def value_text(value: object, limit: int = 200) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".") if math.isfinite(value) else "?"
+        if not math.isfinite(value):
+            return "?"
+        return f"{value:.2g}" if abs(value) < 1 else f"{value:.1f}".removesuffix(".0")
     if isinstance(value, int):
         return str(value)
     if value is None:
@@ -76,11 +78,23 @@ def value_text(value: object, limit: int = 200) -> str:
     return shown(json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False), limit)
 
 
-def fields_text(detail: Mapping, skip: Iterable[str] = ()) -> str:
-    """The remaining fields of a detail as `name value, name value` (names escaped too)."""
+def fields_text(detail: Mapping, skip: Iterable[str] = (), zeros: bool = True) -> str:
+    """The remaining fields of a detail as `name value, name value` (names escaped too); a
+    number named `*_ms` or `*_s` as a duration (`rtt 2 ms`); without `zeros`, fields that
+    are 0 are left out."""
     skip = set(skip)
-    parts = [f"{shown(str(k), 64)} {value_text(v)}" for k, v in list(detail.items())[:16]
-             if k not in skip and v is not None]
+    parts = []
+    for k, v in list(detail.items())[:24]:
+        if k in skip or v is None or (not zeros and v == 0 and not isinstance(v, bool)):
+            continue
+        name = shown(str(k), 64)
+        number = _num(v)
+        if number is not None and name.endswith("_ms"):
+            parts.append(f"{name[:-3]} {ms(number)}")
+        elif number is not None and name.endswith("_s"):
+            parts.append(f"{name[:-2]} {seconds(number)}")
+        else:
+            parts.append(f"{name} {value_text(v)}")
     return ", ".join(parts)
 
 
@@ -125,8 +139,8 @@ def event_text(kind: str, detail: Mapping) -> str:
         return f"selftest failed: {value_text(names)}{why}"
     if kind == "pressed_again" and isinstance(d.get("presses"), int):
         return f"pressed again: {d['presses']} presses{_incident(d)}"
-    if kind == "stream_end":
-        rest = fields_text(d, skip=("alert_id",))
+    if kind == "stream_end":  # the sender's counters; those at 0 (nothing dropped) left out
+        rest = fields_text(d, skip=("alert_id",), zeros=False)
         return f"stream ended{_incident(d)}" + (f": {rest}" if rest else "")
     if kind == "backfill":
         parts = [f"{name} {value_text(d[name])}" for name in ("requested", "resent")
