@@ -399,3 +399,6 @@ def test_kiosk_press_ack_press_again_end_as_the_officer_sees_it(tmp_path, pki_di
     assert proc.returncode == 0, proc.stderr
     assert "presses 2  announces 1" in proc.stdout.splitlines()[1], proc.stdout
     assert "kiosk: pressed again: 2 presses" in proc.stdout and "ended by officer-1" in proc.stdout
+    # Noted once each, although media kept coming after the end (until the kiosk heard it).
+    assert proc.stdout.count("first media +") == proc.stdout.count("first keyframe +") == 1, \
+        proc.stdout

@@ -514,6 +514,8 @@ class ControlRoomReceiver:
             EvidenceError,  # loaded with the recorder (PyAV)
         )
 
+        if alert_id in self._evidence_shown:
+            return  # media after the evidence was closed: the timings are noted already
         noted = self._timed.setdefault(alert_id, set())
         if len(noted) == 2:
             return
