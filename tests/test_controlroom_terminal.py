@@ -246,6 +246,32 @@ def test_every_press_counts_pressed_again_after_the_ack_and_folded_alerts(tmp_pa
     assert "kiosk: pressed again: 3 presses" in proc.stdout, proc.stdout
 
 
+def test_a_database_from_before_folded_presses_keeps_its_count(tmp_path):
+    import sqlite3
+
+    store = IncidentStore(tmp_path / "room.db")  # made as before issue 12, then downgraded
+    clock = FakeClock()
+    a, f1, f2 = alert(clock), alert(clock), alert(clock)
+    store.record_alert(a, "2026-11-23T10:00:00.000Z", 1.0, None)
+    store.fold_alerts(A, [(f1, "2026-11-23T10:00:01.000Z", None),
+                          (f2, "2026-11-23T10:00:01.000Z", None)])
+    store.close()
+    db = sqlite3.connect(tmp_path / "room.db")
+    db.executescript("ALTER TABLE folded DROP COLUMN presses; "
+                     "UPDATE incidents SET presses = 3;")  # 1 + one per folded alert, as then
+    db.close()
+    store = IncidentStore(tmp_path / "room.db")
+    try:
+        assert store.incident(a.alert_id).presses == 3
+        store.record_alert(replace(a, announce=2, presses=2), "2026-11-23T10:00:02.000Z", 1.0,
+                           None)
+        assert store.incident(a.alert_id).presses == 4  # 2 of its own + 1 + 1 folded
+        assert store.pressed(A, f2.alert_id, 3) == a.alert_id
+        assert store.incident(a.alert_id).presses == 6
+    finally:
+        store.close()
+
+
 def test_report_is_rounded_readable_and_escaped(tmp_path, pki_dir):
     r = Room(tmp_path, pki_dir)
     try:
@@ -285,6 +311,25 @@ def test_report_is_rounded_readable_and_escaped(tmp_path, pki_dir):
     ], out
     assert not re.search(r"[{}]|\[\[|\['|\w=\S|\d\.\d{4,}", "\n".join(timeline)), text
     assert "\x1b" not in text and "after the end" not in text
+
+
+def test_device_events_kept_per_incident_are_bounded(tmp_path, pki_dir):
+    r = Room(tmp_path, pki_dir)
+    try:
+        r.receiver.EVENTS_KEPT_PER_INCIDENT = 3
+        a = alert(r.clock)
+        r.send(a)
+        for n in range(6):
+            r.event(A, "pressed_again", {"alert_id": a.alert_id, "presses": n + 2})
+        assert len([x for x in r.lines if x.startswith("EVENT")]) == 6  # all shown
+        timeline = r.receiver.store.timeline(a.alert_id)
+        assert [w for _, w, _ in timeline] == ["received", "event", "event", "event",
+                                               "events_not_kept"]
+        assert r.receiver.store.incident(a.alert_id).presses == 4
+    finally:
+        r.close()
+    proc = controlroom_cli("report", "--db", str(tmp_path / "room.db"))
+    assert "more device events than 3: the rest were shown, not kept" in proc.stdout, proc.stdout
 
 
 def test_report_csv_one_row_per_incident_with_no_formula_and_a_date_window(tmp_path, pki_dir):

@@ -121,6 +121,7 @@ class ControlRoomReceiver:
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
         self._evidence_shown: set[str] = set()  # EVIDENCE line printed (once per incident)
+        self._events_kept: dict[str, int] = {}  # device events noted per incident (_note_event)
         self._received: dict[str, float | None] = {}  # wall time each recorded incident's alert came
         self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
@@ -779,18 +780,30 @@ class ControlRoomReceiver:
                 since = max(filter(None, (d.last_ended_at, d.changed_at)), default="?")
             self.out(f"  device {shown(d.device_id)}  {online}  {state}  since {since}")
 
+    #: Device events kept per incident: events are not rate-limited like alerts, and each one
+    #: kept is a write (fsync) on the run thread; a kiosk sends a handful per incident.
+    EVENTS_KEPT_PER_INCIDENT = 1000
+
     def _note_event(self, ev: p.DeviceEvent, received: float) -> None:
         """A device event in its incident's timeline (for `report`); a `pressed_again`
-        also counts its presses there."""
+        also counts its presses there. Past EVENTS_KEPT_PER_INCIDENT events of one incident,
+        one line says so and the rest are only shown."""
         aid = ev.detail.get("alert_id")
         aid = aid if isinstance(aid, str) else None
+        into = self.store.incident_of(ev.device_id, aid)
+        if into is None:
+            return
+        kept = self._events_kept[into] = self._events_kept.get(into, 0) + 1
+        if kept > self.EVENTS_KEPT_PER_INCIDENT:
+            if kept == self.EVENTS_KEPT_PER_INCIDENT + 1:
+                self.store.note(into, iso8601(received), "events_not_kept",
+                                {"after": self.EVENTS_KEPT_PER_INCIDENT})
+            return
         presses = ev.detail.get("presses")
         if ev.kind == "pressed_again" and aid and isinstance(presses, int) and presses > 0:
             self.store.pressed(ev.device_id, aid, presses)
-        into = self.store.incident_of(ev.device_id, aid)
-        if into is not None:
-            self.store.note(into, iso8601(received), "event",
-                            {"kind": ev.kind, "detail": dict(ev.detail)})
+        self.store.note(into, iso8601(received), "event",
+                        {"kind": ev.kind, "detail": dict(ev.detail)})
 
     def _notify(self, kind: str, data: dict) -> None:
         for listener in self.listeners:

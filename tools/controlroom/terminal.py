@@ -186,6 +186,9 @@ def timeline_text(what: str, detail: Mapping) -> str:
         value = _num(d.get("ms"))
         sign = "+" if value is not None and value >= 0 else ""
         return f"{label} {sign}{ms(value)} after the alert was received"
+    if what == "events_not_kept":
+        return (f"more device events than {value_text(d.get('after'))}: the rest were shown, "
+                "not kept")
     if what == "event":
         kind = d.get("kind")
         inner = d.get("detail")
