@@ -31,9 +31,10 @@ from pinkbutton.firmware.media.envelope import MediaError, Reassembler, decode_e
 from pinkbutton.hal.clock import Clock, iso8601
 from pinkbutton.tools.controlroom.escape import shown
 from pinkbutton.tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
-from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.controlroom.store import Incident, IncidentStore
 from pinkbutton.tools.controlroom.supervision import DeviceMonitor, Notice
 from pinkbutton.tools.controlroom.terminal import (
+    SHORT_ID,
     device_state,
     event_text,
     location,
@@ -729,9 +730,10 @@ class ControlRoomReceiver:
 
     def _short(self, alert_id: str) -> str:
         """The id as shown: 8 characters, more while another open incident shares them."""
-        return short_id(alert_id, (i.alert_id for i in self.store.open_incidents()))
+        rivals = self.store.find(alert_id[:SHORT_ID], open_only=True)  # by the primary key
+        return short_id(alert_id, (i.alert_id for i in rivals))
 
-    def _resolve(self, verb: str, prefix: str):
+    def _resolve(self, verb: str, prefix: str) -> list[Incident] | None:
         """The one incident an operator's id means: among open incidents first (the short
         ids are unique there), else among all; None (and a line saying why) otherwise."""
         matches = self.store.find(prefix, open_only=True) or self.store.find(prefix)

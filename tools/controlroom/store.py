@@ -367,8 +367,11 @@ class IncidentStore:
 
     def find(self, prefix: str, open_only: bool = False) -> list[Incident]:
         """Incidents whose alert_id starts with `prefix` (taken literally: no wildcards)."""
-        where = "WHERE substr(alert_id, 1, ?) = ?" + (" AND ended_at IS NULL" if open_only else "")
-        return self._incidents(where + " ORDER BY received_at", (len(prefix), prefix))
+        # The range lets SQLite use the primary key; substr() keeps the match exact.
+        where = ("WHERE alert_id >= ? AND alert_id < ? AND substr(alert_id, 1, ?) = ?"
+                 + (" AND ended_at IS NULL" if open_only else ""))
+        return self._incidents(where + " ORDER BY received_at",
+                               (prefix, prefix + "\U0010ffff", len(prefix), prefix))
 
     def open_incidents(self) -> list[Incident]:
         return self._incidents("WHERE ended_at IS NULL ORDER BY received_at", ())
