@@ -381,6 +381,6 @@ def test_dead_media_sender_thread_is_revived_and_the_stream_goes_on(tmp_path, pk
         sent = sender.stats().sent_video
         wait_until(lambda: sender.stats().sent_video > sent, timeout=15,
                    what="the revived sender publishing again")
-        wait_until(lambda: line_with(room.lines, "EVENT", DEVICE, "fault_cleared", "stage_stuck"),
+        wait_until(lambda: line_with(room.lines, "EVENT", DEVICE, "fault cleared: stage_stuck"),
                    timeout=15, what="stage_stuck cleared")
         assert "stage_stuck" not in mk.kiosk.state.faults
