@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True, metavar="FILE", type=Path,
                         help="the kiosk TOML config (its state_dir holds control.sock)")
     json_flag(status)
+
+    from pinkbutton.firmware.enroll import add_enroll_arguments
+
+    enroll = verbs.add_parser(
+        "enroll", help="make this kiosk's private key (kept here) and a CSR for the control room")
+    add_enroll_arguments(enroll)  # the same options as `pinkbutton enroll`
+    json_flag(enroll)
     return parser
 
 
@@ -88,6 +95,24 @@ def check_config(file: Path) -> list[Check]:
     return [passed("config", f"{file}: device {config.device.id} at {config.device.site_name}, "
                    f"broker {config.broker.host}:{config.broker.port}"),
             certificate_selftest(config)]
+
+
+def enroll(file: Path, new_key: bool = False) -> tuple[list[Check], dict]:
+    """`pinkbutton enroll`'s code (firmware/enroll.py) as checks. Raises ConfigError (exit 2);
+    a file that cannot be written is a failed check."""
+    from pinkbutton.firmware.enroll import enroll_config, next_step
+
+    try:
+        config, done = enroll_config(file, new_key)
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        return [failed("key", f"cannot write{where}: {e.strerror or e}",
+                       "run as the kiosk's user (sudo -u pinkbutton) or root")], {}
+    return [passed("key", f"{done.key} ({'new' if done.new_key else 'kept'}, 0600: it never "
+                   "leaves this kiosk)"),
+            passed("csr", f"{done.csr} (CN {config.device.id})")], {
+        "key": str(done.key), "csr": str(done.csr), "new_key": done.new_key,
+        "next": next_step(config, done)}
 
 
 def _firmware_running(config: Config) -> Check | None:
@@ -201,10 +226,10 @@ def render(checks: Sequence[Check], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def document(checks: Sequence[Check], extra: dict | None = None) -> dict:
+def document(checks: Sequence[Check], extra: dict | None = None, key: str = "status") -> dict:
     doc: dict = {"ok": all(c.ok for c in checks), "checks": [c.as_json() for c in checks]}
     if extra is not None:
-        doc["status"] = extra
+        doc[key] = extra
     return doc
 
 
@@ -217,10 +242,14 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
     def say(text: str) -> None:  # prompts go to stderr so --json stays one document
         print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
 
-    extra = None
+    extra, extra_key, after = None, "status", None
     try:
         if args.verb == "check-config":
             checks = check_config(args.file)
+        elif args.verb == "enroll":
+            checks, extra = enroll(args.config, args.new_key)
+            extra_key, after = "enroll", extra.get("next")
+            extra = extra or None
         else:
             config = load_config(args.config, check_certificates=False)
             if args.verb == "selftest":
@@ -243,10 +272,12 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
         print(f"{PROG}: unexpected error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
-        print(json.dumps(document(checks, extra), indent=2))
+        print(json.dumps(document(checks, extra, extra_key), indent=2))
     else:
         colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         print(render(checks, colour=colour))
+        if after:
+            print(f"next: {shown(after)}")
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
