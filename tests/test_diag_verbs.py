@@ -106,3 +106,98 @@ def test_diag_enroll_and_pinkbutton_enroll_are_one_implementation(tmp_path, pki_
     for flag in ("--config", "--new-key"):
         assert flag in diag("enroll", "--help").stdout
         assert flag in firmware("enroll", "--help").stdout
+
+
+# -- logs ----------------------------------------------------------------------------------------
+# journalctl is the system's edge: a fake one on PATH records its arguments and prints what a
+# real one prints in each case.
+
+FAKE_JOURNALCTL = """#!/bin/sh
+printf '%s\\n' "$@" > "$FAKE_ARGS"
+case "$FAKE_MODE" in
+  text) printf '2026-12-01T08:00:00+0000 kiosk pinkbutton[812]: INFO pinkbutton.app: boot\\n'
+        printf '2026-12-01T08:00:01+0000 kiosk pinkbutton[812]: operator \\033[2Jmallory\\n' ;;
+  json) printf '{"__REALTIME_TIMESTAMP":"1764576000123456","PRIORITY":"6","MESSAGE":"boot","_PID":"812"}\\n'
+        printf '{"__REALTIME_TIMESTAMP":"1764576001000000","PRIORITY":"3","MESSAGE":[104,105,255],"_PID":"812"}\\n' ;;
+  empty) echo '-- No entries --' ;;
+  nojournal) echo 'No journal files were found.' >&2 ;;
+  badsince) echo 'Failed to parse timestamp: yesterdayish' >&2; exit 1 ;;
+esac
+"""
+
+
+def fake_journalctl(tmp_path: Path, mode: str) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "journalctl"
+    script.write_text(FAKE_JOURNALCTL)
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_ARGS": str(tmp_path / "args"),
+            "FAKE_MODE": mode}
+
+
+def journal_args(tmp_path: Path) -> list[str]:
+    return (tmp_path / "args").read_text().splitlines()
+
+
+def test_logs_runs_journalctl_for_the_unit_and_shows_the_lines_escaped(tmp_path):
+    env = fake_journalctl(tmp_path, "text")
+    proc = diag("logs", "-n", "20", "--since=-1h", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert journal_args(tmp_path) == ["-u", "pinkbutton", "-o", "short-iso", "-n", "20",
+                                      "--no-pager", "--since", "-1h"]
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith("pinkbutton.app: boot")
+    assert lines[1].endswith("operator \\x1b[2Jmallory") and "\x1b" not in proc.stdout
+    assert lines[2].startswith("✓ logs: 2 line(s) of unit pinkbutton from journald (journalctl")
+
+
+def test_logs_json_gives_records(tmp_path):
+    env = fake_journalctl(tmp_path, "json")
+    proc = diag("logs", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert journal_args(tmp_path) == ["-u", "pinkbutton", "-o", "json", "-n", "50", "--no-pager"]
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is True and doc["checks"][0]["name"] == "logs"
+    assert doc["records"] == [
+        {"time": "2025-12-01T08:00:00.123Z", "priority": 6, "level": "info", "message": "boot",
+         "pid": 812},
+        {"time": "2025-12-01T08:00:01.000Z", "priority": 3, "level": "err", "message": "hi\ufffd",
+         "pid": 812}]
+
+
+def test_logs_follow_passes_follow_and_streams_records(tmp_path):
+    env = fake_journalctl(tmp_path, "json")
+    proc = diag("logs", "--follow", "--json", "-n", "5", env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert journal_args(tmp_path)[-1] == "--follow"
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["message"] for r in records] == ["boot", "hi\ufffd"]
+
+
+def test_logs_without_journald_says_what_to_do(tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    proc = diag("logs", "--json", env={"PATH": str(empty)})  # no journalctl at all
+    assert proc.returncode == 1, proc.stderr
+    check = json.loads(proc.stdout)["checks"][0]
+    assert check["ok"] is False
+    assert check["detail"] == "no journal here: journalctl is not installed"
+    assert "2>>kiosk.log" in check["fix"] and "systemctl start pinkbutton" in check["fix"]
+
+    env = fake_journalctl(tmp_path, "nojournal")  # journalctl there, no journal (a container)
+    human = diag("logs", env=env)
+    assert human.returncode == 1
+    assert human.stdout.startswith("✗ logs: no journal here: journalctl found no journal files")
+    assert "— try: the firmware logs to journald" in human.stdout
+
+    proc = diag("logs", "--json", env=fake_journalctl(tmp_path, "empty"))
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["checks"][0]["detail"] == "no log lines of unit pinkbutton"
+
+
+def test_logs_bad_usage_exits_2_in_one_line(tmp_path):
+    env = fake_journalctl(tmp_path, "badsince")
+    assert_one_line_error(diag("logs", "--since", "yesterdayish", env=env),
+                          "--since", "Failed to parse timestamp: yesterdayish")
+    assert_one_line_error(diag("logs", "-n", "0"), "--lines", "at least 1")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, positive_float
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, positive_float, positive_int
 from pinkbutton.firmware.config import Config, ConfigError, check_state_dir, load_config
 from pinkbutton.firmware.diag import control
 from pinkbutton.firmware.diag.checks import Check, certificate_check, failed, passed
@@ -73,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True, metavar="FILE", type=Path,
                         help="the kiosk TOML config (its state_dir holds control.sock)")
     json_flag(status)
+
+    logs = verbs.add_parser("logs", help="the kiosk's recent log (journalctl -u pinkbutton)")
+    logs.add_argument("-n", "--lines", metavar="N", type=positive_int, default=50,
+                      help="how many of the latest entries (default 50)")
+    logs.add_argument("--since", metavar="WHEN", default=None,
+                      help="only entries since then, as journalctl takes it: "
+                           "'2026-12-01 08:00', 'today', --since=-1h")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new entries until Ctrl-C")
+    json_flag(logs)
 
     from pinkbutton.firmware.enroll import add_enroll_arguments
 
@@ -233,6 +243,34 @@ def document(checks: Sequence[Check], extra: dict | None = None, key: str = "sta
     return doc
 
 
+def _logs(args: argparse.Namespace) -> int:
+    from pinkbutton.firmware.diag.logs import LogsUsageError, follow_logs, read_logs
+
+    def emit(line: str) -> None:
+        print(line if args.json else shown(line), flush=True)
+
+    try:
+        if args.follow:
+            check = follow_logs(args.lines, args.since, as_json=args.json, emit=emit)
+            result = None
+        else:
+            result = read_logs(args.lines, args.since, as_json=args.json)
+            check = result.check
+    except LogsUsageError as e:
+        print(f"{PROG}: usage error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        if result is not None or not check.ok:  # --follow --json: the records were the output
+            print(json.dumps(document([check], result.records if result else [], "records"),
+                             indent=2))
+    else:
+        for line in result.lines if result else []:
+            print(shown(line))
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(render([check], colour=colour))
+    return EXIT_OK if check.ok else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None, *, backend=None) -> int:
     """`backend`: a HAL backend to use instead of the config's (tests: a FakeBackend in a
     bad mode)."""
@@ -246,6 +284,8 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
     try:
         if args.verb == "check-config":
             checks = check_config(args.file)
+        elif args.verb == "logs":
+            return _logs(args)
         elif args.verb == "enroll":
             checks, extra = enroll(args.config, args.new_key)
             extra_key, after = "enroll", extra.get("next")
