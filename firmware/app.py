@@ -288,6 +288,8 @@ class Kiosk:
                 pass
             case ("press", kind):
                 self._press(kind, self.clock.monotonic())
+            case ("test_alert", alert_id, at):
+                self._test_alert_start(alert_id, at)
             case ("stream_end", alert_id, stats):
                 detail = {"alert_id": alert_id, **stats}
                 ev = p.DeviceEvent(self.device_id, "stream_end", iso8601(self.clock.wall()), detail)
@@ -330,12 +332,12 @@ class Kiosk:
             case _:
                 log.error("internal: unexpected inbox item %r", item)
 
-    def _press(self, kind: str | None, at: float) -> None:
+    def _press(self, kind: str | None, at: float, alert_id: str | None = None) -> None:
         now = self.clock.monotonic()
         # Wall time of the contact itself, not of the debounce confirmation.
         wall = self.clock.wall() - max(0.0, now - at)
         self._notify("pressed", {"at": at, "confirmed_after_ms": round((now - at) * 1000, 1)})
-        ev = m.Pressed(self._ids.new(at), wall, kind or self.config.alert.kind)
+        ev = m.Pressed(alert_id or self._ids.new(at), wall, kind or self.config.alert.kind)
         self._dispatch(ev, now=at)
 
     def _on_publish_result(self, r: t.PublishResult) -> None:
@@ -747,7 +749,11 @@ class Kiosk:
         self._cert_not_after: str | None = (
             iso8601(self._cert_expiry.timestamp()) if self._cert_expiry is not None else None)
         self.listeners.append(self._track_last_alert)
-        self.control = ControlServer(self.config.device.state_dir, self.control_status)
+        self._test_alert: dict | None = None  # the last `pinkbutton-diag test-alert`
+        self._test_alert_mono: float | None = None
+        self.listeners.append(self._track_test_alert)
+        self.control = ControlServer(self.config.device.state_dir, self.control_status,
+                                     test_alert=self.request_test_alert)
 
     def _track_last_alert(self, kind: str, data: dict) -> None:
         """State thread: the last alert and how far it got, for `pinkbutton-diag status`."""
@@ -766,6 +772,48 @@ class Kiosk:
         elif last.get("alert_id") == alert_id:
             operator = data.get("operator") if kind == "cmd" else last.get("operator")
             self._last_alert = {**last, "outcome": outcome, "operator": operator}
+
+    # -- test alert (pinkbutton-diag test-alert) ----------------------------------------
+
+    def request_test_alert(self) -> dict:
+        """Control-socket thread: ask for an alert of kind `test`; the state thread presses
+        it. Refused while an incident runs (a test never joins a real incident). Returns the
+        control socket's reply."""
+        incident = self.state.incident  # a plain read of a value replaced whole
+        if incident is not None:
+            return {"ok": False, "error": f"an incident is running ({incident.draft.alert_id}, "
+                                          f"{incident.draft.kind}): no test alert now"}
+        at = self.clock.monotonic()
+        alert_id = self._ids.new(at)
+        self._inbox.put(("test_alert", alert_id, at))
+        return {"ok": True, "test_alert": {"alert_id": alert_id}}
+
+    def _test_alert_start(self, alert_id: str, at: float) -> None:
+        """State thread."""
+        self._test_alert_mono = at
+        self._test_alert = {"alert_id": alert_id, "requested_at": iso8601(self.clock.wall()),
+                            "refused": None, "ms": {}, "operator": None}
+        if self.state.incident is not None:  # a press came first
+            self._test_alert = {**self._test_alert, "refused": "an incident started first"}
+            return
+        log.info("test alert %s asked for on the control socket", alert_id)
+        self._press(m.TEST_KIND, at, alert_id)
+
+    def _track_test_alert(self, kind: str, data: dict) -> None:
+        """State thread: how far the test alert got, in ms after it was asked for; each
+        stage once. The control socket's thread reads the dict, replaced whole."""
+        test = self._test_alert
+        if test is None or data.get("alert_id") != test["alert_id"] or self._test_alert_mono is None:
+            return
+        stage = {"persisted": "persisted", "delivered": "delivered", "receipt": "receipt"}.get(kind)
+        operator = test["operator"]
+        if kind == "cmd" and data.get("cmd") in ("ack", "dispatched", "end"):
+            stage = data["cmd"]
+            operator = data.get("operator") or operator
+        if stage is None or stage in test["ms"]:
+            return
+        ms = round((self.clock.monotonic() - self._test_alert_mono) * 1000, 1)
+        self._test_alert = {**test, "ms": {**test["ms"], stage: ms}, "operator": operator}
 
     def control_status(self) -> dict:
         """A snapshot for the control socket's thread: plain reads of values the state
@@ -793,6 +841,7 @@ class Kiosk:
                                  if self._selftest_at is not None else None),
             "last_selftest_ok": self._selftest_ok,
             "last_selftest_failed": list(self._selftest_failed),
+            "test_alert": self._test_alert,
         }
 
 

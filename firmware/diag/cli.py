@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="the kiosk TOML config (its state_dir holds control.sock)")
     json_flag(status)
 
+    test_alert = verbs.add_parser(
+        "test-alert", help="the running kiosk sends an alert of kind test: the round trip")
+    test_alert.add_argument("--config", required=True, metavar="FILE", type=Path,
+                            help="the kiosk TOML config (its state_dir holds control.sock)")
+    test_alert.add_argument("--timeout", metavar="S", type=positive_float, default=10.0,
+                            help="seconds to wait for the control room's receipt (default 10)")
+    json_flag(test_alert)
+
     logs = verbs.add_parser("logs", help="the kiosk's recent log (journalctl -u pinkbutton)")
     logs.add_argument("-n", "--lines", metavar="N", type=positive_int, default=50,
                       help="how many of the latest entries (default 50)")
@@ -123,6 +132,91 @@ def enroll(file: Path, new_key: bool = False) -> tuple[list[Check], dict]:
             passed("csr", f"{done.csr} (CN {config.device.id})")], {
         "key": str(done.key), "csr": str(done.csr), "new_key": done.new_key,
         "next": next_step(config, done)}
+
+
+#: After the room's receipt, how long to wait for its automatic ack and end of a test.
+TEST_ANSWER_WAIT_S = 3.0
+TEST_POLL_S = 0.02
+
+
+def test_alert(config: Config, timeout_s: float = 10.0) -> tuple[list[Check], dict | None]:
+    """Ask the running kiosk (control socket) for an alert of kind `test` and follow it: the
+    outbox write, the broker's PUBACK, the room's receipt (required within `timeout_s`), its
+    ack and end when it answers tests (it does: tools/controlroom). Never opens a second MQTT
+    connection under the kiosk's identity: with the firmware stopped it only says so."""
+    path = control.socket_path(config.device.state_dir)
+    try:
+        alert_id = str(control.request(path, "test-alert", key="test_alert")["alert_id"])
+    except control.NotRunning:
+        return [failed("firmware", "the kiosk is not running: no test alert sent",
+                       "start it (sudo systemctl start pinkbutton), then test again")], None
+    except PermissionError:
+        return [failed("firmware", f"not allowed to ask it on {path}",
+                       "run as the kiosk's user (sudo -u pinkbutton) or root")], None
+    except control.Refused as e:
+        return [failed("test alert", f"refused: {e.error}",
+                       "wait until the kiosk is idle, then test again")], None
+    except (OSError, ValueError, KeyError) as e:
+        return [failed("firmware", f"no valid answer on {path}: {e}",
+                       "restart the firmware (sudo systemctl restart pinkbutton)")], None
+    start = time.monotonic()
+    test: dict = {"alert_id": alert_id, "ms": {}}
+    answer_by: float | None = None
+    while True:
+        try:
+            got = control.request(path, "status").get("test_alert")
+        except (control.NotRunning, OSError, ValueError):
+            got = None  # restarting: keep asking until the time is up
+        if isinstance(got, dict) and got.get("alert_id") == alert_id:
+            test = got
+        ms = test.get("ms") if isinstance(test.get("ms"), dict) else {}
+        now = time.monotonic()
+        if test.get("refused") or "end" in ms:
+            break
+        if "receipt" in ms and answer_by is None:
+            answer_by = now + TEST_ANSWER_WAIT_S
+        if now >= (answer_by if answer_by is not None else start + timeout_s):
+            break
+        time.sleep(TEST_POLL_S)
+    return _test_alert_checks(test, timeout_s), test
+
+
+def _test_alert_checks(test: dict, timeout_s: float) -> list[Check]:
+    ms = test.get("ms") if isinstance(test.get("ms"), dict) else {}
+    aid = test.get("alert_id")
+    if test.get("refused"):
+        return [failed("test alert", f"{aid} refused: {test['refused']}",
+                       "wait until the kiosk is idle, then test again")]
+
+    def after(stage: str) -> str:
+        return f"after {ms[stage]:.1f} ms"
+
+    checks = [passed("test alert", f"{aid} sent by the kiosk as kind test (never dispatched)")]
+    checks.append(passed("outbox", f"written (fsync) {after('persisted')}") if "persisted" in ms
+                  else failed("outbox", "the kiosk did not record the test alert",
+                              "see `pinkbutton-diag logs`"))
+    if "delivered" in ms:
+        checks.append(passed("broker", f"PUBACK {after('delivered')}"))
+    elif "receipt" not in ms:
+        checks.append(failed("broker", f"no PUBACK within {timeout_s:g} s",
+                             "the kiosk is not connected: `pinkbutton-diag status`, "
+                             "`pinkbutton-diag selftest` (network)"))
+    if "receipt" in ms:
+        checks.append(passed("control room", f"stored it, receipt back at the kiosk "
+                             f"{after('receipt')} (round trip press to room and back)"))
+    else:
+        checks.append(failed("control room", f"no receipt within {timeout_s:g} s",
+                             "is the control room running? the test alert stays in the "
+                             "kiosk's outbox until the room confirms it"))
+        return checks
+    if "ack" in ms:
+        who = f" by {test['operator']}" if test.get("operator") else ""
+        ended = f", ended {after('end')}" if "end" in ms else ""
+        checks.append(passed("ack", f"acknowledged{who} {after('ack')}{ended}"))
+    else:
+        checks.append(passed("ack", f"none within {TEST_ANSWER_WAIT_S:g} s of the receipt "
+                             "(this control room does not answer tests)"))
+    return checks
 
 
 def _firmware_running(config: Config) -> Check | None:
@@ -284,6 +378,10 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
     try:
         if args.verb == "check-config":
             checks = check_config(args.file)
+        elif args.verb == "test-alert":
+            config = load_config(args.config, check_certificates=False)
+            checks, extra = test_alert(config, args.timeout)
+            extra_key = "test_alert"
         elif args.verb == "logs":
             return _logs(args)
         elif args.verb == "enroll":
