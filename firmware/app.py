@@ -32,12 +32,14 @@ from pinkbutton.firmware.streaming import MediaService
 from pinkbutton.firmware.version import FIRMWARE_VERSION
 from pinkbutton.firmware.watchdog import StageWatchdog
 from pinkbutton.hal.base import (
+    AudioChunk,
     Button,
     Camera,
     HalError,
     Indicator,
     Microphone,
     Pattern,
+    Sounder,
     describe_error,
 )
 from pinkbutton.hal.clock import Clock, iso8601
@@ -95,8 +97,12 @@ class Kiosk:
         camera: Camera | None = None,
         microphone: Microphone | None = None,
         notifier: SdNotifier | None = None,
+        sounder: Sounder | None = None,
     ) -> None:
+        """`sounder`: the loudspeaker of the self-test's acoustic loop (media.speaker_device);
+        None: no loop test."""
         self.config = config
+        self.sounder = sounder
         self.device_id = config.device.id
         self.clock = clock or Clock()
         self.button = button
@@ -295,8 +301,8 @@ class Kiosk:
                 ev = p.DeviceEvent(self.device_id, "stream_end", iso8601(self.clock.wall()), detail)
                 self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
                 self._notify("stream_end", detail)
-            case ("selftest_captured", frames, audio):
-                self._selftest_finish(frames, audio)
+            case ("selftest_captured", frames, audio, loop):
+                self._selftest_finish(frames, audio, loop)
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
             case t.Connected(session_present=sp, broker=broker):
@@ -537,7 +543,7 @@ class Kiosk:
         since = self.clock.monotonic()
 
         def capture() -> None:
-            frames, audio = [], []
+            frames, audio, loop = [], [], None
             end = self.clock.monotonic() + SELFTEST_CAPTURE_S
             try:
                 while pipeline is not None and not self._stop.is_set():
@@ -549,13 +555,43 @@ class Kiosk:
                     if self.clock.monotonic() >= end:
                         break
                     self._stop.wait(0.05)
+                if want_audio and self.sounder is not None and pipeline is not None:
+                    loop = self._selftest_loop(pipeline)
             finally:
                 self._inbox.put(("selftest_captured", frames if want_video else None,
-                                 audio if want_audio else None))
+                                 audio if want_audio else None, loop))
 
         threading.Thread(target=capture, name="selftest-capture", daemon=True).start()
 
-    def _selftest_finish(self, frames, audio) -> None:
+    def _selftest_loop(self, pipeline) -> list[AudioChunk] | str:
+        """selftest-capture thread: the acoustic loop on the RUNNING microphone (never
+        opened twice): the sounder plays the test tone, and the pipeline's recent audio
+        captured while it sounded is returned (a str: why the tone could not be played)."""
+        from pinkbutton.firmware.diag.checks import LOOP_TONE_HZ, LOOP_TONE_S
+
+        assert self.sounder is not None  # the caller checks
+        start = self.clock.monotonic()
+        try:
+            self.sounder.play_tone(LOOP_TONE_HZ, LOOP_TONE_S)
+        except Exception as e:  # noqa: BLE001 - a broken speaker fails the check, nothing else
+            return describe_error(e)
+        stop = self.clock.monotonic()
+        deadline = stop + 2.0
+        chunks: list[AudioChunk] = []
+        while not self._stop.is_set():
+            chunks = pipeline.recent(start)[1]
+            last = chunks[-1] if chunks else None
+            if last is not None and last.pts_us / 1e6 + last.frames / last.sample_rate >= stop:
+                break
+            if self.clock.monotonic() >= deadline:
+                break
+            self._stop.wait(0.02)
+        skip = start + 0.1  # the output's latency: the tone's steady part only
+        during = [c for c in chunks if c.pts_us / 1e6 >= skip
+                  and c.pts_us / 1e6 + c.frames / c.sample_rate <= stop + 1e-6]
+        return during if sum(c.frames for c in during) >= 4800 else chunks
+
+    def _selftest_finish(self, frames, audio, loop=None) -> None:
         from datetime import UTC, datetime
 
         from pinkbutton.firmware.diag.inservice import run_checks
@@ -563,7 +599,7 @@ class Kiosk:
         self._selftest_running = False
         pressed = self.button.is_pressed
         checks = run_checks(button_pressed=pressed, faults=self.state.faults, frames=frames,
-                            audio=audio, state_dir=self.config.device.state_dir,
+                            audio=audio, loop=loop, state_dir=self.config.device.state_dir,
                             cert_not_after=self._cert_expiry,
                             now=datetime.fromtimestamp(self.clock.wall(), UTC))
         bad = [c for c in checks if not c.ok]
@@ -902,6 +938,20 @@ def _one_line(e: Exception) -> str:
     return describe_error(e)
 
 
+def open_sounder(backend, clock: Clock, config: Config) -> Sounder | None:
+    """The loudspeaker for the self-test's acoustic loop (`media.speaker_device`), or None
+    (none configured, or it cannot be made: logged; the self-test then has no loop check)."""
+    device = config.media.speaker_device
+    if device is None or not config.media.audio:
+        return None
+    try:
+        return backend.sounder(clock, device)
+    except Exception as e:  # noqa: BLE001 - any library error: the kiosk still starts
+        log.error("speaker %r for the acoustic loop test not available: %s", device,
+                  describe_error(e))
+        return None
+
+
 def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     """Entry point of `pinkbutton run`: real clock, chosen HAL, until SIGTERM/SIGINT."""
     import signal
@@ -914,7 +964,9 @@ def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
     camera, microphone, faults = open_media_devices(backend, clock, config)
-    kiosk = Kiosk(config, button, indicator, clock=clock, camera=camera, microphone=microphone)
+    sounder = open_sounder(backend, clock, config)
+    kiosk = Kiosk(config, button, indicator, clock=clock, camera=camera, microphone=microphone,
+                  sounder=sounder)
     for name, why in faults:
         kiosk.report_fault(name, why)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,65 @@ def test_the_pi_sounder_plays_the_tone_through_alsa(tmp_path):
     bad = subprocess.run([sys.executable, "-c", PLAY, "no-such-speaker"], env=env,
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "no output device named 'no-such-speaker'" in bad.stderr
+
+
+# -- in service: the running pipeline's microphone ----------------------------------------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("sounder_mode", "failed"), [("ok", []), ("silent", ["acoustic loop"])])
+def test_in_service_selftest_plays_the_tone_into_the_running_microphone(tmp_path, pki_dir, broker,
+                                                                        sounder_mode, failed):
+    """The boot self-test of a running kiosk (the same checks as daily and `cmd selftest`):
+    the loop test uses the media pipeline's microphone, which is opened once."""
+    from pinkbutton.firmware.app import Kiosk, open_sounder
+    from pinkbutton.hal.clock import Clock
+
+    from tests.helpers import Recorder, wait_until
+
+    cfg = config(tmp_path, pki_dir, broker.port)
+    cfg.write_text(cfg.read_text().replace("video = false\n", "video = true\n"))
+    conf = load_config(cfg)
+    clock = Clock()
+    backend = FakeBackend(sounder_mode=sounder_mode)
+    events = Recorder()
+    kiosk = Kiosk(conf, backend.button(clock, 17, 0.05), backend.indicator(clock, 27),
+                  clock=clock, listeners=[events],
+                  camera=backend.camera(clock, conf.media.width, conf.media.height,
+                                        conf.media.fps),
+                  microphone=backend.microphone(clock, 48000),
+                  sounder=open_sounder(backend, clock, conf))
+    thread = threading.Thread(target=kiosk.run, name="kiosk-under-test", daemon=True)
+    thread.start()
+    try:
+        done = events.wait_for("selftest", timeout=30)
+        assert done["failed"] == failed, done
+        assert done["ok"] is (not failed)
+        assert [s.played for s in backend.sounders] == [[(2000, 0.5)]]
+        assert len(backend.microphones) == 1  # never opened a second time
+        status = wait_until(lambda: kiosk.control_status()["last_selftest_at"] and
+                            kiosk.control_status())
+        assert status["last_selftest_failed"] == failed
+    finally:
+        kiosk.stop()
+        thread.join(10)
+
+
+def test_in_service_checks_name_the_loop():
+    from datetime import UTC, datetime
+
+    from pinkbutton.firmware.diag.inservice import run_checks
+
+    def checks(loop, faults=()):
+        return {c.name: c for c in run_checks(
+            button_pressed=False, faults=faults, frames=None, audio=chunks_of(sine(440, 8000)),
+            loop=loop, state_dir=Path("/"), cert_not_after=datetime(2099, 1, 1, tzinfo=UTC),
+            now=datetime(2026, 1, 1, tzinfo=UTC))}
+
+    assert checks(chunks_of(sine(2000, 9000)))["acoustic loop"].ok
+    heard_other = checks(chunks_of(sine(440, 8000)))["acoustic loop"]
+    assert not heard_other.ok and "heard 440 Hz" in heard_other.detail
+    broken = checks("DeviceFault: cannot play on the speaker: no device")["acoustic loop"]
+    assert not broken.ok and broken.detail.startswith("the speaker could not play: DeviceFault")
+    assert "acoustic loop" not in checks(None)
+    assert "acoustic loop" not in checks(chunks_of(sine(440, 8000)), faults=("mic_failed",))

@@ -169,7 +169,7 @@ def test_alert(config: Config, timeout_s: float = 10.0) -> tuple[list[Check], di
             got = None  # restarting: keep asking until the time is up
         if isinstance(got, dict) and got.get("alert_id") == alert_id:
             test = got
-        ms = test.get("ms") if isinstance(test.get("ms"), dict) else {}
+        ms = _stages(test)
         now = time.monotonic()
         if test.get("refused") or "end" in ms:
             break
@@ -181,8 +181,13 @@ def test_alert(config: Config, timeout_s: float = 10.0) -> tuple[list[Check], di
     return _test_alert_checks(test, timeout_s), test
 
 
+def _stages(test: dict) -> dict:
+    ms = test.get("ms")
+    return ms if isinstance(ms, dict) else {}
+
+
 def _test_alert_checks(test: dict, timeout_s: float) -> list[Check]:
-    ms = test.get("ms") if isinstance(test.get("ms"), dict) else {}
+    ms = _stages(test)
     aid = test.get("alert_id")
     if test.get("refused"):
         return [failed("test alert", f"{aid} refused: {test['refused']}",
@@ -330,7 +335,8 @@ def render(checks: Sequence[Check], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def document(checks: Sequence[Check], extra: dict | None = None, key: str = "status") -> dict:
+def document(checks: Sequence[Check], extra: dict | list | None = None,
+             key: str = "status") -> dict:
     doc: dict = {"ok": all(c.ok for c in checks), "checks": [c.as_json() for c in checks]}
     if extra is not None:
         doc[key] = extra
