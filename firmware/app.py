@@ -555,7 +555,9 @@ class Kiosk:
                     if self.clock.monotonic() >= end:
                         break
                     self._stop.wait(0.05)
-                if want_audio and self.sounder is not None and pipeline is not None:
+                # Not into a press's audio: with an incident running there is no loop test.
+                if (want_audio and self.sounder is not None and pipeline is not None
+                        and self.state.incident is None):
                     loop = self._selftest_loop(pipeline)
             finally:
                 self._inbox.put(("selftest_captured", frames if want_video else None,
