@@ -70,6 +70,11 @@ def health_subscription() -> str:
     return f"{p.TOPIC_ROOT}/+/health"
 
 
+def _by_certificate(a: p.Alert) -> bool:
+    """An unsigned alert marked as authenticated by the TLS client certificate alone."""
+    return a.auth == "tls" and a.signature is None
+
+
 def parse_iso(s: str) -> float | None:
     try:
         return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
@@ -273,7 +278,9 @@ class ControlRoomReceiver:
             # ended, an alert the kiosk still escalates becomes an incident of its own.
             self._reanswer(device_id, a.alert_id)
             return
-        sig_ok = self._verify(device_id, payload)
+        # An unsigned alert marked "auth": "tls" (a Pico W: no ECDSA) is authenticated by the
+        # certificate that the topic is tied to: not checked, not flagged (docs/protocol.md).
+        sig_ok = None if _by_certificate(a) else self._verify(device_id, payload)
         if sig_ok is False:
             problems.append(self._signature_problem(device_id, a))
             log.warning("alert %s from %s: %s", a.alert_id, shown(device_id), problems[-1])
@@ -299,6 +306,8 @@ class ControlRoomReceiver:
         known = self.store.incident(a.alert_id)
         device, site, aid = shown(a.device_id), shown(a.site.name) or "?", a.alert_id[:8]
         flag = f"  FLAGGED: {shown('; '.join(problems), 1000)}" if problems else ""
+        if _by_certificate(a):
+            flag = "  authenticated by certificate (unsigned)" + flag
         test = a.kind == p.ALERT_KINDS[1]  # "test": its own line tag; answered, never dispatched
         if known is None:
             lat = f"{latency:.1f} ms" if latency is not None else "unknown"
@@ -367,7 +376,8 @@ class ControlRoomReceiver:
         receipt each; with no open incident the first becomes one, by the normal path."""
         left = list(alerts)
         try:
-            signed = {a.alert_id: self._verify(device_id, raw) for a, raw, _ in left}
+            signed = {a.alert_id: None if _by_certificate(a) else self._verify(device_id, raw)
+                      for a, raw, _ in left}
             while left:
                 into, folded = self.store.fold_alerts(
                     device_id, [(a, iso8601(at), signed[a.alert_id]) for a, _, at in left])
