@@ -34,6 +34,7 @@ from pinkbutton.firmware.streaming import MediaService
 from pinkbutton.firmware.version import FIRMWARE_VERSION
 from pinkbutton.firmware.watchdog import StageWatchdog
 from pinkbutton.hal.base import (
+    AudioChunk,
     Button,
     ButtonEvent,
     Camera,
@@ -41,6 +42,7 @@ from pinkbutton.hal.base import (
     Indicator,
     Microphone,
     Pattern,
+    Sounder,
     describe_error,
 )
 from pinkbutton.hal.clock import Clock, iso8601
@@ -100,9 +102,13 @@ class Kiosk:
         notifier: SdNotifier | None = None,
         tamper: Button | None = None,
         thermal_zone: str | Path = THERMAL_ZONE,
+        sounder: Sounder | None = None,
     ) -> None:
+        """`sounder`: the loudspeaker of the self-test's acoustic loop (media.speaker_device);
+        None: no loop test."""
         self.config = config
         self._thermal_zone = thermal_zone
+        self.sounder = sounder
         self.device_id = config.device.id
         self.clock = clock or Clock()
         self.button = button
@@ -298,13 +304,15 @@ class Kiosk:
                 pass
             case ("press", kind):
                 self._press(kind, self.clock.monotonic())
+            case ("test_alert", alert_id, at):
+                self._test_alert_start(alert_id, at)
             case ("stream_end", alert_id, stats):
                 detail = {"alert_id": alert_id, **stats}
                 ev = p.DeviceEvent(self.device_id, "stream_end", iso8601(self.clock.wall()), detail)
                 self._publish("event", p.topic(self.device_id, "events"), p.encode_event(ev))
                 self._notify("stream_end", detail)
-            case ("selftest_captured", frames, audio):
-                self._selftest_finish(frames, audio)
+            case ("selftest_captured", frames, audio, loop):
+                self._selftest_finish(frames, audio, loop)
             case ("monitor", kind, at, value):
                 self._observed(kind, at, value)
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
@@ -342,12 +350,12 @@ class Kiosk:
             case _:
                 log.error("internal: unexpected inbox item %r", item)
 
-    def _press(self, kind: str | None, at: float) -> None:
+    def _press(self, kind: str | None, at: float, alert_id: str | None = None) -> None:
         now = self.clock.monotonic()
         # Wall time of the contact itself, not of the debounce confirmation.
         wall = self.clock.wall() - max(0.0, now - at)
         self._notify("pressed", {"at": at, "confirmed_after_ms": round((now - at) * 1000, 1)})
-        ev = m.Pressed(self._ids.new(at), wall, kind or self.config.alert.kind)
+        ev = m.Pressed(alert_id or self._ids.new(at), wall, kind or self.config.alert.kind)
         self._dispatch(ev, now=at)
 
     def _on_publish_result(self, r: t.PublishResult) -> None:
@@ -547,7 +555,7 @@ class Kiosk:
         since = self.clock.monotonic()
 
         def capture() -> None:
-            frames, audio = [], []
+            frames, audio, loop = [], [], None
             end = self.clock.monotonic() + SELFTEST_CAPTURE_S
             try:
                 while pipeline is not None and not self._stop.is_set():
@@ -559,13 +567,45 @@ class Kiosk:
                     if self.clock.monotonic() >= end:
                         break
                     self._stop.wait(0.05)
+                # Not into a press's audio: with an incident running there is no loop test.
+                if (want_audio and self.sounder is not None and pipeline is not None
+                        and self.state.incident is None):
+                    loop = self._selftest_loop(pipeline)
             finally:
                 self._inbox.put(("selftest_captured", frames if want_video else None,
-                                 audio if want_audio else None))
+                                 audio if want_audio else None, loop))
 
         threading.Thread(target=capture, name="selftest-capture", daemon=True).start()
 
-    def _selftest_finish(self, frames, audio) -> None:
+    def _selftest_loop(self, pipeline) -> list[AudioChunk] | str:
+        """selftest-capture thread: the acoustic loop on the RUNNING microphone (never
+        opened twice): the sounder plays the test tone, and the pipeline's recent audio
+        captured while it sounded is returned (a str: why the tone could not be played)."""
+        from pinkbutton.firmware.diag.checks import LOOP_TONE_HZ, LOOP_TONE_S
+
+        assert self.sounder is not None  # the caller checks
+        start = self.clock.monotonic()
+        try:
+            self.sounder.play_tone(LOOP_TONE_HZ, LOOP_TONE_S)
+        except Exception as e:  # noqa: BLE001 - a broken speaker fails the check, nothing else
+            return describe_error(e)
+        stop = self.clock.monotonic()
+        deadline = stop + 2.0
+        chunks: list[AudioChunk] = []
+        while not self._stop.is_set():
+            chunks = pipeline.recent(start)[1]
+            last = chunks[-1] if chunks else None
+            if last is not None and last.pts_us / 1e6 + last.frames / last.sample_rate >= stop:
+                break
+            if self.clock.monotonic() >= deadline:
+                break
+            self._stop.wait(0.02)
+        skip = start + 0.1  # the output's latency: the tone's steady part only
+        during = [c for c in chunks if c.pts_us / 1e6 >= skip
+                  and c.pts_us / 1e6 + c.frames / c.sample_rate <= stop + 1e-6]
+        return during if sum(c.frames for c in during) >= 4800 else chunks
+
+    def _selftest_finish(self, frames, audio, loop=None) -> None:
         from datetime import UTC, datetime
 
         from pinkbutton.firmware.diag.inservice import run_checks
@@ -573,7 +613,7 @@ class Kiosk:
         self._selftest_running = False
         pressed = self.button.is_pressed
         checks = run_checks(button_pressed=pressed, faults=self.state.faults, frames=frames,
-                            audio=audio, state_dir=self.config.device.state_dir,
+                            audio=audio, loop=loop, state_dir=self.config.device.state_dir,
                             cert_not_after=self._cert_expiry,
                             now=datetime.fromtimestamp(self.clock.wall(), UTC))
         bad = [c for c in checks if not c.ok]
@@ -851,7 +891,11 @@ class Kiosk:
         self._cert_not_after: str | None = (
             iso8601(self._cert_expiry.timestamp()) if self._cert_expiry is not None else None)
         self.listeners.append(self._track_last_alert)
-        self.control = ControlServer(self.config.device.state_dir, self.control_status)
+        self._test_alert: dict | None = None  # the last `pinkbutton-diag test-alert`
+        self._test_alert_mono: float | None = None
+        self.listeners.append(self._track_test_alert)
+        self.control = ControlServer(self.config.device.state_dir, self.control_status,
+                                     test_alert=self.request_test_alert)
 
     def _track_last_alert(self, kind: str, data: dict) -> None:
         """State thread: the last alert and how far it got, for `pinkbutton-diag status`."""
@@ -870,6 +914,48 @@ class Kiosk:
         elif last.get("alert_id") == alert_id:
             operator = data.get("operator") if kind == "cmd" else last.get("operator")
             self._last_alert = {**last, "outcome": outcome, "operator": operator}
+
+    # -- test alert (pinkbutton-diag test-alert) ----------------------------------------
+
+    def request_test_alert(self) -> dict:
+        """Control-socket thread: ask for an alert of kind `test`; the state thread presses
+        it. Refused while an incident runs (a test never joins a real incident). Returns the
+        control socket's reply."""
+        incident = self.state.incident  # a plain read of a value replaced whole
+        if incident is not None:
+            return {"ok": False, "error": f"an incident is running ({incident.draft.alert_id}, "
+                                          f"{incident.draft.kind}): no test alert now"}
+        at = self.clock.monotonic()
+        alert_id = self._ids.new(at)
+        self._inbox.put(("test_alert", alert_id, at))
+        return {"ok": True, "test_alert": {"alert_id": alert_id}}
+
+    def _test_alert_start(self, alert_id: str, at: float) -> None:
+        """State thread."""
+        self._test_alert_mono = at
+        self._test_alert = {"alert_id": alert_id, "requested_at": iso8601(self.clock.wall()),
+                            "refused": None, "ms": {}, "operator": None}
+        if self.state.incident is not None:  # a press came first
+            self._test_alert = {**self._test_alert, "refused": "an incident started first"}
+            return
+        log.info("test alert %s asked for on the control socket", alert_id)
+        self._press(m.TEST_KIND, at, alert_id)
+
+    def _track_test_alert(self, kind: str, data: dict) -> None:
+        """State thread: how far the test alert got, in ms after it was asked for; each
+        stage once. The control socket's thread reads the dict, replaced whole."""
+        test = self._test_alert
+        if test is None or data.get("alert_id") != test["alert_id"] or self._test_alert_mono is None:
+            return
+        stage = {"persisted": "persisted", "delivered": "delivered", "receipt": "receipt"}.get(kind)
+        operator = test["operator"]
+        if kind == "cmd" and data.get("cmd") in ("ack", "dispatched", "end"):
+            stage = data["cmd"]
+            operator = data.get("operator") or operator
+        if stage is None or stage in test["ms"]:
+            return
+        ms = round((self.clock.monotonic() - self._test_alert_mono) * 1000, 1)
+        self._test_alert = {**test, "ms": {**test["ms"], stage: ms}, "operator": operator}
 
     def control_status(self) -> dict:
         """A snapshot for the control socket's thread: plain reads of values the state
@@ -897,6 +983,7 @@ class Kiosk:
                                  if self._selftest_at is not None else None),
             "last_selftest_ok": self._selftest_ok,
             "last_selftest_failed": list(self._selftest_failed),
+            "test_alert": self._test_alert,
         }
 
 
@@ -981,6 +1068,20 @@ def _one_line(e: Exception) -> str:
     return describe_error(e)
 
 
+def open_sounder(backend, clock: Clock, config: Config) -> Sounder | None:
+    """The loudspeaker for the self-test's acoustic loop (`media.speaker_device`), or None
+    (none configured, or it cannot be made: logged; the self-test then has no loop check)."""
+    device = config.media.speaker_device
+    if device is None or not config.media.audio:
+        return None
+    try:
+        return backend.sounder(clock, device)
+    except Exception as e:  # noqa: BLE001 - any library error: the kiosk still starts
+        log.error("speaker %r for the acoustic loop test not available: %s", device,
+                  describe_error(e))
+        return None
+
+
 def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     """Entry point of `pinkbutton run`: real clock, chosen HAL, until SIGTERM/SIGINT."""
     import signal
@@ -994,8 +1095,9 @@ def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
     camera, microphone, faults = open_media_devices(backend, clock, config)
     tamper = open_tamper(backend, clock, config, faults)
+    sounder = open_sounder(backend, clock, config)
     kiosk = Kiosk(config, button, indicator, clock=clock, camera=camera, microphone=microphone,
-                  tamper=tamper)
+                  tamper=tamper, sounder=sounder)
     for name, why in faults:
         kiosk.report_fault(name, why)
     for sig in (signal.SIGTERM, signal.SIGINT):

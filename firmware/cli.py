@@ -43,11 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     enroll = commands.add_parser(
         "enroll", help="make this kiosk's private key (kept here) and a CSR for the control room"
     )
-    enroll.add_argument("--config", required=True, metavar="FILE", type=Path,
-                        help="the kiosk TOML config: the key goes to [broker] key, the CSR "
-                             "next to [broker] cert (same name, .csr)")
-    enroll.add_argument("--new-key", action="store_true",
-                        help="replace an existing key (default: keep it, as for a renewal)")
+    from pinkbutton.firmware.enroll import add_enroll_arguments
+
+    add_enroll_arguments(enroll)  # the same options as `pinkbutton-diag enroll`
 
     run = commands.add_parser("run", help="run the kiosk")
     run.add_argument("--config", required=True, metavar="FILE", type=Path,
@@ -75,23 +73,17 @@ def _check_config(file: Path) -> int:
 
 
 def _enroll(file: Path, new_key: bool) -> int:
-    from pinkbutton.firmware.enroll import EnrollError, enroll
+    from pinkbutton.firmware.enroll import enroll_config, next_step
 
-    config = load_config(file, check_certificates=False)  # no certificate yet: that is the point
-    broker = config.broker
-    csr_path = broker.cert.with_suffix(".csr")
     try:
-        done = enroll(config.device.id, broker.key, csr_path, new_key=new_key)
-    except EnrollError as e:
-        raise ConfigError(f"{file}: [broker] key: {e}") from None
+        config, done = enroll_config(file, new_key)
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
         print(f"pinkbutton: cannot write{where}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"key:  {done.key} ({'new' if done.new_key else 'kept'}, 0600: it never leaves this kiosk)")
     print(f"csr:  {done.csr} (CN {config.device.id})")
-    print(f"next: at the control room, pinkbutton-pki sign PKI_DIR {done.csr.name}; copy the "
-          f"certificate back to {broker.cert}; then pinkbutton check-config {file}")
+    print(f"next: {next_step(config, done)}")
     return EXIT_OK
 
 

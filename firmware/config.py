@@ -113,6 +113,9 @@ class MediaConfig:
     max_queue_kb: int = 512
     evidence_budget_mb: int = 512  # local incident evidence on disk; 0: not recorded
     mic_device: int | str | None = None  # None: the system default input
+    # The loudspeaker of the acoustic loop test (an output's index or ALSA name, "default");
+    # None: the kiosk has no speaker, no loop test.
+    speaker_device: int | str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,6 +359,14 @@ def _mic_device(value: object) -> int | str:
     return text
 
 
+def _speaker_device(value: object) -> int | str:
+    """A PortAudio output: its index, or (part of) its ALSA name; "default" is the system's."""
+    if isinstance(value, str) and not value.strip():
+        raise _Problem('must not be empty (leave the key out when the kiosk has no speaker, '
+                       'or "default")')
+    return _mic_device(value)
+
+
 def _daily_time(value: object) -> tuple[int, int] | None:
     """A local time "HH:MM", or "off" for no daily self-test."""
     text = _expect_str(value)
@@ -452,6 +463,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),
             # TOML has no null: leaving the key out means the system's default input.
             "mic_device": _Field(_mic_device, None),
+            "speaker_device": _Field(_speaker_device, None),
         },
     ),
     "health": (

@@ -6,15 +6,18 @@ room (`pinkbutton-pki sign`); only the certificate comes back. Renewal is the sa
 existing key is kept (so nothing private moves), a new CSR is written and signed before the
 old certificate expires; `new_key=True` rotates the key as well.
 
-Used by `pinkbutton enroll --config FILE` and `pinkbutton-pki csr` (and later by
-`pinkbutton-diag enroll`).
+Used by `pinkbutton-pki csr` and, through `add_enroll_arguments()` and `enroll_config()` (one
+implementation, the same options), by both `pinkbutton enroll --config FILE` and
+`pinkbutton-diag enroll --config FILE`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pinkbutton.firmware import protocol
 from pinkbutton.firmware.durable import private_dir, replace_durably
+
+if TYPE_CHECKING:
+    from pinkbutton.firmware.config import Config
 
 RESERVED_IDS = frozenset({"controlroom"})  # the control room's own identity
 
@@ -71,6 +77,38 @@ def enroll(device_id: str, key_path: Path, csr_path: Path, *, new_key: bool = Fa
     private_dir(csr_path.parent, tighten=False)
     _write(csr_path, csr.public_bytes(serialization.Encoding.PEM), 0o644)
     return Enrolled(key=key_path, csr=csr_path, new_key=created)
+
+
+def add_enroll_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `pinkbutton enroll` and `pinkbutton-diag enroll` (the same verb)."""
+    parser.add_argument("--config", required=True, metavar="FILE", type=Path,
+                        help="the kiosk TOML config: the key goes to [broker] key, the CSR "
+                             "next to [broker] cert (same name, .csr)")
+    parser.add_argument("--new-key", action="store_true",
+                        help="replace an existing key (default: keep it, as for a renewal)")
+
+
+def enroll_config(file: Path, new_key: bool = False) -> tuple[Config, Enrolled]:
+    """`enroll()` for the kiosk that `file` configures: the key at `[broker] key`, the CSR
+    beside `[broker] cert` (same name, `.csr`). Raises ConfigError for an unreadable config or
+    an unusable key (exit 2), OSError when a file cannot be written."""
+    from pinkbutton.firmware.config import ConfigError, load_config
+
+    config = load_config(file, check_certificates=False)  # no certificate yet: that is the point
+    broker = config.broker
+    try:
+        done = enroll(config.device.id, broker.key, broker.cert.with_suffix(".csr"),
+                      new_key=new_key)
+    except EnrollError as e:
+        raise ConfigError(f"{file}: [broker] key: {e}") from None
+    return config, done
+
+
+def next_step(config: Config, done: Enrolled) -> str:
+    """What the installer does with the CSR."""
+    return (f"at the control room, pinkbutton-pki sign PKI_DIR {done.csr.name}; copy the "
+            f"certificate back to {config.broker.cert}; then pinkbutton check-config "
+            f"{config.path}")
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:

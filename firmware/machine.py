@@ -151,8 +151,17 @@ class SelftestDone:
     why: str = ""
 
 
+#: The alert kind of a test (`pinkbutton-diag test-alert`, or `alert.kind = "test"` drills).
+TEST_KIND = "test"
+
+
 @dataclass(frozen=True, slots=True)
 class Pressed:
+    """A press of the button, or with `kind` "test" a test alert asked for over the control
+    socket (`pinkbutton-diag test-alert`; the runtime asks only when no incident runs): the
+    same incident, marked as a test, that the room never dispatches. A real press never
+    joins a test incident (see _on_pressed)."""
+
     alert_id: str  # a fresh UUID made by the runtime; used only if this press starts an incident
     wall: float
     kind: str = "emergency"
@@ -356,6 +365,9 @@ _MODE_CHANGES: dict[tuple[Mode, type], set[Mode]] = {
     (Mode.IDLE, Pressed): {Mode.ALERTING},
     (Mode.FAULT, Pressed): {Mode.ALERTING},
     (Mode.COOLDOWN, Pressed): {Mode.ALERTING},
+    # ... and a real press during a test incident starts a real one (see _on_pressed).
+    (Mode.STREAMING, Pressed): {Mode.STREAMING, Mode.ALERTING},
+    (Mode.ACKNOWLEDGED, Pressed): {Mode.ACKNOWLEDGED, Mode.ALERTING},
     # An alert still in the outbox at startup becomes the incident again.
     (Mode.BOOT, Resume): {Mode.ALERTING},
     (Mode.SELFTEST, Resume): {Mode.ALERTING},
@@ -470,8 +482,18 @@ def _on_selftest_done(state: State, event: SelftestDone, now: float) -> Result:
 
 
 def _on_pressed(state: State, event: Pressed, now: float) -> Result:
-    if state.incident is None:
+    incident = state.incident
+    if incident is None:
         return _start_incident(state, event, now)
+    if incident.draft.kind == TEST_KIND and event.kind != TEST_KIND:
+        # Someone needs help while a test runs: a real incident at once, never a press folded
+        # into a test the room will not dispatch. The test's alert stays in the outbox until
+        # the room confirms it; only its stream stops.
+        test_id = incident.draft.alert_id
+        new_state, actions = _start_incident(state, event, now)
+        return new_state, [StopStream(test_id), *actions,
+                           Log("warning", f"test alert {test_id} set aside: a real press")]
+    # (A test during a real incident is refused by the runtime before it gets here.)
     return _press_again(state, now)
 
 

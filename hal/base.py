@@ -182,3 +182,16 @@ class Microphone(abc.ABC):
 
     def close(self) -> None:
         self.stop()
+
+
+class Sounder(abc.ABC):
+    """A loudspeaker that plays a test tone: the sending half of the acoustic loop test
+    (the microphone must hear it). Not the indicator's buzzer, whose pitch is its own."""
+
+    @abc.abstractmethod
+    def play_tone(self, freq_hz: float, seconds: float) -> None:
+        """Play a sine tone of `freq_hz` for `seconds`; returns once it has been played.
+        Raises DeviceFault when the output cannot play."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release the output; safe to call twice."""

@@ -12,7 +12,15 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pinkbutton.hal.base import Button, Camera, HalError, Indicator, Microphone, UnknownBackend
+from pinkbutton.hal.base import (
+    Button,
+    Camera,
+    HalError,
+    Indicator,
+    Microphone,
+    Sounder,
+    UnknownBackend,
+)
 from pinkbutton.hal.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,11 @@ class Backend:
         self, clock: Clock, sample_rate: int = 48000, device: int | str | None = None
     ) -> Microphone:
         raise NotImplementedError(f"HAL backend {self.name!r} has no microphone")
+
+    def sounder(self, clock: Clock, device: int | str | None = None) -> Sounder:
+        """The loudspeaker for the acoustic loop test: `device` an output's index or (part
+        of) its name, None the system default output."""
+        raise NotImplementedError(f"HAL backend {self.name!r} has no sounder")
 
 
 BackendFactory = Callable[..., Backend]

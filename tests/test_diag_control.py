@@ -160,7 +160,7 @@ def test_stale_socket_is_replaced_and_bad_requests_are_refused(tmp_path, pki_dir
             c.connect(str(sock))
             c.sendall(b"not json\n")
             reply = json.loads(c.makefile().readline())
-        assert reply == {"ok": False, "error": "unknown request (known: status)"}
+        assert reply == {"ok": False, "error": "unknown request (known: status, test-alert)"}
 
 
 def test_bad_usage_and_bad_config_exit_2_in_one_line(tmp_path):

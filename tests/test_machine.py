@@ -154,6 +154,11 @@ MODE_CHANGES = [
     (idle, Resume(OLD_DRAFT), 0.0, Mode.ALERTING),
     (faulted, Resume(OLD_DRAFT), 0.0, Mode.ALERTING),
     (cooldown, Resume(OLD_DRAFT), 1.0, Mode.ALERTING),
+    # a real press during a test incident (pinkbutton-diag test-alert) starts a real one
+    (lambda: run(idle(), Pressed("t", WALL, "test"), AlertPublished("t", ok=True))[0],
+     Pressed("p", WALL), 0.0, Mode.ALERTING),
+    (lambda: run(idle(), Pressed("t", WALL, "test"), Command("ack", "t"))[0],
+     Pressed("p", WALL), 0.0, Mode.ALERTING),
 ]
 
 

@@ -175,7 +175,11 @@ class RuleChecker:
             ended_by_room = isinstance(event, Command) and event.kind == "end"
             assert ended_by_room or state.incident.acked
             assert StopStream(state.incident.draft.alert_id) in actions
-        if state.incident is not None and new_state.incident is not None:
+        set_aside = (isinstance(event, Pressed) and state.incident is not None
+                     and state.incident.draft.kind == "test" != event.kind)
+        if set_aside:  # a real press during a test: the test's stream stops, a new incident
+            assert StopStream(state.incident.draft.alert_id) in actions
+        elif state.incident is not None and new_state.incident is not None:
             # Retries and re-announcements keep the alert's identity and sequence number.
             assert new_state.incident.draft.alert_id == state.incident.draft.alert_id
             assert new_state.incident.draft.seq == state.incident.draft.seq
@@ -199,7 +203,8 @@ class RuleChecker:
     def check_press(self, state, event, new_state, actions, new_persists) -> None:
         # A press is never ignored: it either starts the incident or counts in it.
         assert new_state.incident is not None
-        if state.incident is None:
+        if state.incident is None or (state.incident.draft.kind == "test" != event.kind):
+            # (a real press during a test incident starts a real incident of its own)
             self.presses_without_incident += 1
             assert new_state.incident.draft.alert_id == event.alert_id
             # The alert is on disk before the kiosk shows "sending".

@@ -39,23 +39,28 @@ MIN_FREE_BYTES = 100 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """`fix` says what the technician should try; None when the check passed."""
+    """`fix` says what the technician should try; None when the check passed. `values`: what
+    a check measured, for --json (only checks that measure have it)."""
 
     name: str
     ok: bool
     detail: str
     fix: str | None = None
+    values: dict | None = None
 
     def as_json(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        if self.values is None:
+            del doc["values"]
+        return doc
 
 
-def passed(name: str, detail: str) -> Check:
-    return Check(name, True, detail, None)
+def passed(name: str, detail: str, values: dict | None = None) -> Check:
+    return Check(name, True, detail, None, values)
 
 
-def failed(name: str, detail: str, fix: str) -> Check:
-    return Check(name, False, detail, fix)
+def failed(name: str, detail: str, fix: str, values: dict | None = None) -> Check:
+    return Check(name, False, detail, fix, values)
 
 
 # -- camera ----------------------------------------------------------------------------------
@@ -135,6 +140,76 @@ def microphone_check(chunks: Sequence[AudioChunk]) -> Check:
         return failed(name, f"clipping: {100 * clipped:.1f} % of samples at full scale ({shown})",
                       "lower the capture gain in `alsamixer`")
     return passed(name, f"{shown}, clipping {100 * clipped:.2f} %, DC {mean:+.0f}")
+
+
+# -- acoustic loop ---------------------------------------------------------------------------
+
+LOOP_TONE_HZ = 2000.0
+LOOP_TONE_S = 0.5
+#: The measured peak may be this far off the tone (a speaker's or sound card's clock).
+LOOP_TOLERANCE_HZ = 50.0
+#: The tone must stand this far above the spectrum's noise floor (median power in the band).
+LOOP_MIN_SNR_DB = 15.0
+#: ... and be at least this loud at the microphone.
+LOOP_MIN_LEVEL_DBFS = -60.0
+#: Where the dominant frequency is looked for: above mains hum and traffic rumble.
+LOOP_BAND_HZ = (200.0, 8000.0)
+
+
+def tone_check(chunks: Sequence[AudioChunk], tone_hz: float = LOOP_TONE_HZ) -> Check:
+    """The acoustic loop: `chunks` are what the microphone heard while the speaker played
+    `tone_hz`. An FFT (Hann window) gives the dominant frequency in LOOP_BAND_HZ and its level
+    (dBFS of the sine, from its peak bin) above the noise floor (median power of the band);
+    it passes when that frequency is within LOOP_TOLERANCE_HZ of the tone, loud enough and
+    LOOP_MIN_SNR_DB above the floor."""
+    name = "acoustic loop"
+    fix_speaker = ("check the speaker, its cable and volume (`alsamixer`, media.speaker_device) "
+                   "and that nothing blocks the speaker or the microphone")
+    if not chunks:
+        return failed(name, "no audio delivered while the tone played",
+                      "check the USB microphone is plugged in and its ALSA device")
+    rate = chunks[0].sample_rate
+    samples = np.frombuffer(b"".join(c.samples for c in chunks), dtype="<i2").astype(np.float64)
+    if samples.size < rate // 20:
+        return failed(name, f"only {samples.size} samples heard while the tone played",
+                      "check the microphone (it stalls)")
+    samples -= samples.mean()
+    window = np.hanning(samples.size)
+    spectrum = np.abs(np.fft.rfft(samples * window))
+    freqs = np.fft.rfftfreq(samples.size, 1 / rate)
+    band = (freqs >= LOOP_BAND_HZ[0]) & (freqs <= min(LOOP_BAND_HZ[1], rate / 2))
+    power = spectrum ** 2
+    if not band.any() or not power[band].any():
+        return failed(name, f"heard nothing while a {tone_hz:.0f} Hz tone played (silence)",
+                      "the microphone is dead or muted: fix the microphone check first",
+                      {"tone_hz": tone_hz, "measured_hz": None, "level_dbfs": None,
+                       "snr_db": None})
+    idx = np.flatnonzero(band)
+    peak = int(idx[np.argmax(power[idx])])
+    # Parabolic interpolation on the log magnitude: a fraction of a bin.
+    shift = 0.0
+    if 0 < peak < spectrum.size - 1:
+        a, b, c = np.log(spectrum[peak - 1:peak + 2] + 1e-12)
+        if (den := a - 2 * b + c) != 0:
+            shift = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+    measured = float(freqs[peak] + shift * (freqs[1] - freqs[0]))
+    amplitude = 2 * float(spectrum[peak]) / float(window.sum())  # sine peak, full scale 32768
+    level = dbfs(amplitude / math.sqrt(2))
+    floor = float(np.median(power[idx]))
+    snr = 10 * math.log10(float(power[peak]) / floor) if floor > 0 else math.inf
+    values = {"tone_hz": tone_hz, "measured_hz": round(measured, 1),
+              "level_dbfs": round(level, 1),
+              "snr_db": round(snr, 1) if math.isfinite(snr) else None}
+    above = f"{snr:.0f} dB" if math.isfinite(snr) else "far"
+    heard = f"heard {measured:.0f} Hz at {level:.0f} dBFS, {above} above the noise floor"
+    if abs(measured - tone_hz) > LOOP_TOLERANCE_HZ:
+        return failed(name, f"the {tone_hz:.0f} Hz tone was not heard: {heard}",
+                      fix_speaker, values)
+    if level < LOOP_MIN_LEVEL_DBFS or snr < LOOP_MIN_SNR_DB:
+        return failed(name, f"the {tone_hz:.0f} Hz tone is too faint: {heard} (need "
+                      f"{LOOP_MIN_LEVEL_DBFS:.0f} dBFS, {LOOP_MIN_SNR_DB:.0f} dB)",
+                      fix_speaker, values)
+    return passed(name, f"{tone_hz:.0f} Hz tone {heard}", values)
 
 
 # -- disk, certificate -----------------------------------------------------------------------

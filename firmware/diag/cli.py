@@ -12,11 +12,12 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, positive_float
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, positive_float, positive_int
 from pinkbutton.firmware.config import Config, ConfigError, check_state_dir, load_config
 from pinkbutton.firmware.diag import control
 from pinkbutton.firmware.diag.checks import Check, certificate_check, failed, passed
@@ -73,6 +74,31 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True, metavar="FILE", type=Path,
                         help="the kiosk TOML config (its state_dir holds control.sock)")
     json_flag(status)
+
+    test_alert = verbs.add_parser(
+        "test-alert", help="the running kiosk sends an alert of kind test: the round trip")
+    test_alert.add_argument("--config", required=True, metavar="FILE", type=Path,
+                            help="the kiosk TOML config (its state_dir holds control.sock)")
+    test_alert.add_argument("--timeout", metavar="S", type=positive_float, default=10.0,
+                            help="seconds to wait for the control room's receipt (default 10)")
+    json_flag(test_alert)
+
+    logs = verbs.add_parser("logs", help="the kiosk's recent log (journalctl -u pinkbutton)")
+    logs.add_argument("-n", "--lines", metavar="N", type=positive_int, default=50,
+                      help="how many of the latest entries (default 50)")
+    logs.add_argument("--since", metavar="WHEN", default=None,
+                      help="only entries since then, as journalctl takes it: "
+                           "'2026-12-01 08:00', 'today', --since=-1h")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new entries until Ctrl-C")
+    json_flag(logs)
+
+    from pinkbutton.firmware.enroll import add_enroll_arguments
+
+    enroll = verbs.add_parser(
+        "enroll", help="make this kiosk's private key (kept here) and a CSR for the control room")
+    add_enroll_arguments(enroll)  # the same options as `pinkbutton enroll`
+    json_flag(enroll)
     return parser
 
 
@@ -88,6 +114,114 @@ def check_config(file: Path) -> list[Check]:
     return [passed("config", f"{file}: device {config.device.id} at {config.device.site_name}, "
                    f"broker {config.broker.host}:{config.broker.port}"),
             certificate_selftest(config)]
+
+
+def enroll(file: Path, new_key: bool = False) -> tuple[list[Check], dict]:
+    """`pinkbutton enroll`'s code (firmware/enroll.py) as checks. Raises ConfigError (exit 2);
+    a file that cannot be written is a failed check."""
+    from pinkbutton.firmware.enroll import enroll_config, next_step
+
+    try:
+        config, done = enroll_config(file, new_key)
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        return [failed("key", f"cannot write{where}: {e.strerror or e}",
+                       "run as the kiosk's user (sudo -u pinkbutton) or root")], {}
+    return [passed("key", f"{done.key} ({'new' if done.new_key else 'kept'}, 0600: it never "
+                   "leaves this kiosk)"),
+            passed("csr", f"{done.csr} (CN {config.device.id})")], {
+        "key": str(done.key), "csr": str(done.csr), "new_key": done.new_key,
+        "next": next_step(config, done)}
+
+
+#: After the room's receipt, how long to wait for its automatic ack and end of a test.
+TEST_ANSWER_WAIT_S = 3.0
+TEST_POLL_S = 0.02
+
+
+def test_alert(config: Config, timeout_s: float = 10.0) -> tuple[list[Check], dict | None]:
+    """Ask the running kiosk (control socket) for an alert of kind `test` and follow it: the
+    outbox write, the broker's PUBACK, the room's receipt (required within `timeout_s`), its
+    ack and end when it answers tests (it does: tools/controlroom). Never opens a second MQTT
+    connection under the kiosk's identity: with the firmware stopped it only says so."""
+    path = control.socket_path(config.device.state_dir)
+    try:
+        alert_id = str(control.request(path, "test-alert", key="test_alert")["alert_id"])
+    except control.NotRunning:
+        return [failed("firmware", "the kiosk is not running: no test alert sent",
+                       "start it (sudo systemctl start pinkbutton), then test again")], None
+    except PermissionError:
+        return [failed("firmware", f"not allowed to ask it on {path}",
+                       "run as the kiosk's user (sudo -u pinkbutton) or root")], None
+    except control.Refused as e:
+        return [failed("test alert", f"refused: {e.error}",
+                       "wait until the kiosk is idle, then test again")], None
+    except (OSError, ValueError, KeyError) as e:
+        return [failed("firmware", f"no valid answer on {path}: {e}",
+                       "restart the firmware (sudo systemctl restart pinkbutton)")], None
+    start = time.monotonic()
+    test: dict = {"alert_id": alert_id, "ms": {}}
+    answer_by: float | None = None
+    while True:
+        try:
+            got = control.request(path, "status").get("test_alert")
+        except (control.NotRunning, OSError, ValueError):
+            got = None  # restarting: keep asking until the time is up
+        if isinstance(got, dict) and got.get("alert_id") == alert_id:
+            test = got
+        ms = _stages(test)
+        now = time.monotonic()
+        if test.get("refused") or "end" in ms:
+            break
+        if "receipt" in ms and answer_by is None:
+            answer_by = now + TEST_ANSWER_WAIT_S
+        if now >= (answer_by if answer_by is not None else start + timeout_s):
+            break
+        time.sleep(TEST_POLL_S)
+    return _test_alert_checks(test, timeout_s), test
+
+
+def _stages(test: dict) -> dict:
+    ms = test.get("ms")
+    return ms if isinstance(ms, dict) else {}
+
+
+def _test_alert_checks(test: dict, timeout_s: float) -> list[Check]:
+    ms = _stages(test)
+    aid = test.get("alert_id")
+    if test.get("refused"):
+        return [failed("test alert", f"{aid} refused: {test['refused']}",
+                       "wait until the kiosk is idle, then test again")]
+
+    def after(stage: str) -> str:
+        return f"after {ms[stage]:.1f} ms"
+
+    checks = [passed("test alert", f"{aid} sent by the kiosk as kind test (never dispatched)")]
+    checks.append(passed("outbox", f"written (fsync) {after('persisted')}") if "persisted" in ms
+                  else failed("outbox", "the kiosk did not record the test alert",
+                              "see `pinkbutton-diag logs`"))
+    if "delivered" in ms:
+        checks.append(passed("broker", f"PUBACK {after('delivered')}"))
+    elif "receipt" not in ms:
+        checks.append(failed("broker", f"no PUBACK within {timeout_s:g} s",
+                             "the kiosk is not connected: `pinkbutton-diag status`, "
+                             "`pinkbutton-diag selftest` (network)"))
+    if "receipt" in ms:
+        checks.append(passed("control room", f"stored it, receipt back at the kiosk "
+                             f"{after('receipt')} (round trip press to room and back)"))
+    else:
+        checks.append(failed("control room", f"no receipt within {timeout_s:g} s",
+                             "is the control room running? the test alert stays in the "
+                             "kiosk's outbox until the room confirms it"))
+        return checks
+    if "ack" in ms:
+        who = f" by {test['operator']}" if test.get("operator") else ""
+        ended = f", ended {after('end')}" if "end" in ms else ""
+        checks.append(passed("ack", f"acknowledged{who} {after('ack')}{ended}"))
+    else:
+        checks.append(passed("ack", f"none within {TEST_ANSWER_WAIT_S:g} s of the receipt "
+                             "(this control room does not answer tests)"))
+    return checks
 
 
 def _firmware_running(config: Config) -> Check | None:
@@ -201,11 +335,40 @@ def render(checks: Sequence[Check], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def document(checks: Sequence[Check], extra: dict | None = None) -> dict:
+def document(checks: Sequence[Check], extra: dict | list | None = None,
+             key: str = "status") -> dict:
     doc: dict = {"ok": all(c.ok for c in checks), "checks": [c.as_json() for c in checks]}
     if extra is not None:
-        doc["status"] = extra
+        doc[key] = extra
     return doc
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from pinkbutton.firmware.diag.logs import LogsUsageError, follow_logs, read_logs
+
+    def emit(line: str) -> None:
+        print(line if args.json else shown(line), flush=True)
+
+    try:
+        if args.follow:
+            check = follow_logs(args.lines, args.since, as_json=args.json, emit=emit)
+            result = None
+        else:
+            result = read_logs(args.lines, args.since, as_json=args.json)
+            check = result.check
+    except LogsUsageError as e:
+        print(f"{PROG}: usage error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        if result is not None or not check.ok:  # --follow --json: the records were the output
+            print(json.dumps(document([check], result.records if result else [], "records"),
+                             indent=2))
+    else:
+        for line in result.lines if result else []:
+            print(shown(line))
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print(render([check], colour=colour))
+    return EXIT_OK if check.ok else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None, *, backend=None) -> int:
@@ -217,10 +380,20 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
     def say(text: str) -> None:  # prompts go to stderr so --json stays one document
         print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
 
-    extra = None
+    extra, extra_key, after = None, "status", None
     try:
         if args.verb == "check-config":
             checks = check_config(args.file)
+        elif args.verb == "test-alert":
+            config = load_config(args.config, check_certificates=False)
+            checks, extra = test_alert(config, args.timeout)
+            extra_key = "test_alert"
+        elif args.verb == "logs":
+            return _logs(args)
+        elif args.verb == "enroll":
+            checks, extra = enroll(args.config, args.new_key)
+            extra_key, after = "enroll", extra.get("next")
+            extra = extra or None
         else:
             config = load_config(args.config, check_certificates=False)
             if args.verb == "selftest":
@@ -243,10 +416,12 @@ def main(argv: list[str] | None = None, *, backend=None) -> int:
         print(f"{PROG}: unexpected error: {type(e).__name__}: {shown(e)}", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
-        print(json.dumps(document(checks, extra), indent=2))
+        print(json.dumps(document(checks, extra, extra_key), indent=2))
     else:
         colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         print(render(checks, colour=colour))
+        if after:
+            print(f"next: {shown(after)}")
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 

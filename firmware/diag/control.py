@@ -1,7 +1,8 @@
 """The running firmware's local control socket: `state_dir/control.sock`.
 
-Line JSON over a Unix stream socket: the client sends one request line (`{"cmd": "status"}`),
-the kiosk answers one line and closes. The socket is 0600 in the 0700 state directory, so only
+Line JSON over a Unix stream socket: the client sends one request line (`{"cmd": "status"}`,
+or `{"cmd": "test-alert"}` to have the kiosk send an alert of kind `test`), the kiosk answers
+one line and closes. The socket is 0600 in the 0700 state directory, so only
 the kiosk's own user (and root) can ask. A thread of its own serves it; it reads a snapshot
 that the kiosk's state thread keeps current, so a slow or hostile client never holds up an alert.
 """
@@ -57,9 +58,14 @@ class ControlServer:
     server's own thread (checking a stale one can take a client timeout), and without a
     control socket the kiosk still alerts."""
 
-    def __init__(self, state_dir: Path, snapshot: Callable[[], dict]) -> None:
+    def __init__(self, state_dir: Path, snapshot: Callable[[], dict],
+                 test_alert: Callable[[], dict] | None = None) -> None:
+        """`test_alert()` (called on this server's thread; it must only enqueue) answers
+        `{"cmd": "test-alert"}` with the whole reply: `{"ok": true, "test_alert":
+        {"alert_id": …}}` or `{"ok": false, "error": …}`."""
         self.path = socket_path(state_dir)
         self._snapshot = snapshot
+        self._test_alert = test_alert
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,13 +163,26 @@ class ControlServer:
             cmd = None
         if cmd == "status":
             reply = {"ok": True, "status": self._snapshot()}
+        elif cmd == "test-alert" and self._test_alert is not None:
+            reply = self._test_alert()
         else:
-            reply = {"ok": False, "error": "unknown request (known: status)"}
+            known = "status, test-alert" if self._test_alert is not None else "status"
+            reply = {"ok": False, "error": f"unknown request (known: {known})"}
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
 
-def request(path: Path, cmd: str, timeout_s: float = CLIENT_TIMEOUT_S) -> dict:
-    """Ask the running firmware; raises NotRunning when nobody answers on `path`."""
+class Refused(ValueError):
+    """The firmware answered, and said no (`error` is its one line)."""
+
+    def __init__(self, cmd: str, error: str) -> None:
+        super().__init__(f"firmware refused {cmd!r}: {error}")
+        self.error = error
+
+
+def request(path: Path, cmd: str, timeout_s: float = CLIENT_TIMEOUT_S,
+            key: str = "status") -> dict:
+    """Ask the running firmware; the reply's `key` part. Raises NotRunning when nobody
+    answers on `path`, Refused when the firmware says no, ValueError for a bad answer."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     with sock:
@@ -180,9 +199,11 @@ def request(path: Path, cmd: str, timeout_s: float = CLIENT_TIMEOUT_S) -> dict:
                 break
             data += piece
     reply = json.loads(data)
+    if isinstance(reply, dict) and reply.get("ok") is False and isinstance(reply.get("error"), str):
+        raise Refused(cmd, reply["error"])
     if not isinstance(reply, dict) or not reply.get("ok"):
         raise ValueError(f"firmware refused {cmd!r}: {reply}")
-    status = reply.get("status")
+    status = reply.get(key)
     if not isinstance(status, dict):
-        raise ValueError("firmware answered without a status")
+        raise ValueError(f"firmware answered without a {key}")
     return status

@@ -23,6 +23,7 @@ from pinkbutton.firmware.diag.checks import (
     failed,
     microphone_check,
     passed,
+    tone_check,
 )
 from pinkbutton.hal.base import AudioChunk, VideoFrame
 
@@ -46,19 +47,26 @@ def run_checks(
     faults: Iterable[str],
     frames: Sequence[VideoFrame] | None,
     audio: Sequence[AudioChunk] | None,
+    loop: Sequence[AudioChunk] | str | None = None,
     state_dir: Path,
     cert_not_after: datetime | None,
     now: datetime,
 ) -> list[Check]:
     """One `Check` per part. `frames`/`audio` are what the running pipeline captured just
     now; None when the kiosk has no such device in use (then the check is left out unless a
-    fault names it)."""
+    fault names it). `loop`: what the running microphone heard while the speaker played the
+    acoustic loop's tone (a str: why it could not play; None: no speaker, no loop check)."""
     faults = set(faults)
     checks = [failed("button", "reads pressed during the self-test (stuck or shorted)",
                      _FIX["button"]) if button_pressed else
               _by_fault("button", faults) or passed("button", "not stuck")]
     checks += _device("camera", faults, frames, camera_check)
     checks += _device("microphone", faults, audio, microphone_check)
+    if isinstance(loop, str):  # the speaker could not play
+        checks.append(failed("acoustic loop", f"the speaker could not play: {loop}",
+                             "check the speaker and media.speaker_device (`aplay -l`)"))
+    elif loop is not None and "mic_failed" not in faults:
+        checks.append(tone_check(loop))
     checks.append(disk_check(state_dir))
     if cert_not_after is None:
         checks.append(failed("certificate", "cannot read the kiosk's certificate",

@@ -1,6 +1,7 @@
 """The hardware self-test run directly on the HAL backend, while the firmware is stopped.
 
-Each device is opened as the kiosk opens it, exercised for a bounded time, closed, and judged
+Each device is opened as the kiosk opens it (the acoustic loop opens the speaker and the
+microphone together), exercised for a bounded time, closed, and judged
 by `firmware.diag.checks`. A device that cannot be opened or raises is a failed check naming
 the error, never a traceback.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from pinkbutton.firmware.config import Config, ConfigError, verify_certificates
 from pinkbutton.firmware.diag.checks import (
+    LOOP_TONE_HZ,
+    LOOP_TONE_S,
     Check,
     camera_check,
     certificate_check,
@@ -21,6 +24,7 @@ from pinkbutton.firmware.diag.checks import (
     failed,
     microphone_check,
     passed,
+    tone_check,
 )
 from pinkbutton.firmware.diag.network import network_check
 from pinkbutton.hal.base import AudioChunk, VideoFrame, describe_error
@@ -111,6 +115,73 @@ def microphone_selftest(backend: Backend, clock: Clock, config: Config) -> list[
     return [microphone_check(list(chunks))]
 
 
+#: Audio heard before the tone (the input settles) and kept from the tone's start (the
+#: output's latency): the FFT sees only the tone's steady part.
+LOOP_WARMUP_S = 0.2
+LOOP_SKIP_S = 0.1
+
+
+def loop_selftest(backend: Backend, clock: Clock, config: Config) -> list[Check]:
+    """The acoustic loop: the speaker (`media.speaker_device`) plays LOOP_TONE_HZ for
+    LOOP_TONE_S while the microphone records; `checks.tone_check` measures what it heard.
+    No check without a configured speaker or with audio off."""
+    m = config.media
+    if m.speaker_device is None or not m.audio:
+        return []
+    name = "acoustic loop"
+    chunks: list[AudioChunk] = []
+    failures: list[str] = []
+    try:
+        mic = backend.microphone(clock, 48000, device=m.mic_device)
+    except Exception as e:  # noqa: BLE001
+        return [failed(name, f"cannot open the microphone: {describe_error(e)}",
+                       "check the USB microphone and `arecord -l`")]
+    try:
+        sounder = backend.sounder(clock, m.speaker_device)
+    except Exception as e:  # noqa: BLE001
+        mic.close()
+        return [failed(name, f"cannot open the speaker {m.speaker_device!r}: "
+                       f"{describe_error(e)}", "check media.speaker_device and `aplay -l`")]
+    mic.on_audio = chunks.append
+    mic.on_failure = failures.append
+
+    def heard_until() -> float:  # clock time the audio so far reaches
+        last = chunks[-1] if chunks else None
+        return -1.0 if last is None else last.pts_us / 1e6 + last.frames / last.sample_rate
+
+    start = end = 0.0
+    try:
+        mic.start()
+        deadline = time.monotonic() + 4.0
+        first = clock.monotonic()
+        while (heard_until() < first + LOOP_WARMUP_S and not failures
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        start = clock.monotonic()
+        sounder.play_tone(LOOP_TONE_HZ, LOOP_TONE_S)
+        end = clock.monotonic()
+        deadline = time.monotonic() + 2.0
+        while heard_until() < end and not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except Exception as e:  # noqa: BLE001
+        failures.append(describe_error(e))
+    finally:
+        for device in (mic, sounder):
+            try:
+                device.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
+    if failures:
+        return [failed(name, f"loop test failed: {failures[0]}",
+                       "check the speaker (media.speaker_device, `aplay -l`) and the microphone")]
+    during = [c for c in chunks if c.pts_us / 1e6 >= start + LOOP_SKIP_S
+              and c.pts_us / 1e6 + c.frames / c.sample_rate <= end + 1e-6]
+    if sum(c.frames for c in during) < 0.1 * 48000:  # a late microphone: all of the tone
+        during = [c for c in chunks if c.pts_us / 1e6 + c.frames / c.sample_rate > start
+                  and c.pts_us / 1e6 < end]
+    return [tone_check(during)]
+
+
 def button_selftest(backend: Backend, clock: Clock, config: Config,
                     press_timeout_s: float | None, say: Callable[[str], None]) -> list[Check]:
     """Stuck: pressed as soon as it is opened. With `press_timeout_s`, the technician must
@@ -171,6 +242,7 @@ def run_selftest(config: Config, backend: Backend, *, press_timeout_s: float | N
         checks += camera_selftest(backend, clock, config, snapshot)
     if config.media.audio:
         checks += microphone_selftest(backend, clock, config)
+        checks += loop_selftest(backend, clock, config)
     checks.append(disk_check(config.device.state_dir))
     checks.append(certificate_selftest(config))
     checks.append(network_check(config, network_timeout_s))

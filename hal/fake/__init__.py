@@ -8,16 +8,19 @@ from pinkbutton.hal.base import HalError
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.fake.button import FakeButton, FakeTamper
 from pinkbutton.hal.fake.indicator import FakeIndicator
+from pinkbutton.hal.fake.sounder import AcousticPath, FakeSounder
 from pinkbutton.hal.registry import Backend
 
 if TYPE_CHECKING:  # numpy is needed only once a camera or microphone is made
     from pinkbutton.hal.fake.camera import FakeCamera
     from pinkbutton.hal.fake.microphone import FakeMicrophone
 
-__all__ = ["FakeBackend", "FakeButton", "FakeIndicator", "FakeTamper"]
+__all__ = ["AcousticPath", "FakeBackend", "FakeButton", "FakeIndicator", "FakeSounder",
+           "FakeTamper"]
 
 _CAMERA_MODES = ("ok", "covered", "frozen", "noise", "still")
-_MICROPHONE_MODES = ("ok", "silent", "clipping")
+_MICROPHONE_MODES = ("ok", "silent", "clipping", "deaf")
+_SOUNDER_MODES = ("ok", "silent")
 
 
 class FakeBackend(Backend):
@@ -30,20 +33,30 @@ class FakeBackend(Backend):
     name = "fake"
 
     def __init__(self, *, button_stuck: bool = False, camera_mode: str = "ok",
-                 microphone_mode: str = "ok", tamper_open: bool = False) -> None:
+                 microphone_mode: str = "ok", tamper_open: bool = False,
+                 sounder_mode: str = "ok") -> None:
         """The bad modes a technician's self-test must catch, set on every device made:
         `button_stuck` (held down from the start), `camera_mode` "covered" | "frozen" |
-        "noise" | "still" (a static scene, noisy but not frozen), `microphone_mode` "silent" (dead) | "clipping", `tamper_open` (the case open from the start); "ok" is a working device."""
+        "noise" | "still" (a static scene, noisy but not frozen), `microphone_mode` "silent"
+        (dead) | "clipping" | "deaf" (its own signal but not the sounder's tone), `tamper_open`
+        (the case open from the start), `sounder_mode` "silent" (plays nothing); "ok" is a
+        working device. Sounders and microphones share one `air` (the acoustic loop)."""
         if camera_mode not in _CAMERA_MODES:
             raise HalError(f"fake camera mode must be one of {', '.join(_CAMERA_MODES)}, "
                            f"not {camera_mode!r}")
         if microphone_mode not in _MICROPHONE_MODES:
             raise HalError(f"fake microphone mode must be one of {', '.join(_MICROPHONE_MODES)}, "
                            f"not {microphone_mode!r}")
+        if sounder_mode not in _SOUNDER_MODES:
+            raise HalError(f"fake sounder mode must be one of {', '.join(_SOUNDER_MODES)}, "
+                           f"not {sounder_mode!r}")
         self.button_stuck = button_stuck
         self.camera_mode = camera_mode
         self.microphone_mode = microphone_mode
         self.tamper_open = tamper_open
+        self.sounder_mode = sounder_mode
+        self.air = AcousticPath()
+        self.sounders: list[FakeSounder] = []
         self.buttons: list[FakeButton] = []
         self.tampers: list[FakeTamper] = []
         self.indicators: list[FakeIndicator] = []
@@ -98,8 +111,16 @@ class FakeBackend(Backend):
         microphone = FakeMicrophone(clock, sample_rate)
         microphone.silent = self.microphone_mode == "silent"
         microphone.clipping = self.microphone_mode == "clipping"
+        microphone.air = self.air
+        microphone.deaf = self.microphone_mode == "deaf"
         self.microphones.append(microphone)
         return microphone
+
+    def sounder(self, clock: Clock, device: int | str | None = None) -> FakeSounder:
+        # one fake speaker: `device` is accepted and ignored
+        sounder = FakeSounder(clock, self.air, silent=self.sounder_mode == "silent")
+        self.sounders.append(sounder)
+        return sounder
 
     def _pins_in_use(self) -> set[int]:
         used = {b.pin for b in [*self.buttons, *self.tampers]

@@ -10,6 +10,7 @@ import numpy as np
 from pinkbutton.hal.base import AudioChunk, FailureSink, HalError, Microphone
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.fake.paced import PacedSource
+from pinkbutton.hal.fake.sounder import AcousticPath
 
 TONE_HZ = 440.0
 BURST_S = 0.1  # tone for BURST_S, silence for BURST_S, repeat
@@ -31,7 +32,9 @@ class FakeMicrophone(PacedSource, Microphone):
     that ends now (pts = now - chunk duration), for FakeClock tests. The signal
     continues from one chunk to the next (`samples_captured` is the running
     sample index). Test controls: `silent` (zeros: a dead microphone), `clipping` (the
-    signal overdriven to full scale, as a gain set far too high), `fail(reason)`.
+    signal overdriven to full scale, as a gain set far too high), `fail(reason)`. With an
+    `air` (hal.fake.sounder.AcousticPath) it also hears what a FakeSounder plays, unless
+    `deaf` (its own signal, but nothing from the air: a blocked or disconnected capsule).
 
     Note on threads: on_audio/on_failure run on the "fake-microphone" thread when
     started, on the caller's thread for `capture_one()` (and `fail()` while stopped).
@@ -50,6 +53,8 @@ class FakeMicrophone(PacedSource, Microphone):
         self.chunk_frames = sample_rate * chunk_ms // 1000
         self.silent = False
         self.clipping = False
+        self.air: AcousticPath | None = None
+        self.deaf = False
         self.samples_captured = 0
         self.chunks_captured = 0
 
@@ -88,6 +93,10 @@ class FakeMicrophone(PacedSource, Microphone):
             samples = bytes(2 * n)
         else:
             tone = tone_samples(self.samples_captured, n, self.sample_rate)
+            heard = None if self.air is None or self.deaf else self.air.sound(
+                end - self.chunk_ms / 1000, n, self.sample_rate)
+            if heard is not None:
+                tone = np.clip(tone + heard, -32768, 32767).astype(np.int16)
             if self.clipping:  # 8x gain: every tone peak is cut flat at full scale
                 tone = np.clip(tone.astype(np.int32) * 8, -32768, 32767)
             samples = tone.astype("<i2").tobytes()

@@ -10,7 +10,15 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from pinkbutton.hal.base import BackendUnavailable, Button, Camera, HalError, Indicator, Microphone
+from pinkbutton.hal.base import (
+    BackendUnavailable,
+    Button,
+    Camera,
+    HalError,
+    Indicator,
+    Microphone,
+    Sounder,
+)
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.registry import Backend
 
@@ -85,3 +93,8 @@ class PiBackend(Backend):
         from pinkbutton.hal.pi.microphone import PyAudioMicrophone
 
         return PyAudioMicrophone(clock, sample_rate, device=device)
+
+    def sounder(self, clock: Clock, device: int | str | None = None) -> Sounder:
+        from pinkbutton.hal.pi.sounder import PyAudioSounder
+
+        return PyAudioSounder(clock, device)

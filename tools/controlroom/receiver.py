@@ -45,6 +45,8 @@ from pinkbutton.tools.controlroom.terminal import ms as rounded_ms
 log = logging.getLogger("pinkbutton.controlroom")
 
 SHARE_GROUP = "controlroom"
+#: The operator named on the room's own answer (ack, end) to a test alert.
+TEST_OPERATOR = "automatic: test"
 # Incident ids for an alert_id already taken by another device's incident (see _on_alert_body).
 _FOREIGN_ID_NS = uuid.uuid5(uuid.NAMESPACE_URL, "pinkbutton:v1:alert-id-of-another-device")
 Listener = Callable[[str, dict], None]
@@ -316,13 +318,19 @@ class ControlRoomReceiver:
         flag = f"  FLAGGED: {shown('; '.join(problems), 1000)}" if problems else ""
         if _by_certificate(a):
             flag = "  authenticated by certificate (unsigned)" + flag
+        test = a.kind == p.ALERT_KINDS[1]  # "test": its own line tag; answered, never dispatched
         if known is None:
             lat = rounded_ms(latency) if latency is not None else "unknown"
             seq = "?" if a.seq is None else a.seq
-            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  latency {lat}  "
-                     f"{location(a.site.lat, a.site.lon)}  "
-                     f"evidence {self._evidence_link(a, id_known)}  id {aid}{flag}")
-        elif a.escalated and known.acked_at is None:
+            if test:
+                self.out(f"TEST   {device}  {site}  seq {seq}  latency {lat}  "
+                         f"{location(a.site.lat, a.site.lon)}  id {aid}  "
+                         f"(a test: answered automatically, never dispatched){flag}")
+            else:
+                self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  latency {lat}  "
+                         f"{location(a.site.lat, a.site.lon)}  "
+                         f"evidence {self._evidence_link(a, id_known)}  id {aid}{flag}")
+        elif a.escalated and known.acked_at is None and not test:
             self.out(f"ESCALATED  {device}  {site}  not acknowledged "
                      f"(announce #{a.announce})  id {aid}{flag}")
         elif problems and not set(problems) <= set(known.problems):
@@ -451,12 +459,29 @@ class ControlRoomReceiver:
     def _answer(self, a: p.Alert, inc, new: bool) -> None:
         if inc is None:
             return
+        if inc.kind == p.ALERT_KINDS[1]:
+            self._answer_test(a, inc)
+            return
         if inc.acked_at is not None:
             if not new:
                 # The device announced again although we acked: our ack was lost. Resend.
                 self._send("ack", a.device_id, a.alert_id, inc.acked_by)
         elif self.auto_ack:
             self.acknowledge(a.alert_id, self.operator)
+
+    def _answer_test(self, a: p.Alert, inc) -> None:
+        """A test (`pinkbutton-diag test-alert`, drills): acknowledged and ended at once by
+        the room itself, so it takes no operator's time, is never escalated and never
+        dispatched; the kiosk still shows its whole cycle up to "help is coming". Announced
+        again (an answer was lost): answered again."""
+        if inc.acked_at is None:
+            self.acknowledge(a.alert_id, TEST_OPERATOR)
+        else:
+            self._send("ack", a.device_id, a.alert_id, inc.acked_by)
+        if inc.ended_at is None:
+            self.end(a.alert_id, TEST_OPERATOR)
+        else:
+            self._send("end", a.device_id, a.alert_id, TEST_OPERATOR)
 
     def _on_media(self, device_id: str, alert_id: str, payload: bytes) -> None:
         assert self.recorder is not None and self.backfill is not None  # only when recording
@@ -778,6 +803,8 @@ class ControlRoomReceiver:
         ids = [i.alert_id for i in open_]
         for inc in open_:
             state = f"acked by {shown(inc.acked_by or '?', 64)}" if inc.acked_at else "WAITING"
+            if inc.kind == p.ALERT_KINDS[1]:
+                state += "  TEST"
             self.out(f"  {short_id(inc.alert_id, ids)}  {shown(inc.device_id)}  "
                      f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}  "
                      f"presses {inc.presses}{'  FLAGGED' if inc.problems else ''}")
