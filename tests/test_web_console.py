@@ -1,0 +1,97 @@
+"""The web console end to end: a real kiosk (fake HAL) presses over a real mosquitto (mTLS),
+a real receiver stores the incident in SQLite, the console (HTTPS) shows it in Debian's
+chromium driven by Playwright, and the officer's ack/dispatch/end go back to the kiosk."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pinkbutton.tools.controlroom.store import IncidentStore
+
+from tests.browser import Officer, RoomThread, chromium, console  # noqa: F401 (fixtures)
+from tests.helpers import RunningKiosk, write_kiosk_config
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
+
+
+def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
+        tmp_path, pki_dir, broker, chromium, console):  # noqa: F811
+    db = tmp_path / "room.db"
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0002")
+    with RoomThread(pki_dir, broker, db, device_certs=pki_dir / "devices") as room, \
+            RunningKiosk(cfg) as kiosk:
+        c = console(db=db)
+        c.add_user("officer-7")
+        officer = Officer(chromium, c)
+        page = officer.login("officer-7")
+        page.wait_for_selector("#link-state.ok")
+        kiosk.events.wait_for("connected")
+
+        pressed = time.monotonic()
+        kiosk.press()
+        row = page.wait_for_selector("#queue-body tr", timeout=15_000)
+        row_s = time.monotonic() - pressed
+        alert_id = kiosk.events.wait_for("persisted")["alert_id"]
+        assert row.get_attribute("data-alert-id") == alert_id
+        text = row.inner_text()
+        for shown in ("Test Bazaar", "pb-test-0002", "emergency", "34.00000, 71.50000",
+                      "verified", "WAITING", "not taken"):
+            assert shown in text, (shown, text)
+        assert "untaken" in (row.get_attribute("class") or "")  # flashing until taken
+        page.wait_for_function("window.pbConsole.beeps >= 1")  # the chime played
+        since = page.inner_text("#queue-body tr .since")
+        page.wait_for_function(  # time since the press ticks
+            "(t) => document.querySelector('#queue-body tr .since').textContent !== t",
+            arg=since, timeout=5_000)
+        officer.screenshot("queue")
+
+        page.click("#queue-body tr a")  # the officer takes the alert
+        page.wait_for_selector("#timeline li.tl-viewed")
+        timeline = page.inner_text("#timeline")
+        assert "Button pressed" in timeline and "Alert received" in timeline
+        assert "Viewed by officer-7" in timeline
+
+        page.click("#ack")
+        kiosk.events.wait_for("indicator", lambda d: d["pattern"] == "help_coming", timeout=15)
+        page.wait_for_selector("#timeline li.tl-acked")
+        page.fill("#unit", "Unit 7")
+        page.fill("#note", "two officers on foot")
+        page.click("#dispatch")
+        page.wait_for_selector("#timeline li.tl-dispatched")
+        assert "unit Unit 7: two officers on foot" in page.inner_text("#timeline")
+        kiosk.events.wait_for("cmd", lambda d: d["cmd"] == "dispatched", timeout=15)
+        page.select_option("#disposition", "false_alarm")
+        page.click("#end")
+        page.wait_for_selector("#timeline li.tl-ended")
+        kiosk.events.wait_for("cmd", lambda d: d["cmd"] == "end", timeout=15)
+        assert "disposition: false alarm" in page.inner_text("#timeline")
+        officer.screenshot("incident")
+        assert room.events.of("web_command")
+
+        page.goto(c.url + "/")  # ended: off the queue
+        page.wait_for_selector("#link-state.ok")
+        page.wait_for_function("window.pbConsole.messages >= 1")
+        assert page.query_selector_all("#queue-body tr") == []
+        assert officer.foreign_requests() == [], "nothing may load from outside the console"
+        officer.close()
+
+    store = IncidentStore(db)
+    try:
+        inc = store.incident_rows("WHERE alert_id=?", (alert_id,))[0]
+        whats = [w for _, w, _ in store.timeline(alert_id)]
+        ended = [d for _, w, d in store.timeline(alert_id) if w == "ended"]
+    finally:
+        store.close()
+    assert (inc["acked_by"], inc["dispatched_by"], inc["ended_by"], inc["first_viewed_by"]) == \
+        ("officer-7",) * 4
+    assert (inc["dispatch_unit"], inc["dispatch_note"], inc["disposition"]) == \
+        ("Unit 7", "two officers on foot", "false_alarm")
+    for what in ("received", "viewed", "acked", "dispatched", "ended"):
+        assert what in whats, whats
+    assert ended == [{"by": "officer-7", "disposition": "false_alarm"}]
+    actions = [(r["user"], r["action"], r["alert_id"]) for r in c.audit()]
+    for action in ("view_incident", "ack", "dispatch", "end"):
+        assert ("officer-7", action, alert_id) in actions, actions
+    assert ("officer-7", "login", None) in actions
+    print(f"press -> row visible in the browser: {row_s * 1000:.0f} ms")
