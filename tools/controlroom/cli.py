@@ -270,10 +270,14 @@ def _serve(args) -> int:
     if receiver is not None:
         thread = threading.Thread(target=receiver.run, name="receiver", daemon=True)
         thread.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
     if args.exit_after:
-        threading.Timer(args.exit_after, lambda: setattr(server, "should_exit", True)).start()
+        timer = threading.Timer(args.exit_after, lambda: setattr(server, "should_exit", True))
+        timer.daemon = True  # a signal may end the console first
+        timer.start()
     try:
-        server.run(sockets=[sock])  # SIGINT/SIGTERM end it (uvicorn's handlers)
+        server.run(sockets=[sock])
     finally:
         sock.close()
         if receiver is not None and thread is not None:

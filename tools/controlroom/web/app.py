@@ -64,6 +64,7 @@ class SecurityHeaders:
 
     def __init__(self, app) -> None:
         self.app = app
+        self.console: Console | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -123,9 +124,9 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
                       poll_s)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 
-    def render(name: str, status: int = 200, **ctx) -> HTMLResponse:
+    def render(name: str, code: int = 200, **ctx) -> HTMLResponse:
         ctx.setdefault("roles", ROLES)
-        return HTMLResponse(env.get_template(name).render(**ctx), status_code=status)
+        return HTMLResponse(env.get_template(name).render(**ctx), status_code=code)
 
     def session_of(conn: HTTPConnection) -> Session | None:
         return console.acc.session(conn.cookies.get(SESSION_COOKIE))
@@ -398,4 +399,6 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = console
     app.state.session_of = session_of
-    return SecurityHeaders(app)
+    wrapped = SecurityHeaders(app)
+    wrapped.console = console  # the open WebSockets (`clients`), for tests and shutdown
+    return wrapped

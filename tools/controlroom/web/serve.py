@@ -7,6 +7,7 @@ as a console in another process would (`--web-only`: no receiver in this process
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -54,11 +55,19 @@ def make_server(app, *, certfile: Path | None, keyfile: Path | None):
     `server.run(sockets=[bind(...)])`, stop it with `server.should_exit = True`."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        # The caller owns SIGINT/SIGTERM (`serve` stops its receiver too; a test runs the
+        # server on a thread): uvicorn's own handlers would re-raise the signal after its
+        # shutdown and kill the process before the receiver closed its evidence files.
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
     config = uvicorn.Config(
         app, ssl_certfile=str(certfile) if certfile else None,
         ssl_keyfile=str(keyfile) if keyfile else None, log_level="warning", lifespan="on",
         server_header=False, proxy_headers=False, ws_ping_interval=20.0)
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 class ConsoleThread:
