@@ -210,3 +210,20 @@ def test_serve_runs_the_receiver_and_the_console_over_https_with_the_pki_certifi
             proc.wait(10)
     assert proc.returncode == 0, err_lines
     assert "Traceback" not in "".join(err_lines)
+
+
+def test_every_template_and_static_file_ships_as_package_data():
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "pinkbutton.tools.controlroom.web" in config["packages"]
+    globs = config["package-data"]["pinkbutton.tools.controlroom.web"]
+    web = root / "tools" / "controlroom" / "web"
+    files = [p.relative_to(web).as_posix() for d in ("templates", "static")
+             for p in (web / d).rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), files
+    for f in files:  # every asset local: nothing in them points off the machine
+        text = (web / f).read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, f

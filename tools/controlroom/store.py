@@ -312,7 +312,8 @@ class IncidentStore:
         if disposition is not None and (what != "ended" or disposition not in DISPOSITIONS):
             raise ValueError(f"disposition {disposition!r}: one of {', '.join(DISPOSITIONS)}"
                              " and only when ending")
-        sets, args = [f"{column}=?"], [at]
+        sets: list[str] = [f"{column}=?"]
+        args: list[str | None] = [at]
         if what == "acked":
             sets.append("acked_by=?")
             args.append(by)
