@@ -3,6 +3,7 @@ the audit log, and device-supplied text that must stay text (real chromium, real
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -190,3 +191,82 @@ def test_escalated_alert_shows_on_the_supervisors_screen(tmp_path, chromium, con
     page.wait_for_selector("#queue-body tr.escalated")  # marked for the operator too
     assert page.query_selector("#supervisor") is None
     operator.close()
+
+
+def test_evidence_files_with_their_sha256_download_and_the_download_is_audited(
+        tmp_path, chromium, console):  # noqa: F811
+    import hashlib
+
+    db, evidence = tmp_path / "room.db", tmp_path / "evidence"
+    alert_id, other = stored_incident(db), stored_incident(db, "Elsewhere")
+    evidence.mkdir()
+    base = f"pb-test-0001-{alert_id}"  # as the receiver and backfill name them
+    complete = b"\x00\x00\x00\x18ftypiso6 complete evidence"
+    (evidence / f"{base}.mp4").write_bytes(b"\x00\x00\x00\x18ftypiso6 live")
+    (evidence / f"{base}.complete.mp4").write_bytes(complete)
+    digest = hashlib.sha256(complete).hexdigest()
+    (evidence / f"{base}.complete.json").write_text(json.dumps(
+        {"alert_id": alert_id, "file": f"{base}.complete.mp4", "sha256": digest}))
+    (evidence / f"pb-test-0001-{other}.mp4").write_bytes(b"another incident")
+    c = console(db=db, evidence_dir=evidence)
+    c.add_user("op")
+    officer = Officer(chromium, c)
+    page = officer.login("op")
+    page.goto(f"{c.url}/incident/{alert_id}")
+    rows = [[td.inner_text() for td in r.query_selector_all("td")]
+            for r in page.query_selector_all("#evidence tbody tr")]
+    assert [r[0] for r in rows] == [f"{base}.complete.json", f"{base}.complete.mp4",
+                                                 f"{base}.mp4"]
+    assert rows[1][3] == digest and rows[0][3] == rows[2][3] == ""
+    link = page.get_attribute(f"#evidence a:text('{base}.complete.mp4')", "href")
+    got = officer.context.request.get(c.url + link)
+    assert got.status == 200 and got.body() == complete
+    assert "attachment" in got.headers["content-disposition"]
+    req = officer.context.request
+    for name in (f"pb-test-0001-{other}.mp4", "..%2Froom.db", "room.db"):
+        assert req.get(f"{c.url}/incident/{alert_id}/evidence/{name}").status == 404, name
+    assert [(r["user"], r["alert_id"], r["detail"]) for r in c.audit("evidence_download")] == [
+        ("op", alert_id, {"file": f"{base}.complete.mp4"})]
+    officer.screenshot("evidence")
+    officer.close()
+
+
+def test_two_officers_see_the_same_incident_state(tmp_path, chromium, console):  # noqa: F811
+    db = tmp_path / "room.db"
+    alert_id = stored_incident(db, "Shared Square")
+    c = console(db=db)
+    c.add_user("ana")
+    c.add_user("ben")
+    ana, ben = Officer(chromium, c), Officer(chromium, c)
+    ben_page = ben.login("ben")
+    row = ben_page.wait_for_selector(f"#queue-body tr[data-alert-id='{alert_id}']")
+    assert "not taken" in row.inner_text()
+    ana_page = ana.login("ana")
+    ana_page.click(f"#queue-body tr[data-alert-id='{alert_id}'] a")  # ana takes it
+    ana_page.wait_for_selector("#timeline li.tl-viewed")
+    ben_page.wait_for_selector(f"#queue-body tr.taken[data-alert-id='{alert_id}']",
+                               timeout=10_000)  # pushed to ben's queue from the store
+    assert "taken by ana" in ben_page.inner_text(f"#queue-body tr[data-alert-id='{alert_id}']")
+    ana.close()
+    ben.close()
+
+
+def test_websocket_from_another_origin_is_refused_even_with_a_session(tmp_path, console):  # noqa: F811
+    import ssl
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    c = console(db=tmp_path / "room.db")
+    c.add_user("op")
+    token = c.accounts.new_session("op")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    cookie = {"Cookie": f"pb_session={token}"}
+    own = c.url  # the console's own origin: accepted
+    with connect(c.ws_url, ssl=ctx, additional_headers=cookie | {"Origin": own},
+                 open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "queue"
+    for headers in (cookie | {"Origin": "https://evil.example"}, {"Origin": own}):
+        with pytest.raises(InvalidStatus):
+            connect(c.ws_url, ssl=ctx, additional_headers=headers, open_timeout=10)
