@@ -147,6 +147,21 @@ class Officer:
         self.context.close()
 
 
+def wait_js(page, function: str, arg=None, timeout: float = 10.0):
+    """Poll a JS function in the page until it returns something truthy (that value).
+    Playwright's wait_for_function builds its predicate with `new Function`, which the
+    console's Content-Security-Policy (no 'unsafe-eval') refuses; evaluate() is not
+    affected."""
+    end = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(function, arg)
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"{function} not true within {timeout} s")
+        time.sleep(0.05)
+
+
 class RoomThread:
     """A ControlRoomReceiver on its own thread (own client id and share group)."""
 

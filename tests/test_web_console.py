@@ -9,7 +9,13 @@ import time
 import pytest
 from pinkbutton.tools.controlroom.store import IncidentStore
 
-from tests.browser import Officer, RoomThread, chromium, console  # noqa: F401 (fixtures)
+from tests.browser import (  # noqa: F401 (fixtures)
+    Officer,
+    RoomThread,
+    chromium,
+    console,
+    wait_js,
+)
 from tests.helpers import RunningKiosk, write_kiosk_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
@@ -40,11 +46,11 @@ def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
                       "verified", "WAITING", "not taken"):
             assert shown in text, (shown, text)
         assert "untaken" in (row.get_attribute("class") or "")  # flashing until taken
-        page.wait_for_function("window.pbConsole.beeps >= 1")  # the chime played
+        wait_js(page, "() => window.pbConsole.beeps >= 1")  # the chime played
         since = page.inner_text("#queue-body tr .since")
-        page.wait_for_function(  # time since the press ticks
-            "(t) => document.querySelector('#queue-body tr .since').textContent !== t",
-            arg=since, timeout=5_000)
+        wait_js(page,  # time since the press ticks
+                "(t) => document.querySelector('#queue-body tr .since').textContent !== t",
+                since, timeout=5)
         officer.screenshot("queue")
 
         page.click("#queue-body tr a")  # the officer takes the alert
@@ -62,6 +68,10 @@ def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
         page.wait_for_selector("#timeline li.tl-dispatched")
         assert "unit Unit 7: two officers on foot" in page.inner_text("#timeline")
         kiosk.events.wait_for("cmd", lambda d: d["cmd"] == "dispatched", timeout=15)
+        page.fill("#seconds", "90")
+        page.click("#extend")
+        page.wait_for_selector("#timeline li.tl-extended")
+        kiosk.events.wait_for("cmd", lambda d: d["cmd"] == "extend", timeout=15)
         page.select_option("#disposition", "false_alarm")
         page.click("#end")
         page.wait_for_selector("#timeline li.tl-ended")
@@ -72,7 +82,7 @@ def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
 
         page.goto(c.url + "/")  # ended: off the queue
         page.wait_for_selector("#link-state.ok")
-        page.wait_for_function("window.pbConsole.messages >= 1")
+        wait_js(page, "() => window.pbConsole.messages >= 1")
         assert page.query_selector_all("#queue-body tr") == []
         assert officer.foreign_requests() == [], "nothing may load from outside the console"
         officer.close()
@@ -88,11 +98,11 @@ def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
         ("officer-7",) * 4
     assert (inc["dispatch_unit"], inc["dispatch_note"], inc["disposition"]) == \
         ("Unit 7", "two officers on foot", "false_alarm")
-    for what in ("received", "viewed", "acked", "dispatched", "ended"):
+    for what in ("received", "viewed", "acked", "dispatched", "extended", "ended"):
         assert what in whats, whats
     assert ended == [{"by": "officer-7", "disposition": "false_alarm"}]
     actions = [(r["user"], r["action"], r["alert_id"]) for r in c.audit()]
-    for action in ("view_incident", "ack", "dispatch", "end"):
+    for action in ("view_incident", "ack", "dispatch", "extend", "end"):
         assert ("officer-7", action, alert_id) in actions, actions
     assert ("officer-7", "login", None) in actions
     print(f"press -> row visible in the browser: {row_s * 1000:.0f} ms")
