@@ -77,6 +77,8 @@ def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
         page.wait_for_selector("#timeline li.tl-ended")
         kiosk.events.wait_for("cmd", lambda d: d["cmd"] == "end", timeout=15)
         assert "disposition: false alarm" in page.inner_text("#timeline")
+        assert "90 s more" in page.inner_text("#timeline li.tl-extended")
+        assert not page.is_visible("#ack") and not page.is_visible("#extend")  # ended
         officer.screenshot("incident")
         assert room.events.of("web_command")
 

@@ -103,7 +103,8 @@ def timeline(store: IncidentStore, row: dict) -> list[dict]:
         elif what in ("first_media", "first_keyframe"):
             text = f"{detail.get('ms')} ms after the alert"
         elif what == "extended":
-            text = f"by {detail.get('seconds')} s"
+            seconds = detail.get("seconds")
+            text = f"{seconds:g} s more" if isinstance(seconds, int | float) else ""
         elif what in ("received", "duplicate", "escalated"):
             lat = detail.get("latency_ms")
             text = f"announcement #{detail.get('announce')}" + (
