@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb
 
 all: test
 
@@ -71,12 +71,28 @@ soak: deps
 mutate: deps
 	$(BIN)/python -m harness.mutate
 
+# The kiosk's Debian packages: dist/pinkbutton_VERSION_amd64.deb and _arm64.deb, each with the
+# wheels of its architecture for CPython 3.11 (packaging/deb/build.sh; docs/deploy.md, "Kiosk").
+# Fetching the wheels the first time takes a while; from pip's cache, seconds. At most 15 min.
+deb: deps
+	timeout 900 sh packaging/deb/build.sh amd64 arm64
+
+# MicroPython stubs for firmware/pico (rp2 Pico W + the stdlib subset), pinned, in typings/pico.
+PICO_STUBS := typings/pico/.installed
+PICO_STUB_PKGS := micropython-rp2-rpi-pico-w-stubs==1.29.0.post1 micropython-stdlib-stubs==1.29.0.post2
+$(PICO_STUBS): Makefile | $(STAMP)
+	rm -rf typings/pico
+	$(BIN)/python -m pip install -q --target typings/pico $(PICO_STUB_PKGS)
+	@touch $(PICO_STUBS)
+
 # ruff, then pyright (configured in pyproject.toml: hal firmware simulator tools); any error fails.
-lint: deps
+# Then pyright on the MicroPython Pico W firmware with its own config and the pinned stubs.
+lint: deps $(PICO_STUBS)
 	$(BIN)/ruff check hal firmware simulator tools harness tests
 	@mkdir -p build/pyright/pinkbutton
 	@for d in hal firmware simulator tools; do ln -sfn ../../../$$d build/pyright/pinkbutton/$$d; done
 	$(BIN)/pyright
+	$(BIN)/pyright -p firmware/pico/pyrightconfig.json
 
 clean:
-	rm -rf .demo .pytest_cache .ruff_cache .hypothesis
+	rm -rf .demo .pytest_cache .ruff_cache .hypothesis typings

@@ -9,6 +9,7 @@ order; the machine guarantees PersistAlert comes before SetIndicator(SENDING).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pinkbutton.firmware import machine as m
+from pinkbutton.firmware import monitor as mon
 from pinkbutton.firmware import protocol as p
 from pinkbutton.firmware import transport as t
 from pinkbutton.firmware.alertid import AlertIds
@@ -25,7 +27,7 @@ from pinkbutton.firmware.backoff import Backoff
 from pinkbutton.firmware.config import Config
 from pinkbutton.firmware.connectlog import ConnectFailureLog
 from pinkbutton.firmware.diag.control import ControlServer
-from pinkbutton.firmware.health import HealthReporter
+from pinkbutton.firmware.health import THERMAL_ZONE, HealthReporter, read_temperature_c
 from pinkbutton.firmware.outbox import BOOT_ID, Outbox, OutboxError
 from pinkbutton.firmware.sdnotify import SdNotifier
 from pinkbutton.firmware.streaming import MediaService
@@ -33,6 +35,7 @@ from pinkbutton.firmware.version import FIRMWARE_VERSION
 from pinkbutton.firmware.watchdog import StageWatchdog
 from pinkbutton.hal.base import (
     Button,
+    ButtonEvent,
     Camera,
     HalError,
     Indicator,
@@ -95,8 +98,11 @@ class Kiosk:
         camera: Camera | None = None,
         microphone: Microphone | None = None,
         notifier: SdNotifier | None = None,
+        tamper: Button | None = None,
+        thermal_zone: str | Path = THERMAL_ZONE,
     ) -> None:
         self.config = config
+        self._thermal_zone = thermal_zone
         self.device_id = config.device.id
         self.clock = clock or Clock()
         self.button = button
@@ -146,6 +152,7 @@ class Kiosk:
             )
         self._init_supervision(notifier or SdNotifier())
         self._init_control()
+        self._init_monitor(tamper)
 
     # -- called from any thread ---------------------------------------------
 
@@ -174,6 +181,7 @@ class Kiosk:
             self.media.start()
         self._dispatch(m.Boot())
         self._replay_outbox()
+        self._monitor_start()  # after the alerts to replay: no detector goes first
         # Booted: outbox open, this thread running. Not waiting for the broker: a kiosk
         # without a link still takes presses and must not be killed by systemd for it.
         self.notifier.ready()
@@ -185,7 +193,7 @@ class Kiosk:
 
     def _wait_and_handle(self) -> None:
         due = (m.next_deadline(self.state), self.button.next_deadline(), self._redeliver_at,
-               self._supervision_deadline())
+               self._supervision_deadline(), self._monitor_deadline())
         deadlines = [d for d in due if d is not None]
         timeout = 0.5
         if deadlines:
@@ -200,11 +208,13 @@ class Kiosk:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 item = None
-        for ev in self.button.poll():
+        edges = self.button.poll()
+        for ev in edges:
             if ev.pressed:
                 self._press(None, ev.at)
             else:
                 self._dispatch(m.Released())
+        self._monitor_turn(edges)  # after the presses: no detector ever goes first
         self._dispatch(m.Tick())
         if self._redeliver_at is not None and self.clock.monotonic() >= self._redeliver_at:
             self._redeliver()
@@ -295,6 +305,8 @@ class Kiosk:
                 self._notify("stream_end", detail)
             case ("selftest_captured", frames, audio):
                 self._selftest_finish(frames, audio)
+            case ("monitor", kind, at, value):
+                self._observed(kind, at, value)
             case m.SelftestDone() | m.FaultRaised() | m.FaultCleared():
                 self._dispatch(item)
             case t.Connected(session_present=sp, broker=broker):
@@ -576,6 +588,7 @@ class Kiosk:
         # held during the test: wiring short or jammed
         raised = frozenset({"button_stuck"}) if pressed else frozenset()
         self._dispatch(m.SelftestDone(raised, frozenset(c.name for c in bad), why))
+        self._monitor_adopt(raised)  # the monitor clears it on release
 
     def _daily_selftest(self) -> None:
         """Once a day at `health.selftest_at` plus this device's offset; an incident
@@ -628,7 +641,7 @@ class Kiosk:
         self._cert_expiry = _cert_expiry(self.config.broker.cert)
         self.health = HealthReporter(
             self.device_id, h.interval_s, self.clock, self.config.device.state_dir,
-            cert_not_after=self._cert_expiry.timestamp() if self._cert_expiry else None)
+            thermal_zone=self._thermal_zone, cert_not_after=self._cert_expiry.timestamp() if self._cert_expiry else None)
         self._selftest_running = False
         self._selftest_failed: list[str] = []
         self._daily_next: float | None = None
@@ -740,6 +753,97 @@ class Kiosk:
         self._restarting.add(name)
         threading.Thread(target=run, name=f"restart-{name}", daemon=True).start()
 
+    # -- running-fault detection (issue 11 item 5): firmware/monitor.py ------------------
+    # The detectors live on the state thread and cost O(1) per observation; the statistics
+    # (a frame's small luma grid, the audio level, the temperature file) are made on the
+    # `fault-sampler` thread, so a press never waits for any of them.
+
+    def _init_monitor(self, tamper: Button | None) -> None:
+        h = self.config.health
+        self.monitor = mon.Monitor(mon.MonitorSettings(
+            button_stuck_s=h.button_stuck_s, camera_covered_s=h.camera_covered_s,
+            camera_frozen_s=h.camera_frozen_s, mic_dead_s=h.mic_dead_s,
+            max_temp_c=h.max_temp_c))
+        self.tamper = tamper
+        if tamper is not None:
+            tamper.wakeup = lambda: self._inbox.put(_Wake())
+
+    def _monitor_start(self) -> None:
+        """State thread, at start: the levels as they are now, then the sampling thread."""
+        now = self.clock.monotonic()
+        self._apply_faults(self.monitor.button(now, self.button.is_pressed))
+        if self.tamper is not None:
+            self._apply_faults(self.monitor.tamper(now, self.tamper.is_pressed))
+        threading.Thread(target=self._sample_faults, name="fault-sampler", daemon=True).start()
+
+    def _monitor_deadline(self) -> float | None:
+        due = [self.monitor.next_deadline()]
+        if self.tamper is not None:
+            due.append(self.tamper.next_deadline())
+        return min((d for d in due if d is not None), default=None)
+
+    def _monitor_turn(self, edges: list[ButtonEvent]) -> None:
+        """State thread, each loop turn after the presses were handled."""
+        for ev in edges:
+            self._apply_faults(self.monitor.button(ev.at, ev.pressed))
+        if self.tamper is not None:
+            for ev in self.tamper.poll():
+                self._apply_faults(self.monitor.tamper(ev.at, ev.pressed))
+        self._apply_faults(self.monitor.poll(self.clock.monotonic()))
+
+    def _monitor_adopt(self, raised: frozenset[str]) -> None:
+        for name in raised:
+            self._apply_faults(self.monitor.adopt(self.clock.monotonic(), name))
+
+    def _observed(self, kind: str, at: float, value) -> None:
+        """State thread: an observation made by the sampling thread."""
+        if kind == "frame":
+            self._apply_faults(self.monitor.frame(at, value))
+        elif kind == "audio":
+            self._apply_faults(self.monitor.audio(at, value))
+        elif kind == "temperature":
+            self._apply_faults(self.monitor.temperature(at, value))
+
+    def _apply_faults(self, transitions: list[mon.Transition]) -> None:
+        for tr in transitions:
+            self._dispatch(m.FaultRaised(tr.name, tr.detail) if tr.raised
+                           else m.FaultCleared(tr.name))
+
+    def _sample_faults(self) -> None:
+        """`fault-sampler` thread (lowered priority): every `health.monitor_interval_s`, the
+        newest frame the RUNNING pipeline captured (the camera is never opened twice) as a
+        small luma grid, the microphone's level since the last sample, the SoC temperature;
+        each handed to the state thread as an observation."""
+        interval = self.config.health.monitor_interval_s
+        pipeline = self.media.pipeline if self.media is not None else None
+        previous: mon.FrameSample | None = None
+        last_pts: int | None = None
+        since = self.clock.monotonic()
+        failed = False
+        _lower_priority()
+        while not self._stop.wait(interval):
+            try:
+                now = self.clock.monotonic()
+                if pipeline is not None:
+                    frames, audio = pipeline.recent(since)
+                    since = now
+                    # A frame seen before is not sampled again: it would look "frozen".
+                    if frames and frames[-1].pts_us != last_pts:
+                        last_pts = frames[-1].pts_us
+                        previous = mon.sample_frame(frames[-1], previous)
+                        self._inbox.put(("monitor", "frame", now, previous))
+                    level = mon.audio_level_dbfs(audio)
+                    if level is not None:
+                        self._inbox.put(("monitor", "audio", now, level))
+                celsius = read_temperature_c(self._thermal_zone)
+                if celsius is not None:
+                    self._inbox.put(("monitor", "temperature", now, celsius))
+            except Exception as e:  # noqa: BLE001 - detection must not die, nor take the kiosk
+                if not failed:
+                    log.error("fault sampling failed: %s (retrying every %.1f s)",
+                              describe_error(e), interval)
+                failed = True
+
     # -- control socket (pinkbutton-diag status): its own thread, reads only ----------
 
     def _init_control(self) -> None:
@@ -846,6 +950,30 @@ def open_media_devices(backend, clock: Clock, config: Config):
     return camera, microphone, faults
 
 
+def open_tamper(backend, clock: Clock, config: Config,
+                faults: list[tuple[str, str]]) -> Button | None:
+    """The tamper switch if configured; one that cannot be opened is fault `tamper_failed`
+    (appended to `faults`), never a stopped kiosk."""
+    h = config.hal
+    if h.tamper_pin is None:
+        return None
+    try:
+        return backend.tamper(clock, h.tamper_pin, h.debounce_ms / 1000, h.tamper_active_high)
+    except Exception as e:  # noqa: BLE001
+        faults.append(("tamper_failed", _one_line(e)))
+        log.error("tamper_failed: %s (alerts still work)", _one_line(e))
+        return None
+
+
+def _lower_priority() -> None:
+    """Make the calling thread yield to the state, media and network threads (Linux: nice
+    is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 def _one_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     if isinstance(e, HalError) and text:
@@ -865,7 +993,9 @@ def run_kiosk(config: Config, hal_override: str | None = None) -> int:
     button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
     indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
     camera, microphone, faults = open_media_devices(backend, clock, config)
-    kiosk = Kiosk(config, button, indicator, clock=clock, camera=camera, microphone=microphone)
+    tamper = open_tamper(backend, clock, config, faults)
+    kiosk = Kiosk(config, button, indicator, clock=clock, camera=camera, microphone=microphone,
+                  tamper=tamper)
     for name, why in faults:
         kiosk.report_fault(name, why)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ from pinkbutton.firmware.config import (
     load_config,
     verify_certificates,
 )
+from pinkbutton.firmware.logsetup import configure_logging
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -99,11 +100,7 @@ def _run(file: Path, hal: str | None) -> int:
     from pinkbutton.hal.base import HalError
 
     config = load_config(file)
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log.level)  # no timestamp of ours under journald: it adds one
     try:
         from pinkbutton.firmware.app import run_kiosk  # lazy: pulls in transport, HAL and media
 

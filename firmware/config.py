@@ -85,6 +85,8 @@ class HalConfig:
     buzzer_pin: int | None = None
     debounce_ms: int = 50
     button_active_low: bool = True
+    tamper_pin: int | None = None  # optional tamper switch (fault `tamper` while open)
+    tamper_active_high: bool = True  # the pin reads high when the case is open
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +123,14 @@ class HealthConfig:
     # selftest_spread_min; None ("off"): no daily self-test.
     selftest_at: tuple[int, int] | None = (3, 30)
     selftest_spread_min: int = 60
+    # Running-fault detection (firmware/monitor.py): camera, microphone and temperature are
+    # sampled every monitor_interval_s; each fault is raised after its hold time.
+    monitor_interval_s: float = 1.0
+    button_stuck_s: float = 10.0
+    camera_covered_s: float = 30.0
+    camera_frozen_s: float = 30.0
+    mic_dead_s: float = 30.0
+    max_temp_c: float = 80.0  # over_temperature above it, cleared below 5 °C under it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -410,6 +420,9 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "buzzer_pin": _Field(_int_in(0, _MAX_GPIO), None),
             "debounce_ms": _Field(_int_in(1, 1000), 50),
             "button_active_low": _Field(_expect_bool, True),
+            # TOML has no null: leaving the key out means "no tamper switch".
+            "tamper_pin": _Field(_int_in(0, _MAX_GPIO), None),
+            "tamper_active_high": _Field(_expect_bool, True),
         },
     ),
     "alert": (
@@ -448,6 +461,12 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "stage_timeout_s": _Field(_number_in(1, 3600), 10.0),
             "selftest_at": _Field(_daily_time, (3, 30)),
             "selftest_spread_min": _Field(_int_in(0, 1440), 60),
+            "monitor_interval_s": _Field(_number_in(0.1, 60), 1.0),
+            "button_stuck_s": _Field(_number_in(0.1, 3600), 10.0),
+            "camera_covered_s": _Field(_number_in(0.1, 86400), 30.0),
+            "camera_frozen_s": _Field(_number_in(0.1, 86400), 30.0),
+            "mic_dead_s": _Field(_number_in(0.1, 86400), 30.0),
+            "max_temp_c": _Field(_number_in(40, 125), 80.0),
         },
     ),
     "log": (LogConfig, {"level": _Field(_one_of("debug", "info", "warning", "error"), "info")}),
@@ -565,6 +584,19 @@ def _check_cross_field(config: Config) -> None:
     if hal.buzzer_pin is not None and hal.buzzer_pin in (hal.button_pin, hal.led_pin):
         other = "button_pin" if hal.buzzer_pin == hal.button_pin else "led_pin"
         raise ConfigError(f"{path}: [hal] buzzer_pin: GPIO {hal.buzzer_pin} is already the {other}")
+    if hal.tamper_pin is not None:
+        taken = {hal.button_pin: "button_pin", hal.led_pin: "led_pin"}
+        if hal.buzzer_pin is not None:
+            taken[hal.buzzer_pin] = "buzzer_pin"
+        if hal.tamper_pin in taken:
+            raise ConfigError(f"{path}: [hal] tamper_pin: GPIO {hal.tamper_pin} is already the "
+                              f"{taken[hal.tamper_pin]}")
+    health = config.health
+    for key in ("camera_covered_s", "camera_frozen_s", "mic_dead_s"):
+        hold = getattr(health, key)
+        if hold < health.monitor_interval_s:
+            raise ConfigError(f"{path}: [health] {key}: {hold:g} s is shorter than "
+                              f"monitor_interval_s {health.monitor_interval_s:g} s")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ MAX_JSON_BYTES = 16 * 1024
 # \Z, not $: "$" also matches before a trailing newline, and a device id is printed.
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}\Z")
 ALERT_KINDS = ("emergency", "test")
+# `auth` on an alert: how it is authenticated when it carries no signature. "tls": by the
+# sender's TLS client certificate alone (the topic), e.g. a Pico W, which has no ECDSA.
+ALERT_AUTHS = ("tls",)
 CMD_KINDS = (
     "ack", "dispatched", "end", "selftest", "extend", "receipt", "nack", "evidence_complete",
 )
@@ -224,6 +227,7 @@ class Alert:
     sent_at: str
     follows: str | None = None
     signature: str | None = None
+    auth: str | None = None  # "tls": unsigned, authenticated by the certificate; left out if None
 
     def signed_fields(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy is a third of the kiosk's CPU
@@ -231,10 +235,12 @@ class Alert:
         d = {name: getattr(self, name) for name in _ALERT_FIELDS}
         d["site"] = {name: getattr(self.site, name) for name in _SITE_FIELDS}
         d.update(v=PROTOCOL_VERSION, type="alert")
+        if self.auth is not None:
+            d["auth"] = self.auth
         return d
 
 
-_ALERT_FIELDS = tuple(f.name for f in fields(Alert) if f.name != "signature")
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert) if f.name not in ("signature", "auth"))
 _SITE_FIELDS = tuple(f.name for f in fields(Site))
 
 
@@ -276,8 +282,17 @@ def decode_alert(payload: bytes | str, *, topic_device: str | None = None) -> Al
         sent_at=_str(o, "sent_at", max_len=MAX_TIMESTAMP),
         follows=_uuid(o, "follows", optional=True),
         signature=_str(o, "signature", optional=True, max_len=MAX_SIGNATURE),
+        auth=_auth(o),
     )
     return alert
+
+
+def _auth(obj: Mapping) -> str | None:
+    val = obj.get("auth")
+    if val is None or (isinstance(val, str) and val in ALERT_AUTHS):
+        return val
+    raise ProtocolError(f"field 'auth' must be {' or '.join(map(repr, ALERT_AUTHS))} or "
+                        f"absent, got {_short(val)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +410,7 @@ def salvage_alert(payload: bytes | str, *, topic_device: str) -> SalvagedAlert:
         sent_at=text("sent_at", MAX_TIMESTAMP),
         follows=read(lambda w: _uuid(w, "follows", optional=True), None),
         signature=text("signature", MAX_SIGNATURE, optional=True),
+        auth=read(_auth, None),
     )
     if alert_id is None:
         problems.append("no readable alert_id: incident id derived from the body")

@@ -63,6 +63,7 @@ class Button(abc.ABC):
     Raw edges arrive on whatever thread the backend uses; debounce is by stable
     level on the injected clock. The owner calls `poll()` from its own thread
     (at or after `next_deadline()`, or after `wakeup` fires) to collect events.
+    The tamper switch is one too (`Backend.tamper`): "pressed" means the case is open.
     """
 
     #: Called (from the backend's thread) on every raw edge so the owner can wake

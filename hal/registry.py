@@ -33,6 +33,13 @@ class Backend:
     def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> Indicator:
         raise NotImplementedError(f"HAL backend {self.name!r} has no indicator")
 
+    def tamper(
+        self, clock: Clock, pin: int, debounce_s: float = 0.05, active_high: bool = True
+    ) -> Button:
+        """The case's tamper switch as a debounced input: `is_pressed` means open.
+        `active_high`: the pin reads high while open (pulled up, so a cut wire reads open)."""
+        raise NotImplementedError(f"HAL backend {self.name!r} has no tamper switch")
+
     def camera(
         self, clock: Clock, width: int = 640, height: int = 480, fps: float = 15.0
     ) -> Camera:

@@ -51,6 +51,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "debounce": ("hal/debounce.py", ("tests/test_hal_debounce.py",)),
     "backoff": ("firmware/backoff.py", ("tests/test_backoff.py",)),
     "adaptation": ("firmware/media/adaptation.py", ("tests/test_adaptation.py",)),
+    "monitor": ("firmware/monitor.py", ("tests/test_monitor.py",)),
 }
 
 KILLED_CODES = {1, 3, 36, 24, -24, 152, 255}  # a failing test, or a test the mutant hung

@@ -219,12 +219,12 @@ def test_report_prints_incident_and_timeline(tmp_path):
     proc = controlroom_cli("report", "--db", str(db))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
-    assert out[0] == f"1 incident(s) in {db}"
+    assert out[0] == f"1 incident(s) in {db}, 1 press(es) in all"
     assert out[1].startswith(f"{a.alert_id}  pb-test-0002  Test Bazaar  emergency")
-    assert "latency 12.3 ms" in out[1] and "announces 2" in out[1] and "ESCALATED" in out[1]
+    assert "latency 12 ms" in out[1] and "announces 2" in out[1] and "ESCALATED" in out[1]
     events = [line.split()[1] for line in out[2:]]
-    assert events == ["received", "escalated", "acked"]
-    assert "by=officer-7" in out[4]
+    assert events == ["received,", "escalated:", "acknowledged"]
+    assert out[3].endswith("latency 30.0 s") and out[4].endswith("acknowledged by officer-7")
 
 
 # -- against a real broker ----------------------------------------------------------

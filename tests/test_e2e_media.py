@@ -12,6 +12,7 @@ from pinkbutton.hal.stamp import read_stamp
 from pinkbutton.tools.controlroom.cli import main as controlroom_main
 from pinkbutton.tools.controlroom.media import ffprobe_summary
 from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.controlroom.terminal import ms as rounded_ms
 
 from tests.helpers import RunningKiosk, write_kiosk_config
 from tests.test_e2e_alert import RunningRoom
@@ -125,4 +126,5 @@ def test_room_reports_and_stores_first_media_and_keyframe_times(incident, capsys
     capsys.readouterr()
     assert controlroom_main(["report", "--db", str(incident["db"])]) == 0
     report = capsys.readouterr().out
-    assert f"first_media ms={media_ms}" in report and f"first_keyframe ms={key_ms}" in report
+    assert f"first media +{rounded_ms(media_ms)} after" in report, report  # "+12 ms", "+1.2 s"
+    assert f"first keyframe +{rounded_ms(key_ms)} after" in report, report

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -552,3 +553,15 @@ def test_a_derived_alert_id_is_fixed_for_a_given_body() -> None:
                       ensure_ascii=False).encode()
     assert salvaged(body).alert.alert_id == "4d32e244-7f64-52c1-a959-2393fdc76070"
     assert salvaged(b"[1, 2]").alert.alert_id == "3797ce45-86c9-5834-ae51-70d4a81b6e1b"
+
+
+def test_a_derived_alert_id_is_the_one_docs_protocol_md_describes() -> None:
+    """Another implementation of the room can compute it from the doc alone."""
+    ns = uuid.uuid5(uuid.NAMESPACE_URL, "pinkbutton:v1:salvaged-alert")
+    obj = {"v": 1, "type": "alert", "alert_id": "nope", "announce": 3, "presses": 2,
+           "sent_at": "x", "site": {"name": "قصہ \ud800"}}
+    basis = json.dumps({k: v for k, v in obj.items() if k not in ("announce", "presses", "sent_at")},
+                       sort_keys=True, ensure_ascii=True)
+    body = json.dumps(obj).encode()
+    assert salvaged(body).alert.alert_id == str(uuid.uuid5(ns, f"{DEVICE}\n{basis}"))
+    assert salvaged(b"[1, 2]").alert.alert_id == str(uuid.uuid5(ns, f"{DEVICE}\n{b'[1, 2]'.hex()}"))

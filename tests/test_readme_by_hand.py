@@ -41,6 +41,23 @@ def by_hand_lines() -> list[str]:
             if line.split("#", 1)[0].strip()]
 
 
+#: Labelled fields of the room's ALERT line and of an incident line of `report`.
+LABELS = ("seq", "latency", "location", "no", "evidence", "id", "presses", "announces")
+
+
+def shape(line: str) -> list[str]:
+    """The labels of a line's fields (two spaces apart), in order: what the README's sample
+    output must share with a real run, whatever the values."""
+    return [f.split()[0] for f in line.split("  ") if f.split() and f.split()[0] in LABELS]
+
+
+def readme_sample_line(pattern: str) -> str:
+    """The first line matching `pattern` (at its start) in the README's terminal section."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## In the control room: the officer's terminal", 1)[1].split("\n## ")[0]
+    return next(line for line in section.splitlines() if re.match(pattern, line))
+
+
 class Proc:
     """A command of the README with a pseudo-terminal as its keyboard; stdout collected."""
 
@@ -126,7 +143,9 @@ def test_readme_by_hand_section_gets_a_press_acknowledged(tmp_path: Path) -> Non
                 sim.wait_for("press Enter to press the button")
                 sim.wait_for(r"connected")
                 sim.type("\n")  # a press
-                alert_id = room.wait_for(r"^ALERT .* id ([0-9a-f]{8})").group(1)
+                alert = room.wait_for(r"^ALERT .* id ([0-9a-f]{8})")
+                alert_id = alert.group(1)
+                assert shape(alert.string) == shape(readme_sample_line("ALERT  ")), alert.string
                 room.type(f"ack {alert_id}\n")
                 room.wait_for(rf"^ACK .* id {alert_id}")
                 sim.wait_for(r"indicator\s+pattern=help_coming")
@@ -138,7 +157,9 @@ def test_readme_by_hand_section_gets_a_press_acknowledged(tmp_path: Path) -> Non
                 assert report.returncode == 0, report.stderr
                 assert report.stdout.startswith("1 incident(s) in controlroom.db"), report.stdout
                 assert "pb-sim-0001" in report.stdout, report.stdout
-                assert re.search(r"acked\s+by=control-room", report.stdout), report.stdout
+                assert "acknowledged by control-room" in report.stdout, report.stdout
+                incident = report.stdout.splitlines()[1]
+                assert shape(incident) == shape(readme_sample_line(r"[0-9a-f]{8}-[0-9a-f]{4}-")), incident
             else:
                 pytest.fail(f"README's by-hand section has a line this test does not know: {line}")
     finally:

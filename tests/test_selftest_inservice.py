@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from pinkbutton.firmware.diag.inservice import device_offset_s, next_daily, run_checks
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.fake import FakeBackend
@@ -120,3 +121,15 @@ def test_the_kiosk_runs_the_daily_selftest_when_due_then_schedules_tomorrow(tmp_
         assert k._daily_next > time.time() + 22 * 3600  # tomorrow's, not again today
         time.sleep(1.0)
         assert len(kiosk.events.of("selftest")) == 2
+
+
+@pytest.mark.parametrize(("fault", "check"), [
+    ("camera_covered", "camera"), ("camera_frozen", "camera"), ("mic_dead", "microphone"),
+])
+def test_a_running_fault_fails_its_own_device_check_not_the_generic_one(fault, check):
+    """A technician reading the self-test sees 'camera: fault camera_covered', not 'faults'."""
+    frames, audio = captured(FakeBackend(), Clock())
+    got = checks(frames=frames, audio=audio, faults={fault})
+    assert not got[check].ok and fault in got[check].detail
+    assert "faults" not in got
+    assert [n for n, c in got.items() if not c.ok] == [check]

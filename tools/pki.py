@@ -195,6 +195,42 @@ def issue_device(pki_dir: Path, device_id: str, *, force: bool = False) -> Issue
     return issued
 
 
+@dataclass(frozen=True)
+class DerFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def write_der(pki_dir: Path, device_id: str, out_dir: Path) -> DerFiles:
+    """A device's certificate, key and the CA as DER files for a small device (a Pico W:
+    MicroPython's TLS takes DER bytes): OUT/ID.crt.der, OUT/ID.key.der (PKCS#8, 0600),
+    OUT/ca.der. The key must be EC P-256 and match the certificate."""
+    paths = device_paths(pki_dir, device_id)
+    cert = _read_cert(paths.cert)
+    try:
+        key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise PkiError(f"no such key: {paths.key}") from None
+    except (ValueError, TypeError):
+        raise PkiError(f"unreadable key: {paths.key}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise PkiError(f"{paths.key}: a small device needs an EC P-256 key (RSA and other "
+                       f"curves are too slow or unsupported); reissue with --force")
+    if key.public_key() != cert.public_key():
+        raise PkiError(f"key {paths.key} does not match {paths.cert}")
+    ca_cert, _ = _load_ca(ca_paths(pki_dir))
+    out = private_dir(Path(out_dir), tighten=False)
+    files = DerFiles(cert=out / f"{device_id}.crt.der", key=out / f"{device_id}.key.der",
+                     ca=out / "ca.der")
+    _atomic_write(files.key, key.private_bytes(serialization.Encoding.DER,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()), 0o600)
+    _atomic_write(files.cert, cert.public_bytes(serialization.Encoding.DER), 0o644)
+    _atomic_write(files.ca, ca_cert.public_bytes(serialization.Encoding.DER), 0o644)
+    return files
+
+
 def crl_path(pki_dir: Path) -> Path:
     """The certificate revocation list; the broker config uses it once it exists."""
     return Path(pki_dir) / "crl.pem"
@@ -540,6 +576,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p_dev.add_argument("id", type=_device_id_arg, metavar="ID",
                        help="device id: the certificate CN and MQTT user name")
     p_dev.add_argument("--force", action="store_true", help="replace an existing certificate")
+    p_dev.add_argument("--der", type=Path, metavar="OUT", default=None,
+                       help="also write ID.crt.der, ID.key.der (0600) and ca.der to OUT, for a "
+                            "small device such as a Pico W (docs/deploy.md)")
     p_csr = sub.add_parser(
         "csr", help="make a device key and CSR (what 'pinkbutton enroll' does on a kiosk)")
     p_csr.add_argument("--id", required=True, type=_device_id_arg, metavar="ID",
@@ -591,6 +630,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             issued = issue_device(args.dir, args.id, force=args.force)
             print(f"cert: {issued.cert}")
             print(f"key:  {issued.key}")
+            if args.der is not None:
+                der = write_der(args.dir, args.id, args.der)
+                print(f"der:  {der.cert} {der.key} {der.ca}")
         elif args.command == "csr":
             out = Path(args.out)
             done = enroll(args.id, out / f"{args.id}.key", out / f"{args.id}.csr",

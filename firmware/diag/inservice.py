@@ -27,7 +27,12 @@ from pinkbutton.firmware.diag.checks import (
 from pinkbutton.hal.base import AudioChunk, VideoFrame
 
 #: Faults that belong to one check: the check fails, naming the fault.
-FAULT_CHECKS = {"button_stuck": "button", "camera_failed": "camera", "mic_failed": "microphone"}
+# Running faults that a check names as its own (the others fail the generic "faults" check).
+FAULT_CHECKS = {
+    "button_stuck": "button",
+    "camera_failed": "camera", "camera_covered": "camera", "camera_frozen": "camera",
+    "mic_failed": "microphone", "mic_dead": "microphone",
+}
 _FIX = {
     "button": "look for a jammed button or a short on its GPIO wire",
     "camera": "check the camera ribbon cable; `pinkbutton-diag selftest` on site shows more",

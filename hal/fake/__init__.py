@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pinkbutton.hal.base import HalError
 from pinkbutton.hal.clock import Clock
-from pinkbutton.hal.fake.button import FakeButton
+from pinkbutton.hal.fake.button import FakeButton, FakeTamper
 from pinkbutton.hal.fake.indicator import FakeIndicator
 from pinkbutton.hal.registry import Backend
 
@@ -14,9 +14,9 @@ if TYPE_CHECKING:  # numpy is needed only once a camera or microphone is made
     from pinkbutton.hal.fake.camera import FakeCamera
     from pinkbutton.hal.fake.microphone import FakeMicrophone
 
-__all__ = ["FakeBackend", "FakeButton", "FakeIndicator"]
+__all__ = ["FakeBackend", "FakeButton", "FakeIndicator", "FakeTamper"]
 
-_CAMERA_MODES = ("ok", "covered", "frozen", "noise")
+_CAMERA_MODES = ("ok", "covered", "frozen", "noise", "still")
 _MICROPHONE_MODES = ("ok", "silent", "clipping")
 
 
@@ -30,10 +30,10 @@ class FakeBackend(Backend):
     name = "fake"
 
     def __init__(self, *, button_stuck: bool = False, camera_mode: str = "ok",
-                 microphone_mode: str = "ok") -> None:
+                 microphone_mode: str = "ok", tamper_open: bool = False) -> None:
         """The bad modes a technician's self-test must catch, set on every device made:
         `button_stuck` (held down from the start), `camera_mode` "covered" | "frozen" |
-        "noise", `microphone_mode` "silent" (dead) | "clipping"; "ok" is a working device."""
+        "noise" | "still" (a static scene, noisy but not frozen), `microphone_mode` "silent" (dead) | "clipping", `tamper_open` (the case open from the start); "ok" is a working device."""
         if camera_mode not in _CAMERA_MODES:
             raise HalError(f"fake camera mode must be one of {', '.join(_CAMERA_MODES)}, "
                            f"not {camera_mode!r}")
@@ -43,7 +43,9 @@ class FakeBackend(Backend):
         self.button_stuck = button_stuck
         self.camera_mode = camera_mode
         self.microphone_mode = microphone_mode
+        self.tamper_open = tamper_open
         self.buttons: list[FakeButton] = []
+        self.tampers: list[FakeTamper] = []
         self.indicators: list[FakeIndicator] = []
         self.cameras: list[FakeCamera] = []
         self.microphones: list[FakeMicrophone] = []
@@ -56,6 +58,15 @@ class FakeBackend(Backend):
         button = FakeButton(clock, debounce_s, pin=pin, pressed=self.button_stuck)
         self.buttons.append(button)
         return button
+
+    def tamper(
+        self, clock: Clock, pin: int, debounce_s: float = 0.05, active_high: bool = True
+    ) -> FakeTamper:
+        # active_high is a wiring detail; a fake switch has no wiring.
+        self._claim(pin)
+        tamper = FakeTamper(clock, debounce_s, pin=pin, pressed=self.tamper_open)
+        self.tampers.append(tamper)
+        return tamper
 
     def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> FakeIndicator:
         if buzzer_pin == led_pin:
@@ -74,8 +85,8 @@ class FakeBackend(Backend):
 
         camera = FakeCamera(clock, width, height, fps)
         mode = self.camera_mode
-        camera.covered, camera.frozen, camera.noise = (
-            mode == "covered", mode == "frozen", mode == "noise")
+        camera.covered, camera.frozen, camera.noise, camera.still = (
+            mode == "covered", mode == "frozen", mode == "noise", mode == "still")
         self.cameras.append(camera)
         return camera
 
@@ -91,7 +102,8 @@ class FakeBackend(Backend):
         return microphone
 
     def _pins_in_use(self) -> set[int]:
-        used = {b.pin for b in self.buttons if not b.closed and b.pin is not None}
+        used = {b.pin for b in [*self.buttons, *self.tampers]
+                if not b.closed and b.pin is not None}
         for ind in self.indicators:
             if not ind.closed:
                 used.update(p for p in (ind.led_pin, ind.buzzer_pin) if p is not None)

@@ -78,3 +78,10 @@ class FakeButton(Button):
         self._debouncer.edge(level, self._clock.monotonic())
         if self.wakeup is not None:
             self.wakeup()
+
+
+class FakeTamper(FakeButton):
+    """The case's tamper switch: `is_pressed` means open. `set_open()` sets its raw level."""
+
+    def set_open(self, is_open: bool) -> None:
+        self._set_raw(is_open)

@@ -26,7 +26,9 @@ class FakeCamera(PacedSource, Camera):
     Test controls (plain attributes, read at every capture):
     `covered` all-black frames with no stamp (someone taped over the lens);
     `frozen` the previous picture again, stamp included (a hung sensor);
-    `noise` random noise with the stamp on top; `fail(reason)` the camera dies.
+    `noise` random noise with the stamp on top; `still` a static scene through a noisy
+    sensor (the same picture plus a little noise each time, no stamp: nothing in it moves,
+    yet it is not frozen); `fail(reason)` the camera dies.
     `frames_captured` counts frames produced.
 
     Note on threads: on_frame/on_failure run on the "fake-camera" thread when
@@ -44,6 +46,7 @@ class FakeCamera(PacedSource, Camera):
         self.covered = False
         self.frozen = False
         self.noise = False
+        self.still = False
         self.frames_captured = 0
         self._rng = np.random.default_rng(0)
         self._last: bytes | None = None
@@ -97,6 +100,8 @@ class FakeCamera(PacedSource, Camera):
             return bytes([BLACK]) * (w * h) + bytes([128]) * (w * h // 2)
         if self.frozen and self._last is not None:
             return self._last
+        if self.still:
+            return self._still_picture()
         buf = np.empty(self.frame_bytes, dtype=np.uint8)
         y = buf[: w * h].reshape(h, w)
         u = buf[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
@@ -113,4 +118,14 @@ class FakeCamera(PacedSource, Camera):
             v[:, x // 2 : (x + self._bar_width) // 2] = _BAR_V
         draw_stamp(y, pts_us)
         self._last = buf.tobytes()
+        return self._last
+
+    def _still_picture(self) -> bytes:
+        """The background and a bar at a fixed place, plus sensor noise (σ 1.5 levels)."""
+        w, h = self.width, self.height
+        y = self._background.astype(np.float32)
+        y[:, w // 3 : w // 3 + self._bar_width] = _BAR_Y
+        y += self._rng.normal(0.0, 1.5, y.shape).astype(np.float32)
+        luma = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+        self._last = luma.tobytes() + bytes([128]) * (w * h // 2)
         return self._last

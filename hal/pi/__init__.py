@@ -60,6 +60,13 @@ class PiBackend(Backend):
 
         return PiButton(clock, pin, debounce_s, active_low, pin_factory=self.pin_factory)
 
+    def tamper(
+        self, clock: Clock, pin: int, debounce_s: float = 0.05, active_high: bool = True
+    ) -> Button:
+        from pinkbutton.hal.pi.button import PiTamper
+
+        return PiTamper(clock, pin, debounce_s, active_high, pin_factory=self.pin_factory)
+
     def indicator(self, clock: Clock, led_pin: int, buzzer_pin: int | None = None) -> Indicator:
         from pinkbutton.hal.pi.indicator import PiIndicator
 

@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from pinkbutton.firmware.config import key_exposed
 from pinkbutton.firmware.transport import TlsFiles, TransportError
 from pinkbutton.tools.controlroom.escape import shown
 from pinkbutton.tools.controlroom.store import FleetRow, IncidentStore, StoreError
+from pinkbutton.tools.controlroom.terminal import location, ms, timeline_text
 
 
 class UsageError(Exception):
@@ -101,7 +103,9 @@ def _run(args) -> int:
         threading.Thread(target=keyboard, name="operator-input", daemon=True).start()
         print("type: list | ack ID | end ID | extend ID [SECONDS] | selftest DEVICE|all",
               flush=True)
-    print(f"control room listening on {args.host}:{args.port} (db {args.db}, "
+    evidence = "no evidence" if receiver.recorder is None else \
+        f"evidence in {receiver.recorder.directory}"
+    print(f"control room listening on {args.host}:{args.port} (db {args.db}, {evidence}, "
           f"{'auto-ack' if args.auto_ack else 'operator ack'})", flush=True)
     receiver.run()
     return 0
@@ -110,23 +114,86 @@ def _run(args) -> int:
 def _report(args) -> int:
     if not _db(args).is_file():
         raise UsageError(f"--db {args.db}: no such file")
+    since, until = args.since, args.until
+    if since and until and since.iso >= until.iso:
+        raise UsageError(f"--since {since.typed} is not before --until {until.typed}")
     store = IncidentStore(args.db)
     try:
-        incidents = store.all_incidents()
-        print(f"{len(incidents)} incident(s) in {args.db}")
+        incidents = store.incidents_received(since and since.iso, until and until.iso)
+        if args.csv:
+            _report_csv(incidents)
+            return 0
+        window = "".join(f" {w} {b.typed}" for w, b in (("since", since), ("until", until))
+                         if b)
+        # Every press: the kiosk's own count (re-announcements, pressed_again events) and
+        # every press of the alerts folded into the incident.
+        print(f"{len(incidents)} incident(s) in {args.db}{window}, "
+              f"{sum(i.presses for i in incidents)} press(es) in all")
         for inc in incidents:  # device-supplied text only through shown(): one safe line
-            lat = f"{inc.latency_ms:.1f} ms" if inc.latency_ms is not None else "?"
+            folded = f" ({inc.folded} alert(s) folded in)" if inc.folded else ""
             print(f"{inc.alert_id}  {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
-                  f"{inc.kind}  latency {lat}  announces {inc.announces}  presses {inc.presses}"
+                  f"{shown(inc.kind, 32)}  {location(*store.location(inc.alert_id))}  "
+                  f"latency {ms(inc.latency_ms)}  presses {inc.presses}{folded}  "
+                  f"announces {inc.announces}"
                   f"{'  ESCALATED' if inc.escalated else ''}{'  FLAGGED' if inc.problems else ''}")
             if inc.problems:
                 print(f"    flagged: {shown('; '.join(inc.problems), limit=2000)}")
             for at, what, detail in store.timeline(inc.alert_id):
-                extra = "  ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
-                print(f"    {shown(at)}  {what:<10} {shown(extra, limit=2000)}")
+                kiosk = "kiosk: " if what == "event" else ""
+                print(f"    {shown(at, 40)}  {kiosk}{timeline_text(what, detail)}")
     finally:
         store.close()
     return 0
+
+
+CSV_COLUMNS = ("id", "device", "site", "kind", "pressed", "received", "acked", "ended",
+               "presses", "latency ms", "problems")
+
+
+def _cell(value: object) -> str:
+    """Device text for a spreadsheet: escaped as on the terminal, and never a formula."""
+    text = "" if value is None else shown(value, limit=2000)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def _report_csv(incidents) -> None:
+    import csv
+
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(CSV_COLUMNS)
+    for inc in incidents:
+        out.writerow([inc.alert_id, _cell(inc.device_id), _cell(inc.site_name), _cell(inc.kind),
+                      _cell(inc.pressed_at), inc.received_at, inc.acked_at or "",
+                      inc.ended_at or "", inc.presses,
+                      "" if inc.latency_ms is None else round(inc.latency_ms),
+                      _cell("; ".join(inc.problems))])
+
+
+class Bound(NamedTuple):
+    typed: str  # as the operator typed it
+    iso: str  # as the store keeps times (ISO 8601 UTC, ms)
+
+
+def utc_date(until: bool):
+    """An argparse type: `YYYY-MM-DD` (a whole UTC day: --until includes it) or an ISO 8601
+    time (UTC unless it says otherwise)."""
+    from datetime import UTC, datetime, timedelta
+
+    from pinkbutton.hal.clock import iso8601
+
+    def convert(text: str) -> Bound:
+        try:
+            at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a date: {text!r} (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], UTC)") from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        if until and len(text.strip()) == 10:  # a date: through the end of that day
+            at += timedelta(days=1)
+        return Bound(text.strip(), iso8601(at.timestamp()))
+
+    return convert
 
 
 #: A certificate with fewer days left than this is shown WARN (as pinkbutton-diag fails it).
@@ -355,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print incidents and their timelines")
     rep.add_argument("--db", default="controlroom.db",
                      help="the incident database to report on (default controlroom.db)")
+    rep.add_argument("--since", type=utc_date(False), metavar="DATE",
+                     help="only incidents received from DATE on (YYYY-MM-DD or an ISO time, UTC)")
+    rep.add_argument("--until", type=utc_date(True), metavar="DATE",
+                     help="only incidents received before DATE ends (YYYY-MM-DD: that day "
+                          "included; or an ISO time, UTC)")
+    rep.add_argument("--csv", action="store_true",
+                     help="one CSV row per incident (id, device, site, kind, pressed, received, "
+                          "acked, ended, presses, latency ms, problems) for a spreadsheet")
     fleet = sub.add_parser("fleet", help="one line per kiosk: online, heartbeat, self-test, "
                                          "firmware, certificate, temperature, disk")
     fleet.add_argument("--db", default="controlroom.db",

@@ -245,16 +245,7 @@ class Evidence:
         if not (has_video or has_audio):
             return
         try:
-            private_dir(self.path.parent)
-            private_file(self.path)  # evidence is 0600: FFmpeg truncates it, keeps the mode
-            # flush_packets: every packet reaches the file at once, so a reader sees each
-            # fragment as soon as the muxer completes it.
-            self._container = av.open(
-                str(self.path),
-                "w",
-                format="mp4",
-                options={"movflags": MOVFLAGS, "flush_packets": "1"},
-            )
+            self._container = self._open_container()
             if has_video:
                 self._video = self._container.add_mux_stream(
                     "h264", width=self._width or 0, height=self._height or 0
@@ -280,6 +271,20 @@ class Evidence:
         self._origin_us = min(r.pts_us for r in startup)
         for rp in startup:
             self._write(rp)
+
+    def _open_container(self) -> Any:
+        """The output the packets are muxed into: the evidence file (the live view,
+        tools/controlroom/web/live.py, muxes the same way into memory)."""
+        private_dir(self.path.parent)
+        private_file(self.path)  # evidence is 0600: FFmpeg truncates it, keeps the mode
+        # flush_packets: every packet reaches the file at once, so a reader sees each
+        # fragment as soon as the muxer completes it.
+        return av.open(
+            str(self.path),
+            "w",
+            format="mp4",
+            options={"movflags": MOVFLAGS, "flush_packets": "1"},
+        )
 
     def _write(self, rp: ReceivedPacket) -> None:
         pkt: EncodedPacket = rp.packet

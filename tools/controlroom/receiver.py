@@ -31,8 +31,16 @@ from pinkbutton.firmware.media.envelope import MediaError, Reassembler, decode_e
 from pinkbutton.hal.clock import Clock, iso8601
 from pinkbutton.tools.controlroom.escape import shown
 from pinkbutton.tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
-from pinkbutton.tools.controlroom.store import IncidentStore
+from pinkbutton.tools.controlroom.store import Incident, IncidentStore
 from pinkbutton.tools.controlroom.supervision import DeviceMonitor, Notice
+from pinkbutton.tools.controlroom.terminal import (
+    SHORT_ID,
+    device_state,
+    event_text,
+    location,
+    short_id,
+)
+from pinkbutton.tools.controlroom.terminal import ms as rounded_ms
 
 log = logging.getLogger("pinkbutton.controlroom")
 
@@ -66,6 +74,11 @@ def status_subscription() -> str:
 def health_subscription() -> str:
     # Not shared either: every receiver judges for itself which kiosks are alive.
     return f"{p.TOPIC_ROOT}/+/health"
+
+
+def _by_certificate(a: p.Alert) -> bool:
+    """An unsigned alert marked as authenticated by the TLS client certificate alone."""
+    return a.auth == "tls" and a.signature is None
 
 
 def parse_iso(s: str) -> float | None:
@@ -113,6 +126,8 @@ class ControlRoomReceiver:
         self.viewer = viewer  # LiveViewer for --view, or None
         self._reassemblers: dict[str, Reassembler] = {}
         self._media_seen: set[str] = set()
+        self._evidence_shown: set[str] = set()  # EVIDENCE line printed (once per incident)
+        self._events_kept: dict[str, int] = {}  # device events noted per incident (_note_event)
         self._received: dict[str, float | None] = {}  # wall time each recorded incident's alert came
         self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
         subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
@@ -232,9 +247,9 @@ class ControlRoomReceiver:
                 self._on_alert_body(parts.device_id, payload, received)
             elif parts.leaf == "events":
                 ev = p.decode_event(payload, topic_device=parts.device_id)
-                detail = "  ".join(f"{shown(k, 64)}={shown(v, 200)}"  # each part escaped
-                                   for k, v in list(ev.detail.items())[:16])
-                self.out(f"EVENT  {shown(ev.device_id)}  {shown(ev.kind)}  {detail}")
+                # In words, each part escaped (terminal.event_text), never a dict.
+                self.out(f"EVENT  {shown(ev.device_id)}  {event_text(ev.kind, ev.detail)}")
+                self._note_event(ev, received)
                 self._notify("event", {"device_id": ev.device_id, "kind": ev.kind,
                                        "detail": dict(ev.detail)})
                 if ev.kind == "selftest":
@@ -273,7 +288,9 @@ class ControlRoomReceiver:
             # ended, an alert the kiosk still escalates becomes an incident of its own.
             self._reanswer(device_id, a.alert_id)
             return
-        sig_ok = self._verify(device_id, payload)
+        # An unsigned alert marked "auth": "tls" (a Pico W: no ECDSA) is authenticated by the
+        # certificate that the topic is tied to: not checked, not flagged (docs/protocol.md).
+        sig_ok = None if _by_certificate(a) else self._verify(device_id, payload)
         if sig_ok is False:
             problems.append(self._signature_problem(device_id, a))
             log.warning("alert %s from %s: %s", a.alert_id, shown(device_id), problems[-1])
@@ -297,13 +314,16 @@ class ControlRoomReceiver:
         # (which tells the kiosk "we have it") only after that write. Device text only
         # through shown(): one line, nothing that steers the terminal.
         known = self.store.incident(a.alert_id)
-        device, site, aid = shown(a.device_id), shown(a.site.name) or "?", a.alert_id[:8]
+        device, site, aid = shown(a.device_id), shown(a.site.name) or "?", self._short(a.alert_id)
         flag = f"  FLAGGED: {shown('; '.join(problems), 1000)}" if problems else ""
+        if _by_certificate(a):
+            flag = "  authenticated by certificate (unsigned)" + flag
         if known is None:
-            lat = f"{latency:.1f} ms" if latency is not None else "unknown"
+            lat = rounded_ms(latency) if latency is not None else "unknown"
             seq = "?" if a.seq is None else a.seq
-            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  "
-                     f"latency {lat}  id {aid}{flag}")
+            self.out(f"ALERT  {device}  {site}  {a.kind}  seq {seq}  latency {lat}  "
+                     f"{location(a.site.lat, a.site.lon)}  "
+                     f"evidence {self._evidence_link(a, id_known)}  id {aid}{flag}")
         elif a.escalated and known.acked_at is None:
             self.out(f"ESCALATED  {device}  {site}  not acknowledged "
                      f"(announce #{a.announce})  id {aid}{flag}")
@@ -362,7 +382,8 @@ class ControlRoomReceiver:
         receipt each; with no open incident the first becomes one, by the normal path."""
         left = list(alerts)
         try:
-            signed = {a.alert_id: self._verify(device_id, raw) for a, raw, _ in left}
+            signed = {a.alert_id: None if _by_certificate(a) else self._verify(device_id, raw)
+                      for a, raw, _ in left}
             while left:
                 into, folded = self.store.fold_alerts(
                     device_id, [(a, iso8601(at), signed[a.alert_id]) for a, _, at in left])
@@ -475,7 +496,8 @@ class ControlRoomReceiver:
     def _close_evidence(self, alert_id: str) -> None:
         if self.viewer is not None:
             self.viewer.end(alert_id)
-        if self.recorder is None or alert_id not in self._media_seen:
+        if self.recorder is None or alert_id not in self._media_seen \
+                or alert_id in self._evidence_shown:  # the operator's end, then stream_end
             return
         try:
             summary = self.recorder.close(alert_id)
@@ -483,6 +505,7 @@ class ControlRoomReceiver:
             log.error("cannot finish evidence of %s: %s", shown(alert_id), e)
             return
         self._reassemblers.pop(alert_id, None)
+        self._evidence_shown.add(alert_id)
         self._report_evidence(summary)
 
     def _alert_received(self, alert_id: str) -> float | None:
@@ -505,6 +528,8 @@ class ControlRoomReceiver:
             EvidenceError,  # loaded with the recorder (PyAV)
         )
 
+        if alert_id in self._evidence_shown:
+            return  # media after the evidence was closed: the timings are noted already
         noted = self._timed.setdefault(alert_id, set())
         if len(noted) == 2:
             return
@@ -634,18 +659,19 @@ class ControlRoomReceiver:
         for folded in self.store.folded_into(alert_id):  # the kiosk may show one of these
             self._send("ack", inc.device_id, folded, operator)
         self.out(f"ACK    {shown(inc.device_id)}  {shown(inc.site_name) or '?'}  "
-                 f"by {shown(operator)}  id {alert_id[:8]}")
+                 f"by {shown(operator)}  id {self._short(alert_id)}")
         return True
 
     def end(self, alert_id: str, operator: str, disposition: str | None = None) -> bool:
         inc = self.store.incident(alert_id)
+        short = self._short(alert_id)  # as it was shown while open
         if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall()),
-                                              operator, disposition):
+                                              operator, disposition):  # who, in the timeline
             return False
         self._send("end", inc.device_id, alert_id, operator)
         for folded in self.store.folded_into(alert_id):
             self._send("end", inc.device_id, folded, operator)
-        self.out(f"END    {shown(inc.device_id)}  id {alert_id[:8]}")
+        self.out(f"END    {shown(inc.device_id)}  id {short}")
         self._close_evidence(alert_id)
         return True
 
@@ -661,7 +687,7 @@ class ControlRoomReceiver:
             return False
         self._send("dispatched", inc.device_id, alert_id, operator)
         self.out(f"DISPATCHED  {shown(inc.device_id)}  {shown(unit)}  by {shown(operator)}  "
-                 f"id {alert_id[:8]}")
+                 f"id {self._short(alert_id)}")
         return True
 
     def _web_commands(self) -> None:
@@ -732,15 +758,7 @@ class ControlRoomReceiver:
             return
         verb, args = words[0].lower(), words[1:]
         if verb in ("list", "ls"):
-            for inc in self.store.open_incidents():
-                state = "acked" if inc.acked_at else "WAITING"
-                flagged = "  FLAGGED" if inc.problems else ""
-                self.out(f"  {inc.alert_id[:8]}  {shown(inc.device_id)}  "
-                         f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}"
-                         f"{flagged}")
-            for dev, online, state, at in self.store.devices():
-                self.out(f"  device {shown(dev)}  {'online' if online else 'OFFLINE'}  "
-                         f"{shown(state)}  since {at}")
+            self._list()
             return
         if verb == "selftest" and len(args) == 1:
             if args[0] != "all" and not p.DEVICE_ID_RE.fullmatch(args[0]):
@@ -751,9 +769,8 @@ class ControlRoomReceiver:
                      f"{shown(', '.join(sent), limit=400) or 'none known'}")
             return
         if verb in ("ack", "end", "extend") and args:
-            matches = self.store.find(args[0])
-            if len(matches) != 1:
-                self.out(f"{verb}: {len(matches)} incidents match {args[0]!r}; give more of the id")
+            matches = self._resolve(verb, args[0])
+            if matches is None:
                 return
             alert_id = matches[0].alert_id
             if verb == "ack":
@@ -764,15 +781,98 @@ class ControlRoomReceiver:
                 try:
                     seconds = float(args[1]) if len(args) > 1 else 60.0
                 except ValueError:
-                    self.out("extend: seconds must be a number")
+                    seconds = float("nan")
+                if not 0 < seconds < float("inf"):  # nan, inf and negatives too
+                    self.out("extend: seconds must be a number above 0, e.g. 60")
                     return
                 self._send("extend", matches[0].device_id, alert_id, self.operator, seconds)
                 done = True
             if not done:
-                self.out(f"{verb}: incident {alert_id[:8]} is already {verb}ed")
+                self.out(f"{verb}: incident {shown(alert_id)} is already {verb}ed")
             return
         self.out("commands: list | ack ID | end ID | extend ID [SECONDS] | selftest DEVICE|all "
                  "(ID = first chars)")
+
+    # -- the operator's terminal (issue 12): short ids, evidence link, list, events -------
+
+    def _short(self, alert_id: str) -> str:
+        """The id as shown: 8 characters, more while another open incident shares them."""
+        rivals = self.store.find(alert_id[:SHORT_ID], open_only=True)  # by the primary key
+        return short_id(alert_id, (i.alert_id for i in rivals))
+
+    def _resolve(self, verb: str, prefix: str) -> list[Incident] | None:
+        """The one incident an operator's id means: among open incidents first (the short
+        ids are unique there), else among all; None (and a line saying why) otherwise."""
+        matches = self.store.find(prefix, open_only=True) or self.store.find(prefix)
+        if len(matches) == 1:
+            return matches
+        if not matches:
+            self.out(f"{verb}: no incident id starts with {shown(prefix, 40)}")
+            return None
+        ids = [m.alert_id for m in matches]
+        listed = ", ".join(f"{short_id(m.alert_id, ids)} ({shown(m.device_id)}, "
+                           f"{shown(m.site_name, 60) or '?'})" for m in matches[:10])
+        self.out(f"{verb}: {len(matches)} incidents match {shown(prefix, 40)}: {listed}; "
+                 "give more of the id")
+        return None
+
+    def _evidence_link(self, a: p.Alert, id_known: bool) -> str:
+        """Where this incident's evidence will be, relative to the evidence directory."""
+        if self.recorder is None:
+            return "off"
+        if not id_known:
+            return "none (no readable alert_id)"
+        try:
+            path = self.recorder.path_for(a.alert_id, a.device_id)
+        except Exception:  # noqa: BLE001 - EvidenceError: a name unusable in a file name
+            return "none"
+        return shown(str(path.relative_to(self.recorder.directory)))
+
+    def _list(self) -> None:
+        """Open incidents, then every kiosk with the state the store gives it (shared by the
+        receivers of one database): alerting, acknowledged, idle after the end."""
+        open_ = self.store.open_incidents()
+        ids = [i.alert_id for i in open_]
+        for inc in open_:
+            state = f"acked by {shown(inc.acked_by or '?', 64)}" if inc.acked_at else "WAITING"
+            self.out(f"  {short_id(inc.alert_id, ids)}  {shown(inc.device_id)}  "
+                     f"{shown(inc.site_name) or '?'}  {state}  received {inc.received_at}  "
+                     f"presses {inc.presses}{'  FLAGGED' if inc.problems else ''}")
+        for d in self.store.device_states():
+            inc = d.open_incident
+            state = device_state(None if inc is None else inc.acked_at is not None)
+            online = "?" if d.online is None else ("online" if d.online else "OFFLINE")
+            if inc is not None:
+                since = inc.acked_at or inc.received_at
+                state += f" (incident {short_id(inc.alert_id, ids)})"
+            else:
+                since = max(filter(None, (d.last_ended_at, d.changed_at)), default="?")
+            self.out(f"  device {shown(d.device_id)}  {online}  {state}  since {since}")
+
+    #: Device events kept per incident: events are not rate-limited like alerts, and each one
+    #: kept is a write (fsync) on the run thread; a kiosk sends a handful per incident.
+    EVENTS_KEPT_PER_INCIDENT = 1000
+
+    def _note_event(self, ev: p.DeviceEvent, received: float) -> None:
+        """A device event in its incident's timeline (for `report`); a `pressed_again`
+        also counts its presses there. Past EVENTS_KEPT_PER_INCIDENT events of one incident,
+        one line says so and the rest are only shown."""
+        aid = ev.detail.get("alert_id")
+        aid = aid if isinstance(aid, str) else None
+        into = self.store.incident_of(ev.device_id, aid)
+        if into is None:
+            return
+        kept = self._events_kept[into] = self._events_kept.get(into, 0) + 1
+        if kept > self.EVENTS_KEPT_PER_INCIDENT:
+            if kept == self.EVENTS_KEPT_PER_INCIDENT + 1:
+                self.store.note(into, iso8601(received), "events_not_kept",
+                                {"after": self.EVENTS_KEPT_PER_INCIDENT})
+            return
+        presses = ev.detail.get("presses")
+        if ev.kind == "pressed_again" and aid and isinstance(presses, int) and presses > 0:
+            self.store.pressed(ev.device_id, aid, presses)
+        self.store.note(into, iso8601(received), "event",
+                        {"kind": ev.kind, "detail": dict(ev.detail)})
 
     def _notify(self, kind: str, data: dict) -> None:
         for listener in self.listeners:

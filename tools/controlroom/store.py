@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS folded (
     kind         TEXT NOT NULL,
     pressed_at   TEXT NOT NULL,
     received_at  TEXT NOT NULL,
-    signature_ok INTEGER
+    signature_ok INTEGER,
+    presses      INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS timeline (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -173,6 +174,18 @@ class Command:
     created_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """A kiosk as `list` shows it (issue 12): online from status/heartbeat supervision
+    (None: never judged), its newest open incident (None: idle)."""
+
+    device_id: str
+    online: bool | None
+    changed_at: str | None  # when online/offline last changed
+    open_incident: Incident | None
+    last_ended_at: str | None  # when its last incident ended (None: never)
+
+
 class StoreError(Exception):
     pass
 
@@ -198,6 +211,9 @@ class IncidentStore:
         """A database from before flagged incidents: rebuild `incidents` with the nullable
         seq/lat/lon and every later column (SQLite cannot drop NOT NULL in place); a later
         one gains the columns it lacks (ADDED_COLUMNS)."""
+        if "presses" not in [r[1] for r in self._db.execute("PRAGMA table_info(folded)")]:
+            # before issue 12: each folded alert counted one press (and still does)
+            self._db.execute("ALTER TABLE folded ADD COLUMN presses INTEGER NOT NULL DEFAULT 1")
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(incidents)")]
         if "problems" in columns:
             for name, decl in ADDED_COLUMNS:
@@ -234,7 +250,7 @@ class IncidentStore:
             if not new:
                 self._db.execute(
                     "UPDATE incidents SET announces=MAX(announces, ?), "
-                    "presses=MAX(presses - folded, ?) + folded, "
+                    f"presses=MAX(presses - {_FOLDED_PRESSES}, ?) + {_FOLDED_PRESSES}, "
                     "escalated=MAX(escalated, ?) WHERE alert_id=?",
                     (a.announce, a.presses, int(a.escalated), a.alert_id),
                 )
@@ -266,21 +282,22 @@ class IncidentStore:
                 "ORDER BY received_at DESC, rowid DESC LIMIT 1", (device_id,)).fetchone()
             if row is None:
                 return None, []
-            into, folded = row[0], []
+            into, folded, presses = row[0], [], 0
             for a, received_at, sig_ok in alerts:
                 if a.device_id != device_id or self._db.execute(
                         "SELECT 1 FROM incidents WHERE alert_id=?", (a.alert_id,)).fetchone():
                     continue
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO folded(alert_id, into_id, device_id, seq, kind, "
-                    "pressed_at, received_at, signature_ok) VALUES (?,?,?,?,?,?,?,?)",
+                    "pressed_at, received_at, signature_ok, presses) VALUES (?,?,?,?,?,?,?,?,?)",
                     (a.alert_id, into, a.device_id, a.seq, a.kind, a.pressed_at, received_at,
-                     _tri(sig_ok)))
+                     _tri(sig_ok), max(1, a.presses)))
                 if cur.rowcount == 1:
                     folded.append(a.alert_id)
+                    presses += max(1, a.presses)  # every press of the folded alert counts
             if folded:
                 self._db.execute("UPDATE incidents SET presses=presses + ?, folded=folded + ? "
-                                 "WHERE alert_id=?", (len(folded), len(folded), into))
+                                 "WHERE alert_id=?", (presses, len(folded), into))
                 self._timeline(into, alerts[-1][1], "folded",
                                {"alerts": len(folded), "first": folded[0], "last": folded[-1]})
         return into, folded
@@ -491,8 +508,13 @@ class IncidentStore:
         rows = self._incidents("WHERE alert_id=?", (alert_id,))
         return rows[0] if rows else None
 
-    def find(self, prefix: str) -> list[Incident]:
-        return self._incidents("WHERE alert_id LIKE ? ORDER BY received_at", (prefix + "%",))
+    def find(self, prefix: str, open_only: bool = False) -> list[Incident]:
+        """Incidents whose alert_id starts with `prefix` (taken literally: no wildcards)."""
+        # The range lets SQLite use the primary key; substr() keeps the match exact.
+        where = ("WHERE alert_id >= ? AND alert_id < ? AND substr(alert_id, 1, ?) = ?"
+                 + (" AND ended_at IS NULL" if open_only else ""))
+        return self._incidents(where + " ORDER BY received_at",
+                               (prefix, prefix + "\U0010ffff", len(prefix), prefix))
 
     def open_incidents(self) -> list[Incident]:
         return self._incidents("WHERE ended_at IS NULL ORDER BY received_at", ())
@@ -509,6 +531,72 @@ class IncidentStore:
         rows = self._db.execute(
             "SELECT device_id, online, state, changed_at FROM devices ORDER BY device_id")
         return [(d, bool(o), s, c) for d, o, s, c in rows]
+
+    # -- the operator's terminal (issue 12): presses, device states, report window --------
+
+    def pressed(self, device_id: str, alert_id: str, presses: int) -> str | None:
+        """A kiosk's count of presses of one of its alerts (a `pressed_again` event, sent
+        after the ack, when re-announcements stop): raised, never lowered, whether the alert
+        is an incident or folded into one. Returns the incident it counts in (None: unknown
+        alert of this device)."""
+        with self._tx():
+            row = self._db.execute("SELECT into_id, presses FROM folded WHERE alert_id=? AND "
+                                   "device_id=?", (alert_id, device_id)).fetchone()
+            if row is not None:
+                into, before = row
+                if presses > before:
+                    self._db.execute("UPDATE folded SET presses=? WHERE alert_id=?",
+                                     (presses, alert_id))
+                    self._db.execute("UPDATE incidents SET presses=presses + ? WHERE alert_id=?",
+                                     (presses - before, into))
+                return into
+            cur = self._db.execute(
+                f"UPDATE incidents SET presses=MAX(presses - {_FOLDED_PRESSES}, ?) + "
+                f"{_FOLDED_PRESSES} WHERE alert_id=? AND device_id=?",
+                (presses, alert_id, device_id))
+            return alert_id if cur.rowcount else None
+
+    def incident_of(self, device_id: str, alert_id: str | None) -> str | None:
+        """The incident a device's event belongs to: the one its alert_id names (or was
+        folded into), else the device's newest open incident; None when it has none."""
+        if alert_id is not None:
+            inc = self.incident(self.folded_parent(alert_id) or alert_id)
+            if inc is not None and inc.device_id == device_id:
+                return inc.alert_id
+        row = self._db.execute(
+            "SELECT alert_id FROM incidents WHERE device_id=? AND ended_at IS NULL "
+            "ORDER BY received_at DESC, rowid DESC LIMIT 1", (device_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def device_states(self) -> list[DeviceState]:
+        """Every kiosk the room knows (status or incident), with its newest open incident
+        and when its last incident ended: what `list` shows, the same for every receiver
+        sharing this database."""
+        rows = self._db.execute(
+            "SELECT ids.device_id, d.online, d.changed_at, "
+            " (SELECT alert_id FROM incidents i WHERE i.device_id = ids.device_id AND "
+            "  i.ended_at IS NULL ORDER BY received_at DESC, rowid DESC LIMIT 1), "
+            " (SELECT MAX(ended_at) FROM incidents i WHERE i.device_id = ids.device_id) "
+            "FROM (SELECT device_id FROM devices UNION SELECT device_id FROM incidents) ids "
+            "LEFT JOIN devices d ON d.device_id = ids.device_id ORDER BY ids.device_id")
+        out = []
+        for dev, online, changed_at, open_id, ended_at in rows.fetchall():
+            out.append(DeviceState(dev, None if online is None else bool(online), changed_at,
+                                   self.incident(open_id) if open_id else None, ended_at))
+        return out
+
+    def location(self, alert_id: str) -> tuple[float | None, float | None]:
+        """(lat, lon) the incident's alert gave (None: a flagged alert without them)."""
+        row = self._db.execute("SELECT lat, lon FROM incidents WHERE alert_id=?",
+                               (alert_id,)).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
+
+    def incidents_received(self, since: str | None = None,
+                           until: str | None = None) -> list[Incident]:
+        """Incidents received in [since, until) (ISO 8601 UTC strings as the store keeps
+        them; None: open-ended), oldest first."""
+        return self._incidents("WHERE received_at >= ? AND received_at < ? ORDER BY received_at",
+                               (since or "", until or "\uffff"))
 
     def close(self) -> None:
         self._db.close()
@@ -536,6 +624,11 @@ class IncidentStore:
     def _timeline(self, alert_id: str, at: str, what: str, detail: dict) -> None:
         self._db.execute("INSERT INTO timeline(alert_id, at, what, detail) VALUES (?,?,?,?)",
                          (alert_id, at, what, json.dumps(detail)))
+
+
+# Presses of the alerts folded into an incident (a correlated subquery on `incidents`).
+_FOLDED_PRESSES = ("(SELECT COALESCE(SUM(f.presses), 0) FROM folded f "
+                   "WHERE f.into_id = incidents.alert_id)")
 
 
 def _problems(text: str | None) -> tuple[str, ...]:
