@@ -54,7 +54,7 @@ class RunningConsole:
     """The console app served by uvicorn on a thread, HTTPS on 127.0.0.1:<ephemeral>."""
 
     def __init__(self, db: Path, pki_dir: Path, work: Path, evidence_dir: Path | None = None,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, live_hub=None) -> None:
         from pinkbutton.tools.controlroom.web.accounts import Accounts
         from pinkbutton.tools.controlroom.web.app import create_app
         from pinkbutton.tools.controlroom.web.serve import ConsoleThread
@@ -62,7 +62,7 @@ class RunningConsole:
         self.db = db
         cert = issue_web(pki_dir, ["127.0.0.1", "localhost"], out_dir=work)
         self.accounts = Accounts(db)  # the test's own connection (users, audit checks)
-        self.app = create_app(db, evidence_dir, poll_s=poll_s)
+        self.app = create_app(db, evidence_dir, poll_s=poll_s, live_hub=live_hub)
         self._thread = ConsoleThread(self.app, certfile=cert.cert, keyfile=cert.key)
         self.url = self._thread.url
         self.ws_url = self.url.replace("https://", "wss://") + "/ws"
@@ -91,13 +91,15 @@ class RunningConsole:
 
 @pytest.fixture
 def console(tmp_path: Path, pki_dir: Path) -> Iterator[Callable[..., RunningConsole]]:
-    """Factory: console(db=..., evidence_dir=...) -> a started RunningConsole."""
+    """Factory: console(db=..., evidence_dir=..., live_hub=...) -> a started RunningConsole."""
     made: list[RunningConsole] = []
 
-    def start(db: Path | None = None, evidence_dir: Path | None = None) -> RunningConsole:
+    def start(db: Path | None = None, evidence_dir: Path | None = None,
+              live_hub=None) -> RunningConsole:
         work = tmp_path / f"console-{len(made)}"
         work.mkdir()
-        c = RunningConsole(db or tmp_path / "room.db", pki_dir, work, evidence_dir)
+        c = RunningConsole(db or tmp_path / "room.db", pki_dir, work, evidence_dir,
+                           live_hub=live_hub)
         made.append(c.__enter__())
         return c
 

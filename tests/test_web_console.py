@@ -17,6 +17,7 @@ from tests.browser import (  # noqa: F401 (fixtures)
     wait_js,
 )
 from tests.helpers import RunningKiosk, write_kiosk_config
+from tests.test_web_auth import websocket_opens
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
@@ -108,3 +109,42 @@ def test_press_row_then_ack_reaches_kiosk_dispatch_and_end_are_stored(
         assert ("officer-7", action, alert_id) in actions, actions
     assert ("officer-7", "login", None) in actions
     print(f"press -> row visible in the browser: {row_s * 1000:.0f} ms")
+
+
+def test_the_incident_view_plays_the_kiosks_live_video_and_voice(tmp_path, pki_dir, broker,
+                                                                  chromium, console):  # noqa: F811
+    from pinkbutton.tools.controlroom.web.live import LiveHub
+
+    db, evidence = tmp_path / "room.db", tmp_path / "evidence"
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, "pb-test-0003")
+    cfg.write_text(cfg.read_text() + "\n[media]\npreroll_s = 1.0\n")
+    hub = LiveHub()
+    with RoomThread(pki_dir, broker, db, evidence_dir=evidence, viewer=hub), \
+            RunningKiosk(cfg, media=True) as kiosk:
+        c = console(db=db, evidence_dir=evidence, live_hub=hub)
+        c.add_user("officer-7")
+        officer = Officer(chromium, c)
+        page = officer.login("officer-7")
+        page.wait_for_selector("#link-state.ok")
+        kiosk.events.wait_for("connected")
+        time.sleep(1.5)  # the pre-roll fills
+        kiosk.press()
+        page.click("#queue-body tr a", timeout=15_000)
+        page.wait_for_selector("#live-video")
+        wait_js(page, "() => document.getElementById('live-video').currentTime > 2", timeout=30)
+        video = page.evaluate("""() => { const v = document.getElementById('live-video');
+            return {w: v.videoWidth, h: v.videoHeight, paused: v.paused,
+                    mime: window.pbConsole.live.state.mime}; }""")
+        assert (video["w"], video["h"], video["paused"]) == (640, 480, False), video
+        assert "avc1" in video["mime"] and "opus" in video["mime"], video  # video and voice
+        assert page.inner_text("#live-state") == "playing"
+        officer.screenshot("incident-live")
+        assert officer.foreign_requests() == []
+        alert_id = page.get_attribute("body", "data-alert-id")
+        live_url = f"{c.ws_url[:-3]}/live/{alert_id}"
+        assert websocket_opens(page, live_url)
+        officer.close()
+        anon = Officer(chromium, c)  # the live view needs a login too
+        anon.page.goto(c.url + "/login")
+        assert not websocket_opens(anon.page, live_url)
+        anon.close()

@@ -305,9 +305,13 @@ def _serve(args) -> int:
     _db(args)
     evidence_dir = None if args.no_evidence else Path(args.evidence or
                                                      Path(args.db).parent / "evidence")
-    receiver = None
+    receiver = hub = None
     if not args.web_only:
         from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+        from pinkbutton.tools.controlroom.web.live import LiveHub
+
+        # The live view: the receiver feeds the hub (needs evidence recording on).
+        hub = LiveHub() if evidence_dir is not None else None
 
         device_certs = Path(args.device_certs) if args.device_certs else None
         if device_certs is not None and not device_certs.is_dir():
@@ -317,7 +321,7 @@ def _serve(args) -> int:
             client_id=args.client_id or f"controlroom-{socket.gethostname()}",
             group=args.group, auto_ack=args.auto_ack, operator=args.operator,
             device_certs=device_certs, out=lambda s: print(s, flush=True),
-            session_expiry_s=args.session_expiry, evidence_dir=evidence_dir)
+            session_expiry_s=args.session_expiry, evidence_dir=evidence_dir, viewer=hub)
     accounts = Accounts(args.db)
     nobody = not accounts.users()
     accounts.close()
@@ -325,8 +329,8 @@ def _serve(args) -> int:
         sock = web.bind(host, port)
     except web.ServeError as e:
         raise UsageError(str(e)) from None
-    server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None),
-                             certfile=certfile, keyfile=keyfile)
+    server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
+                                        live_hub=hub), certfile=certfile, keyfile=keyfile)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
           f" (db {args.db}{', web only' if receiver is None else ''})", flush=True)

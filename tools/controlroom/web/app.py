@@ -116,10 +116,12 @@ class Console:
 
 
 def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure: bool = True,
-               poll_s: float = 0.25, extra_routes: Sequence[BaseRoute] = ()):
-    """The ASGI app. `secure`: served over HTTPS (cookies get Secure). `extra_routes`: routes
-    of other console modules (the live player's WebSocket, issue 12 item 3, is wired in here
-    at merge); they can call `session_of(conn)` to require a login."""
+               poll_s: float = 0.25, live_hub=None, extra_routes: Sequence[BaseRoute] = ()):
+    """The ASGI app. `secure`: served over HTTPS (cookies get Secure). `live_hub`: the
+    receiver's `LiveHub` (tools/controlroom/web/live.py; None: no live view, e.g. a console
+    without a receiver in its process): its WebSocket `/live/{alert_id}` is served behind
+    the same login, and the incident view plays it (static/live.js). `extra_routes`: routes
+    of later console modules; they can use `app.state.session_of(conn)` to require a login."""
     console = Console(Path(db_path), Path(evidence_dir) if evidence_dir else None, secure,
                       poll_s)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
@@ -217,7 +219,7 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         view = views.incident(console.st, alert_id, console.evidence_dir)
         assert view is not None  # checked above
         return render("incident.html", session=session, view=view, inc=view["incident"],
-                      dispositions=[(d, views.DISPOSITION_LABELS[d]) for d in DISPOSITIONS])
+                      live=live_hub is not None, dispositions=[(d, views.DISPOSITION_LABELS[d]) for d in DISPOSITIONS])
 
     async def action(request: Request) -> Response:
         session = session_of(request)
@@ -314,10 +316,15 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
 
     # -- the WebSocket ---------------------------------------------------------------------
 
-    async def ws_endpoint(ws: WebSocket) -> None:
-        session = session_of(ws)
+    def ws_allowed(ws: WebSocket) -> bool:
+        """A logged-in officer's browser on this console's own page (a foreign Origin is
+        refused: cross-site WebSocket hijacking)."""
         origin, host = ws.headers.get("origin"), ws.headers.get("host", "")
-        if session is None or (origin is not None and origin.split("://", 1)[-1] != host):
+        return session_of(ws) is not None and (origin is None
+                                               or origin.split("://", 1)[-1] == host)
+
+    async def ws_endpoint(ws: WebSocket) -> None:
+        if not ws_allowed(ws):
             await ws.close(code=4401)  # before accept: the handshake is refused (HTTP 403)
             return
         await ws.accept()
@@ -379,6 +386,11 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
             console.store.close()
             console.accounts.close()
 
+    live: list[BaseRoute] = []
+    if live_hub is not None:
+        from pinkbutton.tools.controlroom.web.live import live_route
+
+        live.append(live_route(live_hub, ws_allowed))
     routes: list[BaseRoute] = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
@@ -391,8 +403,7 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         Route("/admin/users", users_page, methods=["GET"]),
         Route("/admin/users", users_add, methods=["POST"]),
         WebSocketRoute("/ws", ws_endpoint),
-        # LIVE PLAYER (issue 12 item 3): tools/controlroom/web/live.py's WebSocket route comes
-        # in through extra_routes; its script goes in templates/incident.html's live slot.
+        *live,  # the live view's WebSocket (tools/controlroom/web/live.py), behind the login
         *extra_routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

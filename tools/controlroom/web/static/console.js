@@ -227,4 +227,19 @@
     };
   }
   if (page === "queue" || page === "incident") connect();
+
+  // -- the live view (static/live.js, tools/controlroom/web/live.py) ----------------------------
+  const video = byId("live-video");
+  if (video && window.PinkLive) {
+    state.live = window.PinkLive.play(video, "/live/" + encodeURIComponent(body.dataset.alertId), {
+      from: "auto",
+      onState: function (s) {
+        byId("live-state").textContent = s.error ? "error: " + s.error
+          : s.ended ? "the kiosk stopped streaming"
+          : s.connected ? (video.currentTime > 0 ? "playing" : "waiting for the picture…")
+          : "reconnecting…";
+      },
+    });
+    video.addEventListener("playing", function () { byId("live-state").textContent = "playing"; });
+  }
 })();
