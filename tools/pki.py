@@ -40,6 +40,7 @@ from pinkbutton.firmware.enroll import EnrollError, enroll
 
 BROKER_CN = "pinkbutton-broker"
 CONTROLROOM_CN = "controlroom"
+WEB_CN = "pinkbutton-console"  # the web console's HTTPS certificate (`pinkbutton-pki web`)
 BROKER_SANS = ("localhost", "127.0.0.1")
 DEVICE_DAYS = 365  # a kiosk certificate: renewed yearly (docs/deploy.md), revocable any time
 MAX_DEVICE_DAYS = 825
@@ -82,6 +83,10 @@ def broker_paths(pki_dir: Path) -> Issued:
 
 def controlroom_paths(pki_dir: Path) -> Issued:
     return _paths(Path(pki_dir), CONTROLROOM_CN)
+
+
+def web_paths(pki_dir: Path) -> Issued:
+    return _paths(Path(pki_dir), WEB_CN)
 
 
 def device_paths(pki_dir: Path, device_id: str) -> Issued:
@@ -287,6 +292,18 @@ def issue_broker(pki_dir: Path, hosts: Sequence[str], *, days: int = 825) -> Iss
         _check_host(host)
     return issue(pki_dir, BROKER_CN, kind="server", sans=list(dict.fromkeys(hosts)),
                  days=days, force=True)
+
+
+def issue_web(pki_dir: Path, hosts: Sequence[str], *, days: int = 825,
+              out_dir: Path | None = None) -> Issued:
+    """The web console's HTTPS server certificate (`pinkbutton-controlroom serve`) for the
+    names and addresses officers' browsers use (SANs); replaced on every call."""
+    if not hosts:
+        raise PkiError("give at least one --host: the name officers' browsers open")
+    for host in hosts:
+        _check_host(host)
+    return issue(pki_dir, WEB_CN, kind="server", sans=list(dict.fromkeys(hosts)), days=days,
+                 out_dir=out_dir, force=True)
 
 
 def revoke_device(pki_dir: Path, device_id: str, *, now: dt.datetime | None = None) -> list[int]:
@@ -584,6 +601,12 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="DNS name or IP address kiosks use as broker.host (repeatable)")
     p_broker.add_argument("--days", type=int_in(1, 3650), default=825,
                           help="validity in days (default 825)")
+    p_web = sub.add_parser("web", help="issue the web console's HTTPS certificate")
+    p_web.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
+    p_web.add_argument("--host", action="append", required=True, metavar="NAME",
+                       help="DNS name or IP address officers' browsers open (repeatable)")
+    p_web.add_argument("--days", type=int_in(1, 3650), default=825,
+                       help="validity in days (default 825)")
     p_revoke = sub.add_parser("revoke", help="revoke a device's certificates (DIR/crl.pem)")
     p_revoke.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
     p_revoke.add_argument("id", type=_device_id_arg, metavar="ID",
@@ -622,6 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(describe(cert)))
         elif args.command == "broker":
             issued = issue_broker(args.dir, args.host, days=args.days)
+            print(f"cert: {issued.cert}")
+            print(f"key:  {issued.key}")
+            print("\n".join(describe(issued.cert)))
+        elif args.command == "web":
+            issued = issue_web(args.dir, args.host, days=args.days)
             print(f"cert: {issued.cert}")
             print(f"key:  {issued.key}")
             print("\n".join(describe(issued.cert)))

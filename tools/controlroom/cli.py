@@ -267,6 +267,129 @@ def _fleet(args) -> int:
     return 0
 
 
+# -- the web console (issue 12): `serve` and `user` ---------------------------------------
+
+def _serve(args) -> int:
+    try:
+        from pinkbutton.tools.controlroom.web import serve as web
+        from pinkbutton.tools.controlroom.web.accounts import Accounts
+        from pinkbutton.tools.controlroom.web.app import create_app
+    except ImportError as e:
+        raise UsageError(f"serve needs the web console's packages (missing {e.name}): "
+                         "pip install 'pinkbutton[room]'") from None
+    try:
+        host, port = web.parse_listen(args.listen)
+    except web.ServeError as e:
+        raise UsageError(str(e)) from None
+    if args.view:
+        raise UsageError("--view is `run`'s ffplay viewer; the console shows the incident")
+    certfile = keyfile = None
+    if args.insecure_http:
+        if not web.is_loopback(host):
+            raise UsageError(f"--insecure-http only on a loopback address, not {host}: "
+                             "officers' passwords would cross the network in clear")
+    else:
+        pki = Path(args.pki) if args.pki else None
+        certfile = Path(args.web_cert) if args.web_cert else (
+            pki / "pinkbutton-console.pem" if pki else None)
+        keyfile = Path(args.web_key) if args.web_key else (
+            pki / "pinkbutton-console.key" if pki else None)
+        for name, path in (("--web-cert", certfile), ("--web-key", keyfile)):
+            if path is None or not path.is_file():
+                raise UsageError(f"{name} {path or '(none)'}: no such file; issue the console's "
+                                 "certificate with: pinkbutton-pki web DIR --host NAME "
+                                 "(or --insecure-http on 127.0.0.1 for development)")
+        assert keyfile is not None
+        if (problem := key_exposed(keyfile)) is not None:
+            raise UsageError(f"--web-key {problem}")
+    _db(args)
+    evidence_dir = None if args.no_evidence else Path(args.evidence or
+                                                     Path(args.db).parent / "evidence")
+    receiver = hub = None
+    if not args.web_only:
+        from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
+        from pinkbutton.tools.controlroom.web.live import LiveHub
+
+        # The live view: the receiver feeds the hub (needs evidence recording on).
+        hub = LiveHub() if evidence_dir is not None else None
+
+        device_certs = Path(args.device_certs) if args.device_certs else None
+        if device_certs is not None and not device_certs.is_dir():
+            raise UsageError(f"--device-certs {device_certs}: no such directory")
+        receiver = ControlRoomReceiver(  # as `run` makes it (no terminal viewer)
+            host=args.host, port=args.port, tls=_tls(args), db_path=args.db,
+            client_id=args.client_id or f"controlroom-{socket.gethostname()}",
+            group=args.group, auto_ack=args.auto_ack, operator=args.operator,
+            device_certs=device_certs, out=lambda s: print(s, flush=True),
+            session_expiry_s=args.session_expiry, evidence_dir=evidence_dir, viewer=hub)
+    accounts = Accounts(args.db)
+    nobody = not accounts.users()
+    accounts.close()
+    try:
+        sock = web.bind(host, port)
+    except web.ServeError as e:
+        raise UsageError(str(e)) from None
+    server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
+                                        live_hub=hub), certfile=certfile, keyfile=keyfile)
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
+          f" (db {args.db}{', web only' if receiver is None else ''})", flush=True)
+    if nobody:
+        print(f"no officer accounts yet: pinkbutton-controlroom user add NAME --role admin "
+              f"--db {args.db}", flush=True)
+    thread = None
+    if receiver is not None:
+        thread = threading.Thread(target=receiver.run, name="receiver", daemon=True)
+        thread.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+    if args.exit_after:
+        timer = threading.Timer(args.exit_after, lambda: setattr(server, "should_exit", True))
+        timer.daemon = True  # a signal may end the console first
+        timer.start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        if receiver is not None and thread is not None:
+            receiver.stop()
+            thread.join(10)
+    return 0
+
+
+def _user(args) -> int:
+    from pinkbutton.tools.controlroom.web.accounts import AccountError, Accounts
+
+    try:
+        accounts = Accounts(_db(args))
+    except AccountError as e:
+        print(f"pinkbutton-controlroom: {e}", file=sys.stderr)
+        return 1
+    try:
+        if args.user_command == "list":
+            for u in accounts.users():
+                print(f"{u.name}  {u.role}  created {u.created_at}"
+                      f"{'  DISABLED' if u.disabled else ''}")
+            return 0
+        if sys.stdin is not None and sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise UsageError("the two passwords differ")
+        else:
+            password = (sys.stdin.readline() if sys.stdin is not None else "").rstrip("\r\n")
+        try:
+            accounts.add_user(args.name, args.role, password)
+        except AccountError as e:
+            raise UsageError(str(e)) from None
+        accounts.audit("cli", "user_add", None, {"user": args.name, "role": args.role})
+        print(f"user {args.name} ({args.role}) added to {args.db}")
+        return 0
+    finally:
+        accounts.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-controlroom",
                                  description="Pink Button reference control-room receiver")
@@ -315,6 +438,32 @@ def build_parser() -> argparse.ArgumentParser:
                                          "firmware, certificate, temperature, disk")
     fleet.add_argument("--db", default="controlroom.db",
                        help="the control room's database (default controlroom.db)")
+    # The web console (issue 12): the receiver as `run` plus the console.
+    serve = sub.add_parser("serve", parents=[run], add_help=False,
+                           help="the receiver plus the officers' web console (HTTPS)")
+    serve.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT",
+                       help="where the console listens (default 127.0.0.1:8443; port 0: any)")
+    serve.add_argument("--web-cert", metavar="FILE",
+                       help="HTTPS certificate (default: --pki/pinkbutton-console.pem, "
+                            "from `pinkbutton-pki web DIR --host NAME`)")
+    serve.add_argument("--web-key", metavar="FILE",
+                       help="its key, 0600 (default: --pki/pinkbutton-console.key)")
+    serve.add_argument("--insecure-http", action="store_true",
+                       help="plain HTTP, only on a loopback address (development)")
+    serve.add_argument("--web-only", action="store_true",
+                       help="no receiver in this process (others share the --db)")
+    from pinkbutton.tools.controlroom.web.accounts import ROLES
+
+    user = sub.add_parser("user", help="officers' accounts of the web console")
+    usub = user.add_subparsers(dest="user_command", required=True, parser_class=OneLineParser)
+    uadd = usub.add_parser("add", help="add an officer (password from the prompt or stdin)")
+    uadd.add_argument("name", help="user name (letters, digits, '.', '_', '-')")
+    uadd.add_argument("--role", required=True, choices=ROLES, help="operator, supervisor, admin")
+    uadd.add_argument("--db", default="controlroom.db",
+                      help="the control room's database (default controlroom.db)")
+    ulist = usub.add_parser("list", help="list the officers")
+    ulist.add_argument("--db", default="controlroom.db",
+                       help="the control room's database (default controlroom.db)")
     return ap
 
 
@@ -330,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fleet":
             return _fleet(args)
+        if args.command in ("serve", "user"):
+            return _serve(args) if args.command == "serve" else _user(args)
         return _run(args) if args.command == "run" else _report(args)
     except UsageError as e:
         print(f"pinkbutton-controlroom: {e}", file=sys.stderr)

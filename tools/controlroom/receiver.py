@@ -136,6 +136,7 @@ class ControlRoomReceiver:
                          (status_subscription(), 1), (health_subscription(), 0)]
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
         self._next_tick = 0.0
+        self._worker, self._next_web = client_id, 0.0  # web console commands (_web_commands)
         self._connect_log = ConnectFailureLog(log, self.clock)
         # Per-device alert limits, decided on the network thread before anything is decoded.
         self.intake = AlertIntake(limits or IntakeLimits(), self.clock.monotonic,
@@ -187,6 +188,7 @@ class ControlRoomReceiver:
             while not self._stop.is_set():
                 self._tick_devices()
                 self._flood_summary()
+                self._web_commands()
                 if self.backfill is not None:
                     self.backfill.tick()  # NACKs and completed evidence, a few times a second
                 try:
@@ -685,11 +687,11 @@ class ControlRoomReceiver:
                  f"by {shown(operator)}  id {self._short(alert_id)}")
         return True
 
-    def end(self, alert_id: str, operator: str) -> bool:
+    def end(self, alert_id: str, operator: str, disposition: str | None = None) -> bool:
         inc = self.store.incident(alert_id)
         short = self._short(alert_id)  # as it was shown while open
         if inc is None or not self.store.mark(alert_id, "ended", iso8601(self.clock.wall()),
-                                              operator):  # who ended it, in the timeline
+                                              operator, disposition):  # who, in the timeline
             return False
         self._send("end", inc.device_id, alert_id, operator)
         for folded in self.store.folded_into(alert_id):
@@ -697,6 +699,61 @@ class ControlRoomReceiver:
         self.out(f"END    {shown(inc.device_id)}  id {short}")
         self._close_evidence(alert_id)
         return True
+
+    # -- web console commands (issue 12) -----------------------------------------
+    # The console (tools/controlroom/web) may run in another process: it queues an
+    # officer's action in the store's `commands` table and one receiver (whichever claims
+    # it first) carries it out here, through the same path as the terminal's `ack`/`end`.
+
+    def dispatch(self, alert_id: str, operator: str, unit: str, note: str = "") -> bool:
+        inc = self.store.incident(alert_id)
+        if inc is None or not self.store.dispatch(alert_id, iso8601(self.clock.wall()),
+                                                  operator, unit, note):
+            return False
+        self._send("dispatched", inc.device_id, alert_id, operator)
+        self.out(f"DISPATCHED  {shown(inc.device_id)}  {shown(unit)}  by {shown(operator)}  "
+                 f"id {self._short(alert_id)}")
+        return True
+
+    def _web_commands(self) -> None:
+        now = self.clock.monotonic()
+        if now < self._next_web:
+            return
+        self._next_web = now + 0.2
+        try:
+            claimed = self.store.claim_commands(self._worker)
+        except Exception:  # noqa: BLE001 - a busy database: next turn
+            log.exception("cannot read the console's commands")
+            return
+        for c in claimed:
+            try:
+                done = self._web_command(c)
+            except Exception:  # noqa: BLE001 - one bad command must not stop the room
+                log.exception("console command %s %s failed", c.verb, c.alert_id)
+                done = None
+            self.store.finish_command(c.id, iso8601(self.clock.wall()), "failed" if done is None
+                                      else "done" if done else "no change")
+            self._notify("web_command", {"id": c.id, "verb": c.verb, "alert_id": c.alert_id,
+                                         "done": done})
+
+    def _web_command(self, c) -> bool:
+        inc = self.store.incident(c.alert_id)
+        if inc is None:
+            return False
+        if c.verb == "ack":
+            return self.acknowledge(c.alert_id, c.by)
+        if c.verb == "dispatch":
+            return self.dispatch(c.alert_id, c.by, str(c.args.get("unit", "")),
+                                 str(c.args.get("note", "")))
+        if c.verb == "extend":
+            if inc.ended_at is not None:
+                return False
+            seconds = float(c.args.get("seconds", 60.0))
+            self._send("extend", inc.device_id, c.alert_id, c.by, seconds)
+            self.store.note(c.alert_id, iso8601(self.clock.wall()), "extended",
+                            {"by": c.by, "seconds": seconds})
+            return True
+        return self.end(c.alert_id, c.by, c.args.get("disposition"))  # end
 
     def selftest(self, device: str) -> list[str]:
         """Send `cmd selftest` to one kiosk or, for "all", every kiosk the room knows;

@@ -43,9 +43,30 @@ CREATE TABLE IF NOT EXISTS {name} (
     dispatched_at TEXT,
     ended_at      TEXT,
     folded        INTEGER NOT NULL DEFAULT 0,
-    problems      TEXT
+    problems      TEXT,
+    dispatch_unit TEXT,
+    dispatch_note TEXT,
+    dispatched_by TEXT,
+    ended_by      TEXT,
+    disposition   TEXT,
+    first_viewed_at TEXT,
+    first_viewed_by TEXT
 );
 """
+# Columns added after the table first shipped, with their types: _migrate() adds the ones a
+# database lacks (ALTER TABLE ADD COLUMN keeps every row).
+ADDED_COLUMNS = (
+    ("folded", "INTEGER NOT NULL DEFAULT 0"),
+    # The web console (issue 12): the last dispatch (every one is in the timeline), who
+    # ended the incident and how it turned out, who opened it first.
+    ("dispatch_unit", "TEXT"), ("dispatch_note", "TEXT"), ("dispatched_by", "TEXT"),
+    ("ended_by", "TEXT"), ("disposition", "TEXT"),
+    ("first_viewed_at", "TEXT"), ("first_viewed_by", "TEXT"),
+)
+#: How an ended incident turned out (the console's end button; the accountability report).
+DISPOSITIONS = ("genuine", "false_alarm", "test", "prank", "technical")
+#: What an officer can ask a receiver to do through the store's `commands` table.
+COMMAND_VERBS = ("ack", "dispatch", "extend", "end")
 INCIDENTS_INDEX = "CREATE INDEX IF NOT EXISTS incidents_device ON incidents(device_id, ended_at);"
 SCHEMA = INCIDENTS_TABLE.format(name="incidents") + INCIDENTS_INDEX + """
 CREATE TABLE IF NOT EXISTS folded (
@@ -91,6 +112,18 @@ CREATE TABLE IF NOT EXISTS device_health (
     selftest_failed  TEXT NOT NULL DEFAULT '',
     selftest_why     TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS commands (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id    TEXT NOT NULL,
+    verb        TEXT NOT NULL,
+    args        TEXT NOT NULL DEFAULT '{}',
+    by          TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    claimed_by  TEXT,
+    done_at     TEXT,
+    result      TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_open ON commands(id) WHERE claimed_by IS NULL;
 """
 
 
@@ -131,6 +164,17 @@ class FleetRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """An officer's action queued by the web console for a receiver (store `commands`)."""
+    id: int
+    alert_id: str
+    verb: str  # COMMAND_VERBS
+    args: dict
+    by: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceState:
     """A kiosk as `list` shows it (issue 12): online from status/heartbeat supervision
     (None: never judged), its newest open incident (None: idle)."""
@@ -165,16 +209,16 @@ class IncidentStore:
 
     def _migrate(self) -> None:
         """A database from before flagged incidents: rebuild `incidents` with the nullable
-        seq/lat/lon, the `problems` and `folded` columns (SQLite cannot drop NOT NULL in
-        place); one from before folding alone gains `folded`."""
+        seq/lat/lon and every later column (SQLite cannot drop NOT NULL in place); a later
+        one gains the columns it lacks (ADDED_COLUMNS)."""
         if "presses" not in [r[1] for r in self._db.execute("PRAGMA table_info(folded)")]:
             # before issue 12: each folded alert counted one press (and still does)
             self._db.execute("ALTER TABLE folded ADD COLUMN presses INTEGER NOT NULL DEFAULT 1")
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(incidents)")]
         if "problems" in columns:
-            if "folded" not in columns:  # flagged incidents came first, folding after
-                self._db.execute(
-                    "ALTER TABLE incidents ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+            for name, decl in ADDED_COLUMNS:
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE incidents ADD COLUMN {name} {decl}")
             return
         names = ", ".join(columns)
         with self._tx():
@@ -277,23 +321,122 @@ class IncidentStore:
                                 (alert_id,))
         return [r[0] for r in rows]
 
-    def mark(self, alert_id: str, what: str, at: str, by: str | None = None) -> bool:
-        """Set acked/dispatched/ended once; True when it changed something."""
+    def mark(self, alert_id: str, what: str, at: str, by: str | None = None,
+             disposition: str | None = None) -> bool:
+        """Set acked/dispatched/ended once; True when it changed something. An end keeps
+        who ended the incident and, when given, its disposition (one of DISPOSITIONS)."""
         column = {"acked": "acked_at", "dispatched": "dispatched_at", "ended": "ended_at"}[what]
+        if disposition is not None and (what != "ended" or disposition not in DISPOSITIONS):
+            raise ValueError(f"disposition {disposition!r}: one of {', '.join(DISPOSITIONS)}"
+                             " and only when ending")
+        sets: list[str] = [f"{column}=?"]
+        args: list[str | None] = [at]
+        if what == "acked":
+            sets.append("acked_by=?")
+            args.append(by)
+        elif what == "ended":
+            sets += ["ended_by=?", "disposition=?"]
+            args += [by, disposition]
         with self._tx():
-            extra = ", acked_by=?" if what == "acked" else ""
-            args = (at, by, alert_id) if what == "acked" else (at, alert_id)
             cur = self._db.execute(
-                f"UPDATE incidents SET {column}=?{extra} WHERE alert_id=? AND {column} IS NULL",
-                args,
+                f"UPDATE incidents SET {', '.join(sets)} WHERE alert_id=? AND {column} IS NULL",
+                (*args, alert_id),
             )
             if cur.rowcount:
-                self._timeline(alert_id, at, what, {"by": by} if by else {})
+                detail: dict = {"by": by} if by else {}
+                if disposition is not None:
+                    detail["disposition"] = disposition
+                self._timeline(alert_id, at, what, detail)
         return cur.rowcount == 1
 
     def note(self, alert_id: str, at: str, what: str, detail: dict) -> None:
         with self._tx():
             self._timeline(alert_id, at, what, detail)
+
+    # -- the web console (tools/controlroom/web) ------------------------------------
+
+    def dispatch(self, alert_id: str, at: str, by: str, unit: str, note: str = "") -> bool:
+        """A team sent: the incident keeps the latest unit, note and officer (dispatched_at
+        is the first dispatch); every dispatch is a timeline entry. False: no such incident
+        or it has ended."""
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE incidents SET dispatched_at=COALESCE(dispatched_at, ?), dispatch_unit=?,"
+                " dispatch_note=?, dispatched_by=? WHERE alert_id=? AND ended_at IS NULL",
+                (at, unit, note, by, alert_id))
+            if cur.rowcount:
+                self._timeline(alert_id, at, "dispatched", {"by": by, "unit": unit, "note": note})
+        return cur.rowcount == 1
+
+    def viewed(self, alert_id: str, at: str, by: str) -> bool:
+        """An officer opened the incident: the first view of each officer is a timeline
+        entry, the very first also kept on the incident. True when this officer's first."""
+        with self._tx():
+            if self._db.execute("SELECT 1 FROM incidents WHERE alert_id=?",
+                                (alert_id,)).fetchone() is None:
+                return False
+            seen = self._db.execute(
+                "SELECT 1 FROM timeline WHERE alert_id=? AND what='viewed' AND "
+                "json_extract(detail, '$.by')=? LIMIT 1", (alert_id, by)).fetchone()
+            if seen:
+                return False
+            self._db.execute("UPDATE incidents SET first_viewed_at=?, first_viewed_by=? "
+                             "WHERE alert_id=? AND first_viewed_at IS NULL", (at, by, alert_id))
+            self._timeline(alert_id, at, "viewed", {"by": by})
+        return True
+
+    def queue_command(self, alert_id: str, verb: str, args: dict, by: str, at: str) -> int:
+        """An officer's action for a receiver to carry out (it publishes the `cmd`); returns
+        the command's id. See ControlRoomReceiver._web_commands."""
+        if verb not in COMMAND_VERBS:
+            raise ValueError(f"command {verb!r}: one of {', '.join(COMMAND_VERBS)}")
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO commands(alert_id, verb, args, by, created_at) VALUES (?,?,?,?,?)",
+                (alert_id, verb, json.dumps(args), by, at))
+        assert cur.lastrowid is not None  # an INSERT into a rowid table
+        return cur.lastrowid
+
+    def claim_commands(self, worker: str, limit: int = 20) -> list[Command]:
+        """Take the oldest unclaimed commands for `worker` (one receiver of possibly
+        several: a command is claimed by exactly one)."""
+        if self._db.execute("SELECT 1 FROM commands WHERE claimed_by IS NULL LIMIT 1"
+                            ).fetchone() is None:
+            return []  # the common case, without a write transaction
+        with self._tx():
+            rows = self._db.execute(
+                "SELECT id, alert_id, verb, args, by, created_at FROM commands "
+                "WHERE claimed_by IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
+            self._db.executemany("UPDATE commands SET claimed_by=? WHERE id=?",
+                                 [(worker, r[0]) for r in rows])
+        return [Command(i, a, v, json.loads(args), by, at) for i, a, v, args, by, at in rows]
+
+    def finish_command(self, command_id: int, at: str, result: str) -> None:
+        with self._tx():
+            self._db.execute("UPDATE commands SET done_at=?, result=? WHERE id=?",
+                             (at, result, command_id))
+
+    def commands_of(self, alert_id: str) -> list[dict]:
+        """The incident's commands, oldest first, as dicts (claimed_by/done_at None while
+        no receiver has carried one out)."""
+        cur = self._db.execute(
+            "SELECT id, verb, args, by, created_at, claimed_by, done_at, result FROM commands "
+            "WHERE alert_id=? ORDER BY id", (alert_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) | {"args": json.loads(r[2])} for r in cur]
+
+    def incident_rows(self, where: str = "", args: tuple = ()) -> list[dict]:
+        """Incidents with every column, as dicts (the console's view; text fields are
+        device-supplied)."""
+        cur = self._db.execute(f"SELECT * FROM incidents {where}", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) | {"problems": list(_problems(r[names.index(
+            "problems")]))} for r in cur]
+
+    def data_version(self) -> int:
+        """Changes when another connection (a receiver, another web process) committed to
+        the database since the last call on this one: the console's cheap change poll."""
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def set_device(self, device_id: str, online: bool, state: str, firmware: str,
                    at: str, reason: str = "") -> bool:
