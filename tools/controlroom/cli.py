@@ -358,10 +358,14 @@ def _serve(args) -> int:
     except web.ServeError as e:
         raise UsageError(str(e)) from None
     server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
-                                        live_hub=hub), certfile=certfile, keyfile=keyfile)
+                                        live_hub=hub, public_report=args.public_report),
+                             certfile=certfile, keyfile=keyfile)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
           f" (db {args.db}{', web only' if receiver is None else ''})", flush=True)
+    if args.public_report:  # the accountability report's public version, no login
+        print(f"public accountability report on {'https' if certfile else 'http'}://"
+              f"{shown_host}:{sock.getsockname()[1]}/report/public", flush=True)
     if nobody:
         print(f"no officer accounts yet: pinkbutton-controlroom user add NAME --role admin "
               f"--db {args.db}", flush=True)
@@ -490,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plain HTTP, only on a loopback address (development)")
     serve.add_argument("--web-only", action="store_true",
                        help="no receiver in this process (others share the --db)")
+    serve.add_argument("--public-report", action="store_true",  # issue 12 item 6
+                       help="serve the public accountability report at /report/public "
+                            "without a login (sites and numbers only)")
     from pinkbutton.tools.controlroom.web.accounts import ROLES
 
     user = sub.add_parser("user", help="officers' accounts of the web console")
