@@ -414,8 +414,8 @@ def text_lines(report: Report) -> list[str]:
             f"{report.until}{', public' if report.public else ''}: {len(report.sites)} "
             "site(s)")
     lines = [head, f"{'site':<24} {'period':<10} {'incid':>5} {'press':>5} {'genu':>4} "
-                   f"{'false':>5} {'tech':>4} {'undec':>5} {'tests':>5}  {'view p50/p90':<20}"
-                   f"  {'ack p50/p90':<20}  {'dispatch p50/p90':<20}  {'offline':>8}"]
+                   f"{'false':>5} {'tech':>4} {'undec':>5} {'tests':>5}  {'view p50/p90':<22}"
+                   f"  {'ack p50/p90':<22}  {'dispatch p50/p90':<22}  {'offline':>8}"]
     for row in [*report.rows, *report.totals]:
         name = shown(row.site_name, 24)
         times = []
@@ -424,6 +424,6 @@ def text_lines(report: Report) -> list[str]:
             times.append(f"{seconds(p50)} / {seconds(p90)}" if n else "-")
         lines.append(f"{name:<24} {row.period.label:<10} {row.incidents:>5} {row.presses:>5} "
                      f"{row.genuine:>4} {row.false_alarms:>5} {row.technical:>4} "
-                     f"{row.undecided:>5} {row.tests:>5}  {times[0]:<20}  {times[1]:<20}  "
-                     f"{times[2]:<20}  {row.offline_h:>6.1f} h")
+                     f"{row.undecided:>5} {row.tests:>5}  {times[0]:<22}  {times[1]:<22}  "
+                     f"{times[2]:<22}  {row.offline_h:>6.1f} h")
     return lines
