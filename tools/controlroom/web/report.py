@@ -216,4 +216,4 @@ def _outcome(item: dict) -> str:
     from pinkbutton.tools.controlroom.web.views import DISPOSITION_LABELS
 
     d = item["disposition"]
-    return DISPOSITION_LABELS.get(d, d) if d else "undecided"
+    return DISPOSITION_LABELS.get(d, str(d)) if d else "undecided"
