@@ -41,7 +41,7 @@ def db_target(target: Path | str) -> Path | str:
     return target if is_url(target) else Path(target)
 
 
-def shown(target: Path | str) -> str:
+def redacted(target: Path | str) -> str:
     """The database for a message: a URL without its password."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(target))
 
@@ -191,7 +191,7 @@ class PostgresDatabase(Database):
         try:
             import psycopg
         except ImportError:
-            raise DatabaseError(f"{shown(url)}: PostgreSQL needs psycopg: pip install "
+            raise DatabaseError(f"{redacted(url)}: PostgreSQL needs psycopg: pip install "
                                 "'pinkbutton[room]'") from None
         self.integrity_errors = (psycopg.errors.IntegrityError,)
         self.errors = (psycopg.Error, OSError)
@@ -202,7 +202,7 @@ class PostgresDatabase(Database):
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            raise DatabaseError(f"{shown(url)}: {first}") from None
+            raise DatabaseError(f"{redacted(url)}: {first}") from None
         self._db.add_notify_handler(self._notified)
 
     def _notified(self, _n: object) -> None:

@@ -20,7 +20,7 @@ from pinkbutton.tools.controlroom.db import (
     connect,
     db_target,
     notify_ddl,
-    shown,
+    redacted,
 )
 
 # seq, lat and lon are NULL when a flagged alert's body did not give them; `problems` is
@@ -223,7 +223,7 @@ class IncidentStore:
                 self._migrate()
         except self._db.errors as e:
             self._db.close()
-            raise StoreError(f"cannot open incident database {shown(self.path)}: "
+            raise StoreError(f"cannot open incident database {redacted(self.path)}: "
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
                              ) from None
 
@@ -443,13 +443,22 @@ class IncidentStore:
                             ).fetchone() is None:
             return []  # the common case, without a write transaction
         # One statement: the claim is conditional (claimed_by still NULL), so two receivers
-        # never take the same command; PostgreSQL skips rows another receiver is claiming.
-        skip = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgresql" else ""
+        # never take the same command. PostgreSQL: the oldest unclaimed rows are locked once
+        # (a materialized CTE; a LIMIT in an IN subquery may be evaluated again) and rows
+        # another receiver is claiming are skipped, not waited for.
+        if self._db.dialect == "postgresql":
+            sql = ("WITH picked AS MATERIALIZED (SELECT id FROM commands WHERE claimed_by IS "
+                   "NULL ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) UPDATE commands c SET "
+                   "claimed_by=? FROM picked WHERE c.id = picked.id AND c.claimed_by IS NULL "
+                   "RETURNING c.id, c.alert_id, c.verb, c.args, c.by, c.created_at")
+            args: tuple = (limit, worker)
+        else:  # BEGIN IMMEDIATE: one writer at a time
+            sql = ("UPDATE commands SET claimed_by=? WHERE claimed_by IS NULL AND id IN "
+                   "(SELECT id FROM commands WHERE claimed_by IS NULL ORDER BY id LIMIT ?) "
+                   "RETURNING id, alert_id, verb, args, by, created_at")
+            args = (worker, limit)
         with self._tx():
-            rows = sorted(self._db.execute(
-                "UPDATE commands SET claimed_by=? WHERE claimed_by IS NULL AND id IN "
-                f"(SELECT id FROM commands WHERE claimed_by IS NULL ORDER BY id LIMIT ?{skip}) "
-                "RETURNING id, alert_id, verb, args, by, created_at", (worker, limit)).fetchall())
+            rows = sorted(self._db.execute(sql, args).fetchall())
         return [Command(i, a, v, json.loads(args), by, at) for i, a, v, args, by, at in rows]
 
     def finish_command(self, command_id: int, at: str, result: str) -> None:

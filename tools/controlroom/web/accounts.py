@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinkbutton.hal.clock import iso8601
-from pinkbutton.tools.controlroom.db import DatabaseError, connect, db_target, shown
+from pinkbutton.tools.controlroom.db import DatabaseError, connect, db_target, redacted
 
 ROLES = ("operator", "supervisor", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -143,7 +143,7 @@ class Accounts:
                 self._db.script(SCHEMA + SQLITE_TRIGGERS)
         except self._db.errors as e:
             self._db.close()
-            raise AccountError(f"cannot open account database {shown(self.path)}: "
+            raise AccountError(f"cannot open account database {redacted(self.path)}: "
                                f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
                                ) from None
         self._dummy = (secrets.token_bytes(16), kdf_name())  # for unknown names
