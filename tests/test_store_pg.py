@@ -333,3 +333,25 @@ def test_console_web_only_on_postgresql_shows_an_alert_a_receiver_stored(
             _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_a_store_reconnects_after_its_connection_was_lost(postgres, pg_url):
+    """The server ended the session (a restart, a failover): the call that meets the dead
+    connection fails (its alert is re-announced by the kiosk), the next one reconnects."""
+    import psycopg
+
+    store = IncidentStore(pg_url)
+    try:
+        first, second = alert(), alert()
+        assert store.record_alert(first, iso8601(time.time()), 1.0, True)
+        version = store.data_version()
+        with psycopg.connect(postgres.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "datname = %s AND pid <> pg_backend_pid()", (pg_url.rsplit("/", 1)[1],))
+        with pytest.raises(psycopg.OperationalError):
+            store.record_alert(second, iso8601(time.time()), 1.0, True)
+        assert store.record_alert(second, iso8601(time.time()), 1.0, True)  # reconnected
+        assert {i.alert_id for i in store.all_incidents()} == {first.alert_id, second.alert_id}
+        assert store.data_version() != version  # the console refreshes after a reconnect
+    finally:
+        store.close()

@@ -198,28 +198,52 @@ class PostgresDatabase(Database):
         self.url = url
         self._changes = 0
         self._listening = False
+        self._closed = False
+        self._depth = 0  # open transactions: never reconnect inside one
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._db = self._connect()
         except psycopg.Error as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise DatabaseError(f"{redacted(url)}: {first}") from None
-        self._db.add_notify_handler(self._notified)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        conn.add_notify_handler(self._notified)
+        return conn
+
+    def _conn(self) -> Any:
+        """The connection; a new one when the last was lost (the server restarted, a standby
+        was promoted: a multi-host URL with target_session_attrs=read-write finds the new
+        primary). The call that met the lost connection has failed already; an alert it
+        carried is re-announced by its kiosk until a receipt comes (docs/scaling.md)."""
+        if (self._db.broken or self._db.closed) and not self._closed and not self._depth:
+            self._db.close()
+            self._db = self._connect()
+            self._listening = False
+            self._changes += 1  # what changed meanwhile is unknown: the console refreshes
+        return self._db
 
     def _notified(self, _n: object) -> None:
         self._changes += 1
 
     def execute(self, sql: str, args: tuple | list = ()) -> Any:
         with self._lock:
-            return self._db.execute(_placeholders(sql), tuple(args))  # pyright: ignore[reportArgumentType]
+            return self._conn().execute(_placeholders(sql), tuple(args))  # pyright: ignore[reportArgumentType]
 
     def script(self, sql: str) -> None:
         with self._lock:
-            self._db.execute(sql.encode())  # no parameters: several statements in one go
+            self._conn().execute(sql.encode())  # no parameters: several statements in one go
 
     @contextmanager
     def tx(self) -> Iterator[None]:
-        with self._lock, self._db.transaction():
-            yield
+        with self._lock, self._conn().transaction():
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
 
     def schema_lock(self) -> None:
         # Two receivers starting at once: CREATE TABLE IF NOT EXISTS is not safe concurrently
@@ -234,10 +258,11 @@ class PostgresDatabase(Database):
 
     def data_version(self) -> int:
         with self._lock:
+            conn = self._conn()
             if not self._listening:
-                self._db.execute(f"LISTEN {CHANGES_CHANNEL}")
+                conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                 self._listening = True
-            self._db.execute("SELECT 1")  # delivers the notifications received meanwhile
+            conn.execute("SELECT 1")  # delivers the notifications received meanwhile
             return self._changes
 
     def greatest(self, a: str, b: str) -> str:
@@ -252,6 +277,7 @@ class PostgresDatabase(Database):
         return sql
 
     def close(self) -> None:
+        self._closed = True
         self._db.close()
 
 
