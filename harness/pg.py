@@ -67,6 +67,13 @@ class Postgres:
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     def start(self) -> Postgres:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no cluster directory or process left behind
+            raise
+
+    def _start(self) -> Postgres:
         initdb, postgres = find_bin("initdb"), find_bin("postgres")
         # Not under pytest's tmp dirs: as root those are 0700 root and `postgres` cannot enter.
         self.dir = Path(tempfile.mkdtemp(prefix="pinkbutton-pg-"))

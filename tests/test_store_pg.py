@@ -355,3 +355,30 @@ def test_a_store_reconnects_after_its_connection_was_lost(postgres, pg_url):
         assert store.data_version() != version  # the console refreshes after a reconnect
     finally:
         store.close()
+
+
+def test_report_fleet_and_user_add_take_a_postgresql_url(pg_url):
+    store = IncidentStore(pg_url)
+    try:
+        a = alert("pb-test-0003")
+        store.record_alert(a, iso8601(time.time()), 12.0, True)
+        store.set_device("pb-test-0003", True, "idle", "0.1.0", iso8601(time.time()))
+    finally:
+        store.close()
+    report = subprocess.run([*ROOM, "report", "--db", pg_url], capture_output=True, text=True,
+                            timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert "1 incident(s) in postgresql://" in report.stdout and a.alert_id in report.stdout
+    fleet = subprocess.run([*ROOM, "fleet", "--db", pg_url], capture_output=True, text=True,
+                           timeout=60)
+    assert fleet.returncode == 0 and "1 kiosk(s)" in fleet.stdout and "pb-test-0003" in \
+        fleet.stdout, fleet.stderr
+    add = subprocess.run([*ROOM, "user", "add", "ana", "--role", "admin", "--db", pg_url],
+                         input="a long password\n", capture_output=True, text=True, timeout=60)
+    assert add.returncode == 0, add.stderr
+    acc = Accounts(pg_url)
+    try:
+        assert acc.verify("ana", "a long password")
+        assert [r["action"] for r in acc.audit_rows()] == ["user_add"]
+    finally:
+        acc.close()
