@@ -29,6 +29,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 from pinkbutton.hal.clock import iso8601
+from pinkbutton.tools.controlroom.db import db_target
 from pinkbutton.tools.controlroom.store import DISPOSITIONS, IncidentStore
 from pinkbutton.tools.controlroom.web import views
 from pinkbutton.tools.controlroom.web.accounts import (
@@ -95,7 +96,7 @@ class Client:
 
 @dataclass
 class Console:
-    db_path: Path
+    db_path: Path | str  # a SQLite file or a postgresql:// URL
     evidence_dir: Path | None
     secure: bool
     poll_s: float
@@ -124,7 +125,7 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
     the same login, and the incident view plays it (static/live.js). `extra_routes`: routes
     of later console modules; they can use `app.state.session_of(conn)` to require a login.
     `public_report`: also serve the public accountability report without a login (web/report.py)."""
-    console = Console(Path(db_path), Path(evidence_dir) if evidence_dir else None, secure,
+    console = Console(db_target(db_path), Path(evidence_dir) if evidence_dir else None, secure,
                       poll_s)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 
