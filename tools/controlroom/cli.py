@@ -302,6 +302,9 @@ def _serve(args) -> int:
         assert keyfile is not None
         if (problem := key_exposed(keyfile)) is not None:
             raise UsageError(f"--web-key {problem}")
+    map_tiles = Path(args.map_tiles) if args.map_tiles else None  # the map's own tiles
+    if map_tiles is not None and not map_tiles.is_dir():
+        raise UsageError(f"--map-tiles {map_tiles}: no such directory (it holds Z/X/Y.png)")
     _db(args)
     evidence_dir = None if args.no_evidence else Path(args.evidence or
                                                      Path(args.db).parent / "evidence")
@@ -330,7 +333,8 @@ def _serve(args) -> int:
     except web.ServeError as e:
         raise UsageError(str(e)) from None
     server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
-                                        live_hub=hub), certfile=certfile, keyfile=keyfile)
+                                        live_hub=hub, map_tiles=map_tiles),
+                             certfile=certfile, keyfile=keyfile)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
           f" (db {args.db}{', web only' if receiver is None else ''})", flush=True)
@@ -452,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plain HTTP, only on a loopback address (development)")
     serve.add_argument("--web-only", action="store_true",
                        help="no receiver in this process (others share the --db)")
+    serve.add_argument("--map-tiles", metavar="DIR",
+                       help="the map's tiles, DIR/Z/X/Y.png made offline (docs/deploy.md); "
+                            "default: the bundled country outline")
     from pinkbutton.tools.controlroom.web.accounts import ROLES
 
     user = sub.add_parser("user", help="officers' accounts of the web console")
