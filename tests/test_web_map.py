@@ -123,8 +123,8 @@ def test_the_map_shows_every_kiosk_by_state_loads_nothing_from_outside_and_keeps
     officer.close()
 
 
-def test_map_tiles_from_the_control_rooms_own_directory_need_a_login(tmp_path, chromium,
-                                                                      console):  # noqa: F811
+def test_map_tiles_from_the_control_rooms_own_directory_need_a_login(
+        tmp_path, chromium, console):  # noqa: F811
     from pinkbutton.tools.controlroom.web.app import create_app
     from pinkbutton.tools.controlroom.web.serve import ConsoleThread
 

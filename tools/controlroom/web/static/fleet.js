@@ -45,7 +45,7 @@
     tr.id = "kiosk-" + k.device_id;
     tr.dataset.deviceId = k.device_id;
     const who = el("td", null, "kiosk");
-    who.appendChild(el("b", k.device_id, "device"));
+    who.appendChild(el("b", k.device_id, "device-id"));
     who.appendChild(el("small", k.site_name || "", "site"));
     tr.appendChild(who);
     const st = el("td", null, "state");
