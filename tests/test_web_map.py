@@ -13,7 +13,8 @@ from pinkbutton.firmware import protocol as p
 from pinkbutton.hal.clock import iso8601
 from pinkbutton.tools.controlroom.store import IncidentStore
 
-from tests.browser import Officer, chromium, console, wait_js  # noqa: F401 (fixtures)
+from tests.browser import Officer, RoomThread, chromium, console, wait_js  # noqa: F401
+from tests.helpers import RunningKiosk, write_kiosk_config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -121,6 +122,39 @@ def test_the_map_shows_every_kiosk_by_state_loads_nothing_from_outside_and_keeps
     assert officer.dialogs == []
     assert officer.foreign_requests() == []
     officer.close()
+
+
+@pytest.mark.broker
+def test_a_press_turns_the_kiosks_marker_to_alerting_and_a_click_opens_the_incident(
+        tmp_path, pki_dir, broker, chromium, console):  # noqa: F811
+    db = tmp_path / "room.db"
+    device = "pb-test-0002"
+    cfg = write_kiosk_config(tmp_path, pki_dir, broker.port, device)
+    with RoomThread(pki_dir, broker, db), RunningKiosk(cfg) as kiosk:
+        c = console(db=db)
+        c.add_user("officer-1")
+        officer = Officer(chromium, c)
+        page = officer.login("officer-1")
+        page.goto(c.url + "/map")
+        page.wait_for_selector("#link-state.ok")
+        # Before any alert: the kiosk's heartbeat tells where it is (write_kiosk_config).
+        before = wait_js(page, """(d) => { const m = window.pbMap.markers[d];
+            return m && {state: m.pbKiosk.state, at: [m.getLatLng().lat, m.getLatLng().lng],
+                         by: m.pbKiosk.located_by}; }""", device, timeout=30)
+        assert before["at"] == [34.0, 71.5] and before["by"] == "heartbeat", before
+        assert before["state"] != "alerting", before
+        kiosk.press()
+        alert_id = kiosk.events.wait_for("persisted", timeout=15)["alert_id"]
+        wait_js(page, "(d) => { const m = window.pbMap.markers[d]; return m && "
+                "m.pbKiosk.state === 'alerting'; }", device, timeout=15)
+        m = markers(page)[device]
+        assert "st-alerting" in m["cls"] and m["fill"] == COLOURS["alerting"], m
+        officer.screenshot("map-alerting")
+        page.click(f"path[data-device-id='{device}']")
+        page.wait_for_url(f"**/incident/{alert_id}")
+        page.wait_for_selector("#timeline li.tl-viewed")
+        assert officer.foreign_requests() == []
+        officer.close()
 
 
 def test_map_tiles_from_the_control_rooms_own_directory_need_a_login(

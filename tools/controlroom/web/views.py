@@ -173,8 +173,8 @@ def incident(store: IncidentStore, alert_id: str, evidence_dir: Path | None,
 # -- the map and the fleet page (issue 12 items 4 and 5) -------------------------------------
 # One dict per kiosk from the same data as `pinkbutton-controlroom fleet` (store.fleet():
 # the last heartbeat and self-test) plus the kiosk's open incident (store.device_states())
-# and where it is. A kiosk's site name and position come from its newest alert (the
-# heartbeat carries neither): a kiosk that never sent an alert is listed without a position.
+# and where it is: the site its heartbeat names (newer firmware: `site` in `health`), else
+# its newest alert's; a kiosk known from neither is listed without a position.
 
 #: Map/fleet states, most urgent first: a kiosk shows the first that applies.
 KIOSK_STATES = ("alerting", "acknowledged", "offline", "failing", "idle")
@@ -232,13 +232,22 @@ def fleet(store: IncidentStore, now: float | None = None) -> dict:
         days = days if isinstance(days, int) and not isinstance(days, bool) else None
         where = placed.get(device_id)
         last = newest.get(device_id)
+        site = beat.get("site") if isinstance(beat.get("site"), dict) else None
+        if site is not None and isinstance(site.get("lat"), int | float) \
+                and isinstance(site.get("lon"), int | float):
+            lat, lon, located = site["lat"], site["lon"], "heartbeat"
+        elif where is not None:
+            lat, lon, located = where["lat"], where["lon"], "alert"
+        else:
+            lat = lon = located = None
         state = kiosk_state(online, None if inc is None else inc.acked_at is not None,
                             selftest_ok is False or bool(faults))
         kiosks.append({
             "device_id": device_id,
-            "site_name": last["site_name"] if last else None,
-            "lat": where["lat"] if where else None, "lon": where["lon"] if where else None,
-            "located_at": where["received_at"] if where else None,
+            "site_name": str(site["name"]) if site and site.get("name") is not None
+            else last["site_name"] if last else None,
+            "lat": lat, "lon": lon, "located_by": located,
+            "located_at": where["received_at"] if located == "alert" and where else None,
             "state": state, "online": online,
             "heartbeat_at": row.heartbeat_at if row else None, "heartbeat_age_s": age,
             "interval_s": beat.get("interval_s"),

@@ -71,7 +71,8 @@
     box.appendChild(el("div", k.device_id, "tip-device"));
     box.appendChild(el("div", LABELS[k.state] + (k.incident ? ": click for the incident" : ""),
                        "tip-state st-text-" + k.state));
-    if (k.located_at) box.appendChild(el("div", "position from its alert of " + k.located_at, "tip-where"));
+    box.appendChild(el("div", k.located_by === "heartbeat" ? "position from its heartbeat"
+                       : "position from its alert of " + k.located_at, "tip-where"));
     return box;
   }
   function place(k) {
@@ -122,7 +123,7 @@
       a.href = target(k);
       li.appendChild(a);
       li.appendChild(el("span", " " + (k.site_name || "") + " · " + LABELS[k.state] +
-                        ": no alert with a position yet"));
+                        ": no position yet (older firmware, no alert)"));
       return li;
     }));
     document.getElementById("unplaced-none").hidden = unplaced.length > 0;
