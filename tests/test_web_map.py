@@ -225,3 +225,15 @@ def test_incident_view_puts_video_beside_a_big_acknowledge_on_a_wide_screen(
     assert b["scroll"] <= b["width"] + 1, b  # no sideways scrolling
     assert b["ack"]["w"] >= 300, b
     officer.close()
+
+
+def test_serve_refuses_map_tiles_that_are_not_a_directory(tmp_path, capsys):
+    from pinkbutton.tools.controlroom import cli as room_cli
+
+    rc = room_cli.main(["serve", "--insecure-http", "--listen", "127.0.0.1:0", "--web-only",
+                        "--db", str(tmp_path / "room.db"), "--pki", str(tmp_path),
+                        "--map-tiles", str(tmp_path / "no-tiles")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--map-tiles {tmp_path / 'no-tiles'}: no such directory" in err
+    assert not (tmp_path / "room.db").exists()  # refused before anything was made

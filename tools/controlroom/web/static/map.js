@@ -23,6 +23,7 @@
   }
 
   const map = L.map("map", { worldCopyJump: true, minZoom: 2, maxZoom: 18 }).setView([25, 70], 3);
+  map.attributionControl.setPrefix("Leaflet");  // text: no link off the machine
   state.map = map;
   if (body.dataset.tiles === "on") {
     L.tileLayer("/map-tiles/{z}/{x}/{y}.png",
