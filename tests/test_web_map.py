@@ -237,3 +237,22 @@ def test_serve_refuses_map_tiles_that_are_not_a_directory(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1, err
     assert f"--map-tiles {tmp_path / 'no-tiles'}: no such directory" in err
     assert not (tmp_path / "room.db").exists()  # refused before anything was made
+
+
+def test_map_and_fleet_need_a_login(tmp_path, chromium, console):  # noqa: F811
+    from tests.test_web_auth import websocket_opens
+
+    db = tmp_path / "room.db"
+    seeded_fleet(db)
+    c = console(db=db)
+    anon = Officer(chromium, c)
+    req = anon.context.request
+    for path in ("/map", "/fleet"):
+        r = req.get(c.url + path, max_redirects=0)
+        assert (r.status, r.headers.get("location")) == (303, "/login"), path
+    assert req.get(c.url + "/api/fleet").status == 401
+    assert req.get(c.url + "/map-tiles/1/1/1.png").status == 401
+    assert req.post(c.url + "/fleet/pb-psh-0001/selftest", form={"csrf": "x"}).status == 401
+    anon.page.goto(c.url + "/login")
+    assert not websocket_opens(anon.page, c.ws_url + "?view=fleet")
+    anon.close()
