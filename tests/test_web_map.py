@@ -5,6 +5,7 @@ layout (video beside a big Acknowledge button on a wide screen, stacked on a nar
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -107,6 +108,10 @@ def test_the_map_shows_every_kiosk_by_state_loads_nothing_from_outside_and_keeps
     assert page.query_selector_all(".leaflet-tooltip img") == []
     assert officer.dialogs == []
     officer.screenshot("map")
+    if os.environ.get("PINKBUTTON_SCREENSHOTS"):
+        page.evaluate("() => { window.pbMap.map.setZoom(5, {animate: false}); }")
+        time.sleep(0.5)
+        officer.screenshot("map-region")  # the outline and the grid around the kiosks
 
     requests = list(officer.requests)
     assert any(u.endswith("/static/vendor/leaflet/leaflet.js") for u in requests), requests

@@ -32,9 +32,13 @@
     fetch("/static/vendor/outline/countries-50m.geojson", { credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (geo) {
-        L.geoJSON(geo, { interactive: false, renderer: L.canvas({ padding: 0.2 }),
+        const pane = map.createPane("outline");  // above tiles, below the grid and kiosks
+        pane.style.zIndex = 250;
+        pane.style.pointerEvents = "none";
+        L.geoJSON(geo, { interactive: false, pane: "outline",
+                         renderer: L.canvas({ padding: 0.2, pane: "outline" }),
                          style: { color: "#7a8a99", weight: 1, fillColor: "#eef1ea",
-                                  fillOpacity: 1 } }).addTo(map).bringToBack();
+                                  fillOpacity: 1 } }).addTo(map);
         state.outline = true;
       });
     map.attributionControl.addAttribution("outline: Natural Earth");
