@@ -37,7 +37,11 @@ def seeded(db) -> None:
 
 
 def row_of(page, device: str):
-    return page.wait_for_selector(f"#fleet-body tr[data-device-id='{device}']")
+    """The kiosk's row as a locator: every push re-renders the table, so an element handle
+    would go stale; a locator finds the row again each time."""
+    row = page.locator(f"#fleet-body tr[data-device-id='{device}']")
+    row.wait_for()
+    return row
 
 
 def post_selftest(page, device: str) -> int:
@@ -63,11 +67,11 @@ def test_fleet_rows_warn_sort_and_keep_device_text_as_text(tmp_path, chromium, c
     for shown in ("pb-psh-0001", "Qissa Khwani", "online", "s ago", "ok ", "0.1.0", "400 days"):
         assert shown in text, (shown, text)
     assert "WARN" not in text and "warn-row" not in (ok.get_attribute("class") or "")
-    assert warn.query_selector("td.cert").inner_text() == "12 days WARN"
-    assert "warn" in (warn.query_selector("td.cert").get_attribute("class") or "")
-    assert warn.query_selector(".site").inner_text() == XSS  # text, not an element
+    assert warn.locator("td.cert").inner_text() == "12 days WARN"
+    assert "warn" in (warn.locator("td.cert").get_attribute("class") or "")
+    assert warn.locator(".site").inner_text() == XSS  # text, not an element
     assert page.query_selector_all("#fleet img") == [] and officer.dialogs == []
-    cell = failed.query_selector("td.selftest")
+    cell = failed.locator("td.selftest")
     assert "FAILED" in cell.inner_text() and "(camera,microphone)" in cell.inner_text()
     assert "covered or black" in cell.inner_text()
     assert "warn" in (cell.get_attribute("class") or "") and "warn-row" in (
@@ -122,13 +126,13 @@ def test_supervisor_runs_a_selftest_that_a_covered_camera_fails(tmp_path, pki_di
         row = row_of(page, device)
         text = row.inner_text()
         assert "0.1.0" in text, text  # firmware from the heartbeat
-        days = int(row.query_selector("td.cert").inner_text().split(" days")[0])
+        days = int(row.locator("td.cert").inner_text().split(" days")[0])
         assert days > 30 and "WARN" not in text, text  # the test PKI's fresh certificate
 
         assert kiosk.camera is not None
         kiosk.camera.covered = True  # tape over the lens
         before = len(kiosk.events.of("selftest"))
-        row.query_selector("button.selftest-button").click()
+        row.locator("button.selftest-button").click()
         page.wait_for_selector("#asked")
         assert device in page.inner_text("#asked")
         kiosk.events.wait_for("cmd", lambda d: d["cmd"] == "selftest", timeout=20)
@@ -136,7 +140,7 @@ def test_supervisor_runs_a_selftest_that_a_covered_camera_fails(tmp_path, pki_di
             return r && r.querySelector('td.selftest').textContent.startsWith('FAILED'); }""",
                 device, timeout=30)
         assert len(kiosk.events.of("selftest")) > before
-        cell = row_of(page, device).query_selector("td.selftest")
+        cell = row_of(page, device).locator("td.selftest")
         assert "camera" in cell.inner_text() and "warn" in (cell.get_attribute("class") or "")
         officer.screenshot("fleet-selftest-failed")
         assert any("SELFTEST asked of 1 kiosk(s): " + device in ln for ln in room.lines)

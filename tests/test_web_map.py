@@ -103,8 +103,7 @@ def test_the_map_shows_every_kiosk_by_state_loads_nothing_from_outside_and_keeps
 
     # Device text stays text: the tooltip shows the site name as written, no <img> made.
     page.hover(f"path[data-device-id='{kiosks['alerting']}']")
-    tip = page.wait_for_selector(".leaflet-tooltip .kiosk-tip")
-    assert tip.query_selector(".tip-site").inner_text() == XSS
+    assert page.locator(".leaflet-tooltip .kiosk-tip .tip-site").inner_text() == XSS
     assert page.query_selector_all(".leaflet-tooltip img") == []
     assert officer.dialogs == []
     officer.screenshot("map")

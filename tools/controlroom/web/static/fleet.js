@@ -103,8 +103,16 @@
     const m = state.last;
     if (!m) return;
     const tbody = document.getElementById("fleet-body");
+    // Every push re-renders the rows: keep a focused self-test button focused.
+    const active = document.activeElement;
+    const focused = active && active.classList.contains("selftest-button")
+      ? active.closest("tr").dataset.deviceId : null;
     const rows = m.kiosks.slice().sort(compare).map(row);
     tbody.replaceChildren.apply(tbody, rows);
+    if (focused !== null) {
+      const again = rows.filter(function (r) { return r.dataset.deviceId === focused; })[0];
+      if (again) again.querySelector("button.selftest-button").focus();
+    }
     document.getElementById("fleet-empty").hidden = rows.length > 0;
     document.getElementById("warn-days").textContent = m.warn_days;
     document.querySelectorAll("button.sort").forEach(function (b) {

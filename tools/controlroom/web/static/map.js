@@ -84,7 +84,10 @@
     const old = state.markers[k.device_id];
     const was = state.kiosks[k.device_id];
     if (old && was && was.state === k.state && was.lat === k.lat && was.lon === k.lon) {
-      old.setTooltipContent(tooltip(k));
+      if (was.site_name !== k.site_name || was.incident !== k.incident ||
+          was.located_by !== k.located_by || was.located_at !== k.located_at) {
+        old.setTooltipContent(tooltip(k));
+      }
       old.pbKiosk = k;
       return;
     }
