@@ -117,8 +117,12 @@ def _report(args) -> int:
     since, until = args.since, args.until
     if since and until and since.iso >= until.iso:
         raise UsageError(f"--since {since.typed} is not before --until {until.typed}")
+    if args.period is None and (args.public or args.tz):
+        raise UsageError(f"{'--public' if args.public else '--tz'} needs --period day|week|month")
     store = IncidentStore(args.db)
     try:
+        if args.period is not None:
+            return _accountability(args, store)
         incidents = store.incidents_received(since and since.iso, until and until.iso)
         if args.csv:
             _report_csv(incidents)
@@ -145,6 +149,30 @@ def _report(args) -> int:
         store.close()
     return 0
 
+
+# -- the accountability report (issue 12 item 6): `report --period` ----------------------
+
+def _accountability(args, store: IncidentStore) -> int:
+    """The aggregated table per site and period (tools/controlroom/accountability.py)."""
+    from pinkbutton.tools.controlroom import accountability as acc
+
+    try:
+        tz = args.tz or "UTC"
+        acc.zone(tz)
+        since = acc.parse_day(args.since.typed, tz) if args.since else None
+        until = acc.parse_day(args.until.typed, tz) if args.until else None
+        report = acc.from_store(store, args.period, since, until, tz, time.time(),
+                                args.public)
+    except acc.ReportError as e:
+        raise UsageError(str(e)) from None
+    if args.csv:
+        sys.stdout.write(acc.csv_text(report))
+    else:
+        print("\n".join(acc.text_lines(report)))
+    return 0
+
+
+# -- end of the accountability report ----------------------------------------------------
 
 CSV_COLUMNS = ("id", "device", "site", "kind", "pressed", "received", "acked", "ended",
                "presses", "latency ms", "problems")
@@ -333,11 +361,15 @@ def _serve(args) -> int:
     except web.ServeError as e:
         raise UsageError(str(e)) from None
     server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
-                                        live_hub=hub, map_tiles=map_tiles),
+                                        live_hub=hub, public_report=args.public_report,
+                                        map_tiles=map_tiles),
                              certfile=certfile, keyfile=keyfile)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
           f" (db {args.db}{', web only' if receiver is None else ''})", flush=True)
+    if args.public_report:  # the accountability report's public version, no login
+        print(f"public accountability report on {'https' if certfile else 'http'}://"
+              f"{shown_host}:{sock.getsockname()[1]}/report/public", flush=True)
     if nobody:
         print(f"no officer accounts yet: pinkbutton-controlroom user add NAME --role admin "
               f"--db {args.db}", flush=True)
@@ -438,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", action="store_true",
                      help="one CSV row per incident (id, device, site, kind, pressed, received, "
                           "acked, ended, presses, latency ms, problems) for a spreadsheet")
+    # The accountability report (issue 12 item 6): aggregated per site and period.
+    rep.add_argument("--period", choices=("day", "week", "month"),
+                     help="the accountability table per site and day / ISO week / month: "
+                          "presses, outcomes, time to view/ack/dispatch p50/p90, offline "
+                          "hours (default range: the last 14 days / 12 weeks / 12 months)")
+    rep.add_argument("--public", action="store_true",
+                     help="with --period: the public version (sites and numbers only: no "
+                          "officers, units, notes, devices or evidence)")
+    rep.add_argument("--tz", metavar="ZONE",
+                     help="with --period: the periods' time zone (IANA name; default UTC)")
     fleet = sub.add_parser("fleet", help="one line per kiosk: online, heartbeat, self-test, "
                                          "firmware, certificate, temperature, disk")
     fleet.add_argument("--db", default="controlroom.db",
@@ -459,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--map-tiles", metavar="DIR",
                        help="the map's tiles, DIR/Z/X/Y.png made offline (docs/deploy.md); "
                             "default: the bundled country outline")
+    serve.add_argument("--public-report", action="store_true",  # issue 12 item 6
+                       help="serve the public accountability report at /report/public "
+                            "without a login (sites and numbers only)")
     from pinkbutton.tools.controlroom.web.accounts import ROLES
 
     user = sub.add_parser("user", help="officers' accounts of the web console")

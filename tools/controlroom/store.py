@@ -599,6 +599,25 @@ class IncidentStore:
         return self._incidents("WHERE received_at >= ? AND received_at < ? ORDER BY received_at",
                                (since or "", until or "\uffff"))
 
+    # -- the accountability report (issue 12 item 6; tools/controlroom/accountability.py) --
+
+    def online_changes(self) -> list[tuple[str, str, bool]]:
+        """(device_id, at, online) of every kiosk's online/offline change (device_log,
+        written by the receiver's link supervision), each kiosk's oldest first."""
+        rows = self._db.execute("SELECT device_id, at, online FROM device_log "
+                                "ORDER BY device_id, id")
+        return [(d, at, bool(o)) for d, at, o in rows]
+
+    def device_sites(self) -> dict[str, tuple[str, str]]:
+        """Each kiosk's (site_id, site_name) as its newest incident gave them."""
+        rows = self._db.execute(
+            "SELECT device_id, site_id, site_name FROM incidents i WHERE rowid = (SELECT "
+            "rowid FROM incidents j WHERE j.device_id = i.device_id "
+            "ORDER BY received_at DESC, rowid DESC LIMIT 1)")
+        return {d: (s, n) for d, s, n in rows}
+
+    # -- end of the accountability report's queries ---------------------------------------
+
     def close(self) -> None:
         self._db.close()
 

@@ -120,12 +120,13 @@ class Console:
 
 def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure: bool = True,
                poll_s: float = 0.25, live_hub=None, extra_routes: Sequence[BaseRoute] = (),
-               map_tiles: Path | None = None):
+               public_report: bool = False, map_tiles: Path | None = None):
     """The ASGI app. `secure`: served over HTTPS (cookies get Secure). `live_hub`: the
     receiver's `LiveHub` (tools/controlroom/web/live.py; None: no live view, e.g. a console
     without a receiver in its process): its WebSocket `/live/{alert_id}` is served behind
     the same login, and the incident view plays it (static/live.js). `extra_routes`: routes
     of later console modules; they can use `app.state.session_of(conn)` to require a login.
+    `public_report`: also serve the public accountability report without a login (web/report.py).
     `map_tiles`: a directory of z/x/y.png tiles for the map (None: the bundled outline)."""
     console = Console(Path(db_path), Path(evidence_dir) if evidence_dir else None, secure,
                       poll_s)
@@ -452,6 +453,12 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         from pinkbutton.tools.controlroom.web.live import live_route
 
         live.append(live_route(live_hub, ws_allowed))
+    # -- the accountability report (issue 12 item 6): tools/controlroom/web/report.py --
+    from pinkbutton.tools.controlroom.web.report import report_routes
+
+    report = report_routes(console, session_of, lambda *a: console.acc.audit(*a),
+                           public=public_report)
+    # -- end of the accountability report --
     routes: list[BaseRoute] = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
@@ -471,6 +478,7 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         Route("/api/fleet", fleet_json, methods=["GET"]),
         Route("/fleet/{device_id}/selftest", fleet_selftest, methods=["POST"]),
         *live,  # the live view's WebSocket (tools/controlroom/web/live.py), behind the login
+        *report,  # the accountability report (web/report.py): /report, /report.csv, public
         *extra_routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
