@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb vendor
 
 all: test
 
@@ -45,6 +45,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# The web console's map files (Leaflet, the country outline), committed in
+# tools/controlroom/web/static/vendor/: fetched again from the npm registry, sha256-checked.
+vendor: deps
+	$(BIN)/python -m pinkbutton.tools.controlroom.web.vendor
 
 demo: deps
 	$(BIN)/python -m harness.demo

@@ -345,6 +345,9 @@ def _serve(args) -> int:
         assert keyfile is not None
         if (problem := key_exposed(keyfile)) is not None:
             raise UsageError(f"--web-key {problem}")
+    map_tiles = Path(args.map_tiles) if args.map_tiles else None  # the map's own tiles
+    if map_tiles is not None and not map_tiles.is_dir():
+        raise UsageError(f"--map-tiles {map_tiles}: no such directory (it holds Z/X/Y.png)")
     _db(args)
     evidence_dir = None if args.no_evidence else Path(args.evidence or
                                                      _evidence_default(args))
@@ -376,7 +379,8 @@ def _serve(args) -> int:
     except web.ServeError as e:
         raise UsageError(str(e)) from None
     server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
-                                        live_hub=hub, public_report=args.public_report),
+                                        live_hub=hub, public_report=args.public_report,
+                                        map_tiles=map_tiles),
                              certfile=certfile, keyfile=keyfile)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
@@ -516,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plain HTTP, only on a loopback address (development)")
     serve.add_argument("--web-only", action="store_true",
                        help="no receiver in this process (others share the --db)")
+    serve.add_argument("--map-tiles", metavar="DIR",
+                       help="the map's tiles, DIR/Z/X/Y.png made offline (docs/deploy.md); "
+                            "default: the bundled country outline")
     serve.add_argument("--public-report", action="store_true",  # issue 12 item 6
                        help="serve the public accountability report at /report/public "
                             "without a login (sites and numbers only)")

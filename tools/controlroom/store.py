@@ -71,8 +71,9 @@ ADDED_COLUMNS = (
 )
 #: How an ended incident turned out (the console's end button; the accountability report).
 DISPOSITIONS = ("genuine", "false_alarm", "test", "prank", "technical")
-#: What an officer can ask a receiver to do through the store's `commands` table.
-COMMAND_VERBS = ("ack", "dispatch", "extend", "end")
+#: What an officer can ask a receiver to do through the store's `commands` table
+#: (`selftest`: the fleet page's button; alert_id "", args {"device_id"}).
+COMMAND_VERBS = ("ack", "dispatch", "extend", "end", "selftest")
 INCIDENTS_INDEX = "CREATE INDEX IF NOT EXISTS incidents_device ON incidents(device_id, ended_at);"
 SCHEMA = INCIDENTS_TABLE.format(name="incidents") + INCIDENTS_INDEX + """
 CREATE TABLE IF NOT EXISTS folded (
