@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml
 # The web console's map files (Leaflet, the country outline), committed in
 # tools/controlroom/web/static/vendor/: fetched again from the npm registry, sha256-checked.
 vendor: deps
-	$(BIN)/python -m pinkbutton.tools.controlroom.web.vendor
+	$(BIN)/python -m harness.vendor
 
 demo: deps
 	$(BIN)/python -m harness.demo

@@ -9,7 +9,7 @@ the console never loads anything from the internet, and neither does a test).
 
 Each package tarball is checked against the SHA-256 below before anything is copied: a
 registry that serves other bytes fails the run (exit 1) and changes nothing.
-Run: `python -m pinkbutton.tools.controlroom.web.vendor` (needs `npm` on PATH).
+Run: `python -m harness.vendor` (needs `npm` on PATH).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-STATIC = Path(__file__).parent / "static" / "vendor"
+STATIC = Path(__file__).resolve().parent.parent / "tools" / "controlroom" / "web" / "static" / "vendor"
 PACKAGES = {
     "leaflet@1.9.4": "84c65a256e50657896f54c33bd857b6849ebe94c817803be818bf32a3dde0b77",
     "world-atlas@2.0.2": "032e7765f2ce00edaeafec23ff22bc3b77e42987c257da944cc585b452c05b97",
