@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from pinkbutton.firmware.app import Kiosk
 from pinkbutton.firmware.outbox import Outbox
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.fake import FakeBackend
@@ -46,7 +47,7 @@ class DeviceView:
         self.last = "starting"
         self.persisted: set[str] = set()
         self.delivered: set[str] = set()
-        self.kiosk = None  # set once built: faults are read from its state
+        self.kiosk: Kiosk | None = None  # set once built: faults are read from its state
 
     def __call__(self, kind: str, data: dict) -> None:
         text = None
@@ -78,8 +79,7 @@ class DeviceView:
             text = f"{data['cmd']}{by} (alert {str(data.get('alert_id'))[:8]})"
         elif kind == "selftest":
             text = "selftest ok" if data["ok"] else f"selftest FAILED: {', '.join(data['failed'])}"
-        state = getattr(self.kiosk, "state", None)
-        faults = tuple(sorted(state.faults)) if state is not None else ()
+        faults = tuple(sorted(self.kiosk.state.faults)) if self.kiosk is not None else ()
         if faults != self.faults:
             raised = [f for f in faults if f not in self.faults]
             cleared = [f for f in self.faults if f not in faults]

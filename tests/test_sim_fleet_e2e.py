@@ -198,19 +198,19 @@ def test_small_fleet_comes_online_presses_reach_the_room_and_quirks_show(
             assert sorted(seen) == sorted(ids)
             # a press typed as a command reaches the room and the officer's ack comes back
             fleet.send("press bazaar")
-            fleet.wait_line("bazaar", "ack by officer-1", timeout=30)
-            fleet.wait_line("bazaar", "indicator help_coming", timeout=10)
+            fleet.wait_line("bazaar  pb-sf-bazaar  ", "ack by officer-1", timeout=30)
+            fleet.wait_line("bazaar  pb-sf-bazaar  ", "indicator help_coming", timeout=10)
             alert = room.events.wait_for("alert", lambda d: d.get("device_id") == "pb-sf-bazaar",
                                          timeout=10)
             assert alert["new"]
             # so does one through the slow disk and one through the flaky link (bare site id)
             fleet.send("slow")
             fleet.send("press flaky")
-            fleet.wait_line("slow", "ack by officer-1", timeout=30)
-            fleet.wait_line("flaky", "ack by officer-1", timeout=30)
+            fleet.wait_line("slow  pb-sf-slow  ", "ack by officer-1", timeout=30)
+            fleet.wait_line("flaky  pb-sf-flaky  ", "ack by officer-1", timeout=30)
             # quirks show on the fleet's lines and reach the room as fault events
-            fleet.wait_line("covered", "fault camera_covered", timeout=30)
-            fleet.wait_line("stuck", "fault button_stuck", timeout=30)
+            fleet.wait_line("covered  pb-sf-covered  ", "fault camera_covered", timeout=30)
+            fleet.wait_line("stuck  pb-sf-stuck  ", "fault button_stuck", timeout=30)
             for device, fault in (("pb-sf-covered", "camera_covered"),
                                   ("pb-sf-stuck", "button_stuck")):
                 end = time.monotonic() + 20
@@ -220,11 +220,15 @@ def test_small_fleet_comes_online_presses_reach_the_room_and_quirks_show(
                               for line in room.lines if line.startswith("EVENT")):
                     assert time.monotonic() < end, (device, fault, [x for x in room.lines if device in x])
                     time.sleep(0.2)
+            # `hold SITE S`: held past button_stuck_s (1 s) it is stuck until released
+            assert not any(line.startswith("quiet ") and "button" in line for line in fleet.lines)
+            fleet.send("hold quiet 2.5")
+            fleet.wait_line("quiet  pb-sf-quiet  ", "fault button_stuck", timeout=20)
+            fleet.wait_line("quiet  pb-sf-quiet  ", "fault cleared button_stuck", timeout=20)
             # an unknown site is an answer, not a crash
             fleet.send("press nowhere")
             fleet.wait_line("fleet: no site 'nowhere'", timeout=10)
             assert fleet.quit() == 0
-            assert not any(line.startswith("quiet") and "alert" in line for line in fleet.lines)
         finally:
             fleet.kill()
 
