@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from pinkbutton.firmware.app import Kiosk
+from pinkbutton.firmware.diag.cli import shown
 from pinkbutton.firmware.outbox import Outbox
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.fake import FakeBackend
@@ -92,6 +93,8 @@ class DeviceView:
             self._say(text)
 
     def _say(self, text: str) -> None:
+        # an operator's name, a broker's reason: shown, never obeyed by the terminal
+        text = shown(text)
         self.last = text
         self.report(self, text)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pinkbutton.firmware.diag.cli import shown
 from pinkbutton.simulator.fleet import DeviceView, FleetRunner
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def render(runner: FleetRunner, height: int | None = None) -> RenderableType:
     alerting = sum(_rank(v)[0] == 0 for v in views)
     faulty = sum(bool(v.faults) for v in views)
     head = Text.assemble(
-        (f"{runner.fleet.name}: ", "bold"), f"{total} devices  ",
+        (f"{shown(runner.fleet.name)}: ", "bold"), f"{total} devices  ",
         (f"{online} online", "green" if online == total else "yellow"), "  ",
         (f"{alerting} alerting", "bold yellow" if alerting else ""), "  ",
         (f"{faulty} with faults", "red" if faulty else ""))
@@ -48,12 +49,13 @@ def render(runner: FleetRunner, height: int | None = None) -> RenderableType:
     room = max(1, (height or total + 6) - 6)  # head, header, help, message, margins
     for v in views[:room]:
         q = v.site.quirks.names()
+        # Text, never str: rich would read "[...]" in a name or an operator's text as markup
         table.add_row(
-            v.site.id, v.site.kind,
+            Text(v.site.id), Text(v.site.kind),
             Text("online", "green") if v.online else Text("OFFLINE", "bold red"),
-            v.mode, Text(v.pattern, _PATTERN_STYLE.get(v.pattern, "")),
-            Text(", ".join(v.faults), "red"), ", ".join(q), v.last)
+            Text(v.mode), Text(v.pattern, _PATTERN_STYLE.get(v.pattern, "")),
+            Text(", ".join(v.faults), "red"), Text(", ".join(q)), Text(v.last))
     more = f"  (+{total - room} quiet devices not shown)" if total > room else ""
     help_line = Text("type a site id + Enter to press · press ID · hold ID S · quit" + more,
                      "dim")
-    return Group(head, table, help_line, Text(runner.message, "italic"))
+    return Group(head, table, help_line, Text(shown(runner.message), "italic"))

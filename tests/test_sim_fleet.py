@@ -237,3 +237,45 @@ def test_flaky_link_adds_latency_each_way_and_holds_lost_chunks_in_order():
     finally:
         link.close()
         server.close()
+
+
+def _view_site(tmp_path, name: str = "Site [bold]x[/bold]"):
+    f = tmp_path / "f.toml"
+    f.write_text(HEAD + f'\n[[site]]\nid = "a"\nname = "{name}"\nkind = "park"\nlat = 1\nlon = 2\n')
+    return load_fleet(f, check_certificates=False).sites[0]
+
+
+def test_text_from_the_room_is_shown_escaped_on_the_fleets_lines(tmp_path):
+    from pinkbutton.simulator.fleet import DeviceView
+
+    said: list[str] = []
+    view = DeviceView(_view_site(tmp_path), lambda _v, text: said.append(text))
+    view("cmd", {"cmd": "ack", "alert_id": "0000abcd-1", "operator": "evil\x1b[2J\u202eofficer"})
+    view("disconnected", {"reason": "bye\r\nFAKE LINE"})
+    assert said and all("\x1b" not in t and "\u202e" not in t and "\n" not in t for t in said)
+    assert "evil\\x1b[2J\\u202eofficer" in said[0]
+    assert view.last == said[-1]
+
+
+def test_the_table_shows_site_text_literally_not_as_markup(tmp_path):
+    from pinkbutton.simulator.fleet import FleetRunner
+    from pinkbutton.simulator.fleettable import render
+    from rich.console import Console
+
+    f = tmp_path / "f.toml"
+    f.write_text(HEAD + site("a") + site("b", extra='quirks.stuck_button = true\n'))
+    runner = FleetRunner(load_fleet(f, check_certificates=False), sys.stdout, lines=False)
+    from pinkbutton.simulator.fleet import DeviceView
+
+    for s in runner.fleet.sites:
+        runner.views[s.id] = DeviceView(s, lambda _v, _t: None)
+    runner.views["a"].last = "ack by [bold red]officer[/]"
+    runner.views["b"].faults = ("button_stuck",)
+    runner.views["a"].online = runner.views["b"].online = True
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render(runner, height=40))
+    text = console.export_text()
+    assert "ack by [bold red]officer[/]" in text
+    assert "Test town: 2 devices  2 online" in text
+    # a device with a fault comes before a quiet one
+    assert text.index("button_stuck") < text.index("ack by")
