@@ -279,3 +279,24 @@ def test_the_table_shows_site_text_literally_not_as_markup(tmp_path):
     assert "Test town: 2 devices  2 online" in text
     # a device with a fault comes before a quiet one
     assert text.index("button_stuck") < text.index("ack by")
+
+
+def test_a_press_that_never_reached_a_broker_exits_1_and_stays_in_the_outbox(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]  # bound, never listening: every connect is refused
+    f = tmp_path / "f.toml"
+    f.write_text(HEAD + site("a") + site("b"))
+    pki.issue_fleet(f)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pinkbutton.simulator.cli", "fleet", str(f),
+             "--broker", f"127.0.0.1:{port}", "--exit-after", "3"],
+            cwd=ROOT, input="press a\n", capture_output=True, text=True, timeout=60)
+    finally:
+        sock.close()
+    assert proc.returncode == 1, proc.stderr
+    assert "1 alert(s) not delivered before exit (kept in the outboxes)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "a  pb-t-a  alert" in proc.stdout and "written to the outbox" in proc.stdout
+    assert (tmp_path / "state" / "pb-t-a" / "outbox.db").exists()
