@@ -144,9 +144,10 @@ def _run(args) -> int:
 
 def _fleet(args) -> int:
     from pinkbutton.simulator.fleet import FleetRunner
-    from pinkbutton.simulator.fleetfile import load_fleet
+    from pinkbutton.simulator.fleetfile import load_fleet, make_state_dir
 
     fleet = load_fleet(args.file, pki=args.pki, state_dir=args.state_dir, broker=args.broker)
+    make_state_dir(fleet)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     table = sys.stdout.isatty() and not args.lines

@@ -42,6 +42,7 @@ from typing import Any
 
 from pinkbutton.firmware import protocol
 from pinkbutton.firmware.config import Config, ConfigError, parse_config, verify_certificates
+from pinkbutton.firmware.durable import private_dir
 
 KINDS = ("market", "bus_stand", "university", "park", "college")
 # Site ids are typed by a trainer (`press qissa-khwani`) and become part of the device id.
@@ -164,7 +165,7 @@ def parse_fleet(data: Mapping[str, Any], path: Path, *, pki: Path | None = None,
         else base / _text(head, "state_dir", where, required=True)))
     host_port = broker if broker is not None else _text(head, "broker", where,
                                                          default=DEFAULT_BROKER)
-    host, port = _host_port(host_port, f"{where} broker")
+    host, port = _host_port(host_port, f"{where} broker" if broker is None else "--broker")
     media_default = _flag(head, "media", where, default=False)
 
     kiosk = _table(data.get("kiosk"), path, "[kiosk]")
@@ -343,6 +344,16 @@ def _host_port(text: str, where: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ConfigError(f"{where}: {text!r} is not \"host:port\"")
     return host.strip("[]"), int(port)
+
+
+def make_state_dir(fleet: Fleet) -> None:
+    """The fleet's state folder (0700), before any kiosk starts: a kiosk without its folder
+    would keep its alerts in memory only, which a simulator must not hide."""
+    try:
+        private_dir(fleet.state_dir, tighten=False)
+    except OSError as e:
+        raise ConfigError(f"{fleet.path}: [fleet] state_dir: cannot make {fleet.state_dir}: "
+                          f"{e.strerror or e}") from None
 
 
 def with_broker(site: Site, host: str, port: int) -> Site:

@@ -300,3 +300,14 @@ def test_a_press_that_never_reached_a_broker_exits_1_and_stays_in_the_outbox(tmp
     assert "Traceback" not in proc.stderr
     assert "a  pb-t-a  alert" in proc.stdout and "written to the outbox" in proc.stdout
     assert (tmp_path / "state" / "pb-t-a" / "outbox.db").exists()
+
+
+def test_bad_overrides_are_one_line_exit_2_naming_the_option(tmp_path):
+    f = tmp_path / "f.toml"
+    f.write_text(HEAD + site("a"))
+    pki.issue_fleet(f)
+    assert_one_line_error(sim_fleet(f, "--broker", "nonsense"), "--broker", "'nonsense'")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_one_line_error(sim_fleet(f, "--state-dir", str(blocker / "state")), "f.toml",
+                          "state_dir", "cannot make")
