@@ -173,24 +173,27 @@ def _fleet(args) -> int:
                 done.set()
                 return
 
-    runner.start()
-    if sys.stdin is not None:
-        threading.Thread(target=commands, name="fleet-commands", daemon=True).start()
-    try:
-        if table:
-            from pinkbutton.simulator.fleettable import render
-            from rich.live import Live
+    live = None
+    if table:  # started before the kiosks, so their first log lines print above the table
+        from pinkbutton.simulator.fleettable import render
+        from rich.live import Live
+        from rich.logging import RichHandler
 
-            with Live(refresh_per_second=2, screen=False, redirect_stderr=True,
-                      vertical_overflow="crop") as live:
-                live.get_renderable = lambda: render(runner, live.console.size.height)
-                while not done.wait(0.5):
-                    pass
-        else:
-            while not done.wait(0.5):
-                pass
+        live = Live(refresh_per_second=2, screen=False, vertical_overflow="crop",
+                    get_renderable=lambda: render(runner, live.console.size.height if live
+                                                  else None))
+        live.start()
+        logging.getLogger().handlers[:] = [RichHandler(console=live.console, show_path=False)]
+    try:
+        runner.start()
+        if sys.stdin is not None:
+            threading.Thread(target=commands, name="fleet-commands", daemon=True).start()
+        while not done.wait(0.5):
+            pass
     finally:
         runner.stop()
+        if live is not None:
+            live.stop()
     left = runner.undelivered()
     if left:
         print(f"pinkbutton-sim: {left} alert(s) not delivered before exit (kept in the outboxes)",
