@@ -215,9 +215,12 @@ class FleetRunner:
     def _report(self, view: DeviceView, text: str) -> None:
         """A kiosk's state thread: one line per change (when not drawing the table)."""
         self._write(f"{view.site.id}  {view.site.device_id}  {text}")
-        if text == "online" and not self._all_online and \
-                self.online_count() == len(self.fleet.sites):
-            self._all_online = True
+        if text != "online":
+            return
+        with self._lock:  # said once, whichever kiosk's thread completes the count
+            first = not self._all_online and self.online_count() == len(self.fleet.sites)
+            self._all_online = self._all_online or first
+        if first:
             self._write(f"fleet: all {len(self.fleet.sites)} devices online after "
                         f"{time.monotonic() - self._started:.1f} s")
 
