@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, seconds
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from pinkbutton.firmware.config import ConfigError, load_config
 from pinkbutton.hal.base import HalError
 from pinkbutton.hal.clock import Clock
@@ -143,8 +143,11 @@ def _run(args) -> int:
 
 
 def _fleet(args) -> int:
+    from dataclasses import replace
+
     from pinkbutton.simulator.fleet import FleetRunner
     from pinkbutton.simulator.fleetfile import load_fleet, make_state_dir
+    from pinkbutton.simulator.fleetworkers import WorkerFleet
 
     fleet = load_fleet(args.file, pki=args.pki, state_dir=args.state_dir, broker=args.broker)
     make_state_dir(fleet)
@@ -158,7 +161,16 @@ def _fleet(args) -> int:
             print("pinkbutton-sim: the live table needs rich (pip install 'pinkbutton[sim]'); "
                   "printing lines", file=sys.stderr)
             table = False
-    runner = FleetRunner(fleet, sys.stdout, lines=not table)
+    runner: FleetRunner | WorkerFleet
+    if args.worker_of is not None:  # one of the processes of --workers N: its share, as JSON
+        share = set(args.worker_of.split(","))
+        fleet = replace(fleet, sites=tuple(s for s in fleet.sites if s.id in share))
+        runner, table = FleetRunner(fleet, sys.stdout, worker=True), False
+    elif args.workers > 1:
+        runner = WorkerFleet(fleet, sys.stdout, workers=args.workers, lines=not table,
+                             log_level=args.log_level)
+    else:
+        runner = FleetRunner(fleet, sys.stdout, lines=not table)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -195,6 +207,12 @@ def _fleet(args) -> int:
         if live is not None:
             live.stop()
     left = runner.undelivered()
+    if args.worker_of is not None:
+        print(json.dumps({"undelivered": left}), flush=True)
+        return 1 if left else 0
+    if isinstance(runner, WorkerFleet) and runner.failed:
+        print("pinkbutton-sim: a worker process failed (its log is above)", file=sys.stderr)
+        return 1
     if left:
         print(f"pinkbutton-sim: {left} alert(s) not delivered before exit (kept in the outboxes)",
               file=sys.stderr)
@@ -229,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--broker", metavar="HOST:PORT",
                        help="the broker (default: the file's [fleet] broker)")
     fleet.add_argument("--exit-after", type=seconds, metavar="S", help="stop after S seconds")
+    fleet.add_argument("--workers", type=int_in(1, 64), default=1, metavar="N",
+                       help="run the kiosks in N worker processes (default 1: all in this one)")
+    fleet.add_argument("--worker-of", metavar="IDS", help=argparse.SUPPRESS)
     fleet.add_argument("--lines", action="store_true",
                        help="one line per change even on a terminal (no table)")
     fleet.add_argument("--log-level", default="warning",

@@ -17,6 +17,7 @@ from the caller's thread. Lines are written under one lock.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -121,10 +122,14 @@ class _SlowOutbox:
 
 
 class FleetRunner:
-    def __init__(self, fleet: Fleet, out: TextIO, *, lines: bool = True) -> None:
+    def __init__(self, fleet: Fleet, out: TextIO, *, lines: bool = True,
+                 worker: bool = False) -> None:
         self.fleet = fleet
         self.out = out
         self.lines = lines
+        # a worker process of `--workers N` (simulator/fleetworkers.py): JSON lines for the
+        # parent instead of text
+        self.worker = worker
         self.clock = Clock()
         self.views: dict[str, DeviceView] = {}
         self.devices: dict[str, SimDevice] = {}
@@ -201,7 +206,10 @@ class FleetRunner:
         else:
             answer = "commands: SITE | press SITE | hold SITE SECONDS | quit"
         self.message = answer
-        self._write(f"fleet: {answer}")
+        if self.worker:
+            self._emit({"fleet": answer})
+        else:
+            self._write(f"fleet: {answer}")
         return True
 
     # -- what it shows ------------------------------------------------------------------------
@@ -214,6 +222,11 @@ class FleetRunner:
 
     def _report(self, view: DeviceView, text: str) -> None:
         """A kiosk's state thread: one line per change (when not drawing the table)."""
+        if self.worker:
+            self._emit({"site": view.site.id, "text": text, "online": view.online,
+                        "mode": view.mode, "pattern": view.pattern, "faults": list(view.faults),
+                        "presses": view.presses})
+            return
         self._write(f"{view.site.id}  {view.site.device_id}  {text}")
         if text != "online":
             return
@@ -223,6 +236,9 @@ class FleetRunner:
         if first:
             self._write(f"fleet: all {len(self.fleet.sites)} devices online after "
                         f"{time.monotonic() - self._started:.1f} s")
+
+    def _emit(self, message: dict) -> None:
+        self._write(json.dumps(message, ensure_ascii=True))
 
     def _write(self, line: str) -> None:
         if not self.lines:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pinkbutton.firmware.diag.cli import shown
 from pinkbutton.simulator.fleet import DeviceView, FleetRunner
+from pinkbutton.simulator.fleetworkers import WorkerFleet
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -28,7 +29,7 @@ def _rank(view: DeviceView) -> tuple[int, str]:
     return 2, view.site.id
 
 
-def render(runner: FleetRunner, height: int | None = None) -> RenderableType:
+def render(runner: FleetRunner | WorkerFleet, height: int | None = None) -> RenderableType:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text

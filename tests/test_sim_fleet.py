@@ -281,7 +281,8 @@ def test_the_table_shows_site_text_literally_not_as_markup(tmp_path):
     assert text.index("button_stuck") < text.index("ack by")
 
 
-def test_a_press_that_never_reached_a_broker_exits_1_and_stays_in_the_outbox(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_press_that_never_reached_a_broker_exits_1_and_stays_in_the_outbox(tmp_path, workers):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]  # bound, never listening: every connect is refused
@@ -291,7 +292,7 @@ def test_a_press_that_never_reached_a_broker_exits_1_and_stays_in_the_outbox(tmp
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "pinkbutton.simulator.cli", "fleet", str(f),
-             "--broker", f"127.0.0.1:{port}", "--exit-after", "3"],
+             "--broker", f"127.0.0.1:{port}", "--exit-after", "3", "--workers", workers],
             cwd=ROOT, input="press a\n", capture_output=True, text=True, timeout=60)
     finally:
         sock.close()

@@ -29,11 +29,12 @@ pytestmark = pytest.mark.broker
 class FleetProcess:
     """`pinkbutton-sim fleet` in a subprocess; its stdout lines are collected by a thread."""
 
-    def __init__(self, fleet_file: Path, pki_dir: Path, state_dir: Path, port: int) -> None:
+    def __init__(self, fleet_file: Path, pki_dir: Path, state_dir: Path, port: int,
+                 *extra: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pinkbutton.simulator.cli", "fleet", str(fleet_file),
              "--pki", str(pki_dir), "--state-dir", str(state_dir),
-             "--broker", f"localhost:{port}", "--exit-after", "170"],
+             "--broker", f"localhost:{port}", "--exit-after", "170", *extra],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
         self.lines: list[str] = []
@@ -226,6 +227,31 @@ def test_small_fleet_comes_online_presses_reach_the_room_and_quirks_show(
             fleet.wait_line("quiet  pb-sf-quiet  ", "fault button_stuck", timeout=20)
             fleet.wait_line("quiet  pb-sf-quiet  ", "fault cleared button_stuck", timeout=20)
             # an unknown site is an answer, not a crash
+            fleet.send("press nowhere")
+            fleet.wait_line("fleet: no site 'nowhere'", timeout=10)
+            assert fleet.quit() == 0
+        finally:
+            fleet.kill()
+
+
+def test_fleet_in_worker_processes_comes_online_and_routes_presses(tmp_path, pki_dir, broker):
+    fleet_file = tmp_path / "small.toml"
+    fleet_file.write_text(SMALL)
+    issue_fleet(fleet_file, pki_dir)
+    ids = [f"pb-sf-{s}" for s in ("bazaar", "covered", "stuck", "flaky", "slow", "quiet")]
+    db = tmp_path / "room.db"
+    with short_dir() as state, RunningRoom(pki_dir, broker, db, auto_ack=True) as room:
+        fleet = FleetProcess(fleet_file, pki_dir, state, broker.port, "--workers", "2")
+        try:
+            fleet.wait_line("fleet: all 6 devices online", "2 worker processes", timeout=60)
+            wait_room_online(db, ids, timeout=30)
+            # sites are dealt round-robin: bazaar to worker 1, covered to worker 2
+            fleet.send("press covered")
+            fleet.send("bazaar")
+            for sid in ("covered", "bazaar"):
+                fleet.wait_line(f"{sid}  pb-sf-{sid}  ", "ack by officer-1", timeout=30)
+                room.events.wait_for("alert", lambda d, i=f"pb-sf-{sid}": d.get("device_id") == i,
+                                     timeout=10)
             fleet.send("press nowhere")
             fleet.wait_line("fleet: no site 'nowhere'", timeout=10)
             assert fleet.quit() == 0
