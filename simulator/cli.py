@@ -211,7 +211,7 @@ def _fleet(args) -> int:
         print(json.dumps({"undelivered": left}), flush=True)
         return 1 if left else 0
     if isinstance(runner, WorkerFleet) and runner.failed:
-        print("pinkbutton-sim: a worker process failed (its log is above)", file=sys.stderr)
+        print(f"pinkbutton-sim: {runner.failed}", file=sys.stderr)
         return 1
     if left:
         print(f"pinkbutton-sim: {left} alert(s) not delivered before exit (kept in the outboxes)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pinkbutton.firmware.diag.cli import shown
 from pinkbutton.simulator.fleet import DeviceView
 from pinkbutton.simulator.fleetfile import Fleet
 
+log = logging.getLogger("pinkbutton.sim.fleet")
 STOP_S = 20.0  # each worker stops its kiosks (a few seconds) before it is killed
 
 
@@ -46,7 +48,7 @@ class WorkerFleet:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._all_online = False
-        self.failed = False  # a worker ended with an error
+        self.failed = ""  # why a worker ended badly (killed, or an error)
         self._undelivered = 0  # alerts the workers said were not delivered when they stopped
 
     def start(self) -> None:
@@ -57,9 +59,11 @@ class WorkerFleet:
                    "--state-dir", str(self.fleet.state_dir), "--broker", f"{host}:{port}",
                    "--log-level", self.log_level, "--worker-of", ",".join(group)]
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, bufsize=1)
+                                    stderr=subprocess.PIPE, text=True, bufsize=1)
             self.procs.append(proc)
             threading.Thread(target=self._read, args=(proc,), name="fleet-worker-read",
+                             daemon=True).start()
+            threading.Thread(target=self._logs, args=(proc,), name="fleet-worker-log",
                              daemon=True).start()
 
     def stop(self) -> None:
@@ -71,9 +75,11 @@ class WorkerFleet:
                 code = proc.wait(max(0.1, end - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-                code = proc.wait()
+                proc.wait()
+                self.failed = f"worker {proc.pid} did not stop within {STOP_S:g} s (killed)"
+                continue
             if code not in (0, 1):  # 1: undelivered alerts, which it said as JSON
-                self.failed = True
+                self.failed = f"worker {proc.pid} ended with exit code {code} (its log is above)"
 
     def command(self, line: str) -> bool:
         words = line.split()
@@ -135,6 +141,13 @@ class WorkerFleet:
                     self._write(f"fleet: all {len(self.views)} devices online after "
                                 f"{time.monotonic() - self._started:.1f} s "
                                 f"({len(self.procs)} worker processes)")
+
+    def _logs(self, proc: subprocess.Popen[str]) -> None:
+        """A worker's log lines, through this process's logging (above the table)."""
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.strip():
+                log.warning("worker %d: %s", proc.pid, shown(line.rstrip("\n")))
 
     def _answer(self, text: str) -> None:
         self.message = shown(text)
