@@ -184,6 +184,8 @@ def _fleet(args) -> int:
             if not runner.command(line):
                 done.set()
                 return
+        if args.worker_of is not None:  # a worker's parent is gone: never run on orphaned
+            done.set()
 
     live = None
     if table:  # started before the kiosks, so their first log lines print above the table

@@ -312,3 +312,17 @@ def test_bad_overrides_are_one_line_exit_2_naming_the_option(tmp_path):
     blocker.write_text("not a folder")
     assert_one_line_error(sim_fleet(f, "--state-dir", str(blocker / "state")), "f.toml",
                           "state_dir", "cannot make")
+
+
+def test_a_worker_whose_parent_is_gone_stops(tmp_path):
+    """A worker of --workers N reads its commands from the parent: the end of them (the parent
+    died) stops it, so no kiosk runs on orphaned."""
+    f = tmp_path / "f.toml"
+    f.write_text(HEAD + site("a"))
+    pki.issue_fleet(f)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pinkbutton.simulator.cli", "fleet", str(f),
+         "--broker", "127.0.0.1:9", "--worker-of", "a"],
+        cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == '{"undelivered": 0}'
