@@ -289,17 +289,32 @@ def test_a_press_that_never_reached_a_broker_exits_1_and_stays_in_the_outbox(tmp
     f = tmp_path / "f.toml"
     f.write_text(HEAD + site("a") + site("b"))
     pki.issue_fleet(f)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pinkbutton.simulator.cli", "fleet", str(f),
+         "--broker", f"127.0.0.1:{port}", "--exit-after", "120", "--workers", workers],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pinkbutton.simulator.cli", "fleet", str(f),
-             "--broker", f"127.0.0.1:{port}", "--exit-after", "3", "--workers", workers],
-            cwd=ROOT, input="press a\n", capture_output=True, text=True, timeout=60)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("press a\n")
+        proc.stdin.flush()
+        out = []
+        for line in proc.stdout:  # bounded by --exit-after and the timeout below
+            out.append(line)
+            if line.startswith("a  pb-t-a  alert") and "written to the outbox" in line:
+                break
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         sock.close()
-    assert proc.returncode == 1, proc.stderr
-    assert "1 alert(s) not delivered before exit (kept in the outboxes)" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "a  pb-t-a  alert" in proc.stdout and "written to the outbox" in proc.stdout
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert any("written to the outbox" in line for line in out), out
+    assert proc.returncode == 1, stderr
+    assert "1 alert(s) not delivered before exit (kept in the outboxes)" in stderr
+    assert "Traceback" not in stderr
     assert (tmp_path / "state" / "pb-t-a" / "outbox.db").exists()
 
 
