@@ -70,7 +70,7 @@ def test_selftest_as_a_process_on_the_configured_fake_backend(tmp_path, pki_dir)
     proc = diag("selftest", "--config", str(cfg))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.splitlines()
-    assert [line[:2] for line in lines] == ["✓ ", "✓ ", "✓ ", "✓ ", "✓ ", "✗ "], lines
+    assert [line[:2] for line in lines] == ["✓ "] * 9 + ["✗ "], lines
     assert lines[-1].startswith("✗ network: broker 127.0.0.1:1 refused the connection")
     assert "\x1b[" not in proc.stdout  # a pipe, not a terminal: no colour
 
@@ -111,4 +111,5 @@ def test_json_document_is_the_only_stdout_even_with_the_press_prompt(tmp_path, p
     doc = json.loads(proc.stdout)  # the prompt went to stderr
     assert "press the button now" in proc.stderr
     assert {c["name"]: c["ok"] for c in doc["checks"]} == {
-        "button": False, "disk": True, "certificate": True, "network": False}
+        "button": False, "indicator": True, "disk": True, "temperature": True, "clock": True,
+        "certificate": True, "dns": True, "network": False}
