@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,22 @@ def _require_mosquitto() -> None:
         find_mosquitto()
     except BrokerError as exc:
         pytest.skip(f"real-broker test skipped: {exc}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synchronised_clock(tmp_path_factory) -> Iterator[None]:
+    """The host's NTP state is the system's edge: every test (and every process it starts)
+    sees a `timedatectl` that says the clock is synchronised, so the diag's clock check does
+    not depend on the machine running the suite. tests/test_diag_system.py puts its own
+    answers in front of this one."""
+    bin_dir = tmp_path_factory.mktemp("fake-bin")
+    exe = bin_dir / "timedatectl"
+    exe.write_text('#!/bin/sh\n[ "$*" = "show -p NTPSynchronized --value" ] && echo yes\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    old = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{old}"
+    yield
+    os.environ["PATH"] = old
 
 
 @pytest.fixture(scope="session")
