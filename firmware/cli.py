@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, quiet_on_closed_pipe
 from pinkbutton.firmware.config import (
     ConfigError,
     check_state_dir,
@@ -112,6 +112,7 @@ def _run(file: Path, hal: str | None) -> int:
         return EXIT_FAILURE
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:

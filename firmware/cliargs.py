@@ -8,6 +8,39 @@ technician reading a phone screen, or a script reading stderr, gets one line ins
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import ParamSpec
+
+_P = ParamSpec("_P")
+
+#: Exit code of a command whose reader went away (`| head`): 128 + SIGPIPE, as C tools do.
+EXIT_CLOSED_PIPE = 141
+
+
+def quiet_on_closed_pipe(main: Callable[_P, int]) -> Callable[_P, int]:
+    """A command piped into `head` (or a pager the user quit) stops quietly with exit 141,
+    not with a BrokenPipeError traceback: its later writes, and the flush at exit, go to
+    /dev/null."""
+
+    @functools.wraps(main)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> int:
+        try:
+            try:
+                code = main(*args, **kwargs)
+            except SystemExit:  # argparse's --help / --version, or a usage error
+                sys.stdout.flush()
+                raise
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_CLOSED_PIPE
+
+    return wrapper
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -19,7 +19,13 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
+from pinkbutton.firmware.cliargs import (
+    OneLineParser,
+    add_version,
+    int_in,
+    quiet_on_closed_pipe,
+    seconds,
+)
 from pinkbutton.firmware.config import ConfigError, load_config
 from pinkbutton.hal.base import HalError
 from pinkbutton.hal.clock import Clock
@@ -260,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

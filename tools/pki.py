@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, quiet_on_closed_pipe
 from pinkbutton.firmware.durable import private_dir
 from pinkbutton.firmware.enroll import EnrollError, enroll
 
@@ -696,6 +696,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, positive_float, positive_int
+from pinkbutton.firmware.cliargs import (
+    OneLineParser,
+    add_version,
+    positive_float,
+    positive_int,
+    quiet_on_closed_pipe,
+)
 from pinkbutton.firmware.config import Config, ConfigError, check_state_dir, load_config
 from pinkbutton.firmware.diag import control
 from pinkbutton.firmware.diag.checks import Check, certificate_check, failed, passed
@@ -371,6 +377,7 @@ def _logs(args: argparse.Namespace) -> int:
     return EXIT_OK if check.ok else EXIT_FAILED
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None, *, backend=None) -> int:
     """`backend`: a HAL backend to use instead of the config's (tests: a FakeBackend in a
     bad mode)."""

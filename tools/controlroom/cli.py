@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
+from pinkbutton.firmware.cliargs import (
+    OneLineParser,
+    add_version,
+    int_in,
+    quiet_on_closed_pipe,
+    seconds,
+)
 from pinkbutton.firmware.config import key_exposed
 from pinkbutton.firmware.transport import TlsFiles, TransportError
 from pinkbutton.tools.controlroom.db import is_url, redacted
@@ -543,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     # Device text is escaped before it is printed; should anything slip through, a terminal
     # that cannot show it gets a backslash escape rather than a crash mid-incident.
