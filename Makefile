@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: deps
-	$(BIN)/python -m harness.demo
+	$(BIN)/python -m harness.demo $(if $(DEMO_HOLD),--hold)
 
 # Tests mostly wait (broker round trips, timers, media in real time), so 4 workers beat 2 cores.
 TEST_WORKERS ?= 4
