@@ -198,6 +198,8 @@ class WebResult:
     frames: int = 0  # pictures presented in all
     unreadable: int = 0  # of which no stamp could be read
     skew_ms: list[float] = field(default_factory=list)  # page clock - bench clock
+    stalls: int = 0  # the video element's 'waiting' events (live.js counts them)
+    live_faster: int = 0  # live frames painted while the player played faster than 1x
     notes: list[str] = field(default_factory=list)
 
 
@@ -238,6 +240,8 @@ def format_table(r: WebResult) -> str:
     skew = max((abs(s) for s in r.skew_ms), default=math.nan)
     lines.append(f"pictures presented {r.frames}, capture time unreadable in {r.unreadable}; "
                  f"page clock vs bench clock within {skew:.1f} ms (corrected)")
+    lines.append(f"player: {r.stalls} stalls (video 'waiting'), {r.live_faster} of "
+                 f"{len(r.g2g_ms)} live frames played faster than 1x to get back to the edge")
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
 
@@ -471,6 +475,8 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
             break
         time.sleep(0.2)
     frames = rig.page.evaluate("() => window.__pbFrames")
+    result.stalls += rig.page.evaluate(
+        "() => window.pbConsole && pbConsole.live ? pbConsole.live.state.stalls : 0")
     end_incident(rig, alert_id, idle_before)
     result.frames += len(frames)
     result.unreadable += sum(1 for f in frames if f["stamp"] is None)
@@ -490,6 +496,7 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
         captured = f["stamp"] / 1e6 + wall_minus_mono
         result.g2g_ms.append((f["paint"] / 1000 - skew - captured) * 1000)
         result.ahead_ms.append(max(0.0, f["ahead"] or 0.0) * 1000)
+        result.live_faster += f["rate"] > 1
     progress(f"incident {i + 1}/{result.incidents}: row {result.row_ms[-1]:.0f} ms, "
              f"first frame {result.first_frame_ms[-1]:.0f} ms, live glass-to-glass p50 "
              f"{percentile(result.g2g_ms, 50):.0f} ms so far" if row and frames else
