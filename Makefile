@@ -60,6 +60,7 @@ test-fast: deps
 bench: deps
 	$(BIN)/python -m harness.bench
 	$(BIN)/python -m harness.bench_media
+	$(BIN)/python -m harness.bench_web
 
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps
