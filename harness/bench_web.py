@@ -66,6 +66,11 @@ from harness.bench import (
     write_config,
 )
 
+try:
+    from playwright.sync_api import Error as PlaywrightError
+except ImportError:  # start_browser says what is missing
+    PlaywrightError = RuntimeError  # noqa: N816
+
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT, FPS = 640, 480, 15
 SAMPLE_RATE = 48000
@@ -111,7 +116,7 @@ PAGE_PROBE = r"""
   }
   new MutationObserver(() => scan(wall())).observe(document, {childList: true, subtree: true});
   window.__pbRows = () => JSON.parse(sessionStorage.getItem(KEY) || "{}");
-  window.__pbOpen = (id) => { open = id; scan(wall()); };
+  window.__pbOpen = (id) => { open = id; if (id !== null) scan(wall()); };
 
   // -- the incident: every picture the video element presents, with its drawn capture time ----
   const BLOCKS = 40, LOW = 80, HIGH = 176;
@@ -512,8 +517,10 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
     try:
         rig.page.wait_for_url(re.compile(r".*/incident/.*"), timeout=STEP_TIMEOUT_S * 1000)
         rig.page.wait_for_load_state("domcontentloaded")
-    except Exception:  # noqa: BLE001 - Playwright's timeout: said in the notes
-        result.notes.append(f"incident {i}: the alert's row never appeared in the queue")
+    except PlaywrightError:  # its timeout: said in the notes
+        result.notes.append(f"incident {i}: the alert's row was not seen and opened within "
+                            f"{STEP_TIMEOUT_S:g} s")
+        rig.page.evaluate("() => window.__pbOpen(null)")  # no navigation while we leave
         end_incident(rig, alert_id, idle_before)
         return True
     row = rig.page.evaluate("(id) => window.__pbRows()[id]", alert_id)
@@ -599,7 +606,12 @@ def run_web_bench(incidents: int = DEFAULT_INCIDENTS, *, deadline_s: float = DEA
             if time.monotonic() + CATCH_UP_TIMEOUT_S + STEP_TIMEOUT_S > start + deadline_s:
                 result.notes.append(f"deadline reached: {i} of {incidents} incidents measured")
                 break
-            if not measure_incident(rig, wall_minus_mono, result, progress, i):
+            try:
+                if not measure_incident(rig, wall_minus_mono, result, progress, i):
+                    break
+            except (BenchError, PlaywrightError) as e:  # the table shows what was measured
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                result.notes.append(f"stopped in incident {i + 1}: {first}")
                 break
         if rig.foreign:
             result.notes.append(f"requests outside the console: {rig.foreign[:3]}")
