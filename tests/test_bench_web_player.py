@@ -43,6 +43,8 @@ window.__video = {
 };
 """
 
+NUDGE = 1.1  # live.js's nudgeRate: a little faster, back to the latency it aims at
+
 # Puts the playhead `behind` seconds before the end of the buffered media, lets the player
 # look (its SourceBuffer's updateend runs follow()), and returns the rate it chose.
 AT = """(behind) => {
@@ -69,18 +71,18 @@ def test_the_player_nudges_down_to_the_latency_it_aims_at_not_to_the_upper_bound
         page.evaluate(AT, 0.15)  # joined at the live edge: the first look seeks there
         # liveWithin is 0.15 s; beyond 0.25 s the player plays a little faster...
         assert page.evaluate(AT, 0.15) == 1
-        assert page.evaluate(AT, 0.35) == 1.1
+        assert page.evaluate(AT, 0.35) == NUDGE
         # ...and keeps doing so until it is back at 0.15 s, not only back under 0.25 s
         # (it used to stop at once: the player sat at 0.25 s, 0.1 s later than aimed at).
-        assert page.evaluate(AT, 0.22) == 1.1
-        assert page.evaluate(AT, 0.16) == 1.1
+        assert page.evaluate(AT, 0.22) == NUDGE
+        assert page.evaluate(AT, 0.16) == NUDGE
         assert page.evaluate(AT, 0.14) == 1
         # Settled, a little drift (one frame late) does not start a nudge.
         assert page.evaluate(AT, 0.22) == 1
         # Far behind: faster; coming back it nudges all the way down too.
         assert page.evaluate(AT, 2.0) == 1.5
-        assert page.evaluate(AT, 0.5) == 1.1
-        assert page.evaluate(AT, 0.2) == 1.1
+        assert page.evaluate(AT, 0.5) == NUDGE
+        assert page.evaluate(AT, 0.2) == NUDGE
         assert page.evaluate(AT, 0.1) == 1
     finally:
         page.close()
