@@ -502,7 +502,7 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
     result.skew_ms.append(skew * 1000)
     floor = measure_floor(rig, skew)
     if floor is None:
-        result.notes.append(f"incident {i}: the floor's row never reached the page")
+        result.notes.append(f"incident {i + 1}: the floor's row never reached the page")
     else:
         result.floor_ms.append(floor)
     before, idle_before = t.last_persisted, t.idle
@@ -518,7 +518,7 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
         rig.page.wait_for_url(re.compile(r".*/incident/.*"), timeout=STEP_TIMEOUT_S * 1000)
         rig.page.wait_for_load_state("domcontentloaded")
     except PlaywrightError:  # its timeout: said in the notes
-        result.notes.append(f"incident {i}: the alert's row was not seen and opened within "
+        result.notes.append(f"incident {i + 1}: the alert's row was not seen and opened within "
                             f"{STEP_TIMEOUT_S:g} s")
         rig.page.evaluate("() => window.__pbOpen(null)")  # no navigation while we leave
         end_incident(rig, alert_id, idle_before)
@@ -548,9 +548,9 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
     if frames:
         result.first_frame_ms.append((frames[0]["paint"] / 1000 - skew - pressed) * 1000)
     else:
-        result.notes.append(f"incident {i}: no picture painted in {CATCH_UP_TIMEOUT_S:g} s")
+        result.notes.append(f"incident {i + 1}: no picture painted in {CATCH_UP_TIMEOUT_S:g} s")
     if edge is None:
-        result.notes.append(f"incident {i}: the player did not reach the live edge in "
+        result.notes.append(f"incident {i + 1}: the player did not reach the live edge in "
                             f"{CATCH_UP_TIMEOUT_S:g} s")
         return True
     at, edge_paint = edge[0], edge[1]
