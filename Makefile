@@ -52,7 +52,7 @@ vendor: deps
 	$(BIN)/python -m harness.vendor
 
 demo: deps
-	$(BIN)/python -m harness.demo
+	$(BIN)/python -m harness.demo $(if $(DEMO_HOLD),--hold)
 
 # Tests mostly wait (broker round trips, timers, media in real time), so 4 workers beat 2 cores.
 TEST_WORKERS ?= 4
@@ -67,6 +67,7 @@ bench: deps
 	$(BIN)/python -m harness.bench
 	$(BIN)/python -m harness.bench_media
 	$(BIN)/python -m harness.bench_store
+	$(BIN)/python -m harness.bench_web
 
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps

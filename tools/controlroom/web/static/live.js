@@ -193,7 +193,10 @@
         let rate = 1;
         if (behind > opts.jumpAbove) video.currentTime = edge - opts.liveWithin;
         else if (behind > opts.catchUpAbove) rate = opts.catchUpRate;
-        else if (behind > opts.liveWithin + 0.1) rate = opts.nudgeRate;
+        // Nudged from liveWithin + 0.1 down to liveWithin itself (without the hysteresis
+        // the player settled at the upper bound, 0.1 s later than aimed at).
+        else if (behind > opts.liveWithin + 0.1 ||
+                 (video.playbackRate > 1 && behind > opts.liveWithin)) rate = opts.nudgeRate;
         if (video.playbackRate !== rate) video.playbackRate = rate;
       } else if (video.playbackRate !== 1) {
         video.playbackRate = 1;
