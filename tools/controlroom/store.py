@@ -598,6 +598,75 @@ class IncidentStore:
         return self._incidents("WHERE received_at >= ? AND received_at < ? ORDER BY received_at",
                                (since or "", until or "\uffff"))
 
+    # -- evidence ownership (issue 13: media follows its incident in a share group) --------
+    # One receiver of a share group owns an incident's evidence: it records and confirms it.
+    # Its lease (wall clock, shared by every receiver of the store) is renewed while it
+    # works; a lease left to expire (the owner died) is taken by another receiver. `done`:
+    # confirmed complete, never taken again. Table made on first use.
+
+    def _evidence_owners(self) -> None:
+        if not getattr(self, "_owners_made", False):
+            self._db.execute("CREATE TABLE IF NOT EXISTS evidence_owners (alert_id TEXT "
+                             "PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL, "
+                             "done INTEGER NOT NULL DEFAULT 0)")
+            self._owners_made = True
+
+    def claim_evidence(self, alert_id: str, owner: str, now: float, lease_s: float, *,
+                       take_absent: bool = True) -> str:
+        """'mine' (claimed or renewed for `owner`), 'other' (another owner's lease runs),
+        'done' (confirmed already), or 'absent' (no owner yet and not `take_absent`)."""
+        self._evidence_owners()
+        row = self._db.execute("SELECT owner, until, done FROM evidence_owners WHERE "
+                               "alert_id=?", (alert_id,)).fetchone()
+        if row is not None and (row[2] or (row[0] != owner and row[1] >= now)):
+            return "done" if row[2] else "other"  # the common case, without a write
+        if row is None and not take_absent:
+            return "absent"
+        with self._tx():
+            row = self._db.execute("SELECT owner, until, done FROM evidence_owners WHERE "
+                                   "alert_id=?", (alert_id,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO evidence_owners(alert_id, owner, until) "
+                                 "VALUES (?,?,?)", (alert_id, owner, now + lease_s))
+                return "mine"
+            if row[2]:
+                return "done"
+            if row[0] != owner and row[1] >= now:
+                return "other"
+            self._db.execute("UPDATE evidence_owners SET owner=?, until=? WHERE alert_id=?",
+                             (owner, now + lease_s, alert_id))
+            return "mine"
+
+    def renew_evidence(self, alert_ids: list[str], owner: str, now: float,
+                       lease_s: float) -> set[str]:
+        """Extend `owner`'s leases in one transaction; returns the ids still its own."""
+        self._evidence_owners()
+        if not alert_ids:
+            return set()
+        marks = ",".join("?" * len(alert_ids))
+        with self._tx():
+            self._db.execute(f"UPDATE evidence_owners SET until=? WHERE owner=? AND done=0 "
+                             f"AND alert_id IN ({marks})", (now + lease_s, owner, *alert_ids))
+            rows = self._db.execute(f"SELECT alert_id FROM evidence_owners WHERE owner=? "
+                                    f"AND alert_id IN ({marks})", (owner, *alert_ids))
+            return {r[0] for r in rows}
+
+    def finish_evidence(self, alert_id: str, owner: str) -> None:
+        """The evidence is confirmed complete: nobody takes it over again."""
+        self._evidence_owners()
+        with self._tx():
+            self._db.execute("UPDATE evidence_owners SET done=1 WHERE alert_id=? AND owner=?",
+                             (alert_id, owner))
+
+    def evidence_owner(self, alert_id: str) -> tuple[str, float, bool] | None:
+        """(owner, lease until, done) of the incident's evidence, or None."""
+        self._evidence_owners()
+        row = self._db.execute("SELECT owner, until, done FROM evidence_owners WHERE "
+                               "alert_id=?", (alert_id,)).fetchone()
+        return None if row is None else (row[0], row[1], bool(row[2]))
+
+    # -- end of evidence ownership ----------------------------------------------------------
+
     def close(self) -> None:
         self._db.close()
 
