@@ -160,3 +160,50 @@ def test_s3_store_without_boto3_says_what_to_install():
             S3EvidenceStore("bucket")
     else:
         pytest.skip("boto3 is installed")
+
+
+# -- the room's backfill puts what it confirmed into the store ------------------------------
+
+
+def test_backfill_puts_the_confirmed_evidence_into_a_store_that_is_not_its_directory(tmp_path):
+    """A store elsewhere than the working directory (as S3 is): the complete file and its
+    manifest are put there (none left in the working directory), and so is the packet log
+    once confirmed; the manifest's hash is the stored object's."""
+    import hashlib
+    import json
+
+    from pinkbutton.firmware import protocol as p
+    from pinkbutton.firmware.media.envelope import Reassembler, decode_envelope
+    from pinkbutton.hal.clock import FakeClock
+    from pinkbutton.tools.controlroom.backfill import BackfillManager
+
+    from tests.test_backfill import ALERT, Sent, envelopes
+    from tests.test_evidence import encode_audio, encode_video
+
+    media = sorted(encode_video(frames=15) + encode_audio()[:50],
+                   key=lambda x: (x.pts_us, x.stream))
+    work, shared = tmp_path / "work", tmp_path / "shared"
+    store, clock, sent = LocalEvidenceStore(shared), FakeClock(), Sent()
+    base = f"pb-test-0001-{ALERT}"
+    mgr = BackfillManager(work, send_cmd=sent, out=lambda _l: None, clock=clock, store=store)
+    mgr.open(ALERT, "pb-test-0001", f"{base}.packets")
+    live = Reassembler()
+    messages = envelopes(media)
+    for msgs in messages.values():
+        for m in msgs:
+            rp = live.add(decode_envelope(m))
+            if rp is not None:
+                mgr.record(ALERT, rp)
+    mgr.on_event(p.DeviceEvent("pb-test-0001", "stream_end", "t",
+                               {"alert_id": ALERT, "seq_count": len(messages)}))
+    clock.advance(1.0)
+    mgr.tick(force=True)
+    done = mgr.completion(ALERT)
+    assert done is not None and sent.cmds[-1][0] == "evidence_complete"
+    assert store.list() == [f"{base}.complete.json", f"{base}.complete.mp4", f"{base}.packets"]
+    assert done.path == shared / f"{base}.complete.mp4"
+    manifest = json.loads(store.read(f"{base}.complete.json"))
+    assert manifest["gaps"] == [] and manifest["packets"] == len(messages)
+    assert manifest["sha256"] == hashlib.sha256(store.read(f"{base}.complete.mp4")).hexdigest()
+    assert sorted(x.name for x in work.iterdir()) == [f"{base}.packets"], "working file only"
+    assert store.read(f"{base}.packets") == (work / f"{base}.packets").read_bytes()
