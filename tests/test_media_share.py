@@ -216,3 +216,88 @@ def test_evidence_owner_lease_in_the_store(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_three_receivers_one_owner_a_stalled_owner_is_replaced_and_stops_writing(
+        tmp_path, pki_dir):
+    """Three receivers on one store and one evidence directory, driven message by message on
+    one fake clock (no broker: each gets what the broker would give it). The alert's
+    receiver owns the evidence; the others stand by. The owner stalls past its lease: one
+    other receiver (exactly one) takes the incident over and continues the packet log; the
+    stalled owner, back, finds its lease gone and writes nothing more. The evidence is
+    completed once, every seq once in the packet log."""
+    from pinkbutton.firmware import protocol as p
+    from pinkbutton.firmware import transport as t
+    from pinkbutton.hal.clock import FakeClock, iso8601
+    from pinkbutton.tools.controlroom.receiver import EVIDENCE_EVENTS_ID, ControlRoomReceiver
+
+    from tests.helpers import Recorder, room_tls
+    from tests.test_backfill import envelopes
+    from tests.test_controlroom import make_alert
+    from tests.test_evidence import encode_audio, encode_video
+
+    clock, db, evidence = FakeClock(), tmp_path / "room.db", tmp_path / "evidence"
+    rooms, events = {}, {}
+    for n in "abc":
+        events[n] = Recorder()
+        rooms[n] = ControlRoomReceiver(
+            host="localhost", port=1, tls=room_tls(pki_dir), db_path=db, client_id=f"room-{n}",
+            evidence_dir=evidence, clock=clock, out=lambda _line: None, listeners=[events[n]])
+    try:
+        alert = make_alert(DEVICE, seq=1)
+        aid = alert.alert_id
+        rooms["a"]._handle(t.Message(p.topic(DEVICE, "alert"), p.encode_alert(alert), False))
+        media = sorted(encode_video(frames=30) + encode_audio()[:100],
+                       key=lambda x: (x.pts_us, x.stream))
+        msgs = envelopes(media)
+        count, half = len(msgs), len(msgs) // 2
+
+        def feed(names: str, seqs: range) -> None:
+            for seq in seqs:
+                for m in msgs[seq]:
+                    for n in names:
+                        rooms[n]._handle(t.Message(p.media_topic(DEVICE, aid), m, False))
+
+        def leases(names: str) -> None:
+            for n in names:
+                rooms[n]._evidence_leases()
+
+        feed("abc", range(half))
+        clock.advance(1.0)
+        leases("abc")
+        assert rooms["a"].store.evidence_owner(aid)[0] == "room-a"
+        assert [rooms[n]._role[aid] for n in "abc"] == ["mine", "other", "other"]
+        records = log_records(evidence / f"{DEVICE}-{aid}.packets")
+        assert sorted(records) == list(range(half)), "the owner alone wrote"
+
+        clock.advance(6.0)  # room-a stalls past its 5 s lease
+        leases("bc")
+        taken = [n for n in "bc" if events[n].of("evidence_taken_over")]
+        assert len(taken) == 1, taken
+        new = taken[0]
+        feed("bc", range(half, count))
+        leases("a")  # room-a is back: its lease is gone
+        assert rooms["a"]._role[aid] == "other" and not rooms["a"].recorder.is_open(aid)
+        feed("a", range(half, count))  # what it still gets, it does not write
+        end = p.DeviceEvent(DEVICE, "stream_end", iso8601(clock.wall()),
+                            {"alert_id": aid, "seq_count": count})
+        for n in "abc":  # the direct copy, to every receiver
+            rooms[n]._handle(t.Message(p.topic(DEVICE, "events"), p.encode_event(end), False,
+                                       (EVIDENCE_EVENTS_ID,)))
+        clock.advance(1.5)
+        for n in "abc":
+            rooms[n].backfill.tick(force=True)
+        done = [n for n in "abc" for d in events[n].of("evidence_complete") if d["final"]]
+        assert done == [new], done
+        assert sorted(log_records(evidence / f"{DEVICE}-{aid}.packets")) == list(range(count))
+        assert rooms["a"].store.evidence_owner(aid)[0] == f"room-{new}"
+        assert rooms["a"].store.evidence_owner(aid)[2], "done: never taken again"
+        leases("abc")
+        clock.advance(10.0)
+        leases("abc")
+        assert all(not events[n].of("evidence_taken_over") for n in "abc" if n != new)
+    finally:
+        for room in rooms.values():
+            room.recorder.close_all()
+            room.backfill.close_all()
+            room.store.close()
