@@ -7,8 +7,10 @@ it. So every whole packet is also appended to a per-incident packet log
 (`<device>-<alert>.packets`, next to the evidence, any order, survives a room restart). When
 the stream has ended and the log holds every seq from 0 to the stream's last, the packets are
 muxed again in seq order into `<device>-<alert>.complete.mp4` (temp file, fsync, rename) and
-`<device>-<alert>.complete.json` records its SHA-256; the kiosk is told `evidence_complete`
-and may delete its copy. The live file stays as it is: what was seen while it happened.
+`<device>-<alert>.complete.json` records its SHA-256 (both put into the evidence store,
+tools/controlroom/evidence_store.py: by default this directory, under these names; a store
+elsewhere also gets the packet log and live parts once confirmed); the kiosk is told
+`evidence_complete` and may delete its copy. The live file stays as it is: what was seen while it happened.
 
 NACK policy: a missing seq is asked for once a later seq has been here for `settle_s` (the
 reorder window of a healthy link is far shorter), and the tail once `settle_s` after the

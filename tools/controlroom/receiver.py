@@ -3,7 +3,10 @@
 Subscribes to every device's alerts through a shared subscription (several
 receivers split the load), validates them, stores one incident per alert_id,
 prints each alert with its site and latency, sends `cmd` messages (ack, end...)
-and tracks devices online/offline from their retained status.
+and tracks devices online/offline from their retained status. Media and the evidence's
+events reach every receiver of a share group; each incident's evidence is recorded and
+confirmed by one of them, its owner (a lease in the store; docs/architecture.md, "Evidence
+in a share group").
 
 Note on threads: paho callbacks (network thread) and the operator's keyboard
 thread only enqueue (alerts after a per-device budget check: intake.py); `run()`
