@@ -158,6 +158,15 @@ def test_owner_killed_mid_incident_the_other_receiver_completes_the_evidence(
             kiosk.press()  # the victim is the only receiver yet: it takes the alert
             alert_id = kiosk.events.wait_for("persisted")["alert_id"]
             out.wait_for(f"ALERT  {DEVICE}", timeout=10)
+            from pinkbutton.tools.controlroom.store import IncidentStore
+
+            shared = IncidentStore(db)  # the victim stored the alert and claimed its evidence
+            try:
+                owner = wait_until(lambda: shared.evidence_owner(alert_id), timeout=10,
+                                   what="the victim's claim")
+            finally:
+                shared.close()
+            assert owner[0] == f"{group}-dead"
             with RunningRoom(pki_dir, broker, db, evidence_dir=evidence, group=group,
                              client_id=f"{group}-live") as survivor:
                 survivor.events.wait_for("connected")
