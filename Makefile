@@ -6,14 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb
+.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb vendor
 
 all: test
 
 deps: system-deps $(STAMP)
 
 # Debian packages: the broker (and its CLI clients for the latency floor), ffmpeg for media checks,
-# shellcheck for the shipped shell scripts, Debian's chromium for the console's browser tests, PortAudio headers, a C compiler and Python headers so pip
+# shellcheck for the shipped shell scripts, PostgreSQL (the tests' throwaway clusters, harness/pg.py), Debian's chromium for the console's browser tests, PortAudio headers, a C compiler and Python headers so pip
 # can build pyaudio, and Python with venv. Only what is missing is installed.
 system-deps:
 	@missing=""; \
@@ -22,6 +22,7 @@ system-deps:
 	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -f /usr/include/portaudio.h ] || missing="$$missing portaudio19-dev"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	if ! command -v $(PYTHON) >/dev/null 2>&1; then missing="$$missing python3 python3-venv python3-dev"; \
@@ -45,6 +46,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The web console's map files (Leaflet, the country outline), committed in
+# tools/controlroom/web/static/vendor/: fetched again from the npm registry, sha256-checked.
+vendor: deps
+	$(BIN)/python -m harness.vendor
+
 demo: deps
 	$(BIN)/python -m harness.demo
 
@@ -60,6 +66,7 @@ test-fast: deps
 bench: deps
 	$(BIN)/python -m harness.bench
 	$(BIN)/python -m harness.bench_media
+	$(BIN)/python -m harness.bench_store
 
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps

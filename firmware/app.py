@@ -681,7 +681,8 @@ class Kiosk:
         self._cert_expiry = _cert_expiry(self.config.broker.cert)
         self.health = HealthReporter(
             self.device_id, h.interval_s, self.clock, self.config.device.state_dir,
-            thermal_zone=self._thermal_zone, cert_not_after=self._cert_expiry.timestamp() if self._cert_expiry else None)
+            thermal_zone=self._thermal_zone, cert_not_after=self._cert_expiry.timestamp() if self._cert_expiry else None,
+            site=self._site)
         self._selftest_running = False
         self._selftest_failed: list[str] = []
         self._daily_next: float | None = None

@@ -67,6 +67,7 @@ class HealthReporter:
         *,
         thermal_zone: str | Path = THERMAL_ZONE,
         cert_not_after: float | None = None,
+        site: p.Site | None = None,
     ) -> None:
         if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)
                 and 0 < interval_s <= p.MAX_HEALTH_INTERVAL_S):
@@ -77,6 +78,7 @@ class HealthReporter:
         self.state_dir = Path(state_dir)
         self.thermal_zone = thermal_zone
         self.cert_not_after = cert_not_after  # wall time (s) the kiosk's certificate expires
+        self.site = site  # where the kiosk is (the room's map)
         self._started = clock.monotonic()
         self._next = self._started
         self._seq = 0
@@ -134,6 +136,7 @@ class HealthReporter:
             at=iso8601(self.clock.wall()),
             evidence_pending=_alert_ids(evidence_pending),
             cert_days_left=cert_days_left(self.cert_not_after, self.clock.wall()),
+            site=self.site,
         )
 
 

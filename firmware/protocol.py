@@ -607,6 +607,9 @@ class Health:
     # Whole days until the kiosk's certificate expires (negative: expired); None when the
     # kiosk cannot read it. Optional (older firmware sends none).
     cert_days_left: int | None = None
+    # Where the kiosk is (its configured site, as in its alerts), so the room's map shows a
+    # kiosk before its first alert. Optional (older firmware, the Pico W send none).
+    site: Site | None = None
 
 
 #: A certificate's days left are reported within +-this (100 years).
@@ -643,6 +646,9 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
             f"field 'evidence_pending' has {len(pending)} entries, over {MAX_HEALTH_EVIDENCE}")
     pending_ids = tuple(_uuid({f"evidence_pending[{i}]": a}, f"evidence_pending[{i}]")
                         for i, a in enumerate(pending))
+    site = o.get("site")
+    if site is not None and not isinstance(site, dict):
+        raise ProtocolError(f"field 'site' must be an object or null, got {_tname(site)}")
     return Health(
         device_id=_device_id(o, "device_id", topic_device),
         seq=_int(o, "seq", lo=1),
@@ -661,6 +667,11 @@ def decode_health(payload: bytes | str, *, topic_device: str | None = None) -> H
         evidence_pending=pending_ids,
         cert_days_left=(None if o.get("cert_days_left") is None else
                         _int(o, "cert_days_left", lo=-MAX_CERT_DAYS, hi=MAX_CERT_DAYS)),
+        site=None if site is None else Site(
+            id=_str(site, "id", max_len=MAX_SITE_ID),
+            name=_str(site, "name", max_len=MAX_SITE_NAME),
+            lat=_num(site, "lat", lo=LAT_RANGE[0], hi=LAT_RANGE[1]),
+            lon=_num(site, "lon", lo=LON_RANGE[0], hi=LON_RANGE[1])),
     )
 
 

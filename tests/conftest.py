@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from pinkbutton.tools.pki import ca_paths, controlroom_paths, device_paths, init_dev_pki
 
 from harness.broker import BrokerError, Mosquitto, find_mosquitto
+from harness.pg import Postgres, PostgresError, find_bin
 
 TEST_DEVICES = ("pb-test-0001", "pb-test-0002", "pb-test-0003")
 
@@ -106,3 +107,35 @@ def mqtt_client() -> Iterator[MqttClientFactory]:
     for client in made:
         client.disconnect()
         client.loop_stop()
+
+
+# -- PostgreSQL (issue 13): one throwaway cluster per test session, a database per test ------
+# harness/pg.py: initdb in a temp dir, postgres on 127.0.0.1 at a free port. The store tests
+# take `db_target` and run once on a SQLite file and once on a PostgreSQL database.
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    try:
+        find_bin("initdb")
+        import psycopg  # noqa: F401
+    except (PostgresError, ImportError) as exc:
+        pytest.skip(f"PostgreSQL test skipped: {exc}")
+    with Postgres(durable=False) as running:
+        yield running
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> Iterator[str]:
+    """A fresh, empty database of this test's own: its postgresql:// URL."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """What `--db` takes: a SQLite file, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "incidents.db"
+    return request.getfixturevalue("pg_url")

@@ -62,8 +62,8 @@ def make_alert(
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = IncidentStore(tmp_path / "incidents.db")
+def store(db_target):  # a SQLite file, then a PostgreSQL database (tests/conftest.py)
+    s = IncidentStore(db_target)
     yield s
     s.close()
 

@@ -86,8 +86,8 @@ class Room:
 
 
 @pytest.fixture
-def room(tmp_path, pki_dir):
-    r = Room(tmp_path, pki_dir, evidence=True)
+def room(tmp_path, pki_dir, db_target):  # a SQLite file, then PostgreSQL (tests/conftest.py)
+    r = Room(tmp_path, pki_dir, db=db_target, evidence=True)
     yield r
     if r.receiver.recorder is not None:
         r.receiver.recorder.close_all()
@@ -186,8 +186,9 @@ def device_line(lines: list[str], device: str) -> str:
 
 
 def test_list_shows_device_states_that_follow_ack_and_end_from_the_shared_store(tmp_path,
-                                                                                 pki_dir):
-    db = tmp_path / "room.db"
+                                                                                 pki_dir,
+                                                                                 db_target):
+    db = db_target
     one, two = Room(tmp_path, pki_dir, db=db), Room(tmp_path, pki_dir, db=db)
     try:
         status = p.Status(A, True, "idle", "0.1.0", iso8601(one.clock.wall()))
@@ -213,8 +214,10 @@ def test_list_shows_device_states_that_follow_ack_and_end_from_the_shared_store(
 # -- 3. report: every press, rounded numbers, readable events, CSV, date window ------------------
 
 
-def test_every_press_counts_pressed_again_after_the_ack_and_folded_alerts(tmp_path, pki_dir):
-    r = Room(tmp_path, pki_dir, limits=IntakeLimits(rate_per_s=1.0, burst=1, summary_s=10.0))
+def test_every_press_counts_pressed_again_after_the_ack_and_folded_alerts(tmp_path, pki_dir,
+                                                                          db_target):
+    r = Room(tmp_path, pki_dir, db=db_target,
+             limits=IntakeLimits(rate_per_s=1.0, burst=1, summary_s=10.0))
     try:
         a = alert(r.clock)
         r.send(a)
@@ -238,10 +241,10 @@ def test_every_press_counts_pressed_again_after_the_ack_and_folded_alerts(tmp_pa
         r.send(alert(r.clock, B))
     finally:
         r.close()
-    proc = controlroom_cli("report", "--db", str(tmp_path / "room.db"))
+    proc = controlroom_cli("report", "--db", str(db_target))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
-    assert out[0] == f"2 incident(s) in {tmp_path / 'room.db'}, 9 press(es) in all", out[0]
+    assert out[0] == f"2 incident(s) in {db_target}, 9 press(es) in all", out[0]
     assert "presses 8 (1 alert(s) folded in)" in out[1], out[1]
     assert "kiosk: pressed again: 3 presses" in proc.stdout, proc.stdout
 

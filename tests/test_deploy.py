@@ -282,10 +282,33 @@ def _options_ini(text: str) -> list[tuple[str, str]]:
             if not k.startswith(("#", "[")) and _]
 
 
-@pytest.mark.parametrize("script", [
-    INSTALL, *(ROOT / "packaging" / "deb" / name for name in ("build.sh", "postinst", "prerm",
-                                                                "postrm"))],
-    ids=lambda path: path.name)
+def shell_scripts() -> list[Path]:
+    """Every shell script in the repository: a `.sh` name or a sh/bash shebang (tracked files,
+    or the working tree's when this is not a git checkout)."""
+    try:
+        names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=30, check=True).stdout.splitlines()
+        files = [ROOT / n for n in names]
+    except (OSError, subprocess.SubprocessError):
+        files = [p for p in ROOT.rglob("*") if ".venv" not in p.parts and ".git" not in p.parts]
+    found = []
+    for path in files:
+        if not path.is_file() or "tests" in path.relative_to(ROOT).parts[:1]:
+            continue
+        with path.open("rb") as f:
+            first = f.readline(200)
+        if path.suffix == ".sh" or re.match(rb"#!\s*/(usr/)?bin/(env\s+)?(ba|da)?sh\b", first):
+            found.append(path)
+    return sorted(found)
+
+
+def test_every_shipped_shell_script_is_found_for_shellcheck() -> None:
+    names = {str(p.relative_to(ROOT)) for p in shell_scripts()}
+    assert {"deploy/mosquitto/install.sh", "packaging/deb/build.sh", "packaging/deb/postinst",
+            "packaging/deb/prerm", "packaging/deb/postrm", ".ci/run"} <= names, names
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda path: str(path.relative_to(ROOT)))
 def test_install_script_passes_shellcheck(script: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:

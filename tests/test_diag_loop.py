@@ -123,8 +123,9 @@ def test_loop_test_passes_with_frequency_and_level_in_the_json(capsys, tmp_path,
     code, doc = run(capsys, config(tmp_path, pki_dir, broker.port), backend)
     assert code == 0, doc
     names = [c["name"] for c in doc["checks"]]
-    assert names == ["button", "microphone", "acoustic loop", "disk", "certificate", "network"]
-    loop = doc["checks"][2]
+    assert names == ["button", "indicator", "microphone", "acoustic loop", "disk",
+                     "temperature", "clock", "certificate", "dns", "network"]
+    loop = doc["checks"][3]
     assert loop["ok"] is True and loop["fix"] is None
     assert set(loop["values"]) == {"tone_hz", "measured_hz", "level_dbfs", "snr_db"}
     assert loop["values"]["tone_hz"] == 2000

@@ -53,9 +53,11 @@ def test_everything_good_exits_0_with_every_check_named(capsys, tmp_path, pki_di
     assert code == 0, doc
     assert doc["ok"] is True
     assert [c["name"] for c in doc["checks"]] == [
-        "button", "camera", "microphone", "disk", "certificate", "network"]
+        "button", "indicator", "camera", "microphone", "disk", "temperature", "clock",
+        "certificate", "dns", "network"]
     for c in doc["checks"]:
-        assert set(c) == {"name", "ok", "detail", "fix"} and c["ok"] and c["fix"] is None
+        assert set(c) - {"values"} == {"name", "ok", "detail", "fix"}, c  # values: measured
+        assert c["ok"] and c["fix"] is None
     assert re.search(r"MQTT CONNACK \d+ ms", by_name(doc)["network"]["detail"])
 
 
@@ -184,10 +186,10 @@ def test_human_output_one_line_per_check(capsys, tmp_path, pki_dir, broker):
     code = main(["selftest", "--config", str(cfg)], backend=FakeBackend(camera_mode="covered"))
     out = capsys.readouterr().out.splitlines()
     assert code == 1
-    assert len(out) == 6 and "\x1b" not in "".join(out)  # not a terminal: no colour
+    assert len(out) == 10 and "\x1b" not in "".join(out)  # not a terminal: no colour
     camera = [line for line in out if line.startswith("✗ camera: covered or black")]
     assert camera and " — try: uncover the lens" in camera[0]
-    assert sum(line.startswith("✓ ") for line in out) == 5
+    assert sum(line.startswith("✓ ") for line in out) == 9
 
 
 def test_broker_refusing_our_certificate_is_named(capsys, tmp_path, pki_dir, broker):

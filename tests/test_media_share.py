@@ -204,12 +204,13 @@ def test_owner_killed_mid_incident_the_other_receiver_completes_the_evidence(
     assert any("taken over" in line for line in survivor.lines)
 
 
-def test_evidence_owner_lease_in_the_store(tmp_path):
-    """The store's evidence_owners row: the first claim wins, a running lease is respected,
-    an expired one is taken, a renewal keeps it, a confirmed one is never taken again."""
+def test_evidence_owner_lease_in_the_store(db_target):
+    """The store's evidence_owners row (SQLite file, then PostgreSQL): the first claim wins,
+    a running lease is respected, an expired one is taken, a renewal keeps it, a confirmed
+    one is never taken again."""
     from pinkbutton.tools.controlroom.store import IncidentStore
 
-    a, b = IncidentStore(tmp_path / "room.db"), IncidentStore(tmp_path / "room.db")
+    a, b = IncidentStore(db_target), IncidentStore(db_target)
     try:
         assert b.claim_evidence("x", "b", 100.0, 5.0, take_absent=False) == "absent"
         assert a.claim_evidence("x", "a", 100.0, 5.0) == "mine"

@@ -56,6 +56,18 @@ def test_encoding_carries_version_and_type():
     assert d["faults"] == ["camera_failed"]
 
 
+def test_site_round_trips_is_optional_and_checked_like_the_alerts():
+    site = p.Site("psh-qk", "Qissa Khwani <b>", 34.0079, 71.5785)
+    h = make_health(site=site)
+    assert p.decode_health(p.encode_health(h)) == h
+    assert json.loads(p.encode_health(h))["site"] == {"id": "psh-qk", "lat": 34.0079,
+                                                       "lon": 71.5785, "name": "Qissa Khwani <b>"}
+    assert p.decode_health(p.encode_health(make_health())).site is None  # null
+    reject(health_dict(site="Peshawar"), "site", "object")
+    reject(health_dict(site={"id": "x", "name": "y", "lat": 91, "lon": 0}), "lat")
+    reject(health_dict(site={"id": "x", "name": "y", "lat": 1}), "lon")
+
+
 def test_cert_days_left_round_trips_and_is_optional_and_bounded():
     for days in (412, 0, -3, None):
         h = make_health(cert_days_left=days)
@@ -173,7 +185,7 @@ def test_valid_heartbeat_with_one_field_replaced_raises_only_protocol_errors(dat
 
 # docs/protocol.md: the heartbeat fields that are "or null" (and so may be left out).
 OPTIONAL = {"online_since", "disk_free_mb", "temperature_c", "last_selftest", "selftest_ok",
-            "evidence_pending", "cert_days_left"}
+            "evidence_pending", "cert_days_left", "site"}
 EMPTY = {"evidence_pending": ()}  # what a left-out optional field decodes as (else None)
 
 

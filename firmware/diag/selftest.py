@@ -27,7 +27,14 @@ from pinkbutton.firmware.diag.checks import (
     tone_check,
 )
 from pinkbutton.firmware.diag.network import network_check
-from pinkbutton.hal.base import AudioChunk, VideoFrame, describe_error
+from pinkbutton.firmware.diag.system import (
+    clock_check,
+    dns_check,
+    ntp_synchronized,
+    temperature_check,
+)
+from pinkbutton.firmware.health import THERMAL_ZONE
+from pinkbutton.hal.base import AudioChunk, Pattern, VideoFrame, describe_error
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.registry import Backend
 
@@ -224,6 +231,45 @@ def button_selftest(backend: Backend, clock: Clock, config: Config,
         button.close()
 
 
+#: How long the indicator shows each pattern: long enough to see a blink and hear a beep.
+INDICATOR_STEP_S = 0.4
+
+
+def indicator_selftest(backend: Backend, clock: Clock, config: Config,
+                       step_s: float = INDICATOR_STEP_S) -> list[Check]:
+    """Drives the LED (and buzzer) through every pattern the kiosk uses, then off; each one
+    read back from the driver. The technician watches and listens."""
+    h = config.hal
+    parts = f"LED GPIO{h.led_pin}" + (f" and buzzer GPIO{h.buzzer_pin}"
+                                      if h.buzzer_pin is not None else "")
+    try:
+        indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
+    except Exception as e:  # noqa: BLE001
+        return [failed("indicator", f"cannot open the {parts}: {describe_error(e)}",
+                       "is the firmware still running? check hal.led_pin / hal.buzzer_pin")]
+    shown: list[str] = []
+    try:
+        for pattern in [*(p for p in Pattern if p is not Pattern.OFF), Pattern.OFF]:
+            indicator.show(pattern)
+            if indicator.pattern is not pattern:
+                return [failed("indicator", f"{parts}: asked for {pattern.value}, the driver "
+                               f"shows {indicator.pattern.value}",
+                               "check the LED/buzzer wiring and hal.led_pin / hal.buzzer_pin")]
+            shown.append(pattern.value)
+            time.sleep(step_s)
+    except Exception as e:  # noqa: BLE001
+        return [failed("indicator", f"{parts} failed: {describe_error(e)}",
+                       "check the LED/buzzer wiring and hal.led_pin / hal.buzzer_pin")]
+    finally:
+        try:
+            indicator.close()
+        except Exception:  # noqa: BLE001, S110
+            pass
+    ask = "see each one (and hear the buzzer)" if h.buzzer_pin is not None else "see each one"
+    return [passed("indicator", f"{parts} cycled through {', '.join(shown)}: did you {ask}?",
+                   {"patterns": shown})]
+
+
 def certificate_selftest(config: Config, now: datetime | None = None) -> Check:
     now = now or datetime.now(UTC)
     try:
@@ -235,15 +281,33 @@ def certificate_selftest(config: Config, now: datetime | None = None) -> Check:
 
 def run_selftest(config: Config, backend: Backend, *, press_timeout_s: float | None = None,
                  snapshot: Path | None = None, network_timeout_s: float | None = None,
-                 say: Callable[[str], None] = print) -> list[Check]:
+                 say: Callable[[str], None] = print, thermal_zone: str | Path = THERMAL_ZONE,
+                 now: datetime | None = None,
+                 ntp: Callable[[], bool | str] = ntp_synchronized) -> list[Check]:
     clock = Clock()
     checks = button_selftest(backend, clock, config, press_timeout_s, say)
+    checks += indicator_selftest(backend, clock, config)
     if config.media.video or snapshot is not None:
         checks += camera_selftest(backend, clock, config, snapshot)
     if config.media.audio:
         checks += microphone_selftest(backend, clock, config)
         checks += loop_selftest(backend, clock, config)
     checks.append(disk_check(config.device.state_dir))
-    checks.append(certificate_selftest(config))
+    checks.append(temperature_check(thermal_zone, config.health.max_temp_c))
+    now = now or datetime.now(UTC)
+    checks.append(clock_check(now, _cert_not_before(config), ntp()))
+    checks.append(certificate_selftest(config, now))
+    checks.append(dns_check(config.broker.host))
     checks.append(network_check(config, network_timeout_s))
     return checks
+
+
+def _cert_not_before(config: Config) -> datetime | None:
+    """The kiosk certificate's start, read without judging it (the certificate check does)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(config.broker.cert.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_before_utc

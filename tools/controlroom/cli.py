@@ -21,6 +21,7 @@ from typing import NamedTuple
 from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from pinkbutton.firmware.config import key_exposed
 from pinkbutton.firmware.transport import TlsFiles, TransportError
+from pinkbutton.tools.controlroom.db import is_url, redacted
 from pinkbutton.tools.controlroom.escape import shown
 from pinkbutton.tools.controlroom.store import FleetRow, IncidentStore, StoreError
 from pinkbutton.tools.controlroom.terminal import location, ms, timeline_text
@@ -55,7 +56,10 @@ def _stat(name: str, path: Path) -> os.stat_result:
         raise UsageError(f"{name} {path}: {(e.strerror or str(e)).lower()}") from None
 
 
-def _db(args) -> Path:
+def _db(args) -> Path | str:
+    """--db: a SQLite file (Path) or a postgresql:// URL (str, checked when connecting)."""
+    if is_url(args.db):
+        return args.db
     db = Path(args.db)
     try:
         if db.is_dir():
@@ -90,7 +94,7 @@ def _run(args) -> int:
         device_certs=device_certs, out=lambda s: print(s, flush=True),
         session_expiry_s=args.session_expiry, viewer=viewer,
         evidence_dir=None if args.no_evidence else Path(args.evidence or
-                                                       Path(args.db).parent / "evidence"),
+                                                       _evidence_default(args)),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: receiver.stop())
@@ -105,20 +109,36 @@ def _run(args) -> int:
               flush=True)
     evidence = "no evidence" if receiver.recorder is None else \
         f"evidence in {receiver.recorder.directory}"
-    print(f"control room listening on {args.host}:{args.port} (db {args.db}, {evidence}, "
+    print(f"control room listening on {args.host}:{args.port} (db {redacted(args.db)}, {evidence}, "
           f"{'auto-ack' if args.auto_ack else 'operator ack'})", flush=True)
     receiver.run()
     return 0
 
 
-def _report(args) -> int:
-    if not _db(args).is_file():
+def _evidence_default(args) -> Path:
+    """Evidence beside a SQLite file; with PostgreSQL, ./evidence (give --evidence: a
+    directory every receiver of the group reaches)."""
+    return Path("evidence") if is_url(args.db) else Path(args.db).parent / "evidence"
+
+
+def _existing_db(args) -> Path | str:
+    db = _db(args)
+    if isinstance(db, Path) and not db.is_file():
         raise UsageError(f"--db {args.db}: no such file")
+    return db
+
+
+def _report(args) -> int:
+    _existing_db(args)
     since, until = args.since, args.until
     if since and until and since.iso >= until.iso:
         raise UsageError(f"--since {since.typed} is not before --until {until.typed}")
+    if args.period is None and (args.public or args.tz):
+        raise UsageError(f"{'--public' if args.public else '--tz'} needs --period day|week|month")
     store = IncidentStore(args.db)
     try:
+        if args.period is not None:
+            return _accountability(args, store)
         incidents = store.incidents_received(since and since.iso, until and until.iso)
         if args.csv:
             _report_csv(incidents)
@@ -127,7 +147,7 @@ def _report(args) -> int:
                          if b)
         # Every press: the kiosk's own count (re-announcements, pressed_again events) and
         # every press of the alerts folded into the incident.
-        print(f"{len(incidents)} incident(s) in {args.db}{window}, "
+        print(f"{len(incidents)} incident(s) in {redacted(args.db)}{window}, "
               f"{sum(i.presses for i in incidents)} press(es) in all")
         for inc in incidents:  # device-supplied text only through shown(): one safe line
             folded = f" ({inc.folded} alert(s) folded in)" if inc.folded else ""
@@ -145,6 +165,30 @@ def _report(args) -> int:
         store.close()
     return 0
 
+
+# -- the accountability report (issue 12 item 6): `report --period` ----------------------
+
+def _accountability(args, store: IncidentStore) -> int:
+    """The aggregated table per site and period (tools/controlroom/accountability.py)."""
+    from pinkbutton.tools.controlroom import accountability as acc
+
+    try:
+        tz = args.tz or "UTC"
+        acc.zone(tz)
+        since = acc.parse_day(args.since.typed, tz) if args.since else None
+        until = acc.parse_day(args.until.typed, tz) if args.until else None
+        report = acc.from_store(store, args.period, since, until, tz, time.time(),
+                                args.public)
+    except acc.ReportError as e:
+        raise UsageError(str(e)) from None
+    if args.csv:
+        sys.stdout.write(acc.csv_text(report))
+    else:
+        print("\n".join(acc.text_lines(report)))
+    return 0
+
+
+# -- end of the accountability report ----------------------------------------------------
 
 CSV_COLUMNS = ("id", "device", "site", "kind", "pressed", "received", "acked", "ended",
                "presses", "latency ms", "problems")
@@ -253,14 +297,13 @@ def _ago(seconds: float) -> str:
 
 
 def _fleet(args) -> int:
-    if not _db(args).is_file():
-        raise UsageError(f"--db {args.db}: no such file")
+    _existing_db(args)
     store = IncidentStore(args.db)
     try:
         rows = store.fleet()
     finally:
         store.close()
-    print(f"{len(rows)} kiosk(s) in {args.db}")
+    print(f"{len(rows)} kiosk(s) in {redacted(args.db)}")
     now = time.time()
     for row in rows:
         print(fleet_line(row, now))
@@ -272,7 +315,7 @@ def _fleet(args) -> int:
 def _serve(args) -> int:
     try:
         from pinkbutton.tools.controlroom.web import serve as web
-        from pinkbutton.tools.controlroom.web.accounts import Accounts
+        from pinkbutton.tools.controlroom.web.accounts import AccountError, Accounts
         from pinkbutton.tools.controlroom.web.app import create_app
     except ImportError as e:
         raise UsageError(f"serve needs the web console's packages (missing {e.name}): "
@@ -302,9 +345,12 @@ def _serve(args) -> int:
         assert keyfile is not None
         if (problem := key_exposed(keyfile)) is not None:
             raise UsageError(f"--web-key {problem}")
+    map_tiles = Path(args.map_tiles) if args.map_tiles else None  # the map's own tiles
+    if map_tiles is not None and not map_tiles.is_dir():
+        raise UsageError(f"--map-tiles {map_tiles}: no such directory (it holds Z/X/Y.png)")
     _db(args)
     evidence_dir = None if args.no_evidence else Path(args.evidence or
-                                                     Path(args.db).parent / "evidence")
+                                                     _evidence_default(args))
     receiver = hub = None
     if not args.web_only:
         from pinkbutton.tools.controlroom.receiver import ControlRoomReceiver
@@ -322,7 +368,10 @@ def _serve(args) -> int:
             group=args.group, auto_ack=args.auto_ack, operator=args.operator,
             device_certs=device_certs, out=lambda s: print(s, flush=True),
             session_expiry_s=args.session_expiry, evidence_dir=evidence_dir, viewer=hub)
-    accounts = Accounts(args.db)
+    try:
+        accounts = Accounts(args.db)
+    except AccountError as e:
+        raise StoreError(str(e)) from None
     nobody = not accounts.users()
     accounts.close()
     try:
@@ -330,13 +379,18 @@ def _serve(args) -> int:
     except web.ServeError as e:
         raise UsageError(str(e)) from None
     server = web.make_server(create_app(args.db, evidence_dir, secure=certfile is not None,
-                                        live_hub=hub), certfile=certfile, keyfile=keyfile)
+                                        live_hub=hub, public_report=args.public_report,
+                                        map_tiles=map_tiles),
+                             certfile=certfile, keyfile=keyfile)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"console on {'https' if certfile else 'http'}://{shown_host}:{sock.getsockname()[1]}/"
-          f" (db {args.db}{', web only' if receiver is None else ''})", flush=True)
+          f" (db {redacted(args.db)}{', web only' if receiver is None else ''})", flush=True)
+    if args.public_report:  # the accountability report's public version, no login
+        print(f"public accountability report on {'https' if certfile else 'http'}://"
+              f"{shown_host}:{sock.getsockname()[1]}/report/public", flush=True)
     if nobody:
         print(f"no officer accounts yet: pinkbutton-controlroom user add NAME --role admin "
-              f"--db {args.db}", flush=True)
+              f"--db {redacted(args.db)}", flush=True)
     thread = None
     if receiver is not None:
         thread = threading.Thread(target=receiver.run, name="receiver", daemon=True)
@@ -384,7 +438,7 @@ def _user(args) -> int:
         except AccountError as e:
             raise UsageError(str(e)) from None
         accounts.audit("cli", "user_add", None, {"user": args.name, "role": args.role})
-        print(f"user {args.name} ({args.role}) added to {args.db}")
+        print(f"user {args.name} ({args.role}) added to {redacted(args.db)}")
         return 0
     finally:
         accounts.close()
@@ -405,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cert", help="this receiver's certificate (default: --pki/controlroom.pem)")
     run.add_argument("--key", help="its private key, 0600 (default: --pki/controlroom.key)")
     run.add_argument("--db", default="controlroom.db",
-                     help="SQLite incident database, created if missing (default controlroom.db)")
+                     help="incident database: a SQLite file, created if missing (default "
+                     "controlroom.db), or postgresql://USER@HOST:PORT/DB shared by several "
+                     "receivers (docs/scaling.md)")
     run.add_argument("--auto-ack", action="store_true", help="acknowledge every new alert")
     run.add_argument("--operator", default="control-room", help="name sent with acks")
     run.add_argument("--client-id", help="MQTT client id (unique per receiver)")
@@ -425,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log level on stderr (default info)")
     rep = sub.add_parser("report", help="print incidents and their timelines")
     rep.add_argument("--db", default="controlroom.db",
-                     help="the incident database to report on (default controlroom.db)")
+                     help="the incident database to report on: a SQLite file (default "
+                     "controlroom.db) or a postgresql:// URL")
     rep.add_argument("--since", type=utc_date(False), metavar="DATE",
                      help="only incidents received from DATE on (YYYY-MM-DD or an ISO time, UTC)")
     rep.add_argument("--until", type=utc_date(True), metavar="DATE",
@@ -434,10 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", action="store_true",
                      help="one CSV row per incident (id, device, site, kind, pressed, received, "
                           "acked, ended, presses, latency ms, problems) for a spreadsheet")
+    # The accountability report (issue 12 item 6): aggregated per site and period.
+    rep.add_argument("--period", choices=("day", "week", "month"),
+                     help="the accountability table per site and day / ISO week / month: "
+                          "presses, outcomes, time to view/ack/dispatch p50/p90, offline "
+                          "hours (default range: the last 14 days / 12 weeks / 12 months)")
+    rep.add_argument("--public", action="store_true",
+                     help="with --period: the public version (sites and numbers only: no "
+                          "officers, units, notes, devices or evidence)")
+    rep.add_argument("--tz", metavar="ZONE",
+                     help="with --period: the periods' time zone (IANA name; default UTC)")
     fleet = sub.add_parser("fleet", help="one line per kiosk: online, heartbeat, self-test, "
                                          "firmware, certificate, temperature, disk")
     fleet.add_argument("--db", default="controlroom.db",
-                       help="the control room's database (default controlroom.db)")
+                       help="the control room's database: a SQLite file (default "
+                       "controlroom.db) or a postgresql:// URL")
     # The web console (issue 12): the receiver as `run` plus the console.
     serve = sub.add_parser("serve", parents=[run], add_help=False,
                            help="the receiver plus the officers' web console (HTTPS)")
@@ -452,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="plain HTTP, only on a loopback address (development)")
     serve.add_argument("--web-only", action="store_true",
                        help="no receiver in this process (others share the --db)")
+    serve.add_argument("--map-tiles", metavar="DIR",
+                       help="the map's tiles, DIR/Z/X/Y.png made offline (docs/deploy.md); "
+                            "default: the bundled country outline")
+    serve.add_argument("--public-report", action="store_true",  # issue 12 item 6
+                       help="serve the public accountability report at /report/public "
+                            "without a login (sites and numbers only)")
     from pinkbutton.tools.controlroom.web.accounts import ROLES
 
     user = sub.add_parser("user", help="officers' accounts of the web console")
@@ -460,10 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     uadd.add_argument("name", help="user name (letters, digits, '.', '_', '-')")
     uadd.add_argument("--role", required=True, choices=ROLES, help="operator, supervisor, admin")
     uadd.add_argument("--db", default="controlroom.db",
-                      help="the control room's database (default controlroom.db)")
+                      help="the control room's database: a SQLite file (default "
+                       "controlroom.db) or a postgresql:// URL")
     ulist = usub.add_parser("list", help="list the officers")
     ulist.add_argument("--db", default="controlroom.db",
-                       help="the control room's database (default controlroom.db)")
+                       help="the control room's database: a SQLite file (default "
+                       "controlroom.db) or a postgresql:// URL")
     return ap
 
 

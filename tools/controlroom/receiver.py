@@ -947,6 +947,13 @@ class ControlRoomReceiver:
                                          "done": done})
 
     def _web_command(self, c) -> bool:
+        if c.verb == "selftest":  # the fleet page's button: a kiosk, no incident
+            device_id = c.args.get("device_id")
+            if not isinstance(device_id, str) or not p.DEVICE_ID_RE.fullmatch(device_id):
+                return False
+            self._send("selftest", device_id, None, c.by)
+            self.out(f"SELFTEST asked of 1 kiosk(s): {device_id} (by {shown(c.by)}, console)")
+            return True
         inc = self.store.incident(c.alert_id)
         if inc is None:
             return False

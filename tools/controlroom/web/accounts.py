@@ -1,7 +1,7 @@
 """Officers' accounts, server-side sessions and the append-only audit log of the console.
 
-They live in the incident database (the same SQLite file, their own tables), so several web
-processes share them. Passwords: scrypt (salt per user, parameters stored with the hash),
+They live in the incident database (the same SQLite file or PostgreSQL database, their own
+tables), so several web processes share them. Passwords: scrypt (salt per user, parameters stored with the hash),
 compared in constant time; a login for an unknown name costs the same scrypt. Sessions: a
 random token in an HttpOnly cookie; the database keeps only its SHA-256, so a copy of the
 database opens no session. The audit table refuses UPDATE and DELETE (triggers).
@@ -14,13 +14,12 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pinkbutton.firmware.durable import private_dir, private_sqlite
 from pinkbutton.hal.clock import iso8601
+from pinkbutton.tools.controlroom.db import DatabaseError, connect, db_target, redacted
 
 ROLES = ("operator", "supervisor", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -43,7 +42,7 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_sha256 TEXT PRIMARY KEY,
-    user         TEXT NOT NULL,
+    "user"       TEXT NOT NULL,
     csrf         TEXT NOT NULL,
     created_at   TEXT NOT NULL,
     expires      REAL NOT NULL
@@ -51,15 +50,23 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS audit (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     at        TEXT NOT NULL,
-    user      TEXT NOT NULL,
+    "user"    TEXT NOT NULL,
     action    TEXT NOT NULL,
     alert_id  TEXT,
     detail    TEXT NOT NULL DEFAULT '{}'
 );
+"""
+SQLITE_TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+PG_TRIGGERS = """
+CREATE OR REPLACE FUNCTION pinkbutton_audit_append_only() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+CREATE OR REPLACE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION pinkbutton_audit_append_only();
 """
 
 
@@ -121,17 +128,24 @@ class Accounts:
     """One connection; use it from one thread at a time."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        """`path`: a SQLite file, or a postgresql:// URL (tools/controlroom/db.py)."""
+        self.path = db_target(path)
         try:
-            private_dir(self.path.parent, tighten=False)
-            private_sqlite(self.path)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=5.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise AccountError(f"cannot open account database {self.path}: {e}") from None
+            self._db = connect(self.path)
+        except DatabaseError as e:
+            raise AccountError(f"cannot open account database {e}") from None
+        try:
+            if self._db.dialect == "postgresql":
+                with self._db.tx():
+                    self._db.schema_lock()
+                    self._db.script(self._db.ddl(SCHEMA) + PG_TRIGGERS)
+            else:
+                self._db.script(SCHEMA + SQLITE_TRIGGERS)
+        except self._db.errors as e:
+            self._db.close()
+            raise AccountError(f"cannot open account database {redacted(self.path)}: "
+                               f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
+                               ) from None
         self._dummy = (secrets.token_bytes(16), kdf_name())  # for unknown names
 
     def close(self) -> None:
@@ -149,7 +163,7 @@ class Accounts:
                 "INSERT INTO users(name, role, salt, hash, kdf, created_at) VALUES (?,?,?,?,?,?)",
                 (name, role, salt, hash_password(password, salt), kdf_name(),
                  iso8601(time.time())))
-        except sqlite3.IntegrityError:
+        except self._db.integrity_errors:
             raise AccountError(f"user {name!r} exists already") from None
 
     def users(self) -> list[User]:
@@ -180,7 +194,7 @@ class Accounts:
         now = time.time()
         self._db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
         self._db.execute(
-            "INSERT INTO sessions(token_sha256, user, csrf, created_at, expires) "
+            'INSERT INTO sessions(token_sha256, "user", csrf, created_at, expires) '
             "VALUES (?,?,?,?,?)",
             (_digest(token), user, secrets.token_urlsafe(32), iso8601(now), now + SESSION_S))
         return token
@@ -189,7 +203,7 @@ class Accounts:
         if not token or len(token) > 200:
             return None
         row = self._db.execute(
-            "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user "
+            'SELECT s."user", u.role, s.csrf FROM sessions s JOIN users u ON u.name = s."user" '
             "WHERE s.token_sha256=? AND s.expires >= ? AND u.disabled=0",
             (_digest(token), time.time())).fetchone()
         return None if row is None else Session(*row)
@@ -202,7 +216,7 @@ class Accounts:
 
     def audit(self, user: str, action: str, alert_id: str | None = None,
               detail: dict | None = None) -> None:
-        self._db.execute("INSERT INTO audit(at, user, action, alert_id, detail) "
+        self._db.execute('INSERT INTO audit(at, "user", action, alert_id, detail) '
                          "VALUES (?,?,?,?,?)",
                          (iso8601(time.time()), user, action, alert_id,
                           json.dumps(detail or {})))
@@ -210,7 +224,8 @@ class Accounts:
     def audit_rows(self, alert_id: str | None = None) -> list[dict]:
         where, args = ("WHERE alert_id=?", (alert_id,)) if alert_id else ("", ())
         cur = self._db.execute(
-            f"SELECT id, at, user, action, alert_id, detail FROM audit {where} ORDER BY id", args)
+            f'SELECT id, at, "user", action, alert_id, detail FROM audit {where} ORDER BY id',
+            args)
         return [{"id": i, "at": at, "user": u, "action": a, "alert_id": aid,
                  "detail": json.loads(d)} for i, at, u, a, aid, d in cur]
 

@@ -26,9 +26,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader
 from pinkbutton.hal.clock import iso8601
+from pinkbutton.tools.controlroom.db import db_target
 from pinkbutton.tools.controlroom.store import DISPOSITIONS, IncidentStore
 from pinkbutton.tools.controlroom.web import views
 from pinkbutton.tools.controlroom.web.accounts import (
@@ -54,6 +56,7 @@ SESSION_COOKIE = "pb_session"
 LOGIN_COOKIE = "pb_login"  # double-submit CSRF token of the login form (no session yet)
 MAX_UNIT, MAX_NOTE = 100, 1000
 EXTEND_RANGE = (10.0, 600.0)
+SELFTEST_ROLES = ("supervisor", "admin")  # may ask a kiosk to test itself (the fleet page)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; media-src 'self' blob:; form-action 'self'; base-uri 'none'; "
        "frame-ancestors 'none'")
@@ -91,11 +94,12 @@ class Client:
     ws: WebSocket
     token: str
     incident: str | None
+    fleet: bool = False  # the map or the fleet page: also gets views.fleet()
 
 
 @dataclass
 class Console:
-    db_path: Path
+    db_path: Path | str  # a SQLite file or a postgresql:// URL
     evidence_dir: Path | None
     secure: bool
     poll_s: float
@@ -116,13 +120,16 @@ class Console:
 
 
 def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure: bool = True,
-               poll_s: float = 0.25, live_hub=None, extra_routes: Sequence[BaseRoute] = ()):
+               poll_s: float = 0.25, live_hub=None, extra_routes: Sequence[BaseRoute] = (),
+               public_report: bool = False, map_tiles: Path | None = None):
     """The ASGI app. `secure`: served over HTTPS (cookies get Secure). `live_hub`: the
     receiver's `LiveHub` (tools/controlroom/web/live.py; None: no live view, e.g. a console
     without a receiver in its process): its WebSocket `/live/{alert_id}` is served behind
     the same login, and the incident view plays it (static/live.js). `extra_routes`: routes
-    of later console modules; they can use `app.state.session_of(conn)` to require a login."""
-    console = Console(Path(db_path), Path(evidence_dir) if evidence_dir else None, secure,
+    of later console modules; they can use `app.state.session_of(conn)` to require a login.
+    `public_report`: also serve the public accountability report without a login (web/report.py).
+    `map_tiles`: a directory of z/x/y.png tiles for the map (None: the bundled outline)."""
+    console = Console(db_target(db_path), Path(evidence_dir) if evidence_dir else None, secure,
                       poll_s)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
 
@@ -314,6 +321,59 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         console.acc.audit(session.user, "user_add", None, {"user": name, "role": role})
         return RedirectResponse("/admin/users", status_code=303)
 
+    # -- the map and the fleet page (issue 12 items 4, 5) -----------------------------------
+
+    async def map_page(request: Request) -> Response:
+        session = session_of(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        return render("map.html", session=session, tiles=map_tiles is not None)
+
+    async def map_tile(request: Request) -> Response:
+        """z/x/y.png from --map-tiles (ints only: no path leaves the directory)."""
+        if session_of(request) is None:
+            return JSONResponse({"error": "log in first"}, status_code=401)
+        z, x, y = (request.path_params[k] for k in ("z", "x", "y"))
+        path = None if map_tiles is None else map_tiles / str(z) / str(x) / f"{y}.png"
+        if path is None or not path.is_file():
+            return Response(status_code=404)
+        return FileResponse(path, media_type="image/png")
+
+    async def fleet_page(request: Request) -> Response:
+        session = session_of(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        return render("fleet.html", session=session, asked=request.query_params.get("asked"),
+                      can_selftest=session.role in SELFTEST_ROLES)
+
+    async def fleet_json(request: Request) -> Response:
+        if session_of(request) is None:
+            return JSONResponse({"error": "log in first"}, status_code=401)
+        return JSONResponse(views.fleet(console.st))
+
+    async def fleet_selftest(request: Request) -> Response:
+        """A supervisor's or admin's "run self-test": a `selftest` command in the store's
+        commands table (a receiver sends `cmd selftest` to the kiosk) and an audit row."""
+        session = session_of(request)
+        if session is None:
+            return JSONResponse({"error": "log in first"}, status_code=401)
+        form = await request.form()
+        if not csrf_ok(session, form):
+            return error(403, "missing or wrong CSRF token", session)
+        device_id = request.path_params["device_id"]
+        if session.role not in SELFTEST_ROLES:
+            console.acc.audit(session.user, "forbidden", None, {"path": request.url.path})
+            return error(403, "only a supervisor or an admin can run a kiosk's self-test",
+                         session)
+        if device_id not in {r.device_id for r in console.st.fleet()}:
+            return error(404, "no such kiosk", session)
+        command_id = console.st.queue_command("", "selftest", {"device_id": device_id},
+                                              session.user, iso8601(time.time()))
+        console.acc.audit(session.user, "selftest", None,
+                          {"device_id": device_id, "command": command_id})
+        console.dirty = True
+        return RedirectResponse(f"/fleet?asked={quote(device_id)}", status_code=303)
+
     # -- the WebSocket ---------------------------------------------------------------------
 
     def ws_allowed(ws: WebSocket) -> bool:
@@ -329,7 +389,8 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
             return
         await ws.accept()
         incident = ws.query_params.get("incident") or None
-        client = Client(ws, ws.cookies.get(SESSION_COOKIE, ""), incident)
+        client = Client(ws, ws.cookies.get(SESSION_COOKIE, ""), incident,
+                        ws.query_params.get("view") == "fleet")
         console.clients.add(client)
         try:
             await push(client, views.queue(console.st))
@@ -351,6 +412,8 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
             view = views.incident(console.st, client.incident, console.evidence_dir)
             if view is not None:
                 await client.ws.send_text(json.dumps(view))
+        if client.fleet:  # the map and the fleet page
+            await client.ws.send_text(json.dumps(views.fleet(console.st)))
 
     async def poller() -> None:
         last, pushed = -1, 0.0
@@ -391,6 +454,12 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         from pinkbutton.tools.controlroom.web.live import live_route
 
         live.append(live_route(live_hub, ws_allowed))
+    # -- the accountability report (issue 12 item 6): tools/controlroom/web/report.py --
+    from pinkbutton.tools.controlroom.web.report import report_routes
+
+    report = report_routes(console, session_of, lambda *a: console.acc.audit(*a),
+                           public=public_report)
+    # -- end of the accountability report --
     routes: list[BaseRoute] = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
@@ -403,7 +472,14 @@ def create_app(db_path: Path | str, evidence_dir: Path | None = None, *, secure:
         Route("/admin/users", users_page, methods=["GET"]),
         Route("/admin/users", users_add, methods=["POST"]),
         WebSocketRoute("/ws", ws_endpoint),
+        # the map and the fleet page (issue 12 items 4, 5)
+        Route("/map", map_page, methods=["GET"]),
+        Route("/map-tiles/{z:int}/{x:int}/{y:int}.png", map_tile, methods=["GET"]),
+        Route("/fleet", fleet_page, methods=["GET"]),
+        Route("/api/fleet", fleet_json, methods=["GET"]),
+        Route("/fleet/{device_id}/selftest", fleet_selftest, methods=["POST"]),
         *live,  # the live view's WebSocket (tools/controlroom/web/live.py), behind the login
+        *report,  # the accountability report (web/report.py): /report, /report.csv, public
         *extra_routes,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -168,3 +168,97 @@ def incident(store: IncidentStore, alert_id: str, evidence_dir: Path | None,
                           "state": c["result"] or ("claimed" if c["claimed_by"] else "waiting")}
                          for c in store.commands_of(alert_id)],
             "evidence": evidence(evidence_dir, rows[0])}
+
+
+# -- the map and the fleet page (issue 12 items 4 and 5) -------------------------------------
+# One dict per kiosk from the same data as `pinkbutton-controlroom fleet` (store.fleet():
+# the last heartbeat and self-test) plus the kiosk's open incident (store.device_states())
+# and where it is: the site its heartbeat names (newer firmware: `site` in `health`), else
+# its newest alert's; a kiosk known from neither is listed without a position.
+
+#: Map/fleet states, most urgent first: a kiosk shows the first that applies.
+KIOSK_STATES = ("alerting", "acknowledged", "offline", "failing", "idle")
+
+
+def _online(row: FleetRow | None, now: float) -> tuple[bool | None, float | None]:
+    """(online, heartbeat age in s) as `fleet` judges it: the stored verdict, overruled by
+    a heartbeat older than 2 x its interval + 1 s (the room may not have been running to
+    notice), and a fresh heartbeat counts for a kiosk never judged."""
+    if row is None:
+        return None, None
+    beat = row.heartbeat or {}
+    hb = parse_iso(row.heartbeat_at) if row.heartbeat_at else None
+    age = None if hb is None else max(0.0, now - hb)
+    online, interval = row.online, beat.get("interval_s")
+    if age is not None and isinstance(interval, int | float):
+        if age > 2 * interval + 1:
+            online = False
+        elif online is None:
+            online = True
+    return online, age
+
+
+def kiosk_state(online: bool | None, open_acked: bool | None, failing: bool) -> str:
+    """alerting (an open incident nobody acknowledged), acknowledged, offline (or never
+    heard from), failing (a failed self-test or a fault raised), else idle."""
+    if open_acked is not None:
+        return "acknowledged" if open_acked else "alerting"
+    if not online:
+        return "offline"
+    return "failing" if failing else "idle"
+
+
+def fleet(store: IncidentStore, now: float | None = None) -> dict:
+    """Every kiosk the room knows (status, heartbeat or alert), by device id."""
+    from pinkbutton.tools.controlroom.cli import CERT_WARN_DAYS
+
+    now = time.time() if now is None else now
+    rows = {r.device_id: r for r in store.fleet()}
+    states = {s.device_id: s for s in store.device_states()}
+    newest = {r["device_id"]: r for r in store.incident_rows(
+        "WHERE rowid IN (SELECT MAX(rowid) FROM incidents GROUP BY device_id)")}
+    placed = {r["device_id"]: r for r in store.incident_rows(
+        "WHERE rowid IN (SELECT MAX(rowid) FROM incidents WHERE lat IS NOT NULL AND "
+        "lon IS NOT NULL GROUP BY device_id)")}
+    kiosks = []
+    for device_id in sorted(set(rows) | set(states)):
+        row, st = rows.get(device_id), states.get(device_id)
+        beat = (row.heartbeat if row else None) or {}
+        online, age = _online(row, now)
+        faults = [str(f) for f in beat.get("faults") or []][:16]
+        selftest_ok = row.selftest_ok if row else None
+        inc = st.open_incident if st else None
+        days = beat.get("cert_days_left")
+        days = days if isinstance(days, int) and not isinstance(days, bool) else None
+        where = placed.get(device_id)
+        last = newest.get(device_id)
+        site = beat.get("site") if isinstance(beat.get("site"), dict) else None
+        if site is not None and isinstance(site.get("lat"), int | float) \
+                and isinstance(site.get("lon"), int | float):
+            lat, lon, located = site["lat"], site["lon"], "heartbeat"
+        elif where is not None:
+            lat, lon, located = where["lat"], where["lon"], "alert"
+        else:
+            lat = lon = located = None
+        state = kiosk_state(online, None if inc is None else inc.acked_at is not None,
+                            selftest_ok is False or bool(faults))
+        kiosks.append({
+            "device_id": device_id,
+            "site_name": str(site["name"]) if site and site.get("name") is not None
+            else last["site_name"] if last else None,
+            "lat": lat, "lon": lon, "located_by": located,
+            "located_at": where["received_at"] if located == "alert" and where else None,
+            "state": state, "online": online,
+            "heartbeat_at": row.heartbeat_at if row else None, "heartbeat_age_s": age,
+            "interval_s": beat.get("interval_s"),
+            "selftest_at": row.selftest_at if row else None, "selftest_ok": selftest_ok,
+            "selftest_failed": row.selftest_failed if row else "",
+            "selftest_why": row.selftest_why if row else "",
+            "faults": faults,
+            "firmware": beat.get("firmware") or (last["firmware"] if last else None),
+            "cert_days_left": days,
+            "cert_warn": days is not None and days < CERT_WARN_DAYS,
+            "temperature_c": beat.get("temperature_c"), "disk_free_mb": beat.get("disk_free_mb"),
+            "incident": None if inc is None else inc.alert_id,
+        })
+    return {"type": "fleet", "now": now, "warn_days": CERT_WARN_DAYS, "kiosks": kiosks}

@@ -209,6 +209,7 @@
   function connect() {
     let url = (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + "/ws";
     if (page === "incident") url += "?incident=" + encodeURIComponent(body.dataset.alertId);
+    if (page === "map" || page === "fleet") url += "?view=fleet";  // map.js, fleet.js
     const ws = new WebSocket(url);
     ws.onopen = function () { linkState("live", true); };
     ws.onmessage = function (ev) {
@@ -217,6 +218,7 @@
       state.offset = m.now - Date.now() / 1000;
       if (m.type === "queue") renderQueue(m);
       else if (m.type === "incident") renderIncident(m);
+      else if (m.type === "fleet" && window.pbOnFleet) window.pbOnFleet(m);
     };
     ws.onclose = function () {
       linkState("connection lost: reconnecting…", false);
@@ -226,7 +228,7 @@
       }).catch(function () { setTimeout(connect, 2000); });
     };
   }
-  if (page === "queue" || page === "incident") connect();
+  if (["queue", "incident", "map", "fleet"].indexOf(page) >= 0) connect();
 
   // -- the live view (static/live.js, tools/controlroom/web/live.py) ----------------------------
   const video = byId("live-video");
