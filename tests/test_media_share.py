@@ -89,6 +89,9 @@ def test_two_receivers_in_a_share_group_record_and_confirm_an_incident_once(
     for room in rooms:  # each receiver's live view (the console's LiveHub), whoever records
         room.receiver.viewer = LiveHub()
         hubs.append(room.receiver.viewer)
+        # Not a takeover test (see below): a receiver stalled by a loaded host must not lose
+        # its lease here.
+        room.receiver.evidence_lease_s = 60.0
     with rooms[0] as a, rooms[1] as b:
         time.sleep(0.3)  # both share-group SUBACKs in
         with RunningKiosk(cfg, media=True) as kiosk:
