@@ -2,6 +2,7 @@
 
     pinkbutton-sim run --config examples/sim.toml            # Enter presses the button
     pinkbutton-sim run --config F --press-after 1 --exit-after 5   # scripted
+    pinkbutton-sim fleet examples/fleets/peshawar.toml       # 68 kiosks; type a site id to press
 
 Exit codes: 0 ok (every press delivered), 1 a press was not delivered before
 exit, 2 bad usage or configuration.
@@ -15,15 +16,14 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TextIO
 
-from pinkbutton.firmware.cliargs import OneLineParser, add_version, seconds
+from pinkbutton.firmware.cliargs import OneLineParser, add_version, int_in, seconds
 from pinkbutton.firmware.config import ConfigError, load_config
 from pinkbutton.hal.base import HalError
 from pinkbutton.hal.clock import Clock
 from pinkbutton.hal.fake import FakeBackend
-
-PRESS_HOLD_S = 0.15  # a person's press: well past the 50 ms debounce
 
 
 class Timeline:
@@ -88,33 +88,27 @@ class Timeline:
 
 
 def _run(args) -> int:
-    from pinkbutton.firmware.app import Kiosk, open_media_devices
+    from pinkbutton.simulator.device import PRESS_HOLD_S, build_device
 
     config = load_config(args.config)
     logging.basicConfig(level=(args.log_level or config.log.level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = Clock()
-    backend = FakeBackend()  # always fake hardware: PINKBUTTON_HAL is the kiosk's choice, not ours
-    h = config.hal
-    button = backend.button(clock, h.button_pin, h.debounce_ms / 1000, h.button_active_low)
-    indicator = backend.indicator(clock, h.led_pin, h.buzzer_pin)
     interactive = sys.stdin is not None and sys.stdin.isatty() and not args.stdin_presses
     timeline = Timeline(clock, args.json, live=interactive and sys.stdout.isatty())
-    camera, microphone, faults = (None, None, []) if args.no_media else \
-        open_media_devices(backend, clock, config)
+    webcam = None
     if args.webcam and not args.no_media and config.media.video:
         from pinkbutton.hal.v4l2 import V4l2Camera
 
         m = config.media
-        camera = V4l2Camera(clock, m.width, m.height, m.fps, device=args.webcam)
-    kiosk = Kiosk(config, button, indicator, clock=clock, listeners=[timeline], camera=camera,
-                  microphone=microphone)
-    for name, why in faults:
-        kiosk.report_fault(name, why)
+        webcam = V4l2Camera(clock, m.width, m.height, m.fps, device=args.webcam)
+    # always fake hardware: PINKBUTTON_HAL is the kiosk's choice, not ours
+    device = build_device(config, clock, backend=FakeBackend(), listeners=[timeline],
+                          media=not args.no_media, camera=webcam)
+    kiosk = device.kiosk
 
     def press() -> None:  # timer/keyboard thread: raw edges only, the kiosk thread debounces
-        button.press()
-        threading.Timer(PRESS_HOLD_S, button.release).start()
+        device.press(PRESS_HOLD_S)
 
     timers = []
     if args.press_after is not None:
@@ -148,6 +142,86 @@ def _run(args) -> int:
     return 0
 
 
+def _fleet(args) -> int:
+    from dataclasses import replace
+
+    from pinkbutton.simulator.fleet import FleetRunner
+    from pinkbutton.simulator.fleetfile import load_fleet, make_state_dir
+    from pinkbutton.simulator.fleetworkers import WorkerFleet
+
+    fleet = load_fleet(args.file, pki=args.pki, state_dir=args.state_dir, broker=args.broker)
+    make_state_dir(fleet)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    table = sys.stdout.isatty() and not args.lines
+    if table:
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            print("pinkbutton-sim: the live table needs rich (pip install 'pinkbutton[sim]'); "
+                  "printing lines", file=sys.stderr)
+            table = False
+    runner: FleetRunner | WorkerFleet
+    if args.worker_of is not None:  # one of the processes of --workers N: its share, as JSON
+        share = set(args.worker_of.split(","))
+        fleet = replace(fleet, sites=tuple(s for s in fleet.sites if s.id in share))
+        runner, table = FleetRunner(fleet, sys.stdout, worker=True), False
+    elif args.workers > 1:
+        runner = WorkerFleet(fleet, sys.stdout, workers=args.workers, lines=not table,
+                             log_level=args.log_level)
+    else:
+        runner = FleetRunner(fleet, sys.stdout, lines=not table)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    if args.exit_after is not None:
+        timer = threading.Timer(args.exit_after, done.set)
+        timer.daemon = True
+        timer.start()
+
+    def commands() -> None:  # typed (or piped) lines; the end of input stops reading only
+        for line in sys.stdin:
+            if not runner.command(line):
+                done.set()
+                return
+        if args.worker_of is not None:  # a worker's parent is gone: never run on orphaned
+            done.set()
+
+    live = None
+    if table:  # started before the kiosks, so their first log lines print above the table
+        from pinkbutton.simulator.fleettable import render
+        from rich.live import Live
+        from rich.logging import RichHandler
+
+        live = Live(refresh_per_second=2, screen=False, vertical_overflow="crop",
+                    get_renderable=lambda: render(runner, live.console.size.height if live
+                                                  else None))
+        live.start()
+        logging.getLogger().handlers[:] = [RichHandler(console=live.console, show_path=False)]
+    try:
+        runner.start()
+        if sys.stdin is not None:
+            threading.Thread(target=commands, name="fleet-commands", daemon=True).start()
+        while not done.wait(0.5):
+            pass
+    finally:
+        runner.stop()
+        if live is not None:
+            live.stop()
+    left = runner.undelivered()
+    if args.worker_of is not None:
+        print(json.dumps({"undelivered": left}), flush=True)
+        return 1 if left else 0
+    if isinstance(runner, WorkerFleet) and runner.failed:
+        print(f"pinkbutton-sim: {runner.failed}", file=sys.stderr)
+        return 1
+    if left:
+        print(f"pinkbutton-sim: {left} alert(s) not delivered before exit (kept in the outboxes)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-sim",
                                  description="Run the Pink Button firmware on simulated hardware")
@@ -165,13 +239,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="each line on stdin presses the button, end of input stops (harnesses)")
     run.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                      help="log level on stderr (default: the config's log.level)")
+    fleet = sub.add_parser("fleet", help="every site of a fleet file as a simulated kiosk "
+                                          "(type a site id + Enter to press)")
+    fleet.add_argument("file", metavar="FILE", help="fleet file (examples/fleets/peshawar.toml)")
+    fleet.add_argument("--pki", type=Path, metavar="DIR",
+                       help="PKI folder (default: the file's [fleet] pki)")
+    fleet.add_argument("--state-dir", type=Path, metavar="DIR",
+                       help="devices' state folder (default: the file's [fleet] state_dir)")
+    fleet.add_argument("--broker", metavar="HOST:PORT",
+                       help="the broker (default: the file's [fleet] broker)")
+    fleet.add_argument("--exit-after", type=seconds, metavar="S", help="stop after S seconds")
+    fleet.add_argument("--workers", type=int_in(1, 64), default=1, metavar="N",
+                       help="run the kiosks in N worker processes (default 1: all in this one)")
+    fleet.add_argument("--worker-of", metavar="IDS", help=argparse.SUPPRESS)
+    fleet.add_argument("--lines", action="store_true",
+                       help="one line per change even on a terminal (no table)")
+    fleet.add_argument("--log-level", default="warning",
+                       choices=["debug", "info", "warning", "error"],
+                       help="log level on stderr (default: warning)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return _fleet(args) if args.command == "fleet" else _run(args)
     except ConfigError as e:
         print(f"pinkbutton-sim: {e}", file=sys.stderr)
         return 2

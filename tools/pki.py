@@ -195,6 +195,80 @@ def issue_device(pki_dir: Path, device_id: str, *, force: bool = False) -> Issue
     return issued
 
 
+# Fleet files (simulator/fleetfile.py, read there in full): a device id is
+# `[fleet] device_prefix` (default "pb-") + the site's id. Only that much is read here (tools
+# never import the simulator); tests/test_sim_fleet.py checks both give the same ids.
+FLEET_DEFAULT_PREFIX = "pb-"
+#: A kept device certificate must have more than this many days left (as pinkbutton-diag).
+FLEET_RENEW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class FleetCerts:
+    pki_dir: Path
+    issued: list[str]
+    kept: list[str]
+
+
+def fleet_device_ids(fleet_file: Path) -> tuple[list[str], Path | None]:
+    """The device ids of a fleet file and its `[fleet] pki` folder (None: not set)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(fleet_file).read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise PkiError(f"{fleet_file}: cannot read fleet file: {e.strerror or e}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise PkiError(f"{fleet_file}: not a TOML fleet file: {e}") from None
+    head = data.get("fleet")
+    sites = data.get("site")
+    if not isinstance(head, dict) or not isinstance(sites, list) or not sites:
+        raise PkiError(f"{fleet_file}: not a fleet file (needs [fleet] and [[site]] tables)")
+    prefix = head.get("device_prefix", FLEET_DEFAULT_PREFIX)
+    ids: list[str] = []
+    for n, site in enumerate(sites, 1):
+        sid = site.get("id") if isinstance(site, dict) else None
+        if not isinstance(prefix, str) or not isinstance(sid, str):
+            raise PkiError(f"{fleet_file}: site {n}: id: expected a string")
+        device_id = prefix + sid
+        try:
+            validate_device_id(device_id)
+        except PkiError as e:
+            raise PkiError(f"{fleet_file}: site {n}: {e}") from None
+        if device_id in ids:
+            raise PkiError(f"{fleet_file}: site {n}: id {sid!r} is already site "
+                           f"{ids.index(device_id) + 1}")
+        ids.append(device_id)
+    pki = head.get("pki")
+    return ids, (Path(fleet_file).absolute().parent / pki if isinstance(pki, str) else None)
+
+
+def issue_fleet(fleet_file: Path, pki_dir: Path | None = None, *,
+                now: dt.datetime | None = None) -> FleetCerts:
+    """Every device certificate of a fleet file (its `[fleet] pki` folder, or `pki_dir`),
+    making the dev PKI (CA, broker, control room) first when the folder has none. Idempotent:
+    a device whose key and certificate are there, signed by this CA and valid for more than
+    FLEET_RENEW_DAYS, is kept."""
+    ids, from_file = fleet_device_ids(fleet_file)
+    directory = pki_dir if pki_dir is not None else from_file
+    if directory is None:
+        raise PkiError(f"{fleet_file}: [fleet] pki: missing (or give --pki DIR)")
+    init_dev_pki(directory)
+    ca_cert, _ = _load_ca(ca_paths(directory))
+    horizon = _as_utc(now or _now()) + dt.timedelta(days=FLEET_RENEW_DAYS)
+    issued, kept = [], []
+    for device_id in ids:
+        paths = device_paths(directory, device_id)
+        fresh = (_existing_pair_is_ours(paths, ca_cert)
+                 and _read_cert(paths.cert).not_valid_after_utc > horizon)
+        if fresh:
+            kept.append(device_id)
+        else:
+            issue_device(directory, device_id, force=True)
+            issued.append(device_id)
+    return FleetCerts(Path(directory), issued, kept)
+
+
 @dataclass(frozen=True)
 class DerFiles:
     cert: Path
@@ -611,6 +685,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p_revoke.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
     p_revoke.add_argument("id", type=_device_id_arg, metavar="ID",
                           help="the device to cut off (every certificate issued to it)")
+    p_fleet = sub.add_parser(
+        "fleet", help="every device certificate of a fleet file (pinkbutton-sim fleet)")
+    p_fleet.add_argument("fleet", type=Path, metavar="FLEETFILE",
+                         help="a fleet file (examples/fleets/peshawar.toml)")
+    p_fleet.add_argument("--pki", type=Path, metavar="DIR", default=None,
+                         help="the PKI folder (default: the fleet file's [fleet] pki)")
     p_show = sub.add_parser("show", help="print a certificate's subject, validity and SANs")
     p_show.add_argument("file", type=Path, metavar="FILE", help="a PEM certificate")
     return parser
@@ -658,6 +738,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = ", ".join(f"{s:x}" for s in serials) or "none new (already revoked)"
             print(f"revoked {args.id}: serials {done}")
             print(f"crl: {crl_path(args.dir)} (restart the broker to apply it)")
+        elif args.command == "fleet":
+            done = issue_fleet(args.fleet, args.pki)
+            print(f"fleet {args.fleet}: {len(done.issued) + len(done.kept)} device "
+                  f"certificate(s) in {done.pki_dir / 'devices'}: {len(done.issued)} issued, "
+                  f"{len(done.kept)} kept (valid)")
         else:
             print("\n".join(describe(args.file)))
     except (PkiError, EnrollError) as exc:  # bad input or PKI state: no CA, not a certificate, missing file
