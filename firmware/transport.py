@@ -77,6 +77,9 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    # MQTT v5 subscription identifiers of the subscription(s) that matched (a subscription
+    # given as (topic, qos, id)): tells a shared subscription's copy from a direct one's.
+    subscription_ids: tuple[int, ...] = ()
 
 
 TransportEvent = Connected | Disconnected | ConnectFailed | PublishResult | SubscribeResult | Message
@@ -170,7 +173,7 @@ class MqttTransport:
         port: int,
         tls: TlsFiles,
         on_event: Callable[[TransportEvent], None],
-        subscriptions: Sequence[tuple[str, int]] = (),
+        subscriptions: Sequence[tuple[str, int] | tuple[str, int, int]] = (),
         will: Will | None = None,
         keepalive_s: int = 30,
         session_expiry_s: int = 86400,
@@ -349,8 +352,12 @@ class MqttTransport:
         self._failed_in_round = 0
         # Subscribing is transport bookkeeping, not application state, so it is
         # done here; persistent sessions keep them anyway, this covers a new session.
-        for topic, qos in self._subscriptions:
-            _, mid = client.subscribe(topic, qos=qos)
+        for topic, qos, *sub_id in self._subscriptions:
+            props = None
+            if sub_id:  # (topic, qos, subscription identifier)
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sub_id[0]
+            _, mid = client.subscribe(topic, qos=qos, properties=props)
             self._sub_mids[mid] = [topic]
         self._on_event(Connected(bool(flags.session_present), f"{self.host}:{self.port}"))
 
@@ -370,7 +377,8 @@ class MqttTransport:
             self._on_event(SubscribeResult(topic, not rc.is_failure, str(rc)))
 
     def _on_message(self, client, userdata, msg) -> None:
-        self._on_event(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        ids = getattr(msg.properties, "SubscriptionIdentifier", None) or ()
+        self._on_event(Message(msg.topic, bytes(msg.payload), bool(msg.retain), tuple(ids)))
 
     def _on_log(self, client, userdata, level, buf) -> None:
         if level == mqtt.MQTT_LOG_ERR:

@@ -7,8 +7,10 @@ it. So every whole packet is also appended to a per-incident packet log
 (`<device>-<alert>.packets`, next to the evidence, any order, survives a room restart). When
 the stream has ended and the log holds every seq from 0 to the stream's last, the packets are
 muxed again in seq order into `<device>-<alert>.complete.mp4` (temp file, fsync, rename) and
-`<device>-<alert>.complete.json` records its SHA-256; the kiosk is told `evidence_complete`
-and may delete its copy. The live file stays as it is: what was seen while it happened.
+`<device>-<alert>.complete.json` records its SHA-256 (both put into the evidence store,
+tools/controlroom/evidence_store.py: by default this directory, under these names; a store
+elsewhere also gets the packet log and live parts once confirmed); the kiosk is told
+`evidence_complete` and may delete its copy. The live file stays as it is: what was seen while it happened.
 
 NACK policy: a missing seq is asked for once a later seq has been here for `settle_s` (the
 reorder window of a healthy link is far shorter), and the tail once `settle_s` after the
@@ -43,10 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pinkbutton.firmware import protocol as p
-from pinkbutton.firmware.durable import open_private, private_dir, replace_durably, write_atomic
+from pinkbutton.firmware.durable import open_private, private_dir
 from pinkbutton.firmware.media.envelope import MediaEnvelope, Reassembler, ReceivedPacket
 from pinkbutton.firmware.media.packet import EncodedPacket, Stream
 from pinkbutton.hal.clock import Clock, iso8601
+from pinkbutton.tools.controlroom.evidence_store import (
+    EvidenceStore,
+    EvidenceStoreError,
+    LocalEvidenceStore,
+)
 from pinkbutton.tools.controlroom.media import Evidence, EvidenceError
 
 log = logging.getLogger("pinkbutton.controlroom.backfill")
@@ -321,8 +328,12 @@ class BackfillManager:
         stall_s: float = 20.0,
         tick_s: float = 0.25,
         idle_s: float = 3600.0,
+        store: EvidenceStore | None = None,
     ) -> None:
         self.directory = Path(directory)
+        # Where the finished evidence goes (tools/controlroom/evidence_store.py); the packet
+        # logs and live files are working files in `directory`.
+        self.store = store or LocalEvidenceStore(self.directory)
         self.send_cmd = send_cmd
         self.out = out
         self.notify = notify
@@ -444,6 +455,23 @@ class BackfillManager:
             log.info("asking %s again for the missing media of %s", device_id, inc.alert_id)
         return resumed
 
+    def tracking(self, alert_id: str) -> bool:
+        return alert_id in self._incidents
+
+    def tracked_ids(self) -> list[str]:
+        return list(self._incidents)
+
+    def drop_held(self, alert_id: str) -> None:
+        """Forget media held for an alert another receiver records."""
+        self._held.pop(alert_id, None)
+
+    def drop(self, alert_id: str) -> None:
+        """Stop tracking the incident without completing it (another receiver owns it now);
+        its packet log stays on disk."""
+        inc = self._incidents.pop(alert_id, None)
+        if inc is not None:
+            inc.log.close()
+
     def completion(self, alert_id: str) -> Completion | None:
         return self._done.get(alert_id)
 
@@ -475,18 +503,21 @@ class BackfillManager:
             self._limit_dormant(keep=inc)
         else:
             del self._incidents[inc.alert_id]
-        base = inc.log.path.with_suffix("")
-        path = base.with_name(base.name + ".complete.mp4")
-        manifest = base.with_name(base.name + ".complete.json")
+        base = inc.log.path.with_suffix("").name
+        name, manifest_name = base + ".complete.mp4", base + ".complete.json"
         try:
             inc.log.sync()
-            summary = _remux(inc.log, path, self.clock)
-            digest, size = _sha256(path)
-        except (OSError, EvidenceError) as e:
+            tmp = self.directory / (name + ".tmp")
+            summary = _remux(inc.log, tmp, self.clock)
+            digest, size = _sha256(tmp)
+            self.store.put_file(name, tmp, keep=False)  # atomic: whole, or not there
+        except (OSError, EvidenceError, EvidenceStoreError) as e:
             log.error("cannot write the complete evidence of %s: %s", inc.alert_id, e)
             if final:
                 inc.log.close()
             return
+        path = Path(self.store.location(name))
+        manifest = Path(self.store.location(manifest_name))
         inc.written = len(inc.log)
         if final:
             inc.log.close()
@@ -499,7 +530,13 @@ class BackfillManager:
             "skipped": [list(r) for r in skipped],
             "packet_log": inc.log.path.name, "completed_at": iso8601(self.clock.wall()),
         }
-        write_atomic(manifest, json.dumps(doc, indent=1, sort_keys=True).encode())
+        try:
+            self.store.put(manifest_name, json.dumps(doc, indent=1, sort_keys=True).encode())
+            if final:
+                self._publish_working_files(base)
+        except EvidenceStoreError as e:
+            log.error("cannot store the evidence manifest of %s: %s", inc.alert_id, e)
+            return
         done = Completion(inc.alert_id, path, manifest, len(inc.log), gaps, inc.backfilled,
                           digest)
         if final:
@@ -525,6 +562,16 @@ class BackfillManager:
             "sha256": digest, "skipped": skipped, "final": final,
         })
 
+    def _publish_working_files(self, base: str) -> None:
+        """A store that is not this directory (S3) also gets the confirmed incident's live
+        parts and packet log (kept here too); the local store has them in place already."""
+        local = self.store.local_path(base + ".packets")
+        if local is not None and local.parent.resolve() == self.directory.resolve():
+            return
+        for path in sorted(self.directory.glob(base + ".*")):
+            if path.name.endswith((".packets", ".mp4")) and ".complete." not in path.name:
+                self.store.put_file(path.name, path, keep=True)
+
     def _limit_dormant(self, keep: IncidentBackfill) -> None:
         """At most MAX_DORMANT given-up incidents stay resumable; the oldest beyond that is
         forgotten here (its packet log stays on disk, the kiosk keeps its copy)."""
@@ -536,17 +583,17 @@ class BackfillManager:
             del self._incidents[old.alert_id]
 
 
-def _remux(packet_log: PacketLog, path: Path, clock: Clock):
-    tmp = path.with_name(path.name + ".tmp")
+def _remux(packet_log: PacketLog, tmp: Path, clock: Clock):
+    """The packet log in seq order into the local file `tmp` (fsynced); the caller puts it
+    into the evidence store."""
     ev = Evidence(tmp, reorder_window=1 << 30, clock=clock)
     for rp in packet_log.in_order():
         ev.feed(rp)
     summary = ev.close()
     if not tmp.exists():
-        raise EvidenceError(f"no media to write for {path.name}")
+        raise EvidenceError(f"no media to write for {packet_log.path.stem}")
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    replace_durably(tmp, path)
     return summary
 
 

@@ -483,6 +483,19 @@ class EvidenceRecorder:
                 return
             held.packets.append(rp)
 
+    def is_open(self, alert_id: str) -> bool:
+        with self._lock:
+            return alert_id in self._open
+
+    def open_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._open)
+
+    def drop_held(self, alert_id: str) -> None:
+        """Forget media held for an alert another receiver records (no warning)."""
+        with self._lock:
+            self._held.pop(alert_id, None)
+
     def expire_held(self) -> None:
         """Drop media whose alert did not come within hold_s (also done on every feed/open)."""
         with self._lock:

@@ -3,7 +3,10 @@
 Subscribes to every device's alerts through a shared subscription (several
 receivers split the load), validates them, stores one incident per alert_id,
 prints each alert with its site and latency, sends `cmd` messages (ack, end...)
-and tracks devices online/offline from their retained status.
+and tracks devices online/offline from their retained status. Media and the evidence's
+events reach every receiver of a share group; each incident's evidence is recorded and
+confirmed by one of them, its owner (a lease in the store; docs/architecture.md, "Evidence
+in a share group").
 
 Note on threads: paho callbacks (network thread) and the operator's keyboard
 thread only enqueue (alerts after a per-device budget check: intake.py); `run()`
@@ -61,10 +64,43 @@ def events_subscription(group: str = SHARE_GROUP) -> str:
 
 
 def media_subscription() -> str:
-    # Not shared: every chunk of one incident must reach the same process. Each
-    # receiver records the evidence of the incidents whose alert it received;
-    # media of other receivers' incidents is held briefly, then dropped.
+    # Not shared: every chunk of one incident must reach the same process. Every
+    # receiver of a share group gets all media: the incident's evidence owner records it
+    # (the others feed only their live view and stand by to take it over).
     return f"{p.TOPIC_ROOT}/+/media/+"
+
+
+# -- media follows its incident (issue 13) ------------------------------------------------
+#: Subscription identifier (MQTT v5) of the direct events subscription the evidence needs.
+EVIDENCE_EVENTS_ID = 13
+#: Device events the evidence needs, whichever receiver got the shared copy.
+EVIDENCE_EVENTS = ("stream_end", "backfill")
+#: How long an evidence owner's claim holds without renewal (another receiver then takes the
+#: incident over), and how often the owner renews it / the others look for silent owners.
+EVIDENCE_LEASE_S = 5.0
+EVIDENCE_RENEW_S = 1.0
+#: Incidents of other owners a receiver stands by for (events kept, bounded).
+MAX_STANDBY = 1_000
+MAX_STANDBY_EVENTS = 64
+
+
+def evidence_events_subscription() -> tuple[str, int, int]:
+    # Not shared, with its own subscription identifier: the shared copy of an event goes to
+    # one receiver of the group (shown, noted once), this copy to every receiver, so a
+    # `stream_end` or `backfill` report always reaches the incident's evidence owner.
+    return (f"{p.TOPIC_ROOT}/+/events", 1, EVIDENCE_EVENTS_ID)
+
+
+class _Standby:
+    """An incident whose evidence another receiver owns: what this one needs to take it
+    over (the device, the evidence events seen), and when it last heard of it."""
+
+    __slots__ = ("device_id", "events", "seen_at")
+
+    def __init__(self, device_id: str, seen_at: float) -> None:
+        self.device_id, self.seen_at = device_id, seen_at
+        self.events: list[p.DeviceEvent] = []
+# -- end of media follows its incident --------------------------------------------------
 
 
 def status_subscription() -> str:
@@ -111,6 +147,7 @@ class ControlRoomReceiver:
         evidence_dir: Path | None = None,
         viewer=None,
         limits: IntakeLimits | None = None,
+        evidence_store=None,
     ) -> None:
         self.clock = clock or Clock()
         self.auto_ack = auto_ack
@@ -132,8 +169,9 @@ class ControlRoomReceiver:
         self._events_kept: dict[str, int] = {}  # device events noted per incident (_note_event)
         self._received: dict[str, float | None] = {}  # wall time each recorded incident's alert came
         self._timed: dict[str, set[str]] = {}  # first_media/first_keyframe noted per incident
-        subscriptions = [(alert_subscription(group), 1), (events_subscription(group), 1),
-                         (status_subscription(), 1), (health_subscription(), 0)]
+        subscriptions: list[tuple[str, int] | tuple[str, int, int]] = [
+            (alert_subscription(group), 1), (events_subscription(group), 1),
+            (status_subscription(), 1), (health_subscription(), 0)]
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
         self._next_tick = 0.0
         self._worker, self._next_web = client_id, 0.0  # web console commands (_web_commands)
@@ -149,10 +187,18 @@ class ControlRoomReceiver:
 
             self.recorder = EvidenceRecorder(evidence_dir, clock=self.clock)
             self.backfill = BackfillManager(
-                evidence_dir, clock=self.clock, out=self.out, notify=self._notify,
+                evidence_dir, clock=self.clock, out=self.out, notify=self._backfill_notify,
                 send_cmd=lambda kind, dev, aid, ranges: self._send(kind, dev, aid, None,
-                                                                   ranges=ranges))
+                                                                   ranges=ranges),
+                store=evidence_store)
             subscriptions.append((media_subscription(), 1))
+            subscriptions.append(evidence_events_subscription())
+        # Evidence ownership in a share group (issue 13): this receiver's name in the store.
+        self._owner = client_id
+        self.evidence_lease_s, self.evidence_renew_s = EVIDENCE_LEASE_S, EVIDENCE_RENEW_S
+        self._role: dict[str, str] = {}  # alert_id -> "mine" | "other" | "done"
+        self._standby: dict[str, _Standby] = {}
+        self._next_lease = 0.0
         if device_certs is not None:  # load up front: keeps the first alert fast
             for pem in sorted(device_certs.glob("*.pem")):
                 self._load_key(pem.stem)
@@ -190,6 +236,7 @@ class ControlRoomReceiver:
                 self._flood_summary()
                 self._web_commands()
                 if self.backfill is not None:
+                    self._evidence_leases()
                     self.backfill.tick()  # NACKs and completed evidence, a few times a second
                 try:
                     item = self._inbox.get(timeout=0.25)
@@ -214,6 +261,9 @@ class ControlRoomReceiver:
 
     def _handle(self, item) -> None:
         match item:
+            case t.Message(topic=topic, payload=payload, subscription_ids=ids) if (
+                    EVIDENCE_EVENTS_ID in ids):
+                self._on_evidence_event(topic, payload)
             case t.Message(topic=topic, payload=payload, retain=retain) if topic.endswith(
                     ("/status", "/health")):
                 self._on_supervision(topic, payload, retain)
@@ -256,10 +306,7 @@ class ControlRoomReceiver:
                                        "detail": dict(ev.detail)})
                 if ev.kind == "selftest":
                     self._record_selftest(ev)
-                if ev.kind == "stream_end" and isinstance(ev.detail.get("alert_id"), str):
-                    self._close_evidence(ev.detail["alert_id"])
-                if self.backfill is not None:
-                    self.backfill.on_event(ev)
+                # stream_end and backfill reach the evidence over its own subscription.
             elif parts.leaf == "media" and self.recorder is not None:
                 self._on_media(parts.device_id, parts.rest, payload)
         except (p.ProtocolError, MediaError) as e:
@@ -354,7 +401,7 @@ class ControlRoomReceiver:
         finally:
             # After the ack: opening the evidence file takes tens of milliseconds.
             if new and self.recorder is not None and id_known:
-                self._open_evidence(a.alert_id, a.device_id)
+                self._claim_evidence(a.alert_id, a.device_id, take_absent=True)
 
     # -- devices over their alert budget (tools/controlroom/intake.py) ------------
 
@@ -488,20 +535,26 @@ class ControlRoomReceiver:
     def _on_media(self, device_id: str, alert_id: str, payload: bytes) -> None:
         assert self.recorder is not None and self.backfill is not None  # only when recording
         env = decode_envelope(payload)
-        if self.backfill.claims(alert_id, env):
+        # Whose evidence (None: its alert is not stored yet; the media is held meanwhile).
+        role = self._evidence_role(alert_id, device_id)
+        if role in (None, "mine") and self.backfill.claims(alert_id, env):
             return  # a copy of a packet we have, or a resent one we asked for
         # Wide seq window: the kiosk sends live media ahead of the pre-roll, so on a slow
         # link pre-roll seqs arrive thousands of seqs late (memory stays bounded by bytes).
+        if role == "done":
+            return  # confirmed complete: stragglers
         rp = self._reassemblers.setdefault(
             alert_id, Reassembler(max_seq_window=1 << 16)).add(env)
         if rp is None:
             return
+        if role == "other":
+            # Another receiver of the group records it: only the live view, and standing by.
+            self._stand_by(alert_id, device_id)
+            if self.viewer is not None:
+                self.viewer.feed(alert_id, rp)
+            return
         if alert_id not in self._media_seen:
             self._media_seen.add(alert_id)
-            inc = self.store.incident(alert_id)
-            if inc is not None and inc.ended_at is None:
-                # Known from before a restart of this room: keep recording its evidence.
-                self._open_evidence(alert_id, inc.device_id)
             self._notify("first_media", {"alert_id": alert_id, "keyframe": rp.packet.keyframe})
         self.recorder.feed(alert_id, rp)
         self._note_timings(alert_id)
@@ -512,17 +565,174 @@ class ControlRoomReceiver:
                                "keyframe": rp.packet.keyframe, "preroll": rp.preroll,
                                "capture_us": rp.packet.pts_us})
 
-    def _open_evidence(self, alert_id: str, device_id: str) -> None:
+    def _open_evidence(self, alert_id: str, device_id: str, live: bool = True) -> None:
         assert self.recorder is not None and self.backfill is not None  # callers check
-        self.recorder.open(alert_id, device_id)
+        if live:  # not for an incident taken over after its stream ended: no live part
+            self.recorder.open(alert_id, device_id)
         packets = self.recorder.path_for(alert_id, device_id).with_suffix(".packets")
         self.backfill.open(alert_id, device_id, packets.name)
+
+    # -- media follows its incident (issue 13) ----------------------------------------------
+    # Every receiver of a share group gets all media and, over EVIDENCE_EVENTS_ID, every
+    # stream_end/backfill event. One of them owns an incident's evidence (the store's
+    # evidence_owners row: the receiver that stored the alert claims it): it records the live
+    # file and the packet log, asks for what is missing and confirms. The others feed their
+    # live view and stand by; when the owner's lease runs out (killed, hung) one of them
+    # takes the incident over: it continues the packet log in the shared evidence directory
+    # (a new live part), replays the events it kept, and the kiosk's backfill fills in what
+    # the dead owner had not written.
+
+    def _claim_evidence(self, alert_id: str, device_id: str, *, take_absent: bool,
+                        live: bool = True) -> str:
+        assert self.recorder is not None and self.backfill is not None  # callers check
+        got = self.store.claim_evidence(alert_id, self._owner, self.clock.wall(),
+                                        self.evidence_lease_s, take_absent=take_absent)
+        if got == "mine":
+            self._role[alert_id] = "mine"
+            self._standby.pop(alert_id, None)
+            if not (self.recorder.is_open(alert_id) or self.backfill.tracking(alert_id)):
+                self._open_evidence(alert_id, device_id, live=live)
+            return got
+        # Another receiver records it ("absent": the one that stored the alert is claiming
+        # it now); what was held for it here is not needed.
+        self._role[alert_id] = "done" if got == "done" else "other"
+        self.recorder.drop_held(alert_id)
+        self.backfill.drop_held(alert_id)
+        if got != "done" and alert_id not in self._standby:
+            self._stand_by(alert_id, device_id)
+        return got
+
+    def _evidence_role(self, alert_id: str, device_id: str) -> str | None:
+        role = self._role.get(alert_id)
+        if role is not None:
+            return role
+        inc = self.store.incident(alert_id)
+        if inc is None or inc.device_id != device_id:
+            return None  # its alert is not stored (yet): held as before
+        if inc.ended_at is not None:  # not recorded anew; taken over only with its stream_end
+            self._role[alert_id] = "other"
+            self._stand_by(alert_id, device_id)
+            return "other"
+        # Stored long ago and nobody claimed it (a room restarted mid-incident, a store from
+        # before owners): claim it now, as before; otherwise its receiver is claiming it.
+        return self._claim_evidence(alert_id, device_id,
+                                    take_absent=self._unclaimed_for_long(inc))
+
+    def _unclaimed_for_long(self, inc: Incident) -> bool:
+        """Its alert was stored more than a lease ago: an owner would have claimed it."""
+        received = parse_iso(inc.received_at)
+        return received is None or self.clock.wall() - received > self.evidence_lease_s
+
+    def _stand_by(self, alert_id: str, device_id: str) -> _Standby:
+        sb = self._standby.get(alert_id)
+        if sb is None:
+            while len(self._standby) >= MAX_STANDBY:
+                self._standby.pop(next(iter(self._standby)))
+            sb = self._standby[alert_id] = _Standby(device_id, self.clock.monotonic())
+        sb.seen_at = self.clock.monotonic()
+        return sb
+
+    def _on_evidence_event(self, topic: str, payload: bytes) -> None:
+        """The direct copy of a device event: only what the evidence needs (the shared copy
+        is shown and noted by whichever receiver got it)."""
+        try:
+            parts = p.parse_topic(topic)
+            ev = p.decode_event(payload, topic_device=parts.device_id)
+        except p.ProtocolError:
+            return  # the shared copy says why
+        alert_id = ev.detail.get("alert_id")
+        if ev.kind not in EVIDENCE_EVENTS or not isinstance(alert_id, str):
+            return
+        if ev.kind == "stream_end" and self.viewer is not None:
+            self.viewer.end(alert_id)
+        role = self._evidence_role(alert_id, ev.device_id)
+        if role == "mine":
+            if ev.kind == "stream_end":
+                self._close_evidence(alert_id)
+            assert self.backfill is not None  # subscribed only when recording
+            self.backfill.on_event(ev)
+        elif role != "done":
+            sb = self._stand_by(alert_id, ev.device_id)
+            if len(sb.events) < MAX_STANDBY_EVENTS:
+                sb.events.append(ev)
+            if ev.kind == "stream_end":
+                self._reassemblers.pop(alert_id, None)
+
+    def _evidence_leases(self) -> None:
+        """Renew this receiver's leases; take over the incidents whose owner went silent."""
+        now = self.clock.monotonic()
+        if now < self._next_lease:
+            return
+        self._next_lease = now + self.evidence_renew_s
+        assert self.recorder is not None and self.backfill is not None  # callers check
+        wall = self.clock.wall()
+        mine = sorted(set(self.recorder.open_ids()) | set(self.backfill.tracked_ids()))
+        try:
+            kept = self.store.renew_evidence(mine, self._owner, wall, self.evidence_lease_s)
+        except Exception:  # noqa: BLE001 - a busy database: next turn
+            log.exception("cannot renew evidence leases")
+            return
+        for alert_id in mine:
+            if alert_id not in kept:
+                self._lost_evidence(alert_id)
+        for alert_id, sb in list(self._standby.items()):
+            if now - sb.seen_at > self.backfill.idle_s:
+                del self._standby[alert_id]
+                continue
+            ended = any(ev.kind == "stream_end" for ev in sb.events)
+            inc = self.store.incident(alert_id)
+            # An ended incident can be completed only with its stream_end's seq count.
+            got = "absent" if inc is None or inc.device_id != sb.device_id or (
+                inc.ended_at is not None and not ended) else \
+                self._claim_evidence(alert_id, sb.device_id, live=not ended,
+                                     take_absent=self._unclaimed_for_long(inc))
+            if got == "done":
+                self._standby.pop(alert_id, None)
+            elif got == "mine":
+                self._took_over(alert_id, sb)
+
+    def _took_over(self, alert_id: str, sb: _Standby) -> None:
+        assert self.backfill is not None  # callers check
+        log.warning("evidence of %s taken over: its owner's lease ran out", shown(alert_id))
+        self.out(f"EVIDENCE  {shown(sb.device_id)}  id {self._short(alert_id)}  taken over "
+                 "from a silent receiver of the group")
+        self._media_seen.add(alert_id)
+        assert self.recorder is not None  # made with the backfill
+        for ev in sb.events:
+            self.backfill.on_event(ev)
+            if ev.kind == "stream_end" and self.recorder.is_open(alert_id):
+                self._close_evidence(alert_id)
+        self._notify("evidence_taken_over", {"alert_id": alert_id,
+                                             "events": len(sb.events)})
+
+    def _lost_evidence(self, alert_id: str) -> None:
+        """Another receiver holds the lease now (this one stalled past it): stop writing."""
+        assert self.recorder is not None and self.backfill is not None  # callers check
+        log.warning("evidence of %s is recorded by another receiver now: stopped here",
+                    shown(alert_id))
+        try:
+            self.recorder.close(alert_id)
+        except Exception:  # noqa: BLE001 - not open (backfill only)
+            pass
+        self.backfill.drop(alert_id)
+        self._role[alert_id] = "other"
+        inc = self.store.incident(alert_id)
+        if inc is not None:
+            self._stand_by(alert_id, inc.device_id)
+
+    def _backfill_notify(self, kind: str, data: dict) -> None:
+        if kind == "evidence_complete" and data.get("final"):
+            self.store.finish_evidence(data["alert_id"], self._owner)
+            self._role[data["alert_id"]] = "done"
+        self._notify(kind, data)
+    # -- end of media follows its incident --------------------------------------------------
 
     def _close_evidence(self, alert_id: str) -> None:
         if self.viewer is not None:
             self.viewer.end(alert_id)
         if self.recorder is None or alert_id not in self._media_seen \
-                or alert_id in self._evidence_shown:  # the operator's end, then stream_end
+                or alert_id in self._evidence_shown \
+                or self._role.get(alert_id) == "other":  # another receiver records it
             return
         try:
             summary = self.recorder.close(alert_id)

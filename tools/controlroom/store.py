@@ -650,6 +650,81 @@ class IncidentStore:
         return self._incidents("WHERE received_at >= ? AND received_at < ? ORDER BY received_at",
                                (since or "", until or "\uffff"))
 
+    # -- evidence ownership (issue 13: media follows its incident in a share group) --------
+    # One receiver of a share group owns an incident's evidence: it records and confirms it.
+    # Its lease (wall clock, shared by every receiver of the store) is renewed while it
+    # works; a lease left to expire (the owner died) is taken by another receiver. `done`:
+    # confirmed complete, never taken again. Table made on first use; every statement is
+    # one both engines take, and a claim is one conditional UPDATE (atomic on both).
+
+    EVIDENCE_OWNERS = ("CREATE TABLE IF NOT EXISTS evidence_owners (alert_id TEXT PRIMARY "
+                       "KEY, owner TEXT NOT NULL, lease_until REAL NOT NULL, "
+                       "done INTEGER NOT NULL DEFAULT 0)")
+
+    def _evidence_owners(self) -> None:
+        if not getattr(self, "_owners_made", False):
+            with self._tx():
+                self._db.schema_lock()
+                self._db.execute(self._db.ddl(self.EVIDENCE_OWNERS))
+            self._owners_made = True
+
+    def claim_evidence(self, alert_id: str, owner: str, now: float, lease_s: float, *,
+                       take_absent: bool = True) -> str:
+        """'mine' (claimed or renewed for `owner`), 'other' (another owner's lease runs),
+        'done' (confirmed already), or 'absent' (no owner yet and not `take_absent`)."""
+        self._evidence_owners()
+        row = self._db.execute("SELECT owner, lease_until, done FROM evidence_owners WHERE "
+                               "alert_id=?", (alert_id,)).fetchone()
+        if row is not None and (row[2] or (row[0] != owner and row[1] >= now)):
+            return "done" if row[2] else "other"  # the common case, without a write
+        if row is None and not take_absent:
+            return "absent"
+        with self._tx():
+            if take_absent:
+                self._db.execute("INSERT INTO evidence_owners(alert_id, owner, lease_until) "
+                                 "VALUES (?,?,?) ON CONFLICT (alert_id) DO NOTHING",
+                                 (alert_id, owner, now + lease_s))
+            cur = self._db.execute(
+                "UPDATE evidence_owners SET owner=?, lease_until=? WHERE alert_id=? AND "
+                "done=0 AND (owner=? OR lease_until < ?)",
+                (owner, now + lease_s, alert_id, owner, now))
+            if cur.rowcount:
+                return "mine"
+            row = self._db.execute("SELECT done FROM evidence_owners WHERE alert_id=?",
+                                   (alert_id,)).fetchone()
+        return "absent" if row is None else "done" if row[0] else "other"
+
+    def renew_evidence(self, alert_ids: list[str], owner: str, now: float,
+                       lease_s: float) -> set[str]:
+        """Extend `owner`'s leases in one transaction; returns the ids still its own."""
+        self._evidence_owners()
+        if not alert_ids:
+            return set()
+        marks = ",".join("?" * len(alert_ids))
+        with self._tx():
+            self._db.execute(f"UPDATE evidence_owners SET lease_until=? WHERE owner=? AND "
+                             f"done=0 AND alert_id IN ({marks})",
+                             (now + lease_s, owner, *alert_ids))
+            rows = self._db.execute(f"SELECT alert_id FROM evidence_owners WHERE owner=? "
+                                    f"AND alert_id IN ({marks})", (owner, *alert_ids))
+            return {r[0] for r in rows.fetchall()}
+
+    def finish_evidence(self, alert_id: str, owner: str) -> None:
+        """The evidence is confirmed complete: nobody takes it over again."""
+        self._evidence_owners()
+        with self._tx():
+            self._db.execute("UPDATE evidence_owners SET done=1 WHERE alert_id=? AND owner=?",
+                             (alert_id, owner))
+
+    def evidence_owner(self, alert_id: str) -> tuple[str, float, bool] | None:
+        """(owner, lease until, done) of the incident's evidence, or None."""
+        self._evidence_owners()
+        row = self._db.execute("SELECT owner, lease_until, done FROM evidence_owners WHERE "
+                               "alert_id=?", (alert_id,)).fetchone()
+        return None if row is None else (row[0], row[1], bool(row[2]))
+
+    # -- end of evidence ownership ----------------------------------------------------------
+
     # -- the accountability report (issue 12 item 6; tools/controlroom/accountability.py) --
 
     def online_changes(self) -> list[tuple[str, str, bool]]:
