@@ -39,6 +39,7 @@ class FlakyLink:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self.held = 0  # chunks held back as "lost" (retransmitted), for the table and tests
+        self.is_cut = False  # a dead link (a scenario's link_down): see cut()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(_POLL)
         self.port: int = self._listener.getsockname()[1]
@@ -59,6 +60,22 @@ class FlakyLink:
                     s.close()
         self._thread.join(1.0)
 
+    def cut(self) -> None:
+        """The link dies (a mobile network outage): its connections are dropped at once and
+        new ones refused until `restore()`; the broker publishes the kiosk's Last Will."""
+        with self._lock:
+            self.is_cut = True
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def restore(self) -> None:
+        with self._lock:
+            self.is_cut = False
+
     def _delay(self) -> float:
         """Delay of one chunk: the link's latency, plus an RTO if it was "lost"."""
         extra = 0.0
@@ -75,6 +92,9 @@ class FlakyLink:
                 continue
             except OSError:
                 return
+            if self.is_cut:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -84,6 +104,10 @@ class FlakyLink:
                 s.settimeout(None)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
+                if self.is_cut:  # cut while this one was connecting
+                    client.close()
+                    upstream.close()
+                    continue
                 self._sockets += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 _Pipe(self, src, dst).start()
