@@ -208,7 +208,15 @@ def _scenario(args) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_scenario(args.file, sys.stdout, as_json=args.json, keep=args.keep)
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # tear down the broker and receivers as on Ctrl-C
+    try:
+        return run_scenario(args.file, sys.stdout, as_json=args.json, keep=args.keep)
+    except KeyboardInterrupt:
+        print("pinkbutton-sim: scenario interrupted", file=sys.stderr)
+        return 1
 
 
 def _add_scenario_parser(sub) -> None:

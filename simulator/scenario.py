@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO, cast
 
-from pinkbutton.simulator.broker import BrokerError, Mosquitto
+from pinkbutton.simulator.broker import BrokerError, Mosquitto, _die_with_parent
 from pinkbutton.simulator.flakylink import FlakyLink
 from pinkbutton.simulator.fleet import FleetRunner
 from pinkbutton.simulator.fleetfile import Fleet, with_broker
@@ -118,7 +118,9 @@ class Receiver:
 
     def start(self) -> None:
         self.starts += 1
-        proc = self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+        # _die_with_parent: SIGTERM to the receiver if the runner dies without cleaning up
+        proc = self.proc = subprocess.Popen([*_die_with_parent(), *self.argv],
+                                            stdin=subprocess.DEVNULL,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             text=True, start_new_session=True)
         marker = f"{self.source}#{self.starts}"
@@ -391,6 +393,12 @@ class ScenarioRun:
                 if verb == "device_offline" and line.startswith(f"DEVICE {dev} OFFLINE"):
                     return t
                 if verb == "device_online" and line.startswith(f"DEVICE {dev} back online"):
+                    return t
+                if verb == "camera_fault" and words[0] == "EVENT" and dev in words[1:2] and \
+                        " fault camera_covered" in line:
+                    return t
+                if verb == "camera_fault_cleared" and words[0] == "EVENT" and \
+                        dev in words[1:2] and "fault cleared: camera_covered" in line:
                     return t
                 if verb == "evidence_complete" and line.startswith("evidence for ") and \
                         len(words) > 3 and words[2] in alert_ids and words[3] == "complete:":

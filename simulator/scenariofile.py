@@ -40,9 +40,10 @@ Actions: `press T`, `hold T S`, `link_down T`, `link_up T`, `broker_restart`,
 more site ids, district names or `all`.
 
 Expectations: `alert_received T within W`, `acked T within W`, `evidence_complete T within W`,
-`device_offline T within W`, `device_online T within W` (back online), each met when its
-event happens for every site of T between `at` and `at + W`; `incidents == N` (optionally
-`within W`), and `no_duplicates`, checked at `at`.
+`device_offline T within W`, `device_online T within W` (back online), `camera_fault T
+within W` and `camera_fault_cleared T within W` (the room shows the kiosk's camera_covered
+fault raised, cleared), each met when its event happens for every site of T between `at`
+and `at + W`; `incidents == N` (optionally `within W`), and `no_duplicates`, checked at `at`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ MAX_S = 600.0
 MAX_STEPS = 1000
 ACTIONS = ("press", "hold", "link_down", "link_up", "broker_restart", "receiver_kill",
            "receiver_start", "camera_cover", "camera_uncover")
-TIMED = ("alert_received", "acked", "evidence_complete", "device_offline", "device_online")
+TIMED = ("alert_received", "acked", "evidence_complete", "device_offline", "device_online",
+         "camera_fault", "camera_fault_cleared")
 CHECKS = ("incidents", "no_duplicates")
 _TOP = ("scenario", "fleet", "kiosk", "site", "room", "districts", "step")
 

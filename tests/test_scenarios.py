@@ -247,3 +247,57 @@ def test_scenario_verb_has_help():
     proc = subprocess.run([sys.executable, "-m", "pinkbutton.simulator.cli", "scenario", "-h"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0 and "--json" in proc.stdout and "--keep" in proc.stdout
+
+
+CAMERA = """
+[scenario]
+name = "camera"
+max_s = 20
+
+[fleet]
+name = "One camera"
+device_prefix = "pb-scc-"
+
+[kiosk.health]
+interval_s = 1.0
+monitor_interval_s = 0.2
+camera_covered_s = 1.0
+
+[[site]]
+id = "gate"
+name = "Gate"
+kind = "university"
+lat = 34.0
+lon = 71.5
+media = true
+
+[[step]]
+at = 0.5
+action = "camera_cover gate"
+
+[[step]]
+at = 0.5
+expect = "camera_fault gate within 8"
+
+[[step]]
+at = 9.0
+action = "camera_uncover gate"
+
+[[step]]
+at = 9.0
+expect = "camera_fault_cleared gate within 8"
+"""
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(SCENARIO_TIMEOUT_S + 20)
+def test_a_covered_camera_is_shown_in_the_room_and_cleared(tmp_path):
+    path = tmp_path / "camera.toml"
+    path.write_text(CAMERA)
+    proc = scenario(path)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr[-2000:])
+    lines = proc.stdout.splitlines()
+    measured = [float(line.split()[-2]) for line in lines if line.startswith("PASS ")
+                and "camera_fault" in line]
+    assert len(measured) == 2, lines
+    assert measured[0] >= 1.0  # the kiosk waits camera_covered_s before it calls it a fault
