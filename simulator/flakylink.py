@@ -40,6 +40,7 @@ class FlakyLink:
         self._lock = threading.Lock()
         self.held = 0  # chunks held back as "lost" (retransmitted), for the table and tests
         self.is_cut = False  # a dead link (a scenario's link_down): see cut()
+        self.is_stalled = False  # a silent link (a scenario's link_stall): see stall()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(_POLL)
         self.port: int = self._listener.getsockname()[1]
@@ -72,9 +73,16 @@ class FlakyLink:
             with contextlib.suppress(OSError):
                 s.close()
 
+    def stall(self) -> None:
+        """The link goes silent (a mobile network that drops everything without a word):
+        connections stay open, nothing moves either way until `restore()`, then what was
+        sent meanwhile arrives (as TCP retransmits it). Only heartbeats missing tell."""
+        self.is_stalled = True
+
     def restore(self) -> None:
         with self._lock:
             self.is_cut = False
+            self.is_stalled = False
 
     def _delay(self) -> float:
         """Delay of one chunk: the link's latency, plus an RTO if it was "lost"."""
@@ -153,8 +161,8 @@ class _Pipe:
                         continue
                     due, data = self.chunks[0]
                     wait = due - time.monotonic()
-                    if wait > 0:
-                        self.cv.wait(min(wait, _POLL))
+                    if wait > 0 or self.link.is_stalled:
+                        self.cv.wait(min(wait, _POLL) if wait > 0 else _POLL)
                         continue
                     self.chunks.popleft()
                 self.dst.sendall(data)

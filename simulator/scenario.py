@@ -325,6 +325,9 @@ class ScenarioRun:
         elif v == "link_down":
             for sid in step.sites:
                 self.links[sid].cut()
+        elif v == "link_stall":
+            for sid in step.sites:
+                self.links[sid].stall()
         elif v == "link_up":
             for sid in step.sites:
                 self.links[sid].restore()

@@ -35,7 +35,8 @@
     at = 1.0
     expect = "alert_received bazaar within 2"
 
-Actions: `press T`, `hold T S`, `link_down T`, `link_up T`, `broker_restart`,
+Actions: `press T`, `hold T S`, `link_down T` (cut), `link_stall T` (silent), `link_up T`,
+`broker_restart`,
 `receiver_kill N`, `receiver_start N`, `camera_cover T`, `camera_uncover T`, where T is one or
 more site ids, district names or `all`.
 
@@ -59,7 +60,7 @@ from pinkbutton.simulator.fleetfile import Fleet, parse_fleet
 
 MAX_S = 600.0
 MAX_STEPS = 1000
-ACTIONS = ("press", "hold", "link_down", "link_up", "broker_restart", "receiver_kill",
+ACTIONS = ("press", "hold", "link_down", "link_stall", "link_up", "broker_restart", "receiver_kill",
            "receiver_start", "camera_cover", "camera_uncover")
 TIMED = ("alert_received", "acked", "evidence_complete", "device_offline", "device_online",
          "camera_fault", "camera_fault_cleared")
@@ -267,7 +268,7 @@ def _step(n: int, raw: Mapping[str, Any], path: Path, max_s: float, fleet: Fleet
             raise ConfigError(f"{where}: ends at {at + w:g} s, after max_s {max_s:g}")
         return words[:-2], w
 
-    if verb in ("press", "link_down", "link_up"):
+    if verb in ("press", "link_down", "link_stall", "link_up"):
         return Step(n, at, text, verb, targets(args))
     if verb in ("camera_cover", "camera_uncover"):
         sites = targets(args)

@@ -301,3 +301,27 @@ def test_a_covered_camera_is_shown_in_the_room_and_cleared(tmp_path):
                 and "camera_fault" in line]
     assert len(measured) == 2, lines
     assert measured[0] >= 1.0  # the kiosk waits camera_covered_s before it calls it a fault
+
+
+def test_a_stalled_link_keeps_its_connection_and_delivers_after_restore():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)
+    link = FlakyLink(server.getsockname()).start()
+    try:
+        client = socket.create_connection(("127.0.0.1", link.port), timeout=5)
+        upstream, _ = server.accept()
+        link.stall()
+        client.sendall(b"held")
+        upstream.settimeout(0.6)
+        with pytest.raises(TimeoutError):  # nothing moves, nothing is closed
+            upstream.recv(4)
+        link.restore()
+        upstream.settimeout(5)
+        assert upstream.recv(4) == b"held"
+        upstream.sendall(b"back")
+        assert client.recv(4) == b"back"
+        client.close()
+        upstream.close()
+    finally:
+        link.close()
+        server.close()
