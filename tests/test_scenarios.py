@@ -64,7 +64,7 @@ def test_shipped_scenario_passes(path: Path):
 FAILING = """
 [scenario]
 name = "impossible"
-max_s = 6
+max_s = 8
 
 [fleet]
 name = "One stall"
@@ -93,7 +93,7 @@ action = "press stall"
 
 [[step]]
 at = 0.5
-expect = "alert_received stall within 3"
+expect = "alert_received stall within 6"
 
 [[step]]
 at = 0.5
@@ -118,7 +118,7 @@ def test_a_failed_expectation_exits_1_and_says_which(tmp_path):
     assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("PASS") and "alert_received stall within 3" in line
+    assert any(line.startswith("PASS") and "alert_received stall within 6" in line
                for line in lines), lines
     failed = [line for line in lines if line.startswith("FAIL ")]
     assert any("alert_received kiosk within 2" in line and "not within 2 s: kiosk" in line
