@@ -3,9 +3,11 @@
     pinkbutton-sim run --config examples/sim.toml            # Enter presses the button
     pinkbutton-sim run --config F --press-after 1 --exit-after 5   # scripted
     pinkbutton-sim fleet examples/fleets/peshawar.toml       # 68 kiosks; type a site id to press
+    pinkbutton-sim scenario examples/scenarios/single-press.toml   # a timeline, PASS/FAIL
 
-Exit codes: 0 ok (every press delivered), 1 a press was not delivered before
-exit, 2 bad usage or configuration.
+Exit codes: 0 ok (every press delivered; every expectation of a scenario passed), 1 a
+press was not delivered before exit (a scenario: an expectation failed), 2 bad usage or
+configuration.
 """
 
 from __future__ import annotations
@@ -228,6 +230,40 @@ def _fleet(args) -> int:
     return 0
 
 
+# -- `scenario` (simulator/scenario.py) ---------------------------------------------------------
+
+
+def _scenario(args) -> int:
+    from pinkbutton.simulator.scenario import run_scenario
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # tear down the broker and receivers as on Ctrl-C
+    try:
+        return run_scenario(args.file, sys.stdout, as_json=args.json, keep=args.keep)
+    except KeyboardInterrupt:
+        print("pinkbutton-sim: scenario interrupted", file=sys.stderr)
+        return 1
+
+
+def _add_scenario_parser(sub) -> None:
+    sc = sub.add_parser("scenario", help="run a scenario file against a broker and control room "
+                                         "of its own: PASS/FAIL per expectation")
+    sc.add_argument("file", metavar="FILE", help="scenario file (examples/scenarios/*.toml)")
+    sc.add_argument("--json", action="store_true", help="one JSON object per line")
+    sc.add_argument("--keep", action="store_true",
+                    help="keep the run's work folder (PKI, broker log, databases)")
+    sc.add_argument("--log-level", default="critical",
+                    choices=["debug", "info", "warning", "error", "critical"],
+                    help="the kiosks' log level on stderr (default: critical: a scenario's "
+                         "outages make the errors it expects)")
+
+# -- end of `scenario` ---------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-sim",
                                  description="Run the Pink Button firmware on simulated hardware")
@@ -263,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--log-level", default="warning",
                        choices=["debug", "info", "warning", "error"],
                        help="log level on stderr (default: warning)")
+    _add_scenario_parser(sub)
     return ap
 
 
@@ -270,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "scenario":
+            return _scenario(args)
         return _fleet(args) if args.command == "fleet" else _run(args)
     except ConfigError as e:
         print(f"pinkbutton-sim: {e}", file=sys.stderr)

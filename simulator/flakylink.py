@@ -39,6 +39,8 @@ class FlakyLink:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self.held = 0  # chunks held back as "lost" (retransmitted), for the table and tests
+        self.is_cut = False  # a dead link (a scenario's link_down): see cut()
+        self.is_stalled = False  # a silent link (a scenario's link_stall): see stall()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(_POLL)
         self.port: int = self._listener.getsockname()[1]
@@ -59,6 +61,29 @@ class FlakyLink:
                     s.close()
         self._thread.join(1.0)
 
+    def cut(self) -> None:
+        """The link dies (a mobile network outage): its connections are dropped at once and
+        new ones refused until `restore()`; the broker publishes the kiosk's Last Will."""
+        with self._lock:
+            self.is_cut = True
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def stall(self) -> None:
+        """The link goes silent (a mobile network that drops everything without a word):
+        connections stay open, nothing moves either way until `restore()`, then what was
+        sent meanwhile arrives (as TCP retransmits it). Only heartbeats missing tell."""
+        self.is_stalled = True
+
+    def restore(self) -> None:
+        with self._lock:
+            self.is_cut = False
+            self.is_stalled = False
+
     def _delay(self) -> float:
         """Delay of one chunk: the link's latency, plus an RTO if it was "lost"."""
         extra = 0.0
@@ -75,6 +100,9 @@ class FlakyLink:
                 continue
             except OSError:
                 return
+            if self.is_cut:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -84,6 +112,10 @@ class FlakyLink:
                 s.settimeout(None)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
+                if self.is_cut:  # cut while this one was connecting
+                    client.close()
+                    upstream.close()
+                    continue
                 self._sockets += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 _Pipe(self, src, dst).start()
@@ -129,8 +161,8 @@ class _Pipe:
                         continue
                     due, data = self.chunks[0]
                     wait = due - time.monotonic()
-                    if wait > 0:
-                        self.cv.wait(min(wait, _POLL))
+                    if wait > 0 or self.link.is_stalled:
+                        self.cv.wait(min(wait, _POLL) if wait > 0 else _POLL)
                         continue
                     self.chunks.popleft()
                 self.dst.sendall(data)
