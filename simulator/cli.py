@@ -212,7 +212,12 @@ def _load(args) -> int:
                     state_dir=args.state_dir, room_args=tuple(args.room_arg))
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_load(spec, sys.stdout, sys.stderr)
+
+    def interrupted(*_) -> None:  # SIGTERM as Ctrl-C: the run stops its workers and room
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    return run_load(spec, sys.stdout, sys.stderr, args.log_level)
 
 
 def _add_load(sub) -> None:

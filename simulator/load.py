@@ -2,7 +2,9 @@
 
 Every device is the firmware's own `Kiosk` on fake hardware (simulator/device.py, as
 `pinkbutton-sim fleet` builds them, with the fleet's `DeviceView`), each with its own
-certificate and mTLS connection, all in this process. A streaming device's encoders are
+certificate and mTLS connection, in worker processes of at most DEVICES_PER_WORKER devices
+(paho's network loop and the kiosk's control socket use select(), which takes no file
+descriptor above 1023; a kiosk holds about six), started one after the other. A streaming device's encoders are
 replaced by pre-encoded replay (simulator/replay.py) so the sender, envelopes and MQTT are
 the real ones and x264 is not what is measured.
 
@@ -13,7 +15,7 @@ What runs, in order (bounded: every wait has a deadline):
    evidence in OUT/evidence, auto-ack); its stdout and database are read as data;
 3. an observer: an MQTT client with the control room's identity, subscribed (not shared) to
    every device's media, stamping each live video packet's arrival;
-4. the idle devices, then (RSS measured in between) the streaming ones;
+4. the idle devices' workers, then (RSS measured in between) the streaming devices' own;
 5. for `duration` seconds: the streaming devices are pressed one by one over the first half
    (so "streams vs CPU" has a ramp), the K presses spread evenly over idle devices, CPU and
    RSS of this process and of the room sampled each second from /proc;
@@ -193,9 +195,9 @@ def percentile(samples: list[float], q: float) -> float:
 @dataclass
 class Sample:
     t: float  # seconds since the load started
-    cpu_devices: float  # % of one core, this process (every kiosk, the observer)
+    cpu_devices: float  # % of one core: this process (the observer) and every worker
     cpu_room: float
-    rss_devices: float  # MiB
+    rss_devices: float  # MiB, this process and every worker
     rss_room: float
     streams: int  # alerts whose live video reached the observer in the last 2 s
 
@@ -211,8 +213,8 @@ class Result:
     first_frame_ms: list[float] = field(default_factory=list)
     g2g_ms: list[float] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
-    rss_base_mib: float = float("nan")  # this process before any device
-    rss_idle_mib: float = float("nan")  # with the idle devices online
+    rss_base_mib: float = float("nan")  # the idle workers before any device (summed)
+    rss_idle_mib: float = float("nan")  # the idle workers with their devices online
     online_s: float = float("nan")  # the idle devices' time to all online
     alerts_written: int = 0
     stored: int = 0
@@ -267,8 +269,8 @@ def format_table(r: Result, title: str) -> str:
         f"{'concurrent streams':<46}{_mean([s.streams for s in streams]):>9.1f}"
         f"{max((s.streams for s in r.samples), default=0):>9}",
         f"memory per idle device: {r.mib_per_idle:.2f} MiB "
-        f"({r.rss_base_mib:.0f} MiB before the devices, {r.rss_idle_mib:.0f} MiB with "
-        f"{r.idle} idle online after {r.online_s:.1f} s)",
+        f"(idle workers: {r.rss_base_mib:.0f} MiB before the devices, {r.rss_idle_mib:.0f} "
+        f"MiB with {r.idle} idle online after {r.online_s:.1f} s)",
         f"alerts: {r.presses} pressed, {r.alerts_written} written to outboxes, {r.stored} "
         f"stored by the room, lost {r.lost}, duplicated {r.duplicated}",
         "first frame: press -> first live video packet at an observer with the room's "
@@ -484,15 +486,138 @@ class Progress:
 # -- the run ----------------------------------------------------------------------------------------
 
 
+DEVICES_PER_WORKER = 100  # paho's loop and the kiosk's control socket use select(): fds < 1024
+WORKER_REPORT_S = 0.25
+
+
+def _worker(cmds, reports, fleet_path: str, site_ids: list[str], streaming: bool,
+            log_level: str) -> None:
+    """One worker process: its slice of the fleet as real kiosks. Reads ("press", i) and
+    ("stop",) from `cmds`; sends ("state", online, presses, [(alert_id, press time)], rss before
+    any device) every WORKER_REPORT_S, then ("done",)."""
+    import logging
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    media = clip(**{k: STREAM_MEDIA[k] for k in ("width", "height", "fps")},
+                 video_kbps=int(STREAM_MEDIA["video_kbps"])) if streaming else None
+    base = rss_mib() or float("nan")
+    wanted = set(site_ids)
+    clock = Clock()
+    built: list[tuple[SimDevice, DeviceView, PressTap]] = []
+    for site in load_fleet(fleet_path, check_certificates=False).sites:
+        if site.id not in wanted:
+            continue
+        view, tap = DeviceView(site, lambda _v, _t: None), PressTap()
+        device = build_device(site.config, clock, backend=FakeBackend(), listeners=[view, tap],
+                              media=streaming)
+        if media is not None and device.kiosk.media is not None:
+            use_replay(device.kiosk.media.pipeline, media)
+        view.kiosk = device.kiosk
+        built.append((device, view, tap))
+    threads = []
+    for device, view, _tap in built:
+        thread = threading.Thread(target=device.kiosk.run, daemon=True,
+                                  name=f"kiosk-{view.site.id}")
+        thread.start()
+        threads.append(thread)
+    sent: set[str] = set()
+
+    def report() -> None:
+        new = [(a, at) for _d, _v, tap in built for a, at in list(tap.alerts.items())
+               if a not in sent]
+        sent.update(a for a, _at in new)
+        reports.send(("state", sum(v.online for _d, v, _t in built),
+                      sum(t.presses for _d, _v, t in built), new, base))
+
+    try:
+        while True:
+            if cmds.poll(WORKER_REPORT_S):
+                msg = cmds.recv()
+                if msg[0] == "stop":
+                    break
+                built[msg[1]][0].press()
+            report()
+    except (EOFError, OSError):
+        pass  # the parent has gone: stop
+    finally:
+        for device, _v, _t in built:
+            device.kiosk.stop()
+        end = time.monotonic() + STOP_JOIN_S
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        with contextlib.suppress(OSError):
+            report()
+            reports.send(("done",))
+
+
+class Worker:
+    """A worker process as the parent sees it: what it last reported."""
+
+    def __init__(self, fleet_path: Path, site_ids: list[str], streaming: bool,
+                 log_level: str) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # not fork: this process has threads
+        self.size, self.streaming = len(site_ids), streaming
+        self._cmds, cmds = ctx.Pipe()
+        reports, self._reports = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(cmds, reports, str(fleet_path),
+                                                      site_ids, streaming, log_level),
+                                daemon=True)
+        self.proc.start()
+        self.online = self.presses = 0
+        self.alerts: dict[str, float] = {}
+        self.base_rss = float("nan")
+        self.done = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = self._reports.recv()
+                if msg[0] == "done":
+                    break
+                _kind, self.online, self.presses, new, self.base_rss = msg
+                self.alerts.update(new)
+        except (EOFError, OSError):
+            pass
+        self.done.set()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.pid is not None
+        return self.proc.pid
+
+    def press(self, index: int) -> None:
+        with contextlib.suppress(OSError):
+            self._cmds.send(("press", index))
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._cmds.send(("stop",))
+
+    def join(self, timeout: float) -> None:
+        self.done.wait(timeout)
+        self.proc.join(max(0.5, timeout / 4))
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
 class LoadRun:
-    def __init__(self, spec: LoadSpec, say: Say, progress_out: TextIO) -> None:
+    def __init__(self, spec: LoadSpec, say: Say, progress_out: TextIO,
+                 log_level: str = "warning") -> None:
         self.spec = spec
         self.say = say
         self.progress_out = progress_out
+        self.log_level = log_level
         self.tag = secrets.token_hex(4)
         self.result = Result(spec.idle, spec.streaming, spec.duration_s, spec.presses)
-        self.devices: list[tuple[SimDevice, DeviceView, PressTap]] = []
-        self._threads: list[threading.Thread] = []
+        self.workers: list[Worker] = []
 
     def run(self) -> Result:
         spec = self.spec
@@ -539,91 +664,87 @@ class LoadRun:
             raise LoadError(f"pinkbutton-pki fleet: {(proc.stderr or proc.stdout).strip()[:300]}")
         return load_fleet(path)
 
-    def _build(self, fleet: Fleet, streaming: bool) -> list[tuple[SimDevice, DeviceView, PressTap]]:
-        clock = Clock()
-        media = clip(**{k: STREAM_MEDIA[k] for k in ("width", "height", "fps")},
-                     video_kbps=int(STREAM_MEDIA["video_kbps"])) if streaming else None
-        built = []
-        for site in fleet.sites:
-            if site.id.startswith("s") != streaming:
-                continue
-            view, tap = DeviceView(site, lambda _v, _t: None), PressTap()
-            device = build_device(site.config, clock, backend=FakeBackend(),
-                                  listeners=[view, tap], media=streaming)
-            if media is not None and device.kiosk.media is not None:
-                use_replay(device.kiosk.media.pipeline, media)
-            view.kiosk = device.kiosk
-            built.append((device, view, tap))
-        for device, view, _tap in built:
-            thread = threading.Thread(target=device.kiosk.run, daemon=True,
-                                      name=f"kiosk-{view.site.id}")
-            thread.start()
-            self._threads.append(thread)
-        self.devices += built
-        return built
+    def _start(self, fleet: Fleet, streaming: bool) -> list[Worker]:
+        """Worker processes of at most DEVICES_PER_WORKER devices, started one after the
+        other once the previous one's devices are online (1000 kiosks connecting at once
+        are a TLS handshake storm that says more about the start than the load)."""
+        ids = [s.id for s in fleet.sites if s.id.startswith("s") == streaming]
+        group: list[Worker] = []
+        for i in range(0, len(ids), DEVICES_PER_WORKER):
+            group.append(Worker(fleet.path, ids[i:i + DEVICES_PER_WORKER], streaming,
+                                self.log_level))
+            self.workers.append(group[-1])
+            self._wait_online(group[-1:], "streaming" if streaming else "idle")
+        return group
 
-    def _wait_online(self, group: list, what: str) -> float:
+    def _wait_online(self, group: list[Worker], what: str) -> float:
         start = time.monotonic()
-        limit = 60 + 0.1 * len(group)
-        while sum(v.online for _d, v, _t in group) < len(group):
-            if time.monotonic() - start > limit:
-                n = sum(v.online for _d, v, _t in group)
-                raise LoadError(f"only {n} of {len(group)} {what} devices online after "
-                                f"{limit:g} s")
+        total = sum(w.size for w in group)
+        limit = 60 + 0.1 * total
+        while sum(w.online for w in group) < total:
+            if time.monotonic() - start > limit or any(w.done.is_set() for w in group):
+                n = sum(w.online for w in group)
+                raise LoadError(f"only {n} of {total} {what} devices online after "
+                                f"{time.monotonic() - start:.0f} s")
             time.sleep(0.2)
         return time.monotonic() - start
 
+    def _rss(self, group: list[Worker]) -> float:
+        return sum(rss_mib(w.pid) or 0.0 for w in group)
+
     def _devices(self, fleet: Fleet) -> None:
         r = self.result
-        if self.spec.streaming:
-            clip(**{k: STREAM_MEDIA[k] for k in ("width", "height", "fps")},
-                 video_kbps=int(STREAM_MEDIA["video_kbps"]))  # encoded before the baseline
-        r.rss_base_mib = rss_mib() or float("nan")
-        idle = self._build(fleet, streaming=False)
+        start = time.monotonic()
+        idle = self._start(fleet, streaming=False)
         if idle:
-            r.online_s = self._wait_online(idle, "idle")
+            r.online_s = time.monotonic() - start
             time.sleep(2.0)  # settled: the first heartbeats sent
-            r.rss_idle_mib = rss_mib() or float("nan")
-            self.say(f"load: {len(idle)} idle devices online after {r.online_s:.1f} s, "
-                     f"{r.mib_per_idle:.2f} MiB each")
-        streaming = self._build(fleet, streaming=True)
+            r.rss_base_mib = sum(w.base_rss for w in idle)
+            r.rss_idle_mib = self._rss(idle)
+            self.say(f"load: {r.idle} idle devices online after {r.online_s:.1f} s "
+                     f"({len(idle)} worker processes), {r.mib_per_idle:.2f} MiB each")
+        streaming = self._start(fleet, streaming=True)
         if streaming:
-            self._wait_online(streaming, "streaming")
-            self.say(f"load: {len(streaming)} streaming devices online")
+            self.say(f"load: {r.streaming} streaming devices online")
+
+    def _device_side(self) -> tuple[float | None, float]:
+        """CPU seconds and RSS (MiB) of this process and every worker."""
+        cpu = [cpu_seconds(), *(cpu_seconds(w.pid) for w in self.workers)]
+        rss = (rss_mib() or 0.0) + self._rss(self.workers)
+        return sum(c or 0.0 for c in cpu), rss
 
     def _load(self, room: Room, observer: Observer) -> None:
         spec, r = self.spec, self.result
-        idle = [d for d in self.devices if not d[1].site.id.startswith("s")]
-        streaming = [d for d in self.devices if d[1].site.id.startswith("s")]
-        events: list[tuple[float, SimDevice, bool]] = []  # (at s, device, counts as a press)
+        idle = [(w, i) for w in self.workers if not w.streaming for i in range(w.size)]
+        streaming = [(w, i) for w in self.workers if w.streaming for i in range(w.size)]
+        events: list[tuple[float, Worker, int, bool]] = []  # (at s, worker, index, a press)
         ramp = spec.duration_s / 2
-        for j, (device, _v, _t) in enumerate(streaming):
-            events.append((ramp * j / max(1, len(streaming)), device, False))
+        for j, (w, i) in enumerate(streaming):
+            events.append((ramp * j / max(1, len(streaming)), w, i, False))
         for k in range(spec.presses):
-            device = idle[k % len(idle)][0]
-            events.append((spec.duration_s * (k + 0.5) / spec.presses, device, True))
+            w, i = idle[k % len(idle)]
+            events.append((spec.duration_s * (k + 0.5) / spec.presses, w, i, True))
         events.sort(key=lambda e: e[0])
         progress = Progress(spec.duration_s, self.progress_out)
         start = time.monotonic()
         pressed = 0
-        cpu_me, cpu_room, last = cpu_seconds(), cpu_seconds(room.proc.pid), start
+        (cpu_me, _rss), cpu_room, last = self._device_side(), cpu_seconds(room.proc.pid), start
         next_sample = start + SAMPLE_S
         try:
             while True:
                 now = time.monotonic()
                 t = now - start
                 while events and events[0][0] <= t:
-                    _at, device, counts = events.pop(0)
-                    device.press()
+                    _at, w, i, counts = events.pop(0)
+                    w.press(i)
                     pressed += counts
                 if now >= next_sample:
-                    me, rm = cpu_seconds(), cpu_seconds(room.proc.pid)
+                    (me, rss), rm = self._device_side(), cpu_seconds(room.proc.pid)
                     dt = now - last
                     sample = Sample(
-                        round(t, 2),
-                        100 * ((me or 0) - (cpu_me or 0)) / dt,
+                        round(t, 2), 100 * ((me or 0) - (cpu_me or 0)) / dt,
                         100 * ((rm or 0) - (cpu_room or 0)) / dt if rm is not None else 0.0,
-                        rss_mib() or 0.0, rss_mib(room.proc.pid) or 0.0, observer.active(now))
+                        rss, rss_mib(room.proc.pid) or 0.0, observer.active(now))
                     r.samples.append(sample)
                     cpu_me, cpu_room, last = me, rm, now
                     next_sample += SAMPLE_S
@@ -639,34 +760,37 @@ class LoadRun:
         finally:
             progress.close()
 
+    def _written(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for w in self.workers:
+            out.update(w.alerts)
+        return out
+
     def _finish(self, room: Room, observer: Observer) -> None:
         r = self.result
-        taps = [(d, v, t) for d, v, t in self.devices]
-        written: dict[str, float] = {}
-        for _d, _v, tap in taps:
-            written.update(tap.alerts)
         end = time.monotonic() + DRAIN_S
+        time.sleep(2 * WORKER_REPORT_S)  # the workers' last presses reported
+        written = self._written()
         stored = room.stored(set(written))
         while len(stored) < len(written) and time.monotonic() < end:
             time.sleep(0.5)
+            written = self._written()
             stored = room.stored(set(written))
         time.sleep(1.0)  # an ALERT line printed late is still counted
         latencies = room.latencies()
-        pressed_ids = {a for d, v, tap in taps if not v.site.id.startswith("s")
-                       for a in tap.alerts}
-        r.press_ms = [latencies[a] for a in sorted(pressed_ids, key=lambda a: written[a])
-                      if a in latencies]
+        pressed_ids = sorted((a for w in self.workers if not w.streaming for a in w.alerts),
+                             key=lambda a: written[a])
         start_mono = min(written.values(), default=0.0)
-        r.press_t = [written[a] - start_mono for a in sorted(pressed_ids, key=lambda a: written[a])
-                     if a in latencies]
-        for _d, v, tap in taps:
-            if v.site.id.startswith("s"):
-                for alert_id, at in tap.alerts.items():
+        r.press_ms = [latencies[a] for a in pressed_ids if a in latencies]
+        r.press_t = [written[a] - start_mono for a in pressed_ids if a in latencies]
+        for w in self.workers:
+            if w.streaming:
+                for alert_id, at in w.alerts.items():
                     first = observer.first.get(alert_id)
                     if first is not None:
                         r.first_frame_ms.append((first - at) * 1000)
         r.g2g_ms = list(observer.g2g_ms)
-        presses_seen = sum(tap.presses for _d, _v, tap in taps)
+        presses_seen = sum(w.presses for w in self.workers)
         r.alerts_written = len(written)
         r.stored = len(stored)
         r.lost = len(written) - len(stored)
@@ -684,11 +808,11 @@ class LoadRun:
                            "frame at the observer")
 
     def _stop_devices(self) -> None:
-        for device, _v, _t in self.devices:
-            device.kiosk.stop()
-        end = time.monotonic() + STOP_JOIN_S
-        for thread in self._threads:
-            thread.join(max(0.0, end - time.monotonic()))
+        for w in self.workers:
+            w.stop()
+        end = time.monotonic() + STOP_JOIN_S + 5
+        for w in self.workers:
+            w.join(max(1.0, end - time.monotonic()))
 
 
 # -- plots ------------------------------------------------------------------------------------------
@@ -744,14 +868,17 @@ def write_plots(r: Result, out: Path) -> list[Path]:
     return paths
 
 
-def run_load(spec: LoadSpec, out: TextIO, err: TextIO) -> int:
+def run_load(spec: LoadSpec, out: TextIO, err: TextIO, log_level: str = "warning") -> int:
     """The `load` verb: 0 nothing lost, 1 lost or duplicated alerts, 2 bad setup (one line)."""
     check_spec(spec)
     try:
-        result = LoadRun(spec, lambda s: print(s, file=err, flush=True), err).run()
+        result = LoadRun(spec, lambda s: print(s, file=err, flush=True), err, log_level).run()
     except LoadError as e:
         print(f"pinkbutton-sim load: {e}", file=err)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: devices, workers and room were stopped
+        print("pinkbutton-sim load: interrupted", file=err)
+        return 1
     host, port = spec.broker
     engine = "1 receiver, SQLite" if not spec.room_args else \
         f"{spec.receivers} receiver(s), {' '.join(spec.room_args)}"
