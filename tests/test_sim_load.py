@@ -24,6 +24,7 @@ def sim(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.broker
+@pytest.mark.timeout(200)  # ~30 s idle; bounded by sim()'s 150 s
 def test_small_load_run_has_its_table_loses_nothing_and_draws_its_plots(
         tmp_path, pki_dir, broker):
     out = tmp_path / "load"
@@ -38,6 +39,7 @@ def test_small_load_run_has_its_table_loses_nothing_and_draws_its_plots(
     assert (out / "table.txt").read_text().strip() in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lost"] == 0 and summary["duplicated"] == 0
+    assert summary["unregistered"] == 0
     assert summary["alerts_written"] == summary["stored"] == 12  # 10 presses + 2 streams
     assert summary["press"]["n"] == 10
     assert 0 < summary["press"]["p99"] < 10_000
