@@ -189,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="copy each step's folder (table, summary.json, plots) here")
     args = parser.parse_args(argv)
+    steps: list[int] = []
     try:
         steps = [int(x) for x in args.steps.split(",")]
     except ValueError:
