@@ -32,7 +32,7 @@ def test_small_load_run_has_its_table_loses_nothing_and_draws_its_plots(
                "--pki", str(pki_dir), "--broker", f"localhost:{broker.port}", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = proc.stdout
-    for label in ("press -> received", "first frame", "glass-to-glass", "CPU device side",
+    for label in ("press -> received", "button edge -> received", "first frame", "glass-to-glass", "CPU device side",
                   "CPU room", "RSS device side", "RSS room", "memory per idle device",
                   "lost 0, duplicated 0", "p50", "p95", "p99"):
         assert label in table, f"{label!r} not in the table:\n{table}"
@@ -43,6 +43,9 @@ def test_small_load_run_has_its_table_loses_nothing_and_draws_its_plots(
     assert summary["alerts_written"] == summary["stored"] == 12  # 10 presses + 2 streams
     assert summary["press"]["n"] == 10
     assert 0 < summary["press"]["p99"] < 10_000
+    # the room's latency runs from the button's edge: the debounce (50 ms) comes on top
+    assert summary["edge"]["n"] == 10
+    assert summary["edge"]["p50"] >= summary["press"]["p50"] + 40
     assert summary["first_frame"]["n"] == 2  # both streams reached the observer live
     assert summary["g2g"]["n"] > 10
     assert 0 < summary["mib_per_idle"] < 10
