@@ -776,7 +776,7 @@ class LoadRun:
     def _written(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for w in self.workers:
-            out.update(w.alerts)
+            out.update(list(w.alerts.items()))
         return out
 
     def _finish(self, room: Room, observer: Observer) -> None:
@@ -793,17 +793,20 @@ class LoadRun:
             stored = room.stored(set(written))
         time.sleep(1.0)  # an ALERT line printed late is still counted
         latencies = room.latencies()
-        pressed_ids = sorted((a for w in self.workers if not w.streaming for a in w.alerts),
-                             key=lambda a: written[a])
+        # one snapshot: the workers' reader threads may still add late alerts meanwhile
+        written = self._written()
+        stored = room.stored(set(written))
+        idle_ids = {a for w in self.workers if not w.streaming for a in list(w.alerts)}
+        pressed_ids = sorted((a for a in written if a in idle_ids), key=written.__getitem__)
         start_mono = min(written.values(), default=0.0)
-        debounce = {a: ms for w in self.workers for a, ms in w.debounce_ms.items()}
+        debounce = {a: ms for w in self.workers for a, ms in list(w.debounce_ms.items())}
         # the room's latency runs from the button's edge; the press is the debounced one
         r.edge_ms = [latencies[a] for a in pressed_ids if a in latencies]
         r.press_ms = [latencies[a] - debounce.get(a, 0.0) for a in pressed_ids if a in latencies]
         r.press_t = [written[a] - start_mono for a in pressed_ids if a in latencies]
         for w in self.workers:
             if w.streaming:
-                for alert_id, at in w.alerts.items():
+                for alert_id, at in list(w.alerts.items()):
                     first = observer.first.get(alert_id)
                     if first is not None:
                         r.first_frame_ms.append((first - at) * 1000)
