@@ -259,7 +259,7 @@ def format_table(r: Result, title: str) -> str:
         f"{'metric (ms)':<46}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}{'n':>7}",
         row("press -> received (debounced press -> room)", r.press_ms),
         row("button edge -> received (room's latency)", r.edge_ms),
-        row("first frame (press -> 1st live video)", r.first_frame_ms),
+        row("first frame (edge -> 1st live video)", r.first_frame_ms),
         row("glass-to-glass (capture -> arrival, replay)", r.g2g_ms),
         f"{'resource':<46}{'mean':>9}{'max':>9}",
         f"{'CPU device side (% of a core)':<46}"
