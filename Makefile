@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all deps system-deps demo test test-fast bench soak lint clean mutate deb vendor
+.PHONY: all deps system-deps demo test test-fast bench bench-fleet soak lint clean mutate deb vendor
 
 all: test
 
@@ -68,6 +68,12 @@ bench: deps
 	$(BIN)/python -m harness.bench_media
 	$(BIN)/python -m harness.bench_store
 	$(BIN)/python -m harness.bench_web
+
+# The largest fleet one broker and one room carry here: steps of 250/500/1000 idle + 20 streaming
+# kiosks (`pinkbutton-sim load`), the mosquitto CLI floor, memory per idle device (<= 15 min).
+# Not part of `make test`. BENCH_FLEET_ARGS="--keep DIR" keeps each step's table and plots.
+bench-fleet: deps
+	$(BIN)/python -m harness.bench_fleet $(BENCH_FLEET_ARGS)
 
 # 1000 presses on 20 kiosk processes with broker kills, stalls and device kills (<= 15 min).
 soak: deps

@@ -4,6 +4,7 @@
     pinkbutton-sim run --config F --press-after 1 --exit-after 5   # scripted
     pinkbutton-sim fleet examples/fleets/peshawar.toml       # 68 kiosks; type a site id to press
     pinkbutton-sim scenario examples/scenarios/single-press.toml   # a timeline, PASS/FAIL
+    pinkbutton-sim load --idle 500 --streaming 20 --duration 60 --presses 100 --pki P --out D
 
 Exit codes: 0 ok (every press delivered; every expectation of a scenario passed), 1 a
 press was not delivered before exit (a scenario: an expectation failed), 2 bad usage or
@@ -264,6 +265,59 @@ def _add_scenario_parser(sub) -> None:
 # -- end of `scenario` ---------------------------------------------------------------------------
 
 
+# -- load (issue 13 item 4): simulator/load.py ----------------------------------------------------
+
+
+def _load(args) -> int:
+    from pinkbutton.simulator.fleetfile import _host_port
+    from pinkbutton.simulator.load import LoadSpec, run_load
+
+    spec = LoadSpec(idle=args.idle, streaming=args.streaming, duration_s=args.duration,
+                    presses=args.presses, out=args.out, pki=args.pki,
+                    broker=_host_port(args.broker, "--broker"), heartbeat_s=args.heartbeat,
+                    state_dir=args.state_dir, room_args=tuple(args.room_arg))
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def interrupted(*_) -> None:  # SIGTERM as Ctrl-C: the run stops its workers and room
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    return run_load(spec, sys.stdout, sys.stderr, args.log_level)
+
+
+def _add_load(sub) -> None:
+    load = sub.add_parser("load", help="N idle + M streaming kiosks, K presses: latency, CPU "
+                                       "and memory table, plots in --out")
+    load.add_argument("--idle", type=int, default=100, metavar="N",
+                      help="idle devices, heartbeating (default 100, at most 3000)")
+    load.add_argument("--streaming", type=int, default=0, metavar="M",
+                      help="devices pressed and streaming pre-encoded media (at most 50)")
+    load.add_argument("--duration", type=int, default=30, metavar="S",
+                      help="seconds of load after all are online (5-900, default 30)")
+    load.add_argument("--presses", type=int, default=20, metavar="K",
+                      help="presses spread over the idle devices and the duration (default 20)")
+    load.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="output folder: table.txt, summary.json, PNG plots, room.db")
+    load.add_argument("--pki", type=Path, required=True, metavar="DIR",
+                      help="the PKI the broker trusts (ca.pem, controlroom.*; device "
+                           "certificates are made in DIR/devices)")
+    load.add_argument("--broker", default="localhost:8883", metavar="HOST:PORT",
+                      help="the broker (default localhost:8883)")
+    load.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
+                      help="each device's heartbeat period (default 10 s)")
+    load.add_argument("--state-dir", type=Path, metavar="DIR",
+                      help="devices' state (default: a temp folder under /tmp, removed)")
+    load.add_argument("--room-arg", action="append", default=[], metavar="ARG",
+                      help="extra argument for pinkbutton-controlroom run (repeatable)")
+    load.add_argument("--log-level", default="warning",
+                      choices=["debug", "info", "warning", "error"],
+                      help="log level on stderr (default: warning)")
+
+
+# -- end of load ----------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="pinkbutton-sim",
                                  description="Run the Pink Button firmware on simulated hardware")
@@ -300,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"],
                        help="log level on stderr (default: warning)")
     _add_scenario_parser(sub)
+    _add_load(sub)
     return ap
 
 
@@ -309,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "scenario":
             return _scenario(args)
+        if args.command == "load":
+            return _load(args)
         return _fleet(args) if args.command == "fleet" else _run(args)
     except ConfigError as e:
         print(f"pinkbutton-sim: {e}", file=sys.stderr)
