@@ -196,7 +196,9 @@ def test_small_fleet_comes_online_presses_reach_the_room_and_quirks_show(
         try:
             fleet.wait_line("fleet: all 6 devices online", timeout=60)
             seen = wait_room_online(db, ids, timeout=30)
-            assert sorted(seen) == sorted(ids)
+            # The session's broker is shared with earlier tests of this worker: their kiosks'
+            # retained status messages list them in this room too. This fleet's are these six.
+            assert sorted(d for d in seen if d.startswith("pb-sf-")) == sorted(ids)
             # a press typed as a command reaches the room and the officer's ack comes back
             fleet.send("press bazaar")
             fleet.wait_line("bazaar  pb-sf-bazaar  ", "ack by officer-1", timeout=30)
