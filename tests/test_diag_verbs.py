@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from pinkbutton.tools.pki import ca_paths
 
 from tests.helpers import assert_one_line_error
+from tests.test_provisioning import kiosk_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,27 +40,9 @@ def mode(path: Path) -> int:
 
 
 def new_kiosk_config(directory: Path, ca: Path, device_id: str = "pb-new-0009") -> Path:
-    """A kiosk not yet enrolled: its key and certificate do not exist."""
-    path = directory / "kiosk.toml"
-    path.write_text(f"""
-[device]
-id = "{device_id}"
-site_id = "site"
-site_name = "Test Bazaar"
-lat = 34.0
-lon = 71.5
-state_dir = "state"
-
-[broker]
-host = "localhost"
-ca = "{ca}"
-cert = "pki/{device_id}.pem"
-key = "pki/{device_id}.key"
-
-[hal]
-backend = "fake"
-""")
-    return path
+    """A kiosk not yet enrolled: its key and certificate do not exist (the provisioning
+    tests' config)."""
+    return kiosk_config(directory, ca, device_id)
 
 
 def test_diag_enroll_makes_the_key_and_csr_and_keeps_the_key_on_renewal(tmp_path, pki_dir):
