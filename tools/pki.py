@@ -669,18 +669,17 @@ def _build_parser() -> argparse.ArgumentParser:
                         help=f"validity in days (default {DEVICE_DAYS}; renew before it ends)")
     p_sign.add_argument("--out", type=Path, metavar="FILE", default=None,
                         help="certificate file to write (default DIR/devices/ID.pem)")
-    p_broker = sub.add_parser("broker", help="issue the broker certificate for its real host names")
-    p_broker.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
-    p_broker.add_argument("--host", action="append", required=True, metavar="NAME",
-                          help="DNS name or IP address kiosks use as broker.host (repeatable)")
-    p_broker.add_argument("--days", type=int_in(1, 3650), default=825,
-                          help="validity in days (default 825)")
-    p_web = sub.add_parser("web", help="issue the web console's HTTPS certificate")
-    p_web.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
-    p_web.add_argument("--host", action="append", required=True, metavar="NAME",
-                       help="DNS name or IP address officers' browsers open (repeatable)")
-    p_web.add_argument("--days", type=int_in(1, 3650), default=825,
-                       help="validity in days (default 825)")
+    for verb, what, who in (
+            ("broker", "the broker certificate for its real host names",
+             "kiosks use as broker.host"),
+            ("web", "the web console's HTTPS certificate", "officers' browsers open")):
+        p_server = sub.add_parser(verb, help=f"issue {what}")
+        p_server.add_argument("dir", type=Path, metavar="DIR",
+                              help="a PKI directory made by 'init'")
+        p_server.add_argument("--host", action="append", required=True, metavar="NAME",
+                              help=f"DNS name or IP address {who} (repeatable)")
+        p_server.add_argument("--days", type=int_in(1, 3650), default=825,
+                              help="validity in days (default 825)")
     p_revoke = sub.add_parser("revoke", help="revoke a device's certificates (DIR/crl.pem)")
     p_revoke.add_argument("dir", type=Path, metavar="DIR", help="a PKI directory made by 'init'")
     p_revoke.add_argument("id", type=_device_id_arg, metavar="ID",
