@@ -9,6 +9,7 @@ network thread: that thread alone touches the TLS socket (see `_run`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -30,6 +31,10 @@ NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code: the broker has it, n
 #: While `hurry()` is on (an alert is waiting), a failed connect is retried after at most
 #: this long (equal jitter: half to all of it), whatever the backoff has grown to.
 URGENT_RETRY_S = 0.5
+#: The network thread's select() timeout. It is woken at once by the socket (the broker
+#: spoke) and by paho's socket pair (a publish or stop() queued a packet), so this only
+#: paces keepalive bookkeeping: an idle kiosk wakes once a second, not 20 times.
+LOOP_TIMEOUT_S = 1.0
 
 
 # -- events handed to the owner ---------------------------------------------
@@ -234,9 +239,14 @@ class MqttTransport:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """The network thread says DISCONNECT (no will) within one loop turn, then exits."""
+        """The network thread says DISCONNECT (no will) at once, then exits."""
         self._stop.set()
         self._wake.set()
+        # Queue the DISCONNECT: with the register-write hook paho only queues it and wakes
+        # the network thread's select() (its socket pair), which writes it. Nothing else
+        # would wake that select before LOOP_TIMEOUT_S.
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -282,7 +292,7 @@ class MqttTransport:
                 continue
             self._set_nodelay()
             while not self._stop.is_set():
-                rc = self._client.loop(timeout=0.05)
+                rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     break
             if self._stop.is_set():

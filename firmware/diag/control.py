@@ -9,6 +9,7 @@ that the kiosk's state thread keeps current, so a slow or hostile client never h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ class ControlServer:
         self._test_alert = test_alert
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # _sock appearing vs stop(): one of them sees the other
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -75,7 +77,13 @@ class ControlServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            if self._sock is not None:
+                # Wakes the server's poll() at once (Linux: a listening socket shut down is
+                # readable and accept() fails), so the server needs no timeout to notice.
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             # Not longer: a silent client may hold the thread for CLIENT_TIMEOUT_S; a socket
             # left behind when the process exits is replaced at the next start.
@@ -83,15 +91,17 @@ class ControlServer:
 
     def _run(self) -> None:
         try:
-            self._sock = self._bind()
+            sock = self._bind()
         except OSError as e:
             log.error("control socket %s not available (pinkbutton-diag status will not "
                       "answer): %s", self.path, e.strerror or e)
             return
+        with self._lock:
+            self._sock = sock
         try:
-            self._serve()
+            self._serve(sock)
         finally:
-            self._sock.close()
+            sock.close()
             try:
                 self.path.unlink()
             except OSError:
@@ -132,14 +142,17 @@ class ControlServer:
             raise
         return sock
 
-    def _serve(self) -> None:
-        assert self._sock is not None
+    def _serve(self, sock: socket.socket) -> None:
+        # poll(), not select(): a simulator runs hundreds of kiosks in one process, and
+        # select() takes no descriptor above 1023. No timeout: stop() wakes it.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._sock], [], [], 0.5)
-            if not ready:
-                continue
+            poller.poll()
+            if self._stop.is_set():
+                break
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 continue
             with conn:
