@@ -6,6 +6,8 @@ and lined up with the video; `tone_samples` reproduces it for comparison.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from pinkbutton.hal.base import AudioChunk, FailureSink, HalError, Microphone
 from pinkbutton.hal.clock import Clock
@@ -19,10 +21,22 @@ AMPLITUDE = 8000
 
 def tone_samples(first_sample: int, count: int, sample_rate: int) -> np.ndarray:
     """The fake microphone's signal, samples [first_sample, first_sample+count), int16."""
-    index = np.arange(first_sample, first_sample + count, dtype=np.int64)
+    period = _one_period(sample_rate)
+    index = np.arange(first_sample, first_sample + count, dtype=np.int64) % len(period)
+    return period[index]
+
+
+@functools.cache
+def _one_period(sample_rate: int) -> np.ndarray:
+    """One burst and one silence: the signal repeats after it exactly (2 * BURST_S * TONE_HZ
+    is a whole number of cycles), so a chunk is a slice of this instead of a sine computed
+    for every sample (the fake microphone was a simulated streaming kiosk's largest cost)."""
     burst = int(BURST_S * sample_rate)
+    index = np.arange(2 * burst, dtype=np.int64)
     tone = AMPLITUDE * np.sin(2 * np.pi * TONE_HZ * index / sample_rate)
-    return np.where((index // burst) % 2 == 0, tone, 0.0).astype(np.int16)
+    period = np.where(index < burst, tone, 0.0).astype(np.int16)
+    period.flags.writeable = False
+    return period
 
 
 class FakeMicrophone(PacedSource, Microphone):
