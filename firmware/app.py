@@ -54,6 +54,9 @@ NO_LISTENER_RETRY_S = 0.5
 # A self-test waits at most this long for the running pipeline's frames and audio.
 SELFTEST_CAPTURE_S = 5.0
 SELFTEST_AUDIO_S = 0.5  # of microphone audio analysed
+# The state thread's longest sleep when nothing is due: everything that must happen has a
+# deadline or wakes it through the inbox; this only paces the stage watchdog's checks.
+IDLE_TURN_S = 1.0
 
 Listener = Callable[[str, dict], None]
 
@@ -116,6 +119,9 @@ class Kiosk:
         self.listeners: list[Listener] = list(listeners or [])
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict[int, _Pending] = {}
+        # Held while a publish of this thread gets its mid and goes into _pending, and by the
+        # network thread deciding whose PUBACK it has: see _on_transport_event.
+        self._publish_lock = threading.Lock()
         self._stop = threading.Event()
         self._connect_log = ConnectFailureLog(log, self.clock)
         self.outbox, outbox_fault = Outbox.open_or_recover(config.device.state_dir / "outbox.db")
@@ -138,7 +144,7 @@ class Kiosk:
             host=b.host,
             port=b.port,
             tls=t.TlsFiles(b.ca, b.cert, b.key),
-            on_event=self._inbox.put,
+            on_event=self._on_transport_event,
             subscriptions=[(p.topic(self.device_id, "cmd"), 1)],
             will=t.Will(p.topic(self.device_id, "status"), self._status_payload("offline", False)),
             keepalive_s=b.keepalive_s,
@@ -201,7 +207,7 @@ class Kiosk:
         due = (m.next_deadline(self.state), self.button.next_deadline(), self._redeliver_at,
                self._supervision_deadline(), self._monitor_deadline())
         deadlines = [d for d in due if d is not None]
-        timeout = 0.5
+        timeout = IDLE_TURN_S
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - self.clock.monotonic()))
         try:
@@ -360,9 +366,7 @@ class Kiosk:
 
     def _on_publish_result(self, r: t.PublishResult) -> None:
         pending = self._pending.pop(r.mid, None)
-        if pending is None:
-            if self.media is not None:
-                self.media.acked(r.mid)
+        if pending is None:  # a QoS 0 publish's, or one of media (_on_transport_event)
             return
         if not r.ok:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
@@ -520,13 +524,29 @@ class Kiosk:
         self._notify("alert_sent", {"alert_id": d.alert_id, "announce": d.announce})
 
     def _publish(self, what: str, topic: str, payload: bytes, *, retain: bool = False,
-                 alert_id: str | None = None) -> None:
+                 alert_id: str | None = None) -> int | None:
         try:
-            mid = self.transport.publish(topic, payload, qos=1, retain=retain)
+            with self._publish_lock:
+                mid = self.transport.publish(topic, payload, qos=1, retain=retain)
+                self._pending[mid] = _Pending(what, topic, alert_id)
         except t.TransportError as e:
             log.error("%s", e)
-            return
-        self._pending[mid] = _Pending(what, topic, alert_id)
+            return None
+        return mid
+
+    def _on_transport_event(self, ev: object) -> None:
+        """Network thread: everything goes to the state thread's inbox, except the broker's
+        PUBACKs of media, which go straight to the media sender (its window and RTT). A
+        streaming kiosk gets 60 of those a second; through the inbox each one woke the state
+        thread for a whole turn. Whose PUBACK it is is decided under `_publish_lock`, so a
+        PUBACK that beats `_publish` registering its mid still reaches the state thread."""
+        if isinstance(ev, t.PublishResult) and self.media is not None:
+            with self._publish_lock:
+                ours = ev.mid in self._pending
+            if not ours:
+                self.media.acked(ev.mid)
+                return
+        self._inbox.put(ev)
 
     def _mark_delivered(self, alert_id: str) -> None:
         try:
@@ -656,8 +676,10 @@ class Kiosk:
             self.media.close()
         if self.transport.connected:
             payload = self._status_payload("offline", False)
-            mid = self.transport.publish(p.topic(self.device_id, "status"), payload, 1, True)
-            self._await_mid(mid, 1.0)
+            mid = self._publish("status", p.topic(self.device_id, "status"), payload,
+                                retain=True)
+            if mid is not None:
+                self._await_mid(mid, 1.0)
         self.transport.stop()
         self.indicator.show(Pattern.OFF)
         self.outbox.close()
@@ -815,6 +837,12 @@ class Kiosk:
         self._apply_faults(self.monitor.button(now, self.button.is_pressed))
         if self.tamper is not None:
             self._apply_faults(self.monitor.tamper(now, self.tamper.is_pressed))
+        if self.media is None and not Path(self._thermal_zone).exists():
+            # Nothing to sample (no camera, no microphone, no thermal sensor): no thread
+            # waking every second for nothing (a simulator runs a thousand such kiosks).
+            log.info("fault sampling: no camera, microphone or thermal sensor (%s) to watch",
+                     self._thermal_zone)
+            return
         threading.Thread(target=self._sample_faults, name="fault-sampler", daemon=True).start()
 
     def _monitor_deadline(self) -> float | None:
