@@ -88,6 +88,7 @@ DRAIN_S = 30.0
 STOP_JOIN_S = 10.0
 SAMPLE_S = 1.0
 PREFIX = "pb-load-"
+ROOM_CMD = (sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run")
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -450,7 +451,7 @@ class Receiver:
     def __init__(self, spec: LoadSpec, db: Path | str, name: str, client_id: str,
                  group: str) -> None:
         self.log = spec.out / f"{name}.log"
-        cmd = [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run",
+        cmd = [*ROOM_CMD,
                "--host", spec.broker[0], "--port", str(spec.broker[1]), "--pki", str(spec.pki),
                "--db", str(db), "--auto-ack", "--client-id", client_id,
                "--group", group, "--evidence", str(spec.out / "evidence"),
@@ -572,6 +573,12 @@ class Room:
                 r.proc.terminate()  # all at once: each stops in its own time
         for r in self.receivers:
             r.stop()
+
+
+def duplicated(alert_lines: int, stored: int) -> int:
+    """ALERT lines printed (over every receiver) beyond one per distinct stored alert: two
+    receivers that both announce one alert are one duplicate."""
+    return max(0, alert_lines - stored)
 
 
 def _iso(text: str) -> float:
@@ -947,7 +954,7 @@ class LoadRun:
                            "the device side is starved of CPU (an overloaded simulator, not "
                            "a lost alert)")
         r.room_alert_lines = room.alert_lines
-        r.duplicated = max(0, room.alert_lines - len(latencies))
+        r.duplicated = duplicated(room.alert_lines, len(latencies))
         if r.streaming and len(r.first_frame_ms) < r.streaming:
             r.notes.append(f"{r.streaming - len(r.first_frame_ms)} stream(s) without a live "
                            "frame at the observer")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,32 @@ def test_an_unreachable_database_is_one_line_and_exit_2_without_its_password(
     assert len(lines) == 1 and "--db postgresql://u:***@127.0.0.1" in lines[0], proc.stderr
     assert "secret" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_same_alert_announced_by_two_receivers_is_a_duplicate(tmp_path, monkeypatch):
+    """The ALERT lines are counted over every receiver: a shared alert both receivers
+    announced (a real duplicate) is one too many, not hidden by the share group."""
+    from pinkbutton.simulator import load
+
+    script = ("import sys, time; print('connected to broker', file=sys.stderr, flush=True); "
+              "print('ALERT  pb-load-i0001  Load site i0001  panic  seq 1  id 0000abcd', "
+              "flush=True); time.sleep(30)")
+    monkeypatch.setattr(load, "ROOM_CMD", (sys.executable, "-c", script))
+    tmp_path.joinpath("pki").mkdir()
+    spec = load.LoadSpec(idle=1, streaming=0, duration_s=5, presses=0, out=tmp_path,
+                         pki=tmp_path / "pki", broker=("127.0.0.1", 1), receivers=2,
+                         db="postgresql://u@127.0.0.1:1/x")
+    room = load.Room(spec, "t")
+    try:
+        room.wait_ready()
+        for _ in range(100):  # bounded: 10 s
+            if room.alert_lines >= 2:
+                break
+            time.sleep(0.1)
+        assert len(room.pids) == 2 and room.alert_lines == 2
+        assert load.duplicated(room.alert_lines, stored=1) == 1
+        assert load.duplicated(room.alert_lines, stored=2) == 0
+        assert [(tmp_path / f"room-{i}.log").exists() for i in (1, 2)] == [True, True]
+    finally:
+        room.stop()
+    assert all(r.proc.poll() is not None for r in room.receivers)
