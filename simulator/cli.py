@@ -275,7 +275,8 @@ def _load(args) -> int:
     spec = LoadSpec(idle=args.idle, streaming=args.streaming, duration_s=args.duration,
                     presses=args.presses, out=args.out, pki=args.pki,
                     broker=_host_port(args.broker, "--broker"), heartbeat_s=args.heartbeat,
-                    state_dir=args.state_dir, room_args=tuple(args.room_arg))
+                    state_dir=args.state_dir, room_args=tuple(args.room_arg),
+                    receivers=args.receivers, db=args.db)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -308,6 +309,12 @@ def _add_load(sub) -> None:
                       help="each device's heartbeat period (default 10 s)")
     load.add_argument("--state-dir", type=Path, metavar="DIR",
                       help="devices' state (default: a temp folder under /tmp, removed)")
+    load.add_argument("--receivers", type=int, default=1, metavar="N",
+                      help="control room receivers in one share group (1-4, default 1; more "
+                           "than 1 needs --db: SQLite is the single-receiver store)")
+    load.add_argument("--db", metavar="URL",
+                      help="the room's database, a postgresql:// URL shared by every receiver "
+                           "(default: SQLite in DIR/room.db)")
     load.add_argument("--room-arg", action="append", default=[], metavar="ARG",
                       help="extra argument for pinkbutton-controlroom run (repeatable)")
     load.add_argument("--log-level", default="warning",

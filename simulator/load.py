@@ -12,7 +12,10 @@ What runs, in order (bounded: every wait has a deadline):
 1. `OUT/fleet.toml` (the load's devices as a fleet file) and their certificates
    (`pinkbutton-pki fleet`, a command: the simulator never imports the tools);
 2. the control room, `pinkbutton-controlroom run` as its own process (SQLite in OUT/room.db,
-   evidence in OUT/evidence, auto-ack); its stdout and database are read as data;
+   evidence in OUT/evidence, auto-ack); its stdout and database are read as data. With
+   `receivers` N > 1 (PostgreSQL only: SQLite is the single-receiver store), N such processes
+   in one share group, each its own client id, one `--db` URL and one evidence folder; the
+   room's CPU, RSS and ALERT lines are their sums;
 3. an observer: an MQTT client with the control room's identity, subscribed (not shared) to
    every device's media, stamping each live video packet's arrival;
 4. the idle devices' workers, then (RSS measured in between) the streaming devices' own;
@@ -31,7 +34,12 @@ Definitions (the table says them too):
 - glass-to-glass (replay): capture time of the fake camera frame a replayed packet stands
   for -> its arrival at the observer (one machine, one monotonic clock); no encode, no decode;
 - lost: alerts the devices wrote to their outboxes that the room never stored, plus presses
-  that never became an alert; duplicated: ALERT lines the room printed beyond one per alert.
+  that never became an alert; duplicated: ALERT lines the room printed (all its receivers)
+  beyond one per stored alert.
+
+The results are read from the room's database as data, SQLite or PostgreSQL (psycopg,
+imported only for a URL), with the same queries; never through pinkbutton.tools (the
+simulator does not import the tools).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -68,6 +77,9 @@ MAX_IDLE = 3000
 MAX_STREAMING = 50
 MIN_DURATION_S, MAX_DURATION_S = 5, 900
 MAX_PRESSES = 10_000
+MAX_RECEIVERS = 4
+DB_SCHEMES = ("postgresql://", "postgres://")
+DB_CONNECT_S = 5
 # Streaming devices' media: replayed, so the size is the broker's and sender's load, not x264's.
 STREAM_MEDIA = {"width": 320, "height": 240, "fps": 10.0, "video_kbps": 300, "preroll_s": 2.0}
 PKI_TIMEOUT_S = 600.0
@@ -76,6 +88,7 @@ DRAIN_S = 30.0
 STOP_JOIN_S = 10.0
 SAMPLE_S = 1.0
 PREFIX = "pb-load-"
+ROOM_CMD = (sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run")
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -84,6 +97,10 @@ Say = Callable[[str], None]
 
 class LoadError(Exception):
     """The load run could not set itself up; the message is one line."""
+
+
+class StoreError(LoadError):
+    """The room's database could not be read; one line."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +114,20 @@ class LoadSpec:
     broker: tuple[str, int]
     heartbeat_s: float = 10.0
     state_dir: Path | None = None
-    # PG-HOOK (issue 13 item 5): extra arguments for `pinkbutton-controlroom run` (another
-    # engine, e.g. a PostgreSQL URL) and how many receivers share the load; today one, SQLite.
-    room_args: tuple[str, ...] = ()
-    receivers: int = 1
+    room_args: tuple[str, ...] = ()  # extra arguments for each `pinkbutton-controlroom run`
+    receivers: int = 1  # `pinkbutton-controlroom run` processes in one share group
+    db: str | None = None  # a postgresql:// URL; None: SQLite in OUT/room.db
+
+    @property
+    def engine(self) -> str:
+        """The room as the table names it: "1 receiver, SQLite", "2 receivers, PostgreSQL"."""
+        n = self.receivers
+        return f"{n} receiver{'s' if n > 1 else ''}, {'PostgreSQL' if self.db else 'SQLite'}"
+
+
+def redacted(url: str) -> str:
+    """A database URL for a message: without its password."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def check_spec(spec: LoadSpec) -> None:
@@ -118,6 +145,14 @@ def check_spec(spec: LoadSpec) -> None:
         raise ConfigError(f"--presses: 0 to {MAX_PRESSES}, got {spec.presses}")
     if spec.presses and not spec.idle:
         raise ConfigError("--presses needs idle devices to press (--idle 1 or more)")
+    if not 1 <= spec.receivers <= MAX_RECEIVERS:
+        raise ConfigError(f"--receivers: 1 to {MAX_RECEIVERS}, got {spec.receivers}")
+    if spec.db is not None and not spec.db.startswith(DB_SCHEMES):
+        raise ConfigError(f"--db: a postgresql:// URL (SQLite is the default, OUT/room.db), "
+                          f"got {redacted(spec.db)!r}")
+    if spec.receivers > 1 and spec.db is None:
+        raise ConfigError(f"--receivers {spec.receivers}: SQLite is the single-receiver store; "
+                          "give --db postgresql://USER@HOST:PORT/DB")
     if not 1 <= spec.heartbeat_s <= 3600:
         raise ConfigError(f"--heartbeat: 1 to 3600 s, got {spec.heartbeat_s:g}")
     if spec.out.exists() and not spec.out.is_dir():
@@ -125,6 +160,45 @@ def check_spec(spec: LoadSpec) -> None:
     if not (spec.pki / "ca.pem").is_file():
         raise ConfigError(f"--pki {spec.pki}: no ca.pem (make one: pinkbutton-pki init "
                           f"{spec.pki})")
+
+
+def check_db(spec: LoadSpec) -> None:
+    """Raises ConfigError (one line) when --db names a database that cannot be reached."""
+    if spec.db is None:
+        return
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(f"--db {redacted(spec.db)}: PostgreSQL needs psycopg "
+                          "(pip install 'pinkbutton[room]')") from None
+    try:
+        psycopg.connect(spec.db, connect_timeout=DB_CONNECT_S).close()
+    except (psycopg.Error, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise ConfigError(f"--db {redacted(spec.db)}: {redacted(first)}") from None
+
+
+def query(db: Path | str, sql: str) -> list[tuple]:
+    """The rows of one read-only query on the room's database: a SQLite file or a
+    postgresql:// URL (psycopg, imported only then). The SQL is the same for both.
+    Raises StoreError (one line)."""
+    if isinstance(db, str):
+        import psycopg
+
+        try:
+            with psycopg.connect(db, connect_timeout=DB_CONNECT_S) as conn:
+                return list(conn.execute(sql.encode()).fetchall())
+        except (psycopg.Error, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise StoreError(f"{redacted(db)}: {redacted(first)}") from None
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
+                                                timeout=5)) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.Error as e:
+        raise StoreError(f"{db}: {e}") from None
 
 
 def fleet_text(spec: LoadSpec, state_dir: Path) -> str:
@@ -198,9 +272,9 @@ def percentile(samples: list[float], q: float) -> float:
 class Sample:
     t: float  # seconds since the load started
     cpu_devices: float  # % of one core: this process (the observer) and every worker
-    cpu_room: float
+    cpu_room: float  # every receiver of the room (summed)
     rss_devices: float  # MiB, this process and every worker
-    rss_room: float
+    rss_room: float  # every receiver (summed)
     streams: int  # alerts whose live video reached the observer in the last 2 s
 
 
@@ -224,8 +298,10 @@ class Result:
     lost: int = 0
     unregistered: int = 0  # presses no kiosk registered (the simulator starved), not alerts
     duplicated: int = 0
-    room_alert_lines: int = 0
-    room_cpu_s: float = float("nan")
+    room_alert_lines: int = 0  # over every receiver
+    room_cpu_s: float = float("nan")  # every receiver (summed)
+    engine: str = "1 receiver, SQLite"
+    room_rss_mib: list[float] = field(default_factory=list)  # each receiver, the last sample
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -369,22 +445,22 @@ class Observer:
             return sum(now - t <= within_s for t in self.last.values())
 
 
-class Room:
-    """`pinkbutton-controlroom run` as its own process; stdout and stderr into OUT."""
+class Receiver:
+    """One `pinkbutton-controlroom run` process; stdout and stderr into OUT/NAME.out, .log."""
 
-    def __init__(self, spec: LoadSpec, tag: str) -> None:
-        self.spec = spec
-        self.db = spec.out / "room.db"
-        cmd = [sys.executable, "-m", "pinkbutton.tools.controlroom.cli", "run",
+    def __init__(self, spec: LoadSpec, db: Path | str, name: str, client_id: str,
+                 group: str) -> None:
+        self.log = spec.out / f"{name}.log"
+        cmd = [*ROOM_CMD,
                "--host", spec.broker[0], "--port", str(spec.broker[1]), "--pki", str(spec.pki),
-               "--db", str(self.db), "--auto-ack", "--client-id", f"load-room-{tag}",
-               "--group", f"load-{tag}", "--evidence", str(spec.out / "evidence"),
+               "--db", str(db), "--auto-ack", "--client-id", client_id,
+               "--group", group, "--evidence", str(spec.out / "evidence"),
                "--device-certs", str(spec.pki / "devices"), "--log-level", "info",
                *spec.room_args]
         self.alert_lines = 0
         self.ready = threading.Event()
-        self._out = open(spec.out / "room.out", "w", encoding="utf-8")  # noqa: SIM115
-        self._err = open(spec.out / "room.log", "w", encoding="utf-8")  # noqa: SIM115
+        self._out = open(spec.out / f"{name}.out", "w", encoding="utf-8")  # noqa: SIM115
+        self._err = open(self.log, "w", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, errors="replace")
         self._threads = [threading.Thread(target=self._read, args=(self.proc.stdout, False),
@@ -404,42 +480,6 @@ class Room:
             elif line.startswith("ALERT "):
                 self.alert_lines += 1
 
-    def wait_ready(self) -> None:
-        end = time.monotonic() + ROOM_START_S
-        while not self.ready.wait(0.2):
-            if self.proc.poll() is not None or time.monotonic() > end:
-                tail = (self.spec.out / "room.log").read_text(errors="replace").strip()
-                last = tail.splitlines()[-1] if tail else "no output"
-                raise LoadError(f"the control room did not connect in {ROOM_START_S:g} s: "
-                                f"{last[:300]}")
-        time.sleep(0.3)  # its subscriptions acknowledged
-
-    def stored(self, ids: set[str]) -> set[str]:
-        """The alert ids of `ids` the room has stored (an incident or folded into one)."""
-        if not self.db.exists() or not ids:
-            return set()
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True,
-                                                    timeout=5)) as db:
-                rows = db.execute("SELECT alert_id FROM incidents UNION "
-                                  "SELECT alert_id FROM folded").fetchall()
-        except sqlite3.Error:
-            return set()
-        return ids & {r[0] for r in rows}
-
-    def latencies(self) -> dict[str, float]:
-        """alert_id -> the room's press -> received latency (ms)."""
-        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True,
-                                                timeout=5)) as db:
-            rows = db.execute("SELECT alert_id, latency_ms FROM incidents "
-                              "WHERE latency_ms IS NOT NULL").fetchall()
-            folded = db.execute("SELECT alert_id, pressed_at, received_at FROM folded").fetchall()
-        out = {a: float(ms) for a, ms in rows}
-        for a, pressed, received in folded:
-            with contextlib.suppress(ValueError):
-                out[a] = (_iso(received) - _iso(pressed)) * 1000
-        return out
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -452,6 +492,93 @@ class Room:
             t.join(5)
         self._out.close()
         self._err.close()
+
+
+class Room:
+    """The control room: `spec.receivers` receivers in one share group on one database
+    (OUT/room.db, or the --db URL) and one evidence folder. One receiver's output is
+    OUT/room.out and room.log; several receivers' are room-1.out, room-1.log, ..."""
+
+    def __init__(self, spec: LoadSpec, tag: str) -> None:
+        self.spec = spec
+        self.db: Path | str = spec.db if spec.db is not None else spec.out / "room.db"
+        n = spec.receivers
+        self.receivers: list[Receiver] = []
+        try:
+            for i in range(1, n + 1):
+                self.receivers.append(Receiver(
+                    spec, self.db, "room" if n == 1 else f"room-{i}",
+                    f"load-room-{tag}" if n == 1 else f"load-room-{tag}-{i}", f"load-{tag}"))
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [r.proc.pid for r in self.receivers]
+
+    @property
+    def alert_lines(self) -> int:
+        """ALERT lines over every receiver: a duplicate is one too many, whoever printed it."""
+        return sum(r.alert_lines for r in self.receivers)
+
+    def exited(self) -> Receiver | None:
+        """A receiver that has exited, if any."""
+        return next((r for r in self.receivers if r.proc.poll() is not None), None)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds of every receiver (summed); None once one is gone."""
+        each = [cpu_seconds(pid) for pid in self.pids]
+        return None if any(c is None for c in each) else sum(c or 0.0 for c in each)
+
+    def rss_each(self) -> list[float]:
+        return [rss_mib(pid) or 0.0 for pid in self.pids]
+
+    def wait_ready(self) -> None:
+        end = time.monotonic() + ROOM_START_S
+        for r in self.receivers:
+            while not r.ready.wait(0.2):
+                if r.proc.poll() is not None or time.monotonic() > end:
+                    tail = r.log.read_text(errors="replace").strip()
+                    last = tail.splitlines()[-1] if tail else "no output"
+                    raise LoadError(f"the control room ({r.log.stem}) did not connect in "
+                                    f"{ROOM_START_S:g} s: {last[:300]}")
+        time.sleep(0.3)  # its subscriptions acknowledged
+
+    def stored(self, ids: set[str]) -> set[str]:
+        """The alert ids of `ids` the room has stored (an incident or folded into one)."""
+        if not ids:
+            return set()
+        try:
+            rows = query(self.db, "SELECT alert_id FROM incidents UNION "
+                                  "SELECT alert_id FROM folded")
+        except StoreError:
+            return set()  # not created yet, or not reachable now: asked again
+        return ids & {r[0] for r in rows}
+
+    def latencies(self) -> dict[str, float]:
+        """alert_id -> the room's press -> received latency (ms)."""
+        rows = query(self.db, "SELECT alert_id, latency_ms FROM incidents "
+                              "WHERE latency_ms IS NOT NULL")
+        folded = query(self.db, "SELECT alert_id, pressed_at, received_at FROM folded")
+        out = {a: float(ms) for a, ms in rows}
+        for a, pressed, received in folded:
+            with contextlib.suppress(ValueError):
+                out[a] = (_iso(received) - _iso(pressed)) * 1000
+        return out
+
+    def stop(self) -> None:
+        for r in self.receivers:
+            if r.proc.poll() is None:
+                r.proc.terminate()  # all at once: each stops in its own time
+        for r in self.receivers:
+            r.stop()
+
+
+def duplicated(alert_lines: int, stored: int) -> int:
+    """ALERT lines printed (over every receiver) beyond one per distinct stored alert: two
+    receivers that both announce one alert are one duplicate."""
+    return max(0, alert_lines - stored)
 
 
 def _iso(text: str) -> float:
@@ -629,7 +756,8 @@ class LoadRun:
         self.progress_out = progress_out
         self.log_level = log_level
         self.tag = secrets.token_hex(4)
-        self.result = Result(spec.idle, spec.streaming, spec.duration_s, spec.presses)
+        self.result = Result(spec.idle, spec.streaming, spec.duration_s, spec.presses,
+                             engine=spec.engine)
         self.workers: list[Worker] = []
 
     def run(self) -> Result:
@@ -655,7 +783,7 @@ class LoadRun:
             if observer is not None:
                 observer.stop()
             if room is not None:
-                self.result.room_cpu_s = cpu_seconds(room.proc.pid) or float("nan")
+                self.result.room_cpu_s = room.cpu_seconds() or float("nan")
                 room.stop()
             if own_state:
                 shutil.rmtree(state, ignore_errors=True)
@@ -741,7 +869,7 @@ class LoadRun:
         progress = Progress(spec.duration_s, self.progress_out)
         start = time.monotonic()
         pressed = 0
-        (cpu_me, _rss), cpu_room, last = self._device_side(), cpu_seconds(room.proc.pid), start
+        (cpu_me, _rss), cpu_room, last = self._device_side(), room.cpu_seconds(), start
         next_sample = start + SAMPLE_S
         try:
             while True:
@@ -752,21 +880,23 @@ class LoadRun:
                     w.press(i)
                     pressed += counts
                 if now >= next_sample:
-                    (me, rss), rm = self._device_side(), cpu_seconds(room.proc.pid)
+                    (me, rss), rm = self._device_side(), room.cpu_seconds()
+                    r.room_rss_mib = room.rss_each()
                     dt = now - last
                     sample = Sample(
                         round(t, 2), 100 * ((me or 0) - (cpu_me or 0)) / dt,
                         100 * ((rm or 0) - (cpu_room or 0)) / dt if rm is not None else 0.0,
-                        rss, rss_mib(room.proc.pid) or 0.0, observer.active(now))
+                        rss, sum(r.room_rss_mib), observer.active(now))
                     r.samples.append(sample)
                     cpu_me, cpu_room, last = me, rm, now
                     next_sample += SAMPLE_S
                     progress.update(t, f"{pressed}/{spec.presses} presses, {sample.streams} "
                                        f"streams, CPU {sample.cpu_devices:.0f}% + room "
                                        f"{sample.cpu_room:.0f}%")
-                if room.proc.poll() is not None:
-                    raise LoadError(f"the control room exited ({room.proc.returncode}) during "
-                                    "the load; see room.log")
+                gone = room.exited()
+                if gone is not None:
+                    raise LoadError(f"the control room exited ({gone.proc.returncode}) during "
+                                    f"the load; see {gone.log.name}")
                 if t >= spec.duration_s:
                     break
                 time.sleep(min(0.05, max(0.0, next_sample - time.monotonic())))
@@ -824,7 +954,7 @@ class LoadRun:
                            "the device side is starved of CPU (an overloaded simulator, not "
                            "a lost alert)")
         r.room_alert_lines = room.alert_lines
-        r.duplicated = max(0, room.alert_lines - len(latencies))
+        r.duplicated = duplicated(room.alert_lines, len(latencies))
         if r.streaming and len(r.first_frame_ms) < r.streaming:
             r.notes.append(f"{r.streaming - len(r.first_frame_ms)} stream(s) without a live "
                            "frame at the observer")
@@ -893,6 +1023,7 @@ def write_plots(r: Result, out: Path) -> list[Path]:
 def run_load(spec: LoadSpec, out: TextIO, err: TextIO, log_level: str = "warning") -> int:
     """The `load` verb: 0 nothing lost, 1 lost or duplicated alerts, 2 bad setup (one line)."""
     check_spec(spec)
+    check_db(spec)
     try:
         result = LoadRun(spec, lambda s: print(s, file=err, flush=True), err, log_level).run()
     except LoadError as e:
@@ -902,8 +1033,7 @@ def run_load(spec: LoadSpec, out: TextIO, err: TextIO, log_level: str = "warning
         print("pinkbutton-sim load: interrupted", file=err)
         return 1
     host, port = spec.broker
-    engine = "1 receiver, SQLite" if not spec.room_args else \
-        f"{spec.receivers} receiver(s), {' '.join(spec.room_args)}"
+    engine = spec.engine + (f" {' '.join(spec.room_args)}" if spec.room_args else "")
     table = format_table(result, f"Pink Button load — {spec.idle} idle + {spec.streaming} "
                                  f"streaming, {spec.duration_s} s, {spec.presses} presses "
                                  f"(broker {host}:{port}; room: {engine})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,90 @@ def test_replay_gives_clip_packets_with_the_capture_times_and_keyframes_on_reque
     assert all(p.stream is Stream.AUDIO and p.data for p in packets)
     half = bytes(2 * 480)  # 10 ms chunks: one packet per two
     assert sum(len(audio.encode(AudioChunk(half, 48000, 0))) for _ in range(4)) == 2
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(200)  # ~30 s idle; bounded by sim()'s 150 s
+def test_two_receivers_on_postgresql_store_every_press_once_and_the_room_sums_both(
+        tmp_path, pki_dir, broker, pg_url):
+    out = tmp_path / "load"
+    proc = sim("load", "--idle", "4", "--streaming", "0", "--duration", "5", "--presses", "4",
+               "--receivers", "2", "--db", pg_url, "--pki", str(pki_dir),
+               "--broker", f"localhost:{broker.port}", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "room: 2 receivers, PostgreSQL" in proc.stdout
+    assert "lost 0, duplicated 0" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["alerts_written"] == summary["stored"] == 4  # one press per kiosk
+    assert summary["lost"] == 0 and summary["duplicated"] == 0 and summary["unregistered"] == 0
+    assert summary["press"]["n"] == 4  # the latencies were read from PostgreSQL
+    assert not (out / "room.db").exists()  # nothing went to SQLite
+    # ALERT lines over both receivers: one per alert, whichever receiver took it
+    lines = [line for i in (1, 2) for line in (out / f"room-{i}.out").read_text().splitlines()
+             if line.startswith("ALERT ")]
+    assert len(lines) == summary["room_alert_lines"] == 4
+    # the room's column is both receivers: each one's RSS, and the sample is their sum
+    each = summary["room_rss_mib"]
+    assert len(each) == 2 and all(r > 10 for r in each)
+    last = summary["samples"][-1]
+    assert last["rss_room"] == pytest.approx(sum(each), abs=0.01)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--receivers", "2"], "--receivers 2: SQLite is the single-receiver store"),
+    (["--receivers", "0"], "--receivers: 1 to 4"),
+    (["--receivers", "5", "--db", "postgresql://u@127.0.0.1:1/x"], "--receivers: 1 to 4"),
+    (["--db", "mysql://u@127.0.0.1/x"], "--db: a postgresql:// URL"),
+    (["--db", "/tmp/room.db"], "--db: a postgresql:// URL"),
+])
+def test_bad_receivers_or_db_are_one_line_and_exit_2(tmp_path, pki_dir, args, words):
+    proc = sim("load", "--pki", str(pki_dir), "--out", str(tmp_path / "o"), *args, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unreachable_database_is_one_line_and_exit_2_without_its_password(
+        tmp_path, pki_dir):
+    pytest.importorskip("psycopg")
+    from harness.broker import free_port
+
+    url = f"postgresql://u:secret@127.0.0.1:{free_port()}/nothing"
+    proc = sim("load", "--pki", str(pki_dir), "--out", str(tmp_path / "o"), "--receivers", "2",
+               "--db", url, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--db postgresql://u:***@127.0.0.1" in lines[0], proc.stderr
+    assert "secret" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_same_alert_announced_by_two_receivers_is_a_duplicate(tmp_path, monkeypatch):
+    """The ALERT lines are counted over every receiver: a shared alert both receivers
+    announced (a real duplicate) is one too many, not hidden by the share group."""
+    from pinkbutton.simulator import load
+
+    script = ("import sys, time; print('connected to broker', file=sys.stderr, flush=True); "
+              "print('ALERT  pb-load-i0001  Load site i0001  panic  seq 1  id 0000abcd', "
+              "flush=True); time.sleep(30)")
+    monkeypatch.setattr(load, "ROOM_CMD", (sys.executable, "-c", script))
+    tmp_path.joinpath("pki").mkdir()
+    spec = load.LoadSpec(idle=1, streaming=0, duration_s=5, presses=0, out=tmp_path,
+                         pki=tmp_path / "pki", broker=("127.0.0.1", 1), receivers=2,
+                         db="postgresql://u@127.0.0.1:1/x")
+    room = load.Room(spec, "t")
+    try:
+        room.wait_ready()
+        for _ in range(100):  # bounded: 10 s
+            if room.alert_lines >= 2:
+                break
+            time.sleep(0.1)
+        assert len(room.pids) == 2 and room.alert_lines == 2
+        assert load.duplicated(room.alert_lines, stored=1) == 1
+        assert load.duplicated(room.alert_lines, stored=2) == 0
+        assert [(tmp_path / f"room-{i}.log").exists() for i in (1, 2)] == [True, True]
+    finally:
+        room.stop()
+    assert all(r.proc.poll() is not None for r in room.receivers)
