@@ -119,9 +119,6 @@ class Kiosk:
         self.listeners: list[Listener] = list(listeners or [])
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict[int, _Pending] = {}
-        # Held while a publish of this thread gets its mid and goes into _pending, and by the
-        # network thread deciding whose PUBACK it has: see _on_transport_event.
-        self._publish_lock = threading.Lock()
         self._stop = threading.Event()
         self._connect_log = ConnectFailureLog(log, self.clock)
         self.outbox, outbox_fault = Outbox.open_or_recover(config.device.state_dir / "outbox.db")
@@ -366,7 +363,9 @@ class Kiosk:
 
     def _on_publish_result(self, r: t.PublishResult) -> None:
         pending = self._pending.pop(r.mid, None)
-        if pending is None:  # a QoS 0 publish's, or one of media (_on_transport_event)
+        if pending is None:
+            if self.media is not None:  # media's, if it beat its publish() returning
+                self.media.acked(r.mid)
             return
         if not r.ok:
             log.error("broker denied publish to %s: %s", pending.topic, r.reason)
@@ -526,26 +525,23 @@ class Kiosk:
     def _publish(self, what: str, topic: str, payload: bytes, *, retain: bool = False,
                  alert_id: str | None = None) -> int | None:
         try:
-            with self._publish_lock:
-                mid = self.transport.publish(topic, payload, qos=1, retain=retain)
-                self._pending[mid] = _Pending(what, topic, alert_id)
+            mid = self.transport.publish(topic, payload, qos=1, retain=retain)
         except t.TransportError as e:
             log.error("%s", e)
             return None
+        self._pending[mid] = _Pending(what, topic, alert_id)
         return mid
 
     def _on_transport_event(self, ev: object) -> None:
-        """Network thread: everything goes to the state thread's inbox, except the broker's
-        PUBACKs of media, which go straight to the media sender (its window and RTT). A
-        streaming kiosk gets 60 of those a second; through the inbox each one woke the state
-        thread for a whole turn. Whose PUBACK it is is decided under `_publish_lock`, so a
-        PUBACK that beats `_publish` registering its mid still reaches the state thread."""
-        if isinstance(ev, t.PublishResult) and self.media is not None:
-            with self._publish_lock:
-                ours = ev.mid in self._pending
-            if not ours:
-                self.media.acked(ev.mid)
-                return
+        """Network thread: everything goes to the state thread's inbox, except the PUBACK
+        of a media publish in flight, which goes straight to the media sender (its window and
+        RTT): a streaming kiosk gets 60 a second, and through the inbox each one woke the
+        state thread for a whole turn. Anything else (an alert's, or a media PUBACK that beat
+        its publish() returning) takes the inbox. No lock of ours is held across a publish
+        here: paho calls this holding its own message lock, which publish() takes too."""
+        if isinstance(ev, t.PublishResult) and self.media is not None \
+                and self.media.ack_if_inflight(ev.mid):
+            return
         self._inbox.put(ev)
 
     def _mark_delivered(self, alert_id: str) -> None:

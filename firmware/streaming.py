@@ -205,6 +205,15 @@ class MediaService:
         if self.sender is not None:
             self.sender.acked(mid)
 
+    def ack_if_inflight(self, mid: int) -> bool:
+        """The network thread's fast path for media PUBACKs: True if `mid` was a media
+        publish in flight (now settled); False for anything else, which then takes the
+        state thread's path (`acked`, which also keeps a PUBACK that beat its publish)."""
+        if self.resender is not None and self.resender.ack_if_inflight(mid):
+            return True
+        sender = self.sender
+        return sender is not None and sender.ack_if_inflight(mid)
+
     def on_cmd(self, cmd: p.Cmd) -> None:
         """`nack` and `evidence_complete` from the control room (state thread)."""
         if self.store is None or cmd.alert_id is None:

@@ -80,6 +80,14 @@ class Resender:
             self._requests.append((alert_id, wanted))
             self._cv.notify_all()
 
+    def ack_if_inflight(self, mid: int) -> bool:
+        """`acked` for a mid in flight; False, recording nothing, for any other."""
+        with self._cv:
+            if self._inflight.pop(mid, None) is None:
+                return False
+            self._cv.notify_all()
+            return True
+
     def acked(self, mid: int) -> bool:
         """True if `mid` was one of ours."""
         now = self.clock.monotonic()

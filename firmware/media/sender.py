@@ -230,15 +230,27 @@ class MediaSender:
         """The broker acknowledged `mid`: frees window room and yields an RTT sample."""
         now = self.clock.monotonic()
         with self._cv:
-            entry = self._inflight.pop(mid, None)
-            if entry is None:
-                # Either not ours, or the PUBACK beat publish() returning on our thread.
-                self._early_acks[mid] = now
-                if len(self._early_acks) > 4 * self.max_inflight:
-                    self._early_acks.pop(next(iter(self._early_acks)))
+            if self._settle_inflight(mid, now):
                 return
-            self._settle(entry, now)
-            self._cv.notify_all()
+            # Either not ours, or the PUBACK beat publish() returning on our thread.
+            self._early_acks[mid] = now
+            if len(self._early_acks) > 4 * self.max_inflight:
+                self._early_acks.pop(next(iter(self._early_acks)))
+
+    def ack_if_inflight(self, mid: int) -> bool:
+        """`acked` for a mid known to be ours (in flight); False, recording nothing,
+        for any other. The transport's network thread calls it: never while holding our lock
+        across a publish, so it cannot deadlock with paho's."""
+        with self._cv:
+            return self._settle_inflight(mid, self.clock.monotonic())
+
+    def _settle_inflight(self, mid: int, now: float) -> bool:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            return False
+        self._settle(entry, now)
+        self._cv.notify_all()
+        return True
 
     # -- any thread ---------------------------------------------------------------------
 
