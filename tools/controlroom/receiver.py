@@ -33,6 +33,7 @@ from pinkbutton.firmware.connectlog import ConnectFailureLog
 from pinkbutton.firmware.media.envelope import MediaError, Reassembler, decode_envelope
 from pinkbutton.hal.clock import Clock, iso8601
 from pinkbutton.tools.controlroom.escape import shown
+from pinkbutton.tools.controlroom.inbox import Inbox
 from pinkbutton.tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
 from pinkbutton.tools.controlroom.store import Incident, IncidentStore
 from pinkbutton.tools.controlroom.supervision import DeviceMonitor, Notice
@@ -68,6 +69,13 @@ def media_subscription() -> str:
     # receiver of a share group gets all media: the incident's evidence owner records it
     # (the others feed only their live view and stand by to take it over).
     return f"{p.TOPIC_ROOT}/+/media/+"
+
+
+def is_bulk(item: object) -> bool:
+    """The run thread's bulk lane (tools/controlroom/inbox.py): media, and the evidence
+    events that must stay in order with it; everything else goes first."""
+    return isinstance(item, t.Message) and (
+        EVIDENCE_EVENTS_ID in item.subscription_ids or "/media/" in item.topic)
 
 
 # -- media follows its incident (issue 13) ------------------------------------------------
@@ -156,7 +164,7 @@ class ControlRoomReceiver:
         self.out = out
         self.listeners = list(listeners or [])
         self.store = IncidentStore(db_path)
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._inbox = Inbox(is_bulk)  # alerts first: media and its events wait (inbox.py)
         self._stop = threading.Event()
         self._pending: dict[int, str] = {}
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
@@ -179,6 +187,7 @@ class ControlRoomReceiver:
         # Per-device alert limits, decided on the network thread before anything is decoded.
         self.intake = AlertIntake(limits or IntakeLimits(), self.clock.monotonic,
                                   self.clock.wall, self._inbox.put)
+        media_subscriptions: list[tuple[str, int] | tuple[str, int, int]] = []
         if evidence_dir is not None:
             from pinkbutton.tools.controlroom.backfill import (
                 BackfillManager,  # PyAV only when recording
@@ -191,8 +200,7 @@ class ControlRoomReceiver:
                 send_cmd=lambda kind, dev, aid, ranges: self._send(kind, dev, aid, None,
                                                                    ranges=ranges),
                 store=evidence_store)
-            subscriptions.append((media_subscription(), 1))
-            subscriptions.append(evidence_events_subscription())
+            media_subscriptions += [(media_subscription(), 1), evidence_events_subscription()]
         # Evidence ownership in a share group (issue 13): this receiver's name in the store.
         self._owner = client_id
         self.evidence_lease_s, self.evidence_renew_s = EVIDENCE_LEASE_S, EVIDENCE_RENEW_S
@@ -215,6 +223,17 @@ class ControlRoomReceiver:
             # the dead one is re-announced by the kiosks (every alert.retry_s until receipted).
             session_expiry_s=session_expiry_s,
         )
+        # Media (and the evidence events that keep its order) on a connection of its own:
+        # the broker delivers one connection's messages in order, so on one connection an
+        # alert waited behind every media message queued for this receiver (twenty streams
+        # are ~1200 a second; under load, seconds of them). On run()'s inbox, media goes
+        # in the bulk lane too (inbox.py). Its session ends with it, as the main one's.
+        self.media_transport: t.MqttTransport | None = None
+        if media_subscriptions:
+            self.media_transport = t.MqttTransport(
+                client_id=f"{client_id}-media", host=host, port=port, tls=tls,
+                on_event=self._inbox.put, subscriptions=media_subscriptions,
+                backoff=backoff or Backoff(0.2, 1.0), session_expiry_s=session_expiry_s)
 
     # -- any thread -----------------------------------------------------------
 
@@ -230,6 +249,8 @@ class ControlRoomReceiver:
 
     def run(self) -> None:
         self.transport.start()
+        if self.media_transport is not None:
+            self.media_transport.start()
         try:
             while not self._stop.is_set():
                 self._tick_devices()
@@ -250,6 +271,8 @@ class ControlRoomReceiver:
                     log.exception("internal error while handling %r", type(item).__name__)
         finally:
             self.transport.stop()
+            if self.media_transport is not None:
+                self.media_transport.stop()
             if self.viewer is not None:
                 self.viewer.close()
             if self.recorder is not None:
