@@ -33,7 +33,7 @@ from pinkbutton.firmware.connectlog import ConnectFailureLog
 from pinkbutton.firmware.media.envelope import MediaError, Reassembler, decode_envelope
 from pinkbutton.hal.clock import Clock, iso8601
 from pinkbutton.tools.controlroom.escape import shown
-from pinkbutton.tools.controlroom.inbox import Inbox
+from pinkbutton.tools.controlroom.inbox import BULK, SUPERVISION, URGENT, Inbox
 from pinkbutton.tools.controlroom.intake import FOLD_TURN, AlertIntake, IntakeLimits
 from pinkbutton.tools.controlroom.store import Incident, IncidentStore
 from pinkbutton.tools.controlroom.supervision import DeviceMonitor, Notice
@@ -71,11 +71,21 @@ def media_subscription() -> str:
     return f"{p.TOPIC_ROOT}/+/media/+"
 
 
-def is_bulk(item: object) -> bool:
-    """The run thread's bulk lane (tools/controlroom/inbox.py): media, and the evidence
-    events that must stay in order with it; everything else goes first."""
-    return isinstance(item, t.Message) and (
-        EVIDENCE_EVENTS_ID in item.subscription_ids or "/media/" in item.topic)
+#: Heartbeats are stored together at most this often while the receiver is busy.
+HEARTBEAT_FLUSH_S = 1.0
+
+
+def inbox_lane(item: object) -> int:
+    """The run thread's lane for `item` (tools/controlroom/inbox.py): media and the evidence
+    events that must stay in order with it last, statuses and heartbeats before them,
+    everything else (alerts first of all) first."""
+    if not isinstance(item, t.Message):
+        return URGENT
+    if EVIDENCE_EVENTS_ID in item.subscription_ids or "/media/" in item.topic:
+        return BULK
+    if item.topic.endswith(("/status", "/health")):
+        return SUPERVISION
+    return URGENT
 
 
 # -- media follows its incident (issue 13) ------------------------------------------------
@@ -164,7 +174,7 @@ class ControlRoomReceiver:
         self.out = out
         self.listeners = list(listeners or [])
         self.store = IncidentStore(db_path)
-        self._inbox = Inbox(is_bulk)  # alerts first: media and its events wait (inbox.py)
+        self._inbox = Inbox(inbox_lane)  # alerts first; heartbeats, then media wait
         self._stop = threading.Event()
         self._pending: dict[int, str] = {}
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
@@ -182,6 +192,8 @@ class ControlRoomReceiver:
             (status_subscription(), 1), (health_subscription(), 0)]
         self.monitor = DeviceMonitor(self.clock)  # the one source of online/offline
         self._next_tick = 0.0
+        self._beats: dict[str, tuple[p.Health, str]] = {}  # heartbeats not yet stored
+        self._next_beats = 0.0
         self._worker, self._next_web = client_id, 0.0  # web console commands (_web_commands)
         self._connect_log = ConnectFailureLog(log, self.clock)
         # Per-device alert limits, decided on the network thread before anything is decoded.
@@ -256,6 +268,7 @@ class ControlRoomReceiver:
                 self._tick_devices()
                 self._flood_summary()
                 self._web_commands()
+                self._flush_heartbeats()
                 if self.backfill is not None:
                     self._evidence_leases()
                     self.backfill.tick()  # NACKs and completed evidence, a few times a second
@@ -264,12 +277,14 @@ class ControlRoomReceiver:
                 except queue.Empty:
                     if self.recorder is not None:
                         self.recorder.expire_held()
+                    self._flush_heartbeats(now=True)  # idle: nothing waits behind them
                     continue
                 try:
                     self._handle(item)
                 except Exception:  # one bad message must not take the control room down
                     log.exception("internal error while handling %r", type(item).__name__)
         finally:
+            self._flush_heartbeats(now=True)
             self.transport.stop()
             if self.media_transport is not None:
                 self.media_transport.stop()
@@ -824,6 +839,21 @@ class ControlRoomReceiver:
 
     # -- device supervision (heartbeats, status, Last Will) ----------------------
 
+    def _flush_heartbeats(self, now: bool = False) -> None:
+        """Store the heartbeats that came since the last time, in one transaction: at most
+        once every HEARTBEAT_FLUSH_S while busy (a thousand kiosks send a hundred a second:
+        a commit each was the room's largest write load, twice over with two receivers on
+        one PostgreSQL), at once when idle."""
+        t0 = self.clock.monotonic()
+        if not self._beats or (not now and t0 < self._next_beats):
+            return
+        self._next_beats = t0 + HEARTBEAT_FLUSH_S
+        beats, self._beats = list(self._beats.values()), {}
+        try:
+            self.store.record_heartbeats(beats)
+        except Exception:  # noqa: BLE001 - a busy database: the next ones come in seconds
+            log.exception("cannot store %d heartbeats", len(beats))
+
     def _on_supervision(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
             parts = p.parse_topic(topic)
@@ -832,7 +862,8 @@ class ControlRoomReceiver:
                 notices = self.monitor.heartbeat(h)
                 self._notify("health", {"device_id": h.device_id, "seq": h.seq,
                                         "queue_depth": h.queue_depth, "faults": list(h.faults)})
-                self.store.record_heartbeat(h, iso8601(self.clock.wall()))
+                # Written with the others of this second (_flush_heartbeats): one commit.
+                self._beats[h.device_id] = (h, iso8601(self.clock.wall()))
                 if self.backfill is not None and h.evidence_pending:
                     # The kiosk still holds evidence we gave up on: ask again.
                     self.backfill.resume(h.device_id, set(h.evidence_pending))

@@ -9,7 +9,9 @@ one incident. Every change is also appended to a timeline.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from pinkbutton.tools.controlroom.db import (
     notify_ddl,
     redacted,
 )
+
+log = logging.getLogger("pinkbutton.store")
 
 # seq, lat and lon are NULL when a flagged alert's body did not give them; `problems` is
 # the JSON list of what was wrong with the body (NULL: nothing). See docs/protocol.md.
@@ -204,6 +208,10 @@ class StoreError(Exception):
     pass
 
 
+SCHEMA_ATTEMPTS = 5
+DEADLOCK = "40P01"  # PostgreSQL's SQLSTATE for "deadlock detected"
+
+
 class IncidentStore:
     def __init__(self, path: Path | str) -> None:
         """`path`: a SQLite file, or a postgresql:// URL (db.py)."""
@@ -214,11 +222,7 @@ class IncidentStore:
             raise StoreError(f"cannot open incident database {e}") from None
         try:
             if self._db.dialect == "postgresql":
-                # Two receivers starting at once: one creates/migrates, the other waits.
-                with self._db.tx():
-                    self._db.schema_lock()
-                    self._db.script(self._db.ddl(SCHEMA) + PG_SCHEMA)
-                    self._migrate()
+                self._pg_schema()
             else:
                 self._db.script(SCHEMA)
                 self._migrate()
@@ -227,6 +231,25 @@ class IncidentStore:
             raise StoreError(f"cannot open incident database {redacted(self.path)}: "
                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
                              ) from None
+
+    def _pg_schema(self) -> None:
+        """Create or migrate the schema. Two receivers starting at once: one does it, the
+        other waits (the schema lock). A receiver already running can still deadlock with it
+        (its transaction holds a table the trigger statements lock next, then wants one they
+        hold): PostgreSQL ends one of the two, and if it is this one, it tries again (seen in
+        the two-receiver test)."""
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                with self._db.tx():
+                    self._db.schema_lock()
+                    self._db.script(self._db.ddl(SCHEMA) + PG_SCHEMA)
+                    self._migrate()
+                return
+            except self._db.errors as e:
+                if getattr(e, "sqlstate", None) != DEADLOCK or attempt == SCHEMA_ATTEMPTS - 1:
+                    raise
+                log.warning("schema: deadlock with another receiver's transaction; again")
+                time.sleep(0.1 * (attempt + 1))
 
     def _migrate(self) -> None:
         """A database from before flagged incidents: rebuild `incidents` with the nullable
@@ -511,12 +534,22 @@ class IncidentStore:
     def record_heartbeat(self, h: Health, received_at: str) -> None:
         """Keep the device's last heartbeat (and its self-test verdict, until an event
         tells more)."""
-        fields = {k: v for k, v in asdict(h).items() if k != "evidence_pending"}
+        self.record_heartbeats([(h, received_at)])
+
+    def record_heartbeats(self, beats: Sequence[tuple[Health, str]]) -> None:
+        """Several devices' last heartbeats in one transaction (a receiver writes what came
+        in the last second at once: one commit, not one per heartbeat), in device order, so
+        two receivers updating the same rows take their row locks in the same order."""
+        if not beats:
+            return
         with self._tx():
-            self._db.execute(
-                "INSERT INTO device_health(device_id, heartbeat_at, heartbeat) VALUES (?,?,?) "
-                "ON CONFLICT(device_id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at, "
-                "heartbeat=excluded.heartbeat", (h.device_id, received_at, json.dumps(fields)))
+            for h, received_at in sorted(beats, key=lambda b: b[0].device_id):
+                fields = {k: v for k, v in asdict(h).items() if k != "evidence_pending"}
+                self._db.execute(
+                    "INSERT INTO device_health(device_id, heartbeat_at, heartbeat) "
+                    "VALUES (?,?,?) ON CONFLICT(device_id) DO UPDATE SET "
+                    "heartbeat_at=excluded.heartbeat_at, heartbeat=excluded.heartbeat",
+                    (h.device_id, received_at, json.dumps(fields)))
 
     def record_selftest(self, device_id: str, at: str, ok: bool, failed: str,
                         why: str) -> None:
