@@ -977,6 +977,12 @@ def write_plots(r: Result, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, name: str) -> Path:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        return out / name
+
     paths = []
     title = f"{r.idle} idle + {r.streaming} streaming, {r.duration_s} s"
 
@@ -990,20 +996,14 @@ def write_plots(r: Result, out: Path) -> list[Path]:
                        label=f"p{q} {percentile(r.press_ms, q):.1f} ms")
     if r.press_ms:
         ax.legend()
-    paths.append(out / "latency_hist.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "latency_hist.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(r.press_t, r.press_ms, "o", markersize=3, color="#d6337f", label="press -> received")
     ax.set(xlabel="time since the first press (s)", ylabel="ms",
            title=f"Latency over time ({title})")
     ax.legend(loc="upper left")
-    paths.append(out / "latency_over_time.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "latency_over_time.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     streams = [s.streams for s in r.samples]
@@ -1013,10 +1013,7 @@ def write_plots(r: Result, out: Path) -> list[Path]:
     ax.set(xlabel="concurrent streams", ylabel="CPU (% of one core)",
            title=f"Streams vs CPU, 1 s samples ({title})")
     ax.legend(loc="upper left")
-    paths.append(out / "streams_cpu.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "streams_cpu.png"))
     return paths
 
 

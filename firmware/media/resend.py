@@ -83,23 +83,26 @@ class Resender:
     def ack_if_inflight(self, mid: int) -> bool:
         """`acked` for a mid in flight; False, recording nothing, for any other."""
         with self._cv:
-            if self._inflight.pop(mid, None) is None:
-                return False
-            self._cv.notify_all()
-            return True
+            return self._settle_inflight(mid)
 
     def acked(self, mid: int) -> bool:
         """True if `mid` was one of ours."""
         now = self.clock.monotonic()
         with self._cv:
-            if self._inflight.pop(mid, None) is not None:
-                self._cv.notify_all()
+            if self._settle_inflight(mid):
                 return True
             if self._requests or self._inflight or self._busy:
                 self._early[mid] = now
                 while len(self._early) > 4 * self.max_inflight:
                     self._early.pop(next(iter(self._early)))
             return False
+
+    def _settle_inflight(self, mid: int) -> bool:
+        """(Lock held.) Frees `mid`'s window place if it is in flight."""
+        if self._inflight.pop(mid, None) is None:
+            return False
+        self._cv.notify_all()
+        return True
 
     def close(self, timeout: float = 2.0) -> None:
         with self._cv:

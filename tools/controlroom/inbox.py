@@ -53,8 +53,3 @@ class Inbox:
     def empty(self) -> bool:
         with self._cv:
             return not any(self._lanes)
-
-    def sizes(self) -> tuple[int, ...]:
-        """Items waiting in each lane."""
-        with self._cv:
-            return tuple(len(lane) for lane in self._lanes)

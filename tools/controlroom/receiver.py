@@ -277,14 +277,14 @@ class ControlRoomReceiver:
                 except queue.Empty:
                     if self.recorder is not None:
                         self.recorder.expire_held()
-                    self._flush_heartbeats(now=True)  # idle: nothing waits behind them
+                    self._flush_heartbeats(force=True)  # idle: nothing waits behind them
                     continue
                 try:
                     self._handle(item)
                 except Exception:  # one bad message must not take the control room down
                     log.exception("internal error while handling %r", type(item).__name__)
         finally:
-            self._flush_heartbeats(now=True)
+            self._flush_heartbeats(force=True)
             self.transport.stop()
             if self.media_transport is not None:
                 self.media_transport.stop()
@@ -839,15 +839,15 @@ class ControlRoomReceiver:
 
     # -- device supervision (heartbeats, status, Last Will) ----------------------
 
-    def _flush_heartbeats(self, now: bool = False) -> None:
+    def _flush_heartbeats(self, force: bool = False) -> None:
         """Store the heartbeats that came since the last time, in one transaction: at most
         once every HEARTBEAT_FLUSH_S while busy (a thousand kiosks send a hundred a second:
         a commit each was the room's largest write load, twice over with two receivers on
         one PostgreSQL), at once when idle."""
-        t0 = self.clock.monotonic()
-        if not self._beats or (not now and t0 < self._next_beats):
+        now = self.clock.monotonic()
+        if not self._beats or (not force and now < self._next_beats):
             return
-        self._next_beats = t0 + HEARTBEAT_FLUSH_S
+        self._next_beats = now + HEARTBEAT_FLUSH_S
         beats, self._beats = list(self._beats.values()), {}
         try:
             self.store.record_heartbeats(beats)
