@@ -92,7 +92,9 @@ def test_covered_camera_raises_camera_covered_shows_fault_and_clears_when_uncove
             MonitoredKiosk(tmp_path, pki_dir, broker.port,
                            health="camera_covered_s = 1.0") as k:
         wait_idle(k)
-        assert k.indicator.pattern == Pattern.IDLE
+        # The state thread sets the mode, then carries out the step's actions (the indicator):
+        # read from this thread, the pattern may lag the mode by that moment.
+        wait_until(lambda: k.indicator.pattern == Pattern.IDLE, 5, "idle pattern")
         covered_at = time.monotonic()
         k.camera.covered = True
         detail = wait_event(room, "fault", "camera_covered", 1.0 + INTERVAL + SLACK)
