@@ -17,8 +17,8 @@ that picture (hal/stamp.py's decoder, ported to JS below, on a canvas). One mach
 clock: glass-to-glass = paint time - capture time. The player shows the pre-roll first, played
 faster until it is near the live edge (static/live.js); "live frames" are the pictures painted
 from the moment it got there (the first picture captured after the press and played at normal
-speed), for LIVE_S seconds. The incident is then ended through the store's commands table, as
-an officer's click does.
+speed), LIVE_FRAMES of them (LIVE_S seconds at the camera's rate). The incident is then ended
+through the store's commands table, as an officer's click does.
 
 The floor, measured in the same run on the same page, interleaved with the presses: an
 incident row written straight into the store (no kiosk, no MQTT, no receiver) -> the row in
@@ -77,6 +77,9 @@ SAMPLE_RATE = 48000
 PREROLL_WAIT_S = 5.7  # the kiosk's 5 s pre-roll fills first
 DEFAULT_INCIDENTS = 10
 LIVE_S = 5.0  # live frames measured per incident, once the player is at the live edge
+# ... counted in pictures, not in seconds of the bench's clock: a stall under load (the player's
+# 'waiting', in the table) then delays the sample instead of shrinking it.
+LIVE_FRAMES = int(LIVE_S * FPS)
 CATCH_UP_TIMEOUT_S = 40.0  # press -> the player at the live edge, at most
 STEP_TIMEOUT_S = 10.0
 DEADLINE_S = 420.0
@@ -531,11 +534,11 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
     press_mono_us = (pressed - wall_minus_mono) * 1e6
     probe = ("(pressUs) => { const f = window.__pbFrames; const at = f.findIndex((x) => "
              "x.stamp !== null && x.stamp >= pressUs && x.rate === 1); "
-             "return at < 0 ? null : [at, f[at].paint, f[f.length - 1].paint]; }")
+             "return at < 0 ? null : [at, f[at].paint, f.length - at]; }")
     edge = None
     while time.monotonic() < deadline:
         edge = rig.page.evaluate(probe, press_mono_us)
-        if edge is not None and (edge[2] - edge[1]) / 1000 >= LIVE_S:
+        if edge is not None and edge[2] >= LIVE_FRAMES:
             break
         time.sleep(0.2)
     frames = rig.page.evaluate("() => window.__pbFrames")
@@ -555,8 +558,8 @@ def measure_incident(rig: WebRig, wall_minus_mono: float, result: WebResult,
         return True
     at, edge_paint = edge[0], edge[1]
     result.catch_up_ms.append((edge_paint / 1000 - skew - pressed) * 1000)
-    for f in frames[at:]:
-        if f["stamp"] is None or (f["paint"] - edge_paint) / 1000 > LIVE_S:
+    for f in frames[at:at + LIVE_FRAMES]:
+        if f["stamp"] is None:
             continue
         captured = f["stamp"] / 1e6 + wall_minus_mono
         result.g2g_ms.append((f["paint"] / 1000 - skew - captured) * 1000)

@@ -20,9 +20,11 @@ def test_one_real_press_is_measured_end_to_end():
     assert len(r.row_ms) == 1 and 0 < r.row_ms[0] < 5000, r.row_ms
     assert len(r.first_frame_ms) == 1 and r.row_ms[0] < r.first_frame_ms[0] < 10_000
     assert len(r.floor_ms) == 1 and 0 < r.floor_ms[0] < 5000
-    # Live frames, each with a capture time read in the page: positive, under a few seconds.
-    assert len(r.g2g_ms) >= 20, (len(r.g2g_ms), r.notes)
-    assert all(0 < g < 5000 for g in r.g2g_ms), (min(r.g2g_ms), max(r.g2g_ms))
+    # The live window's pictures (counted, so a stall under load delays them instead of
+    # leaving a handful), each with a capture time read in the page: positive, a few seconds
+    # at most (a stall is in the table, not a broken clock).
+    assert len(r.g2g_ms) >= 0.9 * bench_web.LIVE_FRAMES, (len(r.g2g_ms), r.stalls, r.notes)
+    assert all(0 < g < 10_000 for g in r.g2g_ms), (min(r.g2g_ms), max(r.g2g_ms), r.stalls)
     assert r.unreadable <= 0.05 * r.frames
     assert not any("outside the console" in n for n in r.notes), r.notes
     table = bench_web.format_table(r)
