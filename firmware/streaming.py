@@ -84,7 +84,8 @@ class MediaService:
             except Exception as e:  # an encoder that cannot open must not stop the kiosk
                 on_fault("video_encoder_failed", str(e))
                 camera = None
-        audio = AudioEncoder(48000, bitrate_kbps=config.audio_kbps) if microphone else None
+        audio = AudioEncoder(48000, bitrate_kbps=config.audio_kbps,
+                             frame_ms=config.audio_frame_ms) if microphone else None
         self.pipeline = MediaPipeline(
             camera, microphone, video, audio, PreRollBuffer(config.preroll_s),
             on_fault=on_fault, clock=self.clock,

@@ -45,7 +45,12 @@ import numpy as np
 from pinkbutton.firmware.app import Kiosk
 from pinkbutton.firmware.cliargs import OneLineParser, positive_int
 from pinkbutton.firmware.config import ConfigError, load_config
-from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder, libx264_options
+from pinkbutton.firmware.media.encoder import (
+    DEFAULT_OPUS_FRAME_MS,
+    AudioEncoder,
+    VideoEncoder,
+    libx264_options,
+)
 from pinkbutton.firmware.media.envelope import ReceivedPacket
 from pinkbutton.firmware.media.packet import Stream
 from pinkbutton.firmware.transport import TlsFiles, TransportError
@@ -357,7 +362,7 @@ class LinkResult:
     kbps: int
     live_s: float
     g2g_ms: list[float] = field(default_factory=list)  # live frames of the incident
-    voice_frames: int = 0  # live 20 ms audio frames expected over the measured span
+    voice_frames: int = 0  # live Opus frames expected over the measured span (kiosk's default)
     voice_missing: int | None = None  # of those, never arrived live (None: not measured)
     preroll_s: float = float("nan")  # seconds before the press in the complete evidence
     complete_gaps: list | None = None  # None: no complete evidence came
@@ -447,7 +452,7 @@ def link_rows(r: MediaResult, kbps: int) -> list[tuple[str, str, str, str]]:
             _verdict(_le(p95, goal)),
         ),
         (
-            f"{where}: live voice, 20 ms frames missing",
+            f"{where}: live voice, {DEFAULT_OPUS_FRAME_MS} ms frames missing",
             "-" if missing is None else f"{missing} of {lr.voice_frames}",
             "0",
             _verdict(missing == 0 and lr.voice_frames > 0),
@@ -576,7 +581,7 @@ def measure_links(
             # the end (the tail may be cut by the end and go as backfill).
             if audio:
                 first_us, span_us = min(audio), (live_s - 1.5) * 1e6
-                lr.voice_frames = round(span_us / 20_000)
+                lr.voice_frames = round(span_us / (DEFAULT_OPUS_FRAME_MS * 1000))
                 got = {a for a in audio if first_us <= a < first_us + span_us}
                 lr.voice_missing = max(0, lr.voice_frames - len(got))
             done = rig.complete.get(alert_id)
@@ -738,10 +743,10 @@ def measure_audio_cpu(directory: Path, seconds: float) -> tuple[CpuPair, list[st
     ours, ours_bytes = _encode_in_child("audio", directory, chunks)
     raw = directory / "in.s16"
     out = directory / "out.ogg"
-    # The same options as AudioEncoder._open: 20 ms frames, voip, constrained VBR.
+    # The same options as AudioEncoder._open: the kiosk's frames, voip, constrained VBR.
     theirs = _run_ffmpeg([
         "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw),
-        "-c:a", "libopus", "-b:a", f"{AUDIO_KBPS}k", "-frame_duration", "20",
+        "-c:a", "libopus", "-b:a", f"{AUDIO_KBPS}k", "-frame_duration", str(DEFAULT_OPUS_FRAME_MS),
         "-application", "voip", "-vbr", "constrained",
         "-f", "ogg", "-y", str(out),
     ])  # fmt: skip

@@ -276,7 +276,8 @@ def _load(args) -> int:
                     presses=args.presses, out=args.out, pki=args.pki,
                     broker=_host_port(args.broker, "--broker"), heartbeat_s=args.heartbeat,
                     state_dir=args.state_dir, room_args=tuple(args.room_arg),
-                    receivers=args.receivers, db=args.db)
+                    receivers=args.receivers, db=args.db,
+                    audio_frame_ms=args.audio_frame_ms)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -315,6 +316,9 @@ def _add_load(sub) -> None:
     load.add_argument("--db", metavar="URL",
                       help="the room's database, a postgresql:// URL shared by every receiver "
                            "(default: SQLite in DIR/room.db)")
+    load.add_argument("--audio-frame-ms", type=int, metavar="MS",
+                      help="the streaming kiosks' Opus frame, one per media message (20, 40 "
+                           "or 60; default the kiosk's, media.audio_frame_ms)")
     load.add_argument("--room-arg", action="append", default=[], metavar="ARG",
                       help="extra argument for pinkbutton-controlroom run (repeatable)")
     load.add_argument("--log-level", default="warning",

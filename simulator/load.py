@@ -63,6 +63,7 @@ from typing import TextIO
 
 from pinkbutton.firmware import protocol
 from pinkbutton.firmware.config import ConfigError
+from pinkbutton.firmware.media.encoder import OPUS_FRAME_MS
 from pinkbutton.firmware.media.envelope import MediaError, decode_envelope
 from pinkbutton.firmware.media.packet import Stream
 from pinkbutton.hal.clock import Clock
@@ -117,6 +118,7 @@ class LoadSpec:
     room_args: tuple[str, ...] = ()  # extra arguments for each `pinkbutton-controlroom run`
     receivers: int = 1  # `pinkbutton-controlroom run` processes in one share group
     db: str | None = None  # a postgresql:// URL; None: SQLite in OUT/room.db
+    audio_frame_ms: int | None = None  # the streaming kiosks' Opus frame; None: the default
 
     @property
     def engine(self) -> str:
@@ -153,6 +155,9 @@ def check_spec(spec: LoadSpec) -> None:
     if spec.receivers > 1 and spec.db is None:
         raise ConfigError(f"--receivers {spec.receivers}: SQLite is the single-receiver store; "
                           "give --db postgresql://USER@HOST:PORT/DB")
+    if spec.audio_frame_ms is not None and spec.audio_frame_ms not in OPUS_FRAME_MS:
+        raise ConfigError(f"--audio-frame-ms: one of {', '.join(map(str, OPUS_FRAME_MS))}, "
+                          f"got {spec.audio_frame_ms}")
     if not 1 <= spec.heartbeat_s <= 3600:
         raise ConfigError(f"--heartbeat: 1 to 3600 s, got {spec.heartbeat_s:g}")
     if spec.out.exists() and not spec.out.is_dir():
@@ -218,6 +223,7 @@ def fleet_text(spec: LoadSpec, state_dir: Path) -> str:
         "",
         "[kiosk.media]",
         *(f"{k} = {v}" for k, v in STREAM_MEDIA.items()),
+        *([f"audio_frame_ms = {spec.audio_frame_ms}"] if spec.audio_frame_ms else []),
         "",
         "[kiosk.alert]",
         f"stream_s = {spec.duration_s + DRAIN_S + 30:g}",  # streams last the whole run
@@ -639,8 +645,6 @@ def _worker(cmds, reports, fleet_path: str, site_ids: list[str], streaming: bool
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    media = clip(**{k: STREAM_MEDIA[k] for k in ("width", "height", "fps")},
-                 video_kbps=int(STREAM_MEDIA["video_kbps"])) if streaming else None
     base = rss_mib() or float("nan")
     wanted = set(site_ids)
     clock = Clock()
@@ -651,8 +655,11 @@ def _worker(cmds, reports, fleet_path: str, site_ids: list[str], streaming: bool
         view, tap = DeviceView(site, lambda _v, _t: None), PressTap()
         device = build_device(site.config, clock, backend=FakeBackend(), listeners=[view, tap],
                               media=streaming)
-        if media is not None and device.kiosk.media is not None:
-            use_replay(device.kiosk.media.pipeline, media)
+        if streaming and device.kiosk.media is not None:
+            m = site.config.media  # the fleet file's [kiosk.media]: STREAM_MEDIA, audio frame
+            use_replay(device.kiosk.media.pipeline,
+                       clip(m.width, m.height, m.fps, m.video_kbps, m.audio_kbps,
+                            m.keyframe_interval_s, m.audio_frame_ms))
         view.kiosk = device.kiosk
         built.append((device, view, tap))
     threads = []

@@ -4,7 +4,7 @@ The expensive part of a streaming device is x264; twenty of them would measure t
 not the path to the room. A replay encoder takes the place of `VideoEncoder` /
 `AudioEncoder` in a kiosk's `MediaPipeline` (the encoder stage only): H.264 and Opus packets
 encoded ONCE at start with PyAV from the fake camera and microphone (`Clip`), then handed
-out in order, round and round, one per captured frame / 20 ms of audio. Everything after the
+out in order, round and round, one per captured frame / Opus frame of audio (20-60 ms). Everything after the
 encoder is the kiosk's own: pre-roll, MediaSender, envelopes, MQTT over mTLS.
 
 Time: each replayed packet carries the capture time (`pts_us`) of the frame or audio chunk it
@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder
+from pinkbutton.firmware.media.encoder import DEFAULT_OPUS_FRAME_MS, AudioEncoder, VideoEncoder
 from pinkbutton.firmware.media.packet import EncodedPacket, Stream
 from pinkbutton.hal.base import AudioChunk, VideoFrame
 from pinkbutton.hal.clock import FakeClock
@@ -30,7 +30,6 @@ from pinkbutton.hal.fake.camera import FakeCamera
 from pinkbutton.hal.fake.microphone import FakeMicrophone
 
 CLIP_S = 2.0  # encoded once: two keyframe intervals of video, the same of audio
-OPUS_FRAME_US = 20_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,10 @@ class Clip:
     audio: tuple[EncodedPacket, ...]
 
     @property
+    def audio_frame_us(self) -> int:
+        return self.audio[0].duration_us
+
+    @property
     def keyframes(self) -> tuple[int, ...]:
         return tuple(i for i, p in enumerate(self.video) if p.keyframe)
 
@@ -53,9 +56,9 @@ _clips_lock = threading.Lock()
 
 
 def clip(width: int, height: int, fps: float, video_kbps: int, audio_kbps: int = 24,
-         keyframe_interval_s: float = 1.0) -> Clip:
+         keyframe_interval_s: float = 1.0, audio_frame_ms: int = DEFAULT_OPUS_FRAME_MS) -> Clip:
     """The clip for these settings, encoded with the firmware's own encoders on first use."""
-    key = (width, height, fps, video_kbps, audio_kbps, keyframe_interval_s)
+    key = (width, height, fps, video_kbps, audio_kbps, keyframe_interval_s, audio_frame_ms)
     with _clips_lock:
         if key not in _clips:
             _clips[key] = _encode(*key)
@@ -63,7 +66,7 @@ def clip(width: int, height: int, fps: float, video_kbps: int, audio_kbps: int =
 
 
 def _encode(width: int, height: int, fps: float, video_kbps: int, audio_kbps: int,
-            keyframe_interval_s: float) -> Clip:
+            keyframe_interval_s: float, audio_frame_ms: int) -> Clip:
     clock = FakeClock()
     camera = FakeCamera(clock, width, height, fps)
     camera.noise = True  # a busy scene: x264 spends its whole budget on it (bitrate as set)
@@ -77,7 +80,7 @@ def _encode(width: int, height: int, fps: float, video_kbps: int, audio_kbps: in
         video.extend(encoder.encode(VideoFrame(f.data, width, height, round(i * 1e6 / fps))))
     video.extend(encoder.flush())
     mic = FakeMicrophone(clock)
-    audio_enc = AudioEncoder(mic.sample_rate, bitrate_kbps=audio_kbps)
+    audio_enc = AudioEncoder(mic.sample_rate, bitrate_kbps=audio_kbps, frame_ms=audio_frame_ms)
     audio: list[EncodedPacket] = []
     for i in range(round(CLIP_S * 1000 / mic.chunk_ms)):
         c = mic.capture_one()
@@ -121,7 +124,8 @@ class ReplayVideoEncoder:
 
 
 class ReplayAudioEncoder:
-    """`AudioEncoder`'s interface: one clip Opus packet per 20 ms of captured audio."""
+    """`AudioEncoder`'s interface: one clip Opus packet per Opus frame of captured audio (the
+    clip's frame duration)."""
 
     codec_name = "replay"
 
@@ -137,12 +141,13 @@ class ReplayAudioEncoder:
             self._pts_us = chunk.pts_us
         self._owed_us += round(chunk.frames * 1e6 / chunk.sample_rate)
         out = []
-        while self._owed_us >= OPUS_FRAME_US:
+        frame_us = self.clip.audio_frame_us
+        while self._owed_us >= frame_us:
             p = self.clip.audio[self._next]
             self._next = (self._next + 1) % len(self.clip.audio)
-            out.append(EncodedPacket(Stream.AUDIO, p.data, self._pts_us, OPUS_FRAME_US, True))
-            self._pts_us += OPUS_FRAME_US
-            self._owed_us -= OPUS_FRAME_US
+            out.append(EncodedPacket(Stream.AUDIO, p.data, self._pts_us, frame_us, True))
+            self._pts_us += frame_us
+            self._owed_us -= frame_us
         return out
 
     def flush(self) -> list[EncodedPacket]:

@@ -376,6 +376,8 @@ def test_long_values_are_shortened_in_messages() -> None:
         ("hal", "backend", "gpio", "must be one of pi, fake; got 'gpio'"),
         ("alert", "kind", "drill", "must be one of emergency, test; got 'drill'"),
         ("log", "level", "INFO", "must be one of debug, info, warning, error; got 'INFO'"),
+        ("media", "audio_frame_ms", 30, "must be one of 20, 40, 60; got 30"),
+        ("media", "audio_frame_ms", 60.0, "expected an integer, got float 60.0"),
     ],
 )
 def test_out_of_range(section: str, key: str, value: object, problem: str) -> None:

@@ -24,7 +24,6 @@ SECONDS = 10
 PREROLL_S = 5
 DEVICE_START_US = 5_000_000_000  # device monotonic µs at the first captured frame
 FRAME_US = 1_000_000 // FPS
-OPUS_US = 20_000
 US = Fraction(1, 1_000_000)
 
 
@@ -59,27 +58,30 @@ def encode_video(
     ]
 
 
-def encode_audio() -> list[EncodedPacket]:
+def encode_audio(frame_ms: int = 20, start_s: float = 0.0, seconds: float = SECONDS
+                 ) -> list[EncodedPacket]:
+    """A 440 Hz tone as the kiosk sends it: one Opus frame of `frame_ms` per packet, `seconds`
+    long from `start_s` into the incident."""
     enc = av.CodecContext.create("libopus", "w")
     enc.sample_rate, enc.layout, enc.format = 48_000, "mono", "s16"
     enc.bit_rate = 24_000
     enc.time_base = Fraction(1, 48_000)
-    enc.options = {"frame_duration": "20", "application": "voip"}
-    t = np.arange(960 * SECONDS * 50)
+    enc.options = {"frame_duration": str(frame_ms), "application": "voip"}
+    size, count = 48 * frame_ms, round(seconds * 1000 / frame_ms)
+    t = np.arange(size * count) + round(start_s * 48_000)
     tone = (np.sin(2 * np.pi * 440 * t / 48_000) * 8000).astype(np.int16)
     out = []
-    for i in range(SECONDS * 50):
+    for i in range(count):
         frame = av.AudioFrame.from_ndarray(
-            tone[i * 960 : (i + 1) * 960].reshape(1, -1), format="s16", layout="mono"
+            tone[i * size : (i + 1) * size].reshape(1, -1), format="s16", layout="mono"
         )
-        frame.sample_rate, frame.pts, frame.time_base = 48_000, i * 960, enc.time_base
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, i * size, enc.time_base
         for p in enc.encode(frame):
             out.append(bytes(p))
-    # One packet per 20 ms; their pts is the capture time of the chunk's first sample.
-    return [
-        EncodedPacket(Stream.AUDIO, data, DEVICE_START_US + i * OPUS_US, OPUS_US, True)
-        for i, data in enumerate(out)
-    ]
+    # One packet per frame; their pts is the capture time of the frame's first sample.
+    step, first = frame_ms * 1000, DEVICE_START_US + round(start_s * 1e6)
+    return [EncodedPacket(Stream.AUDIO, data, first + i * step, step, True)
+            for i, data in enumerate(out[:count])]
 
 
 def as_received(packets: list[EncodedPacket]) -> list[ReceivedPacket]:
@@ -171,6 +173,21 @@ def test_full_incident_summary(full, incident):
     assert s.duration_s == pytest.approx(SECONDS, abs=0.1)
     assert s.first_media_at is not None and s.first_keyframe_at is not None
     assert s.closed
+
+
+def test_audio_frames_of_20_and_then_60_ms_in_one_incident_make_one_gapless_track(tmp_path):
+    """A kiosk restarted mid-incident with another media.audio_frame_ms: the room takes each
+    packet's duration from its envelope; the track plays through the change."""
+    video = encode_video()
+    audio = encode_audio(20, 0.0, SECONDS / 2) + encode_audio(60, SECONDS / 2, SECONDS / 2)
+    packets = sorted(video + audio, key=lambda p: (p.pts_us, p.stream))
+    _rec, s = record(tmp_path, as_received(packets))
+    assert s.gaps == [] and s.dropped_packets == 0
+    assert s.audio_packets == len(audio) == SECONDS / 2 * 50 + round(SECONDS / 2 * 1000 / 60)
+    assert ffmpeg_errors(s.path) == ""
+    with av.open(str(s.path)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert samples / 48_000 == pytest.approx(SECONDS, abs=0.1)
 
 
 def test_first_decoded_frame_is_a_keyframe_and_every_frame_decodes(full):

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 from av.video.frame import PictureType
+from pinkbutton.firmware.config import MediaConfig
 from pinkbutton.firmware.media.encoder import AudioEncoder, VideoEncoder, nal_types
 from pinkbutton.firmware.media.packet import EncodedPacket, Stream
 from pinkbutton.hal.base import AudioChunk, VideoFrame
@@ -171,8 +172,9 @@ def test_wrong_frame_size_is_one_line_error():
 # -- Opus ----------------------------------------------------------------------------------------
 
 
-def encode_audio(seconds: float, chunk_frames: int = 1024) -> list[EncodedPacket]:
-    enc = AudioEncoder(48000, 24)
+def encode_audio(seconds: float, chunk_frames: int = 1024, frame_ms: int = 20
+                 ) -> list[EncodedPacket]:
+    enc = AudioEncoder(48000, 24, frame_ms=frame_ms)
     out, start = [], 0
     while start < seconds * 48000:
         out += enc.encode(sine_chunk(start, chunk_frames))
@@ -180,16 +182,32 @@ def encode_audio(seconds: float, chunk_frames: int = 1024) -> list[EncodedPacket
     return out
 
 
-def test_opus_packets_are_20ms_and_evenly_timed():
-    packets = encode_audio(2.0)
-    assert len(packets) == 100  # 94 chunks of 1024 = 96256 samples -> 100 whole 20 ms frames
+@pytest.mark.parametrize("frame_ms", [20, 40, 60])
+def test_opus_packets_are_one_frame_each_and_evenly_timed(frame_ms):
+    packets = encode_audio(2.0, frame_ms=frame_ms)
+    # 94 chunks of 1024 = 96256 samples -> whole frames only (100 of 20 ms, 50 of 40, 33 of 60)
+    assert len(packets) == 96256 // (48 * frame_ms)
     assert packets[0].pts_us == 5_000_000
-    assert all(b.pts_us - a.pts_us == 20_000 for a, b in zip(packets, packets[1:], strict=False))
-    assert all(p.duration_us == 20_000 and p.keyframe and p.stream is Stream.AUDIO for p in packets)
+    step = frame_ms * 1000
+    assert all(b.pts_us - a.pts_us == step for a, b in zip(packets, packets[1:], strict=False))
+    assert all(p.duration_us == step and p.keyframe and p.stream is Stream.AUDIO
+               for p in packets)
 
 
-def test_opus_decodes_to_960_sample_frames():
-    packets = encode_audio(1.0)
+def test_a_kiosk_sends_60_ms_opus_frames_unless_told_otherwise():
+    # One media message per frame: 17 a second instead of 50 (docs/protocol.md).
+    assert AudioEncoder().frame_samples == 2880
+    assert MediaConfig().audio_frame_ms == 60
+
+
+def test_opus_frames_other_than_20_40_60_ms_are_refused():
+    with pytest.raises(ValueError, match="20, 40 or 60 ms, got 10 ms"):
+        AudioEncoder(frame_ms=10)
+
+
+@pytest.mark.parametrize("frame_ms", [20, 40, 60])
+def test_opus_decodes_to_frames_of_the_chosen_duration(frame_ms):
+    packets = encode_audio(1.0, frame_ms=frame_ms)
     ctx = av.CodecContext.create("opus", "r")
     ctx.sample_rate = 48000
     ctx.layout = "mono"
@@ -197,17 +215,18 @@ def test_opus_decodes_to_960_sample_frames():
     for pkt in packets:
         sizes += [f.samples for f in ctx.decode(av.Packet(pkt.data))]
     assert len(sizes) == len(packets)
-    assert set(sizes) == {960}
+    assert set(sizes) == {48 * frame_ms}
 
 
-def test_opus_bitrate_near_24k():
-    packets = encode_audio(5.0)
-    kbps = sum(len(p.data) for p in packets) * 8 / (len(packets) * 0.02) / 1000
+@pytest.mark.parametrize("frame_ms", [20, 60])
+def test_opus_bitrate_near_24k(frame_ms):
+    packets = encode_audio(5.0, frame_ms=frame_ms)
+    kbps = sum(len(p.data) for p in packets) * 8 / (len(packets) * frame_ms / 1000) / 1000
     assert 20 <= kbps <= 27, kbps
 
 
 def test_opus_flush_pads_the_tail_and_capture_gap_resyncs():
-    enc = AudioEncoder()
+    enc = AudioEncoder(frame_ms=20)
     out = enc.encode(sine_chunk(0, 1500))  # 1 full frame + 540 samples
     assert len(out) == 1 and out[0].pts_us == 5_000_000
     # A 200 ms hole in capture: the partial frame is padded and timing restarts.
@@ -223,9 +242,10 @@ def test_opus_rejects_other_sample_rate():
         AudioEncoder().encode(AudioChunk(b"\x00\x00" * 320, 16000, 0))
 
 
-def test_opus_carries_the_captured_signal():
+@pytest.mark.parametrize("frame_ms", [20, 60])
+def test_opus_carries_the_captured_signal(frame_ms):
     # What goes in comes out: the decoded audio has the input tone's pitch and loudness.
-    packets = encode_audio(1.0)
+    packets = encode_audio(1.0, frame_ms=frame_ms)
     ctx = av.CodecContext.create("opus", "r")
     ctx.sample_rate = 48000
     ctx.layout = "mono"

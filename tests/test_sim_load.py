@@ -98,12 +98,29 @@ def test_replay_gives_clip_packets_with_the_capture_times_and_keyframes_on_reque
     video.force_keyframe()
     assert video.encode(VideoFrame(frame, 160, 120, 5))[0].keyframe
     audio = ReplayAudioEncoder(c)
-    pcm = bytes(2 * 960)  # 20 ms at 48 kHz
-    packets = [p for i in range(10) for p in audio.encode(AudioChunk(pcm, 48000, i * 20_000))]
-    assert [p.pts_us for p in packets] == [i * 20_000 for i in range(10)]
-    assert all(p.stream is Stream.AUDIO and p.data for p in packets)
-    half = bytes(2 * 480)  # 10 ms chunks: one packet per two
-    assert sum(len(audio.encode(AudioChunk(half, 48000, 0))) for _ in range(4)) == 2
+    assert c.audio_frame_us == 60_000  # the kiosk's default Opus frame
+    pcm = bytes(2 * 2880)  # 60 ms at 48 kHz
+    packets = [p for i in range(10) for p in audio.encode(AudioChunk(pcm, 48000, i * 60_000))]
+    assert [p.pts_us for p in packets] == [i * 60_000 for i in range(10)]
+    assert all(p.stream is Stream.AUDIO and p.data and p.duration_us == 60_000
+               for p in packets)
+    short = bytes(2 * 960)  # 20 ms chunks: one packet per three
+    assert sum(len(audio.encode(AudioChunk(short, 48000, 0))) for _ in range(6)) == 2
+
+
+def test_replay_follows_the_kiosks_audio_frame():
+    c = clip(160, 120, 5.0, 100, audio_frame_ms=20)
+    assert c.audio_frame_us == 20_000 and all(p.duration_us == 20_000 for p in c.audio)
+    audio = ReplayAudioEncoder(c)
+    pcm = bytes(2 * 960)  # 20 ms: one packet each
+    assert [len(audio.encode(AudioChunk(pcm, 48000, i * 20_000))) for i in range(5)] == [1] * 5
+
+
+def test_load_refuses_an_audio_frame_the_kiosk_cannot_send(tmp_path):
+    proc = sim("load", "--pki", str(tmp_path), "--out", str(tmp_path / "o"),
+               "--audio-frame-ms", "30", timeout=60)
+    assert proc.returncode == 2 and "--audio-frame-ms: one of 20, 40, 60, got 30" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.broker

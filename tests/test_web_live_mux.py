@@ -123,7 +123,7 @@ def test_fragments_marked_key_start_at_a_keyframe_and_decode_from_there(tmp_path
 
 
 def test_a_fragment_is_out_as_soon_as_the_next_packet_comes(incident):
-    """Not a GOP later: live latency is one packet (~20 ms of audio), not one second."""
+    """Not a GOP later: live latency is one packet (one Opus frame), not one second."""
     mux = LiveMux("a1", clock=FakeClock())
     out = 0
     for rp in incident[:120]:

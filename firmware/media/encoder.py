@@ -20,8 +20,11 @@ from pinkbutton.hal.base import AudioChunk, VideoFrame
 log = logging.getLogger(__name__)
 
 VIDEO_CODECS = ("auto", "libx264", "h264_v4l2m2m")
-OPUS_FRAME_SAMPLES_48K = 960  # 20 ms
-_OPUS_FRAME_S = 0.020
+# Opus frame durations a kiosk may send (media.audio_frame_ms): one frame per MQTT message, so
+# longer frames mean fewer messages (each costs ~100 bytes of envelope, MQTT and TLS, and a
+# PUBACK) for up to 40 ms more voice latency.
+OPUS_FRAME_MS = (20, 40, 60)
+DEFAULT_OPUS_FRAME_MS = 60
 # x264's constant-quality target; the VBV cap below is what bounds the bitrate. Constant
 # quality spends almost nothing on a still scene, which matters on metered mobile links.
 _X264_CRF = 26
@@ -270,20 +273,25 @@ class VideoEncoder:
 
 
 class AudioEncoder:
-    """Opus, mono, one packet per 20 ms; pts_us is the capture time of the packet's first sample.
+    """Opus, mono, one packet per `frame_ms` (20, 40 or 60); pts_us is the capture time of the
+    packet's first sample.
 
     Timing follows a sample clock anchored at the first chunk, so continuous audio gets
-    exactly 20 ms spacing; a capture gap (chunk pts off by more than 5 ms) re-anchors it.
+    exactly `frame_ms` spacing; a capture gap (chunk pts off by more than 5 ms) re-anchors it.
     """
 
     _RESYNC_US = 5000
 
-    def __init__(self, sample_rate: int = 48000, bitrate_kbps: int = 24) -> None:
+    def __init__(self, sample_rate: int = 48000, bitrate_kbps: int = 24,
+                 frame_ms: int = DEFAULT_OPUS_FRAME_MS) -> None:
         if sample_rate not in (8000, 12000, 16000, 24000, 48000):
             raise ValueError(f"Opus needs 8/12/16/24/48 kHz, got {sample_rate} Hz")
+        if frame_ms not in OPUS_FRAME_MS:
+            raise ValueError(f"Opus frames here are 20, 40 or 60 ms, got {frame_ms} ms")
         self.sample_rate = sample_rate
         self.bitrate_kbps = bitrate_kbps
-        self.frame_samples = round(sample_rate * _OPUS_FRAME_S)
+        self.frame_ms = frame_ms
+        self.frame_samples = sample_rate * frame_ms // 1000
         self.codec_name = "libopus"
         self._ctx: av.AudioCodecContext | None = None
         self._buffer = bytearray()
@@ -299,7 +307,7 @@ class AudioEncoder:
         ctx.format = "s16"
         ctx.bit_rate = self.bitrate_kbps * 1000
         # Constrained VBR: unconstrained libopus overshoots 24k by ~50% on tonal input.
-        ctx.options = {"frame_duration": "20", "application": "voip", "vbr": "constrained"}
+        ctx.options = {"frame_duration": str(self.frame_ms), "application": "voip", "vbr": "constrained"}
         ctx.open()
         return ctx
 

@@ -14,7 +14,7 @@ class Stream(IntEnum):
 @dataclass(frozen=True, slots=True)
 class EncodedPacket:
     """One H.264 access unit (Annex B, SPS/PPS in front of every keyframe) or one
-    Opus packet (20 ms).
+    Opus packet (one frame: 20, 40 or 60 ms).
 
     `pts_us`: capture time on the device's monotonic clock, microseconds — the
     shared timeline of both streams. `duration_us`: how long it plays.
