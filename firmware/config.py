@@ -109,7 +109,7 @@ class MediaConfig:
     keyframe_interval_s: float = 1.0
     encoder: str = "auto"
     audio_kbps: int = 24
-    audio_frame_ms: int = 60  # Opus frame, one per media message: 20, 40 or 60
+    audio_frame_ms: int = 20  # Opus frame, one per media message: 20, 40 or 60
     preroll_s: float = 5.0
     max_queue_kb: int = 512
     evidence_budget_mb: int = 512  # local incident evidence on disk; 0: not recorded
@@ -469,7 +469,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "keyframe_interval_s": _Field(_number_in(0.25, 10), 1.0),
             "encoder": _Field(_one_of("auto", "libx264", "h264_v4l2m2m"), "auto"),
             "audio_kbps": _Field(_int_in(6, 128), 24),
-            "audio_frame_ms": _Field(_int_one_of(20, 40, 60), 60),
+            "audio_frame_ms": _Field(_int_one_of(20, 40, 60), 20),
             "preroll_s": _Field(_number_in(0, 30), 5.0),
             "max_queue_kb": _Field(_int_in(64, 65536), 512),
             "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),

@@ -194,10 +194,10 @@ def test_opus_packets_are_one_frame_each_and_evenly_timed(frame_ms):
                for p in packets)
 
 
-def test_a_kiosk_sends_60_ms_opus_frames_unless_told_otherwise():
-    # One media message per frame: 17 a second instead of 50 (docs/protocol.md).
-    assert AudioEncoder().frame_samples == 2880
-    assert MediaConfig().audio_frame_ms == 60
+def test_a_kiosk_sends_20_ms_opus_frames_unless_told_otherwise():
+    # The console's live view is tuned for them (docs/protocol.md: 40 and 60 ms for weak links).
+    assert AudioEncoder().frame_samples == 960
+    assert MediaConfig().audio_frame_ms == 20
 
 
 def test_opus_frames_other_than_20_40_60_ms_are_refused():

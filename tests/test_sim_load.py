@@ -98,22 +98,23 @@ def test_replay_gives_clip_packets_with_the_capture_times_and_keyframes_on_reque
     video.force_keyframe()
     assert video.encode(VideoFrame(frame, 160, 120, 5))[0].keyframe
     audio = ReplayAudioEncoder(c)
-    assert c.audio_frame_us == 60_000  # the kiosk's default Opus frame
-    pcm = bytes(2 * 2880)  # 60 ms at 48 kHz
-    packets = [p for i in range(10) for p in audio.encode(AudioChunk(pcm, 48000, i * 60_000))]
-    assert [p.pts_us for p in packets] == [i * 60_000 for i in range(10)]
-    assert all(p.stream is Stream.AUDIO and p.data and p.duration_us == 60_000
-               for p in packets)
-    short = bytes(2 * 960)  # 20 ms chunks: one packet per three
-    assert sum(len(audio.encode(AudioChunk(short, 48000, 0))) for _ in range(6)) == 2
+    assert c.audio_frame_us == 20_000  # the kiosk's default Opus frame
+    pcm = bytes(2 * 960)  # 20 ms at 48 kHz
+    packets = [p for i in range(10) for p in audio.encode(AudioChunk(pcm, 48000, i * 20_000))]
+    assert [p.pts_us for p in packets] == [i * 20_000 for i in range(10)]
+    assert all(p.stream is Stream.AUDIO and p.data for p in packets)
+    half = bytes(2 * 480)  # 10 ms chunks: one packet per two
+    assert sum(len(audio.encode(AudioChunk(half, 48000, 0))) for _ in range(4)) == 2
 
 
 def test_replay_follows_the_kiosks_audio_frame():
-    c = clip(160, 120, 5.0, 100, audio_frame_ms=20)
-    assert c.audio_frame_us == 20_000 and all(p.duration_us == 20_000 for p in c.audio)
+    c = clip(160, 120, 5.0, 100, audio_frame_ms=60)
+    assert c.audio_frame_us == 60_000 and all(p.duration_us == 60_000 for p in c.audio)
     audio = ReplayAudioEncoder(c)
-    pcm = bytes(2 * 960)  # 20 ms: one packet each
-    assert [len(audio.encode(AudioChunk(pcm, 48000, i * 20_000))) for i in range(5)] == [1] * 5
+    pcm = bytes(2 * 960)  # 20 ms chunks: one 60 ms packet per three
+    assert [len(audio.encode(AudioChunk(pcm, 48000, i * 20_000))) for i in range(6)] == [
+        0, 0, 1, 0, 0, 1]
+    assert audio.encode(AudioChunk(pcm, 48000, 120_000)) == []
 
 
 def test_load_refuses_an_audio_frame_the_kiosk_cannot_send(tmp_path):

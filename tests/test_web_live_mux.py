@@ -5,6 +5,7 @@ with PyAV and ffmpeg; the hub's start points, bounds and end."""
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from pinkbutton.firmware.media.envelope import ReceivedPacket
 from pinkbutton.firmware.media.packet import EncodedPacket, Stream
 from pinkbutton.hal.clock import FakeClock
+from pinkbutton.tools.controlroom.web import live
 from pinkbutton.tools.controlroom.web.live import Fragment, LiveHub, LiveMux, Watcher
 
 from tests.test_evidence import as_received, encode_audio, encode_video
@@ -131,6 +133,72 @@ def test_a_fragment_is_out_as_soon_as_the_next_packet_comes(incident):
         out += len(mux.fragments.take())
     assert mux.fragments.init is not None
     assert out >= 120 - 5  # one fragment a packet; a few wait for the interleaving
+
+
+def video_samples(fragments: list[Fragment], track: int) -> list[tuple[int, int]]:
+    """(decode time, duration) of each sample of `track`, from the moof boxes (tfhd default
+    duration, tfdt; one sample per fragment: frag_every_frame)."""
+    out = []
+    for f in fragments:
+        moof = live._child(f.data, 0, len(f.data), b"moof")
+        assert moof is not None
+        for kind, a, b in live._boxes(f.data, *moof):
+            if kind != b"traf":
+                continue
+            tfhd, tfdt = live._child(f.data, a, b, b"tfhd"), live._child(f.data, a, b, b"tfdt")
+            assert tfhd is not None and tfdt is not None
+            flags = int.from_bytes(f.data[tfhd[0] + 1:tfhd[0] + 4], "big")
+            if struct.unpack_from(">I", f.data, tfhd[0] + 4)[0] != track:
+                continue
+            at = tfhd[0] + 8 + (8 if flags & 1 else 0) + (4 if flags & 2 else 0)
+            duration = struct.unpack_from(">I", f.data, at)[0] if flags & 8 else -1
+            v1 = f.data[tfdt[0]] == 1
+            start = struct.unpack_from(">Q" if v1 else ">I", f.data, tfdt[0] + 4)[0]
+            out.append((start, duration))
+    return out
+
+
+@pytest.mark.parametrize("frame_ms", [20, 60])
+def test_pictures_keep_their_durations_when_audio_comes_after_them(frame_ms):
+    """In seq order an Opus packet follows the pictures captured during its frame (the kiosk
+    sends it when the frame is complete). Muxed in that order, FFmpeg gave those pictures a
+    duration of 0 and the browser dropped every picture up to the next keyframe (seen with
+    60 ms frames: one picture a second). LiveMux feeds the muxer in capture order."""
+    video = encode_video(frames=3 * FPS)
+    audio = encode_audio(frame_ms, 0.0, 3.0)
+    sent = sorted(video + audio, key=lambda p: (
+        p.pts_us + (p.duration_us if p.stream is Stream.AUDIO else 0), p.stream))
+    mux, fragments = remux(as_received(sent))
+    track, _ = live.codecs_of(mux.fragments.init or b"")
+    assert track is not None
+    samples = video_samples(fragments, track)
+    assert len(samples) == 3 * FPS
+    step = 90_000 // FPS
+    assert [d for _t, d in samples] == [step] * len(samples)
+    assert [t for t, _d in samples] == [samples[0][0] + i * step for i in range(len(samples))]
+
+
+def test_pictures_do_not_wait_long_for_a_microphone_that_stopped():
+    """Audio stops after 1 s (a dead microphone): pictures keep coming out, at most HOLD_US
+    of video behind the newest (plus the picture that takes the span past it, the one that
+    cuts its fragment, frag_every_frame, and the one just fed)."""
+    video = encode_video(frames=3 * FPS)
+    audio = encode_audio(60, 0.0, 1.0)
+    sent = sorted(video + audio, key=lambda p: (
+        p.pts_us + (p.duration_us if p.stream is Stream.AUDIO else 0), p.stream))
+    mux = LiveMux("a1", clock=FakeClock())
+    track = None
+    for rp in as_received(sent):
+        mux.feed(rp)
+        fragments = mux.fragments.take()
+        if track is None and mux.fragments.init:
+            track, _ = live.codecs_of(mux.fragments.init)
+        if rp.packet.stream is Stream.VIDEO and rp.pts_us > 2_000_000:
+            assert track is not None
+            out = video_samples(fragments, track)
+            assert len(out) == 1, (rp.pts_us, out)  # one picture out for one in, held back
+            held_us = rp.pts_us - out[0][0] * 100 // 9
+            assert 0 < held_us <= live.HOLD_US + 3 * 1_000_000 // FPS + 1000, held_us
 
 
 # ---- the hub ---------------------------------------------------------------------------------

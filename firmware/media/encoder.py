@@ -24,7 +24,7 @@ VIDEO_CODECS = ("auto", "libx264", "h264_v4l2m2m")
 # longer frames mean fewer messages (each costs ~100 bytes of envelope, MQTT and TLS, and a
 # PUBACK) for up to 40 ms more voice latency.
 OPUS_FRAME_MS = (20, 40, 60)
-DEFAULT_OPUS_FRAME_MS = 60
+DEFAULT_OPUS_FRAME_MS = 20
 # x264's constant-quality target; the VBV cap below is what bounds the bitrate. Constant
 # quality spends almost nothing on a still scene, which matters on metered mobile links.
 _X264_CRF = 26

@@ -337,6 +337,9 @@ class Evidence:
         else:
             self._audio_packets += 1
 
+    def _flush_writes(self) -> None:
+        """Before the container closes: what a subclass still holds back from `_write`."""
+
     def _video_time(self, at: int, pkt: EncodedPacket) -> int:
         """Where a video frame captured at `at` (µs in the file) is written, in 1/90 000 s:
         on one frame grid for the whole file (its interval `duration_us` = 1/fps, phase of
@@ -377,6 +380,7 @@ class Evidence:
             self._drain()
         if not self._started and self._startup:
             self._start()
+        self._flush_writes()
         self._closed = True
         if self._container is not None:
             try:

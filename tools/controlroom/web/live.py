@@ -33,6 +33,7 @@ One lock guards the incidents and the watchers; muxing happens outside it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import inspect
 import json
 import logging
@@ -48,6 +49,7 @@ from typing import Any
 
 import av
 from pinkbutton.firmware.media.envelope import ReceivedPacket
+from pinkbutton.firmware.media.packet import Stream
 from pinkbutton.hal.clock import Clock
 from pinkbutton.tools.controlroom.media import Evidence
 
@@ -57,9 +59,13 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # One fragment per packet; an empty moov up front; fragment offsets from their own moof, as MSE
 # wants them (ISO BMFF byte stream format).
 LIVE_MOVFLAGS = "frag_every_frame+empty_moov+default_base_moof"
-# The muxer holds a packet back until every stream has one (interleaving by time); if a stream
-# stops (microphone dead), the other must not wait the default 10 s.
-MAX_INTERLEAVE_US = 500_000
+# LiveMux interleaves the two streams itself (see there): one stream's packets wait at most
+# this much media time for the other's (an Opus frame is up to 60 ms, a picture at 5 fps
+# 200 ms), so a stopped microphone delays the pictures by this much at most...
+HOLD_US = 300_000
+# ...and the muxer's own interleaving (it holds a packet until every stream has one, 10 s by
+# default) is off: 1 µs (0 would mean no bound).
+MAX_INTERLEAVE_US = 1
 ALERT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STARTS = ("auto", "start", "live")
 
@@ -200,13 +206,48 @@ class Fragmenter:
 
 class LiveMux(Evidence):
     """The evidence muxer (reorder, gaps, keyframes, frame grid, device pts) into memory, one
-    fragment per packet. `fragments.init` and `fragments.take()` are the output."""
+    fragment per packet. `fragments.init` and `fragments.take()` are the output.
+
+    Packets reach the muxer in capture order across the two streams. The kiosk sends an Opus
+    packet when its frame is complete (60 ms after its first sample by default), so in seq
+    order it follows the pictures captured meanwhile. With `frag_every_frame`, FFmpeg's MP4
+    muxer gives a picture whose fragment is cut by an earlier-captured audio packet a duration
+    of 0; the browser's Media Source then sees a decode discontinuity at the next picture and
+    drops every picture up to the next keyframe (about one picture a second shown). So a
+    packet waits until the other stream's media reaches past its capture time (the Opus frame
+    that covers a picture, the picture that covers an audio frame: what comes next of either
+    stream is captured later), at most HOLD_US of one stream's media (a microphone that stops
+    must not stop the pictures)."""
 
     def __init__(self, alert_id: str, *, reorder_window: int = 32,
                  clock: Clock | None = None) -> None:
         super().__init__(Path(f"live-{alert_id}"), reorder_window=reorder_window,
                          clock=clock or Clock(), alert_id=alert_id)
         self.fragments = Fragmenter()
+        self._held: list[ReceivedPacket] = []  # capture order (pts)
+        self._reach: dict[Stream, int] = {}  # per stream: the end of its newest packet
+
+    def _write(self, rp: ReceivedPacket) -> None:
+        if self._video is None or self._audio is None:  # one stream: nothing to interleave
+            super()._write(rp)
+            return
+        stream = rp.packet.stream
+        end = rp.pts_us + max(rp.packet.duration_us, 0)
+        self._reach[stream] = max(self._reach.get(stream, end), end)
+        bisect.insort(self._held, rp, key=lambda r: r.pts_us)
+        held = self._held
+        while held:
+            first = held[0]
+            other = Stream.AUDIO if first.packet.stream is Stream.VIDEO else Stream.VIDEO
+            if (self._reach.get(other, first.pts_us) <= first.pts_us
+                    and held[-1].pts_us - first.pts_us <= HOLD_US):
+                break
+            super()._write(held.pop(0))
+
+    def _flush_writes(self) -> None:
+        held, self._held = self._held, []
+        for rp in held:
+            super()._write(rp)
 
     def _open_container(self) -> Any:
         return av.open(self.fragments, "w", format="mp4",
