@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pinkbutton.firmware.cliargs import OneLineParser, int_in
+from pinkbutton.firmware.media.encoder import DEFAULT_OPUS_FRAME_MS, OPUS_FRAME_MS
 from pinkbutton.simulator.load import cpu_seconds, rss_mib
 from pinkbutton.tools.pki import PkiError, init_dev_pki
 
@@ -108,7 +109,8 @@ def format_table(result: dict) -> str:
     floor: Series = result["floor"]
     lines = [
         f"Pink Button bench-fleet — {STREAMS} streaming + N idle kiosks (real firmware, "
-        "replayed media), one mosquitto, loopback, mTLS",
+        f"replayed media, {result.get('audio_frame_ms', DEFAULT_OPUS_FRAME_MS)} ms Opus frames), "
+        "one mosquitto, loopback, mTLS",
         f"floor mosquitto_pub -> mosquitto_sub (same broker, before the steps): p50 "
         f"{floor.p(50):.2f}  p95 {floor.p(95):.2f}  p99 {floor.p(99):.2f} ms (n={floor.n})",
         f"{'room':<{ENGINE_W}}{'idle':>6}{'p50':>9}{'p95':>9}{'p99':>9}{'edge p50':>9}{'1st fr':>9}"
@@ -164,10 +166,10 @@ def format_table(result: dict) -> str:
 
 
 def run_bench(steps: Sequence[int], duration: int, presses: int, keep: Path | None,
-              progress: Progress) -> dict:
+              progress: Progress, audio_frame_ms: int = DEFAULT_OPUS_FRAME_MS) -> dict:
     deadline = time.monotonic() + DEADLINE_S
     work = Path(tempfile.mkdtemp(prefix="pbfl-", dir="/tmp"))
-    result: dict = {"steps": {}, "notes": []}
+    result: dict = {"steps": {}, "notes": [], "audio_frame_ms": audio_frame_ms}
     broker = pg = None
     try:
         pki = work / "pki"
@@ -210,7 +212,8 @@ def run_bench(steps: Sequence[int], duration: int, presses: int, keep: Path | No
                         continue
                 result["steps"][engine].append(run_step(
                     work, pki, broker, idle, STREAMS, duration, presses,
-                    engine_args(engine, url), left, progress, f"-{i + 1}" if i else ""))
+                    [*engine_args(engine, url), "--audio-frame-ms", str(audio_frame_ms)],
+                    left, progress, f"-{i + 1}" if i else ""))
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             for step in work.glob("step-*"):
@@ -235,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar="S", help=f"seconds of load per step (default {STEP_DURATION_S})")
     parser.add_argument("--presses", type=int_in(1, 2000), default=STEP_PRESSES, metavar="K",
                         help=f"presses per step (default {STEP_PRESSES})")
+    parser.add_argument("--audio-frame-ms", type=int, choices=OPUS_FRAME_MS,
+                        default=DEFAULT_OPUS_FRAME_MS, metavar="MS",
+                        help="the streaming kiosks' Opus frame (20, 40 or 60; default "
+                             f"{DEFAULT_OPUS_FRAME_MS}, the kiosk's)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="copy each step's folder (table, summary.json, plots) here")
     args = parser.parse_args(argv)
@@ -246,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not steps or not all(1 <= n <= 3000 for n in steps):
         parser.error("--steps: each 1 to 3000 idle devices")
     return run_and_print("bench-fleet", lambda progress: run_bench(
-        steps, args.duration, args.presses, args.keep, progress), format_table)
+        steps, args.duration, args.presses, args.keep, progress, args.audio_frame_ms),
+        format_table)
 
 
 if __name__ == "__main__":
