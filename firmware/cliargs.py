@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import ParamSpec
@@ -43,9 +44,19 @@ def quiet_on_closed_pipe(main: Callable[_P, int]) -> Callable[_P, int]:
     return wrapper
 
 
+#: user:password@ in a URL (`--db postgresql://pb:secret@host/db`, `--broker`, ...).
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's password shown as ***: usage errors quote what was typed, and
+    they end up on screens, in shell history dumps and CI logs."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: usage error: {message} (try --help)\n")
+        self.exit(2, f"{self.prog}: usage error: {redact_urls(message)} (try --help)\n")
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:

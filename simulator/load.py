@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pinkbutton.firmware import protocol
+from pinkbutton.firmware.cliargs import redact_urls
 from pinkbutton.firmware.config import ConfigError
 from pinkbutton.firmware.media.encoder import OPUS_FRAME_MS
 from pinkbutton.firmware.media.envelope import MediaError, decode_envelope
@@ -127,9 +127,7 @@ class LoadSpec:
         return f"{n} receiver{'s' if n > 1 else ''}, {'PostgreSQL' if self.db else 'SQLite'}"
 
 
-def redacted(url: str) -> str:
-    """A database URL for a message: without its password."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+redacted = redact_urls  # a database URL for a message: without its password
 
 
 def check_spec(spec: LoadSpec) -> None:

@@ -60,3 +60,17 @@ def test_parser_error_goes_to_stderr_only(capsys):
         parser.parse_args(["--n", "0"])
     out, err = capsys.readouterr()
     assert out == "" and err == "x: usage error: argument --n: must be at least 1, not 0 (try --help)\n"
+
+
+def test_a_usage_error_never_shows_a_password_given_in_a_url(capsys):
+    parser = OneLineParser(prog="x")
+    parser.add_argument("--db")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--db", "postgresql://pb:s3cret@db.local:5432/room", "stray"])
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "postgresql://pb:***@db.local:5432/room" not in err
+    assert err == "x: usage error: unrecognized arguments: stray (try --help)\n"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["postgresql://pb:s3cret@db.local:5432/room"])
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "postgresql://pb:***@db.local:5432/room" in err

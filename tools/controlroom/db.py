@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pinkbutton.firmware.cliargs import redact_urls
 from pinkbutton.firmware.durable import private_dir, private_sqlite
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -43,7 +44,7 @@ def db_target(target: Path | str) -> Path | str:
 
 def redacted(target: Path | str) -> str:
     """The database for a message: a URL without its password."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(target))
+    return redact_urls(str(target))
 
 
 def connect(target: Path | str) -> Database:
