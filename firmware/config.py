@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -171,6 +171,7 @@ class CertificateStatus:
 
 _REQUIRED = object()
 _DEVICE_ID = protocol.DEVICE_ID_RE  # what the codecs accept, one definition
+_T = TypeVar("_T", str, int)  # a config choice: one of some strings or numbers
 # The control room's own client identity; a device with this id could publish as the room.
 _RESERVED_IDS = frozenset({"controlroom"})
 _MAX_GPIO = 27  # BCM numbering on the 40-pin header
@@ -293,22 +294,13 @@ def _protocol_text(limit: int) -> Callable[[object], str]:
     return rule
 
 
-def _int_one_of(*choices: int) -> Callable[[object], int]:
-    def rule(value: object) -> int:
-        number = _expect_int(value)
-        if number not in choices:
-            raise _Problem(f"must be one of {', '.join(map(str, choices))}; got {number}")
-        return number
-
-    return rule
-
-
-def _one_of(*choices: str) -> Callable[[object], str]:
-    def rule(value: object) -> str:
-        text = _expect_str(value)
-        if text not in choices:
-            raise _Problem(f"must be one of {', '.join(choices)}; got {text!r}")
-        return text
+def _one_of(*choices: _T, expect: Callable[[object], _T] = _expect_str
+            ) -> Callable[[object], _T]:
+    def rule(value: object) -> _T:
+        got = expect(value)
+        if got not in choices:
+            raise _Problem(f"must be one of {', '.join(map(str, choices))}; got {got!r}")
+        return got
 
     return rule
 
@@ -469,7 +461,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "keyframe_interval_s": _Field(_number_in(0.25, 10), 1.0),
             "encoder": _Field(_one_of("auto", "libx264", "h264_v4l2m2m"), "auto"),
             "audio_kbps": _Field(_int_in(6, 128), 24),
-            "audio_frame_ms": _Field(_int_one_of(20, 40, 60), 20),
+            "audio_frame_ms": _Field(_one_of(20, 40, 60, expect=_expect_int), 20),
             "preroll_s": _Field(_number_in(0, 30), 5.0),
             "max_queue_kb": _Field(_int_in(64, 65536), 512),
             "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),
