@@ -4,8 +4,9 @@ The expensive part of a streaming device is x264; twenty of them would measure t
 not the path to the room. A replay encoder takes the place of `VideoEncoder` /
 `AudioEncoder` in a kiosk's `MediaPipeline` (the encoder stage only): H.264 and Opus packets
 encoded ONCE at start with PyAV from the fake camera and microphone (`Clip`), then handed
-out in order, round and round, one per captured frame / Opus frame of audio (20-60 ms). Everything after the
-encoder is the kiosk's own: pre-roll, MediaSender, envelopes, MQTT over mTLS.
+out in order, round and round, one per captured frame / Opus frame of audio (20-60 ms, the
+kiosk's `media.audio_frame_ms`). Everything after the encoder is the kiosk's own: pre-roll,
+MediaSender, envelopes, MQTT over mTLS.
 
 Time: each replayed packet carries the capture time (`pts_us`) of the frame or audio chunk it
 stands for, as the real encoder does, so the envelope's capture time is "when the fake
