@@ -209,15 +209,15 @@ class LiveMux(Evidence):
     fragment per packet. `fragments.init` and `fragments.take()` are the output.
 
     Packets reach the muxer in capture order across the two streams. The kiosk sends an Opus
-    packet when its frame is complete (60 ms after its first sample by default), so in seq
-    order it follows the pictures captured meanwhile. With `frag_every_frame`, FFmpeg's MP4
-    muxer gives a picture whose fragment is cut by an earlier-captured audio packet a duration
-    of 0; the browser's Media Source then sees a decode discontinuity at the next picture and
-    drops every picture up to the next keyframe (about one picture a second shown). So a
-    packet waits until the other stream's media reaches past its capture time (the Opus frame
-    that covers a picture, the picture that covers an audio frame: what comes next of either
-    stream is captured later), at most HOLD_US of one stream's media (a microphone that stops
-    must not stop the pictures)."""
+    packet when its frame is complete (20-60 ms after its first sample: media.audio_frame_ms),
+    so in seq order it follows the pictures captured meanwhile. With `frag_every_frame`,
+    FFmpeg's MP4 muxer gives a picture whose fragment is cut by an earlier-captured audio
+    packet a duration of 0; the browser's Media Source then sees a decode discontinuity at the
+    next picture and drops every picture up to the next keyframe (seen with 60 ms frames:
+    about one picture a second shown). So a packet waits until the other stream's media
+    reaches past its capture time (the Opus frame that covers a picture, the picture that
+    covers an audio frame: what comes next of either stream is captured later), at most
+    HOLD_US of one stream's media (a microphone that stops must not stop the pictures)."""
 
     def __init__(self, alert_id: str, *, reorder_window: int = 32,
                  clock: Clock | None = None) -> None:
