@@ -86,3 +86,31 @@ def test_the_player_nudges_down_to_the_latency_it_aims_at_not_to_the_upper_bound
         assert page.evaluate(AT, 0.1) == 1
     finally:
         page.close()
+
+
+def test_with_60_ms_opus_frames_the_player_aims_five_frames_behind_the_edge(chromium):  # noqa: F811
+    """The stream message says the kiosk's Opus frame (media.audio_frame_ms = 60, a weak
+    link's setting): media arrives in bigger steps, so the player keeps 0.3 s behind the
+    edge (at 0.15 s it ran dry and stalled); 20 ms frames keep 0.15 s (test above)."""
+    page = chromium.new_page()
+    try:
+        page.set_content("<html><body></body></html>")
+        page.add_script_tag(content=STANDINS)
+        page.add_script_tag(content=(STATIC_DIR / "live.js").read_text())
+        page.evaluate("""() => {
+          window.__player = PinkLive.play(window.__video, "ws://127.0.0.1:9/live/x",
+                                          {from: "auto", unmuteOnGesture: false});
+          window.__ws[0].onmessage({data: JSON.stringify(
+            {type: "stream", mime: "video/mp4", from: "live", audio_frame_ms: 60})});
+        }""")
+        page.wait_for_function("() => window.__sb !== undefined", timeout=10_000)
+        page.evaluate("() => { window.__sb.ranges = [[0, 10]]; }")
+        page.evaluate(AT, 0.3)  # joined at the live edge: the first look seeks there
+        assert page.evaluate("() => window.__video.currentTime") == 10 - 0.3
+        assert page.evaluate(AT, 0.3) == 1
+        assert page.evaluate(AT, 0.35) == 1  # within 0.1 s of the aim: no nudge
+        assert page.evaluate(AT, 0.45) == NUDGE
+        assert page.evaluate(AT, 0.32) == NUDGE  # nudged down to the aim...
+        assert page.evaluate(AT, 0.28) == 1  # ...and no further
+    finally:
+        page.close()

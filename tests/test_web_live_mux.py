@@ -4,6 +4,7 @@ with PyAV and ffmpeg; the hub's start points, bounds and end."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -231,7 +232,9 @@ def test_early_watcher_gets_everything_from_the_first_keyframe(incident):
             hub.feed("a1", rp)
         drained(hub)
         items = w.take()
-        assert '"type": "stream"' in str(items[0][1]) and '"from": "start"' in str(items[0][1])
+        head = json.loads(str(items[0][1]))
+        assert head["type"] == "stream" and head["from"] == "start"
+        assert head["audio_frame_ms"] == 20  # the kiosk's Opus frame: the player's aim (live.js)
         assert bytes(items[1][1])[4:8] == b"ftyp"
         assert len(items) - 2 == hub.stats("a1")["fragments"] > 0
     finally:

@@ -321,6 +321,7 @@ class _Incident:
     fragments: deque[Fragment] = field(default_factory=deque)  # from a keyframe on
     retained: int = 0
     first_media_at: float | None = None  # monotonic
+    audio_frame_us: int | None = None  # the kiosk's Opus frame (media.audio_frame_ms)
     last_activity: float = 0.0
     ended: bool = False
     watchers: set[Watcher] = field(default_factory=set)
@@ -465,6 +466,8 @@ class LiveHub:
                 return  # stragglers after the end
             if inc.first_media_at is None:
                 inc.first_media_at = now
+            if inc.audio_frame_us is None and rp.packet.stream is Stream.AUDIO:
+                inc.audio_frame_us = rp.packet.duration_us
             if inc.mux is None:
                 inc.mux = LiveMux(alert_id, clock=self.clock)
             mux = inc.mux
@@ -551,8 +554,10 @@ class LiveHub:
 
     @staticmethod
     def _header(inc: _Incident, start: str) -> Item:
-        return ("text", json.dumps({"type": "stream", "alert_id": inc.alert_id,
-                                    "mime": inc.mime, "from": start}))
+        head = {"type": "stream", "alert_id": inc.alert_id, "mime": inc.mime, "from": start}
+        if inc.audio_frame_us:  # the player keeps further from the edge for longer frames
+            head["audio_frame_ms"] = round(inc.audio_frame_us / 1000)
+        return ("text", json.dumps(head))
 
 
 # ---- the WebSocket route ---------------------------------------------------------------------

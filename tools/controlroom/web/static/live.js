@@ -19,7 +19,9 @@
     from: "auto",
     muted: true,            // start muted; unmuteOnGesture turns the sound on
     unmuteOnGesture: true,
-    liveWithin: 0.15,       // seconds behind the newest media aimed at
+    liveWithin: 0.15,       // seconds behind the newest media aimed at (at least
+                            // liveFrames Opus frames: the stream message says their length)
+    liveFrames: 5,
     catchUpAbove: 1.0,      // further behind: play catchUpRate times faster...
     catchUpRate: 1.5,
     nudgeRate: 1.1,         // ...then a little faster until within liveWithin
@@ -44,6 +46,7 @@
     };
     let ws = null, mediaSource = null, sourceBuffer = null, queue = [], closed = false;
     let timer = null, objectUrl = null, started = false;
+    let aim = opts.liveWithin;  // seconds behind the edge aimed at, for this stream
     video.muted = opts.muted;
     video.autoplay = true;
     video.playsInline = true;
@@ -85,6 +88,9 @@
         }
         state.mime = msg.mime;
         state.from = msg.from;
+        // 60 ms Opus frames (a weak link's setting) arrive in bigger steps: at 0.15 s the
+        // player ran dry at the edge and stalled; 5 frames (0.3 s) play steadily.
+        aim = Math.max(opts.liveWithin, opts.liveFrames * (msg.audio_frame_ms || 0) / 1000);
         openSource(msg.mime);
       } else if (msg.type === "end") {
         state.ended = true;
@@ -186,17 +192,17 @@
       if (state.from === "live" && !started) {
         // Joined at the newest keyframe: go straight to the edge (the browser decodes from
         // that keyframe up to the picture asked for).
-        video.currentTime = Math.max(b.start(b.length - 1), edge - opts.liveWithin);
+        video.currentTime = Math.max(b.start(b.length - 1), edge - aim);
       }
       started = true;
       if (opts.from !== "start" && !state.ended) {
         let rate = 1;
-        if (behind > opts.jumpAbove) video.currentTime = edge - opts.liveWithin;
+        if (behind > opts.jumpAbove) video.currentTime = edge - aim;
         else if (behind > opts.catchUpAbove) rate = opts.catchUpRate;
         // Nudged from liveWithin + 0.1 down to liveWithin itself (without the hysteresis
         // the player settled at the upper bound, 0.1 s later than aimed at).
-        else if (behind > opts.liveWithin + 0.1 ||
-                 (video.playbackRate > 1 && behind > opts.liveWithin)) rate = opts.nudgeRate;
+        else if (behind > aim + 0.1 ||
+                 (video.playbackRate > 1 && behind > aim)) rate = opts.nudgeRate;
         if (video.playbackRate !== rate) video.playbackRate = rate;
       } else if (video.playbackRate !== 1) {
         video.playbackRate = 1;
