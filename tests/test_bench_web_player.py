@@ -54,20 +54,27 @@ AT = """(behind) => {
 }"""
 
 
-def test_the_player_nudges_down_to_the_latency_it_aims_at_not_to_the_upper_bound(chromium):  # noqa: F811
+def playing(chromium, stream: dict):  # noqa: F811
+    """A page playing the real live.js on the stand-ins: the stream message (its fields plus
+    `stream`) received, 10 s of media buffered."""
     page = chromium.new_page()
+    page.set_content("<html><body></body></html>")
+    page.add_script_tag(content=STANDINS)
+    page.add_script_tag(content=(STATIC_DIR / "live.js").read_text())
+    page.evaluate("""(extra) => {
+      window.__player = PinkLive.play(window.__video, "ws://127.0.0.1:9/live/x",
+                                      {from: "auto", unmuteOnGesture: false});
+      window.__ws[0].onmessage({data: JSON.stringify(
+        Object.assign({type: "stream", mime: "video/mp4", from: "live"}, extra))});
+    }""", stream)
+    page.wait_for_function("() => window.__sb !== undefined", timeout=10_000)
+    page.evaluate("() => { window.__sb.ranges = [[0, 10]]; }")
+    return page
+
+
+def test_the_player_nudges_down_to_the_latency_it_aims_at_not_to_the_upper_bound(chromium):  # noqa: F811
+    page = playing(chromium, {})
     try:
-        page.set_content("<html><body></body></html>")
-        page.add_script_tag(content=STANDINS)
-        page.add_script_tag(content=(STATIC_DIR / "live.js").read_text())
-        page.evaluate("""() => {
-          window.__player = PinkLive.play(window.__video, "ws://127.0.0.1:9/live/x",
-                                          {from: "auto", unmuteOnGesture: false});
-          window.__ws[0].onmessage({data: JSON.stringify(
-            {type: "stream", mime: "video/mp4", from: "live"})});
-        }""")
-        page.wait_for_function("() => window.__sb !== undefined", timeout=10_000)
-        page.evaluate("() => { window.__sb.ranges = [[0, 10]]; }")
         page.evaluate(AT, 0.15)  # joined at the live edge: the first look seeks there
         # liveWithin is 0.15 s; beyond 0.25 s the player plays a little faster...
         assert page.evaluate(AT, 0.15) == 1
@@ -92,19 +99,8 @@ def test_with_60_ms_opus_frames_the_player_aims_five_frames_behind_the_edge(chro
     """The stream message says the kiosk's Opus frame (media.audio_frame_ms = 60, a weak
     link's setting): media arrives in bigger steps, so the player keeps 0.3 s behind the
     edge (at 0.15 s it ran dry and stalled); 20 ms frames keep 0.15 s (test above)."""
-    page = chromium.new_page()
+    page = playing(chromium, {"audio_frame_ms": 60})
     try:
-        page.set_content("<html><body></body></html>")
-        page.add_script_tag(content=STANDINS)
-        page.add_script_tag(content=(STATIC_DIR / "live.js").read_text())
-        page.evaluate("""() => {
-          window.__player = PinkLive.play(window.__video, "ws://127.0.0.1:9/live/x",
-                                          {from: "auto", unmuteOnGesture: false});
-          window.__ws[0].onmessage({data: JSON.stringify(
-            {type: "stream", mime: "video/mp4", from: "live", audio_frame_ms: 60})});
-        }""")
-        page.wait_for_function("() => window.__sb !== undefined", timeout=10_000)
-        page.evaluate("() => { window.__sb.ranges = [[0, 10]]; }")
         page.evaluate(AT, 0.3)  # joined at the live edge: the first look seeks there
         assert page.evaluate("() => window.__video.currentTime") == 10 - 0.3
         assert page.evaluate(AT, 0.3) == 1
