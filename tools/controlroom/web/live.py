@@ -554,7 +554,8 @@ class LiveHub:
 
     @staticmethod
     def _header(inc: _Incident, start: str) -> Item:
-        head = {"type": "stream", "alert_id": inc.alert_id, "mime": inc.mime, "from": start}
+        head: dict[str, Any] = {"type": "stream", "alert_id": inc.alert_id, "mime": inc.mime,
+                                "from": start}
         if inc.audio_frame_us:  # the player keeps further from the edge for longer frames
             head["audio_frame_ms"] = round(inc.audio_frame_us / 1000)
         return ("text", json.dumps(head))
