@@ -127,9 +127,6 @@ class LoadSpec:
         return f"{n} receiver{'s' if n > 1 else ''}, {'PostgreSQL' if self.db else 'SQLite'}"
 
 
-redacted = redact_urls  # a database URL for a message: without its password
-
-
 def check_spec(spec: LoadSpec) -> None:
     """Raises ConfigError (one line) for values out of bounds."""
     if not 0 <= spec.idle <= MAX_IDLE:
@@ -149,7 +146,7 @@ def check_spec(spec: LoadSpec) -> None:
         raise ConfigError(f"--receivers: 1 to {MAX_RECEIVERS}, got {spec.receivers}")
     if spec.db is not None and not spec.db.startswith(DB_SCHEMES):
         raise ConfigError(f"--db: a postgresql:// URL (SQLite is the default, OUT/room.db), "
-                          f"got {redacted(spec.db)!r}")
+                          f"got {redact_urls(spec.db)!r}")
     if spec.receivers > 1 and spec.db is None:
         raise ConfigError(f"--receivers {spec.receivers}: SQLite is the single-receiver store; "
                           "give --db postgresql://USER@HOST:PORT/DB")
@@ -172,13 +169,13 @@ def check_db(spec: LoadSpec) -> None:
     try:
         import psycopg
     except ImportError:
-        raise ConfigError(f"--db {redacted(spec.db)}: PostgreSQL needs psycopg "
+        raise ConfigError(f"--db {redact_urls(spec.db)}: PostgreSQL needs psycopg "
                           "(pip install 'pinkbutton[room]')") from None
     try:
         psycopg.connect(spec.db, connect_timeout=DB_CONNECT_S).close()
     except (psycopg.Error, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise ConfigError(f"--db {redacted(spec.db)}: {redacted(first)}") from None
+        raise ConfigError(f"--db {redact_urls(spec.db)}: {redact_urls(first)}") from None
 
 
 def query(db: Path | str, sql: str) -> list[tuple]:
@@ -193,7 +190,7 @@ def query(db: Path | str, sql: str) -> list[tuple]:
                 return list(conn.execute(sql.encode()).fetchall())
         except (psycopg.Error, OSError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            raise StoreError(f"{redacted(db)}: {redacted(first)}") from None
+            raise StoreError(f"{redact_urls(db)}: {redact_urls(first)}") from None
     if not db.exists():
         return []
     try:
