@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pinkbutton.firmware import protocol
+from pinkbutton.firmware.media.packet import DEFAULT_OPUS_FRAME_MS, OPUS_FRAME_MS
 
 __all__ = [
     "AlertConfig",
@@ -109,7 +110,7 @@ class MediaConfig:
     keyframe_interval_s: float = 1.0
     encoder: str = "auto"
     audio_kbps: int = 24
-    audio_frame_ms: int = 20  # Opus frame, one per media message: 20, 40 or 60
+    audio_frame_ms: int = DEFAULT_OPUS_FRAME_MS  # Opus frame, one per media message
     preroll_s: float = 5.0
     max_queue_kb: int = 512
     evidence_budget_mb: int = 512  # local incident evidence on disk; 0: not recorded
@@ -461,7 +462,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, _Field]]] = {
             "keyframe_interval_s": _Field(_number_in(0.25, 10), 1.0),
             "encoder": _Field(_one_of("auto", "libx264", "h264_v4l2m2m"), "auto"),
             "audio_kbps": _Field(_int_in(6, 128), 24),
-            "audio_frame_ms": _Field(_one_of(20, 40, 60, expect=_expect_int), 20),
+            "audio_frame_ms": _Field(_one_of(*OPUS_FRAME_MS, expect=_expect_int),
+                                     DEFAULT_OPUS_FRAME_MS),
             "preroll_s": _Field(_number_in(0, 30), 5.0),
             "max_queue_kb": _Field(_int_in(64, 65536), 512),
             "evidence_budget_mb": _Field(_int_in(0, 1_000_000), 512),

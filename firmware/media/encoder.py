@@ -14,17 +14,17 @@ from typing import cast
 import av
 import av.video.frame
 import numpy as np
-from pinkbutton.firmware.media.packet import EncodedPacket, Stream
+from pinkbutton.firmware.media.packet import (
+    DEFAULT_OPUS_FRAME_MS,
+    OPUS_FRAME_MS,
+    EncodedPacket,
+    Stream,
+)
 from pinkbutton.hal.base import AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)
 
 VIDEO_CODECS = ("auto", "libx264", "h264_v4l2m2m")
-# Opus frame durations a kiosk may send (media.audio_frame_ms): one frame per MQTT message, so
-# longer frames mean fewer messages (each costs ~100 bytes of envelope, MQTT and TLS, and a
-# PUBACK) for up to 40 ms more voice latency.
-OPUS_FRAME_MS = (20, 40, 60)
-DEFAULT_OPUS_FRAME_MS = 20
 # x264's constant-quality target; the VBV cap below is what bounds the bitrate. Constant
 # quality spends almost nothing on a still scene, which matters on metered mobile links.
 _X264_CRF = 26

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+# Opus frame durations a kiosk may send (media.audio_frame_ms): one frame per MQTT message, so
+# longer frames mean fewer messages (each costs ~100 bytes of envelope, MQTT and TLS, and a
+# PUBACK) for up to 40 ms more voice latency. Here, not in encoder.py: the config checks them
+# without importing PyAV.
+OPUS_FRAME_MS = (20, 40, 60)
+DEFAULT_OPUS_FRAME_MS = 20
+
 
 class Stream(IntEnum):
     VIDEO = 1
