@@ -59,13 +59,16 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # One fragment per packet; an empty moov up front; fragment offsets from their own moof, as MSE
 # wants them (ISO BMFF byte stream format).
 LIVE_MOVFLAGS = "frag_every_frame+empty_moov+default_base_moof"
-# LiveMux interleaves the two streams itself (see there): one stream's packets wait at most
-# this much media time for the other's (an Opus frame is up to 60 ms, a picture at 5 fps
-# 200 ms), so a stopped microphone delays the pictures by this much at most...
+# LiveMux orders the two streams by capture time itself (see there): one stream's packets wait
+# at most this much media time for the other's (an Opus frame is up to 60 ms, a picture at
+# 5 fps 200 ms)...
 HOLD_US = 300_000
-# ...and the muxer's own interleaving (it holds a packet until every stream has one, 10 s by
-# default) is off: 1 µs (0 would mean no bound).
-MAX_INTERLEAVE_US = 1
+# ...and the muxer's own interleaving stays on too (it holds a packet until every stream has
+# one; 10 s by default, so a stopped stream must not hold the other that long): with it at
+# 1 µs or 100 ms, under a CPU hog test_web_live's viewers fell 3-4 s behind in about half the
+# runs (at 500 ms, as before LiveMux's ordering, none in 8). A stopped microphone therefore
+# delays the pictures by up to about HOLD_US + MAX_INTERLEAVE_US.
+MAX_INTERLEAVE_US = 500_000
 ALERT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STARTS = ("auto", "start", "live")
 
