@@ -282,7 +282,11 @@ def test_glass_to_glass_near_the_live_edge(incident):
     # depends on the machine's load: ~0.5 s alone, 2.3 and 3.5 s in two full `-n 4` runs of
     # a shared 2-core machine (the same with the room of before its media connection, under
     # an artificial CPU hog). It must still have caught up most of the way.
-    assert 0 < figures["late"][0] < 1.5, figures["late"]
+    # The late viewer, alone ~0.2-0.6 s; under a CPU hog 0.25-0.84 s (4 runs) with the live
+    # view of before 2026-12-02 and 0.4-1.2 s with today's (LiveMux's capture-order hold); a
+    # full fresh-clone `-n 4` run gave 1.83 s with 4 stalls. 3 s still catches what today's
+    # A/B found: the muxer's interleaving at 1 us put it 3.4-4.2 s behind.
+    assert 0 < figures["late"][0] < 3.0, figures["late"]
     assert 0 < figures["early"][0] < 5.0, figures["early"]
 
 
